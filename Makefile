@@ -1,0 +1,46 @@
+# The course in two commands: `make lab` and `make test`. Both create .venv on first use.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+NOTEBOOKS := $(wildcard lectures/*.ipynb solutions/*.ipynb)
+LAB_ARGS ?=
+
+.PHONY: lab test test-fast labs execute bench clean
+
+# Install under constraints.txt (torch==2.13.0, the CPU build). A torch already in .venv
+# (a GPU build, or the CPU wheel from PyTorch's index) is kept: its pin is dropped.
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	if $(BIN)/python -c "import torch" 2>/dev/null; then \
+	  grep -v '^torch==' constraints.txt > $(VENV)/constraints.txt; \
+	else cp constraints.txt $(VENV)/constraints.txt; fi
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check \
+	  -c $(VENV)/constraints.txt -e ".[dev]"
+	touch $@
+
+lab: $(STAMP)
+	$(BIN)/jupyter lab --ip=127.0.0.1 --ServerApp.root_dir=. $(LAB_ARGS)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -n 2 --dist loadscope
+
+# Unit tests only (no notebooks): the quick loop while developing.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -n 2 tests
+
+# labs/ is generated from solutions/: run after every change to a solution.
+labs: $(STAMP)
+	$(BIN)/python -m mllib.labs solutions labs
+
+# Re-run notebooks in place and keep their outputs (nbval compares against them).
+# One notebook: make execute NOTEBOOKS=lectures/00_introduction.ipynb
+execute: $(STAMP)
+	$(BIN)/jupyter nbconvert --to notebook --execute --inplace \
+	  --ExecutePreprocessor.timeout=120 $(NOTEBOOKS)
+
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks.client_training
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis

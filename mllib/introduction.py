@@ -1,0 +1,94 @@
+"""Lecture 00: why collaborate? Each client alone against one model trained on pooled data."""
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import matplotlib.pyplot as plt
+import torch
+
+from .clients import evaluate, local_sgd
+from .data import Dataset
+from .models import FlatModel
+from .partition import Clients, split
+
+
+@dataclass(frozen=True)
+class AloneVsPooled:
+    """One Dirichlet(alpha) split: each client's accuracy alone and with the pooled model."""
+
+    alpha: float
+    label_counts: torch.Tensor  # (n, C) training labels per client
+    alone: torch.Tensor  # (n,) own model, on the client's test distribution
+    pooled: torch.Tensor  # (n,) pooled model, on the client's test distribution
+    alone_everywhere: torch.Tensor  # (n,) own model, on the whole test set
+
+
+def alone_vs_pooled(
+    data: Dataset,
+    model: FlatModel,
+    *,
+    n_clients: int,
+    alphas: Sequence[float],
+    steps: int,
+    lr: float,
+    batch_size: int,
+    gen: torch.Generator,
+) -> list[AloneVsPooled]:
+    """Train every client alone and one model on the union of their data, for each alpha.
+
+    All models start from the same initialization and take the same number of SGD steps
+    of the same batch size; the pooled model is trained once, since the union of the
+    clients' data is the whole training set whatever the split.
+
+    Returns:
+        One ``AloneVsPooled`` per alpha, in the order given.
+    """
+    if not alphas:
+        raise ValueError("alphas must name at least one Dirichlet concentration")
+    x0 = model.init(gen, data.x_train.device)
+    pool = split(data, 1, "iid", gen=gen)
+    pooled_row = local_sgd(model, x0[None], pool, steps=steps, lr=lr, batch_size=batch_size, gen=gen)[0]
+    results = []
+    for alpha in alphas:
+        clients = split(data, n_clients, "dirichlet", alpha=alpha, gen=gen)
+        alone = local_sgd(
+            model, x0.expand(n_clients, -1), clients, steps=steps, lr=lr, batch_size=batch_size, gen=gen
+        )
+        everywhere = model.accuracy(alone, data.x_test.expand(n_clients, *data.x_test.shape), data.y_test.expand(n_clients, -1))
+        results.append(
+            AloneVsPooled(alpha, clients.label_counts(), evaluate(model, alone, clients), evaluate(model, pooled_row, clients), everywhere)
+        )
+    return results
+
+
+def plot_label_counts(clients: Clients, ax: plt.Axes | None = None, *, show: int = 20) -> plt.Axes:
+    """Stacked bars: how many samples of each label the first ``show`` clients hold."""
+    ax = ax or plt.figure(figsize=(6, 3)).gca()
+    _stacked_labels(clients.label_counts()[:show], ax)
+    return ax
+
+
+def plot_alone_vs_pooled(result: AloneVsPooled, *, show: int = 20) -> plt.Figure:
+    """Left: the first ``show`` clients' labels; right: their accuracy alone and pooled."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.2), layout="constrained")
+    _stacked_labels(result.label_counts[:show], left)
+    clients = torch.arange(min(show, len(result.alone)))
+    right.bar(clients - 0.2, result.alone[clients].cpu(), width=0.4, label="alone")
+    right.bar(clients + 0.2, result.pooled[clients].cpu(), width=0.4, label="pooled data")
+    right.plot(clients, result.alone_everywhere[clients].cpu(), "k.", label="alone, on all digits")
+    right.set(xlabel="client", ylabel="test accuracy", ylim=(0, 1.05), xticks=clients.tolist())
+    right.set_title("accuracy on each client's own test distribution")
+    right.legend(loc="lower left", fontsize=8, framealpha=0.9)
+    fig.suptitle(f"Dirichlet(alpha={result.alpha:g}) split: the first {len(clients)} of {len(result.alone)} clients")
+    return fig
+
+
+def _stacked_labels(counts: torch.Tensor, ax: plt.Axes) -> None:
+    n, n_classes = counts.shape
+    counts = counts.cpu()
+    bottom = torch.zeros(n)
+    colours = plt.get_cmap("tab10")
+    for label in range(n_classes):
+        ax.bar(torch.arange(n), counts[:, label], bottom=bottom, color=colours(label % 10), label=str(label))
+        bottom += counts[:, label]
+    ax.set(xlabel="client", ylabel="training samples", title="labels held by each client", xticks=range(n))
+    ax.legend(title="label", fontsize=7, ncol=2, loc="upper left", bbox_to_anchor=(1.0, 1.0))

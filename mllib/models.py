@@ -1,0 +1,174 @@
+"""Tiny models, and ``FlatModel``: a model's parameters as one row of the client matrix.
+
+A client matrix X of shape (n, d) holds n models; ``FlatModel`` evaluates all of them at
+once on their own minibatches and returns their gradients as another (n, d) matrix.
+"""
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call, vmap
+
+ELEMENTWISE = {nn.ReLU: torch.relu, nn.Tanh: torch.tanh, nn.Sigmoid: torch.sigmoid, nn.Identity: lambda h: h}
+
+
+def logistic_regression(in_features: int, n_classes: int) -> nn.Sequential:
+    """Multinomial logistic regression: a single linear layer on the flattened input."""
+    return nn.Sequential(nn.Flatten(), nn.Linear(in_features, n_classes))
+
+
+def mlp(in_features: int, n_classes: int, hidden: tuple[int, ...] = (64,)) -> nn.Sequential:
+    """A ReLU multi-layer perceptron on the flattened input."""
+    sizes = (in_features, *hidden)
+    layers: list[nn.Module] = [nn.Flatten()]
+    for a, b in zip(sizes, sizes[1:]):
+        layers += [nn.Linear(a, b), nn.ReLU()]
+    return nn.Sequential(*layers, nn.Linear(sizes[-1], n_classes))
+
+
+def cnn(image_size: int, n_classes: int, channels: tuple[int, int] = (8, 16)) -> nn.Sequential:
+    """Two 3x3 convolution + ReLU + 2x2 max-pool blocks and a linear classifier, for (1, H, H) images."""
+    c1, c2 = channels
+    side = image_size // 4
+    return nn.Sequential(
+        nn.Conv2d(1, c1, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(c1, c2, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Linear(c2 * side * side, n_classes),
+    )  # fmt: skip
+
+
+def per_client_loss(outputs: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Mean loss of each client's minibatch: (n, B, C) logits and (n, B) labels -> (n,).
+
+    Integer labels get the cross-entropy; float targets the squared error 1/2 (out - y)^2
+    of a single output.
+    """
+    if y.dtype.is_floating_point:
+        return 0.5 * (outputs.squeeze(-1) - y).pow(2).mean(-1)
+    n, b, c = outputs.shape
+    return F.cross_entropy(outputs.reshape(n * b, c), y.reshape(n * b), reduction="none").view(n, b).mean(-1)
+
+
+class FlatModel:
+    """The bridge between an ``nn.Module`` and the rows of a client matrix.
+
+    Row layout: the module's parameters flattened in ``named_parameters()`` order.
+    Sequential stacks of Flatten/Linear/ReLU/Tanh/Sigmoid run as batched matrix products
+    over the clients (``torch.baddbmm``); any other module runs through
+    ``vmap(functional_call)``. Both give each client's result on its own parameters.
+    """
+
+    def __init__(self, module: nn.Module):
+        self.module = module
+        params = dict(module.named_parameters())
+        self.names = list(params)
+        self.shapes = [p.shape for p in params.values()]
+        self.sizes = [p.numel() for p in params.values()]
+        self.dim = sum(self.sizes)
+        self._initial = torch.cat([p.detach().flatten().cpu() for p in params.values()])
+        self._batched_layers = _batched_layers(module)
+
+    def __repr__(self) -> str:
+        return f"FlatModel({type(self.module).__name__}, d={self.dim})"
+
+    def init(self, gen: torch.Generator, device: torch.device | None = None) -> torch.Tensor:
+        """A fresh row (d,): weights and biases of layers with a weight matrix uniform in
+        +-1/sqrt(fan_in), as PyTorch's default initialization, drawn from ``gen``; other
+        parameters (norm scales, ...) keep the module's values."""
+        row = self._initial.clone()
+        start = 0
+        fan_in = {}
+        for name, shape, size in zip(self.names, self.shapes, self.sizes):
+            layer, _, kind = name.rpartition(".")
+            if kind == "weight" and len(shape) >= 2:
+                fan_in[layer] = math.prod(shape[1:])
+            if layer in fan_in:
+                bound = 1.0 / math.sqrt(fan_in[layer])
+                row[start : start + size] = (2 * torch.rand(size, generator=gen) - 1) * bound
+            start += size
+        return row.to(device or "cpu")
+
+    def flatten(self, module: nn.Module) -> torch.Tensor:
+        """The row (d,) of a module with this architecture."""
+        return torch.cat([p.detach().flatten() for p in module.parameters()])
+
+    def load(self, module: nn.Module, row: torch.Tensor) -> nn.Module:
+        """Copy a row (d,) into ``module``'s parameters; returns the module."""
+        self._check(row.unsqueeze(0))
+        with torch.no_grad():
+            for p, chunk in zip(module.parameters(), row.split(self.sizes)):
+                p.copy_(chunk.view_as(p))
+        return module
+
+    def unflatten(self, X: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Views of a client matrix (n, d) as parameters with a leading client axis."""
+        self._check(X)
+        return {
+            name: chunk.view(len(X), *shape)
+            for name, shape, chunk in zip(self.names, self.shapes, X.split(self.sizes, dim=1))
+        }
+
+    def forward(self, X: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Client i's model applied to its inputs: X (n, d), x (n, B, ...) -> (n, B, outputs)."""
+        params = self.unflatten(X)
+        if len(x) != len(X):
+            raise ValueError(f"x has {len(x)} client batches but the client matrix has {len(X)} rows")
+        if self._batched_layers is None:
+            return vmap(lambda p, xi: functional_call(self.module, p, (xi,)))(params, x)
+        h = x
+        for kind, name in self._batched_layers:
+            if kind == "flatten":
+                h = h.flatten(2)  # (n, B, features)
+            elif kind == "linear":  # h W^T + b for every client at once
+                h = torch.baddbmm(params[f"{name}.bias"].unsqueeze(1), h, params[f"{name}.weight"].transpose(1, 2))
+            else:
+                h = ELEMENTWISE[kind](h)
+        return h
+
+    def loss(self, X: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Each client's mean minibatch loss, (n,)."""
+        return per_client_loss(self.forward(X, x), y)
+
+    def grad(self, X: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Each client's minibatch gradient at its own row: (n, d).
+
+        Clients are independent, so the gradient of the summed losses with respect to X
+        holds in row i exactly client i's gradient.
+        """
+        X = X.detach().requires_grad_(True)
+        (g,) = torch.autograd.grad(self.loss(X, x, y).sum(), X)
+        return g
+
+    @torch.no_grad()
+    def accuracy(
+        self, X: torch.Tensor, x: torch.Tensor, y: torch.Tensor, weights: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Each client's (weighted) accuracy on its inputs: x (n, M, ...), y (n, M) -> (n,).
+
+        ``weights`` (n, M) with rows summing to 1 reweight the samples (per-client test
+        distributions); by default every sample counts the same.
+        """
+        correct = (self.forward(X, x).argmax(-1) == y).float()
+        return correct.mean(1) if weights is None else (correct * weights).sum(1)
+
+    def _check(self, X: torch.Tensor) -> None:
+        if X.dim() != 2 or X.shape[1] != self.dim:
+            raise ValueError(f"client matrix must have shape (n_clients, {self.dim}), got {tuple(X.shape)}")
+
+
+def _batched_layers(module: nn.Module) -> list[tuple] | None:
+    """The layer list for the batched-matmul path, or None if the module needs vmap."""
+    if not isinstance(module, nn.Sequential):
+        return None
+    layers = []
+    for name, child in module.named_children():
+        if isinstance(child, nn.Linear) and child.bias is not None:
+            layers.append(("linear", name))
+        elif type(child) in ELEMENTWISE:
+            layers.append((type(child), name))
+        elif isinstance(child, nn.Flatten) and child.start_dim == 1 and child.end_dim == -1:
+            layers.append(("flatten", name))
+        else:
+            return None
+    return layers

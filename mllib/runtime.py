@@ -1,0 +1,86 @@
+"""Reproducibility and device: one call seeds everything, one picks the device.
+
+Every random number in the course is drawn from a CPU ``torch.Generator`` and then
+moved to the device, so that a GPU run sees the very numbers a CPU run sees.
+"""
+import os
+import random
+
+import numpy as np
+import torch
+
+DEVICE_VARIABLE = "MLLIB_DEVICE"
+
+
+def setup(seed: int = 0, threads: int = 1) -> torch.Generator:
+    """Make a notebook or script reproducible and return its CPU generator.
+
+    Seeds Python, NumPy and torch, fixes torch's thread count (the thread count
+    changes the last digits of float results), turns TF32 off and deterministic
+    algorithms on.
+
+    Args:
+        seed: the seed of every generator.
+        threads: torch's CPU thread count.
+
+    Returns:
+        A CPU ``torch.Generator`` seeded with ``seed``: pass it to every function
+        that draws random numbers.
+
+    Raises:
+        ValueError: if ``seed`` is negative or ``threads`` < 1.
+    """
+    if threads < 1:
+        raise ValueError(f"threads must be at least 1, got {threads}")
+    gen = generator(seed)  # checks the seed first
+    # cuBLAS needs this before its first call to be deterministic.
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.set_num_threads(threads)
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    torch.use_deterministic_algorithms(True)
+    return gen
+
+
+def generator(seed: int) -> torch.Generator:
+    """A CPU generator seeded with ``seed``.
+
+    Raises:
+        ValueError: if ``seed`` is negative.
+    """
+    if seed < 0:
+        raise ValueError(f"seed must be >= 0, got {seed}")
+    return torch.Generator().manual_seed(seed)
+
+
+def device() -> torch.device:
+    """The device the course computes on: CUDA when present, else the CPU.
+
+    ``MLLIB_DEVICE=cpu`` (or ``cuda``, ``cuda:1``, ...) overrides the choice.
+
+    Raises:
+        ValueError: if ``MLLIB_DEVICE`` names a device torch does not know or cannot use.
+    """
+    name = os.environ.get(DEVICE_VARIABLE, "").strip()
+    if not name:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        chosen = torch.device(name)
+    except RuntimeError as err:
+        raise ValueError(f"{DEVICE_VARIABLE}={name!r} is not a torch device; use 'cpu' or 'cuda'") from err
+    if chosen.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"{DEVICE_VARIABLE}={name!r} but CUDA is not available; use 'cpu'")
+    return chosen
+
+
+def randn(*shape: int, gen: torch.Generator, device: torch.device | None = None) -> torch.Tensor:
+    """Standard normal samples drawn on the CPU from ``gen``, then moved to ``device``."""
+    return torch.randn(*shape, generator=gen).to(device or "cpu")
+
+
+def rand(*shape: int, gen: torch.Generator, device: torch.device | None = None) -> torch.Tensor:
+    """Uniform [0, 1) samples drawn on the CPU from ``gen``, then moved to ``device``."""
+    return torch.rand(*shape, generator=gen).to(device or "cpu")
