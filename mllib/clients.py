@@ -81,8 +81,8 @@ def local_sgd(
         xb, yb = clients.batches(batch_size, gen, among)
         g = model.grad(X, xb, yb)
         if correction is not None:
-            g = g + correction
-        X = X - lr * g
+            g += correction
+        X = torch.add(X, g, alpha=-lr)
     return X
 
 

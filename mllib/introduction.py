@@ -3,6 +3,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import matplotlib.pyplot as plt
+import numpy as np
 import torch
 
 from .clients import evaluate, local_sgd
@@ -71,11 +72,12 @@ def plot_alone_vs_pooled(result: AloneVsPooled, *, show: int = 20) -> plt.Figure
     """Left: the first ``show`` clients' labels; right: their accuracy alone and pooled."""
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.2), layout="constrained")
     _stacked_labels(result.label_counts[:show], left)
-    clients = torch.arange(min(show, len(result.alone)))
-    right.bar(clients - 0.2, result.alone[clients].cpu(), width=0.4, label="alone")
-    right.bar(clients + 0.2, result.pooled[clients].cpu(), width=0.4, label="pooled data")
-    right.plot(clients, result.alone_everywhere[clients].cpu(), "k.", label="alone, on all digits")
-    right.set(xlabel="client", ylabel="test accuracy", ylim=(0, 1.05), xticks=clients.tolist())
+    shown = min(show, len(result.alone))
+    clients = np.arange(shown)
+    right.bar(clients - 0.2, result.alone[:shown].cpu().numpy(), width=0.4, label="alone")
+    right.bar(clients + 0.2, result.pooled[:shown].cpu().numpy(), width=0.4, label="pooled data")
+    right.plot(clients, result.alone_everywhere[:shown].cpu().numpy(), "k.", label="alone, on all digits")
+    right.set(xlabel="client", ylabel="test accuracy", ylim=(0, 1.05), xticks=clients)
     right.set_title("accuracy on each client's own test distribution")
     right.legend(loc="lower left", fontsize=8, framealpha=0.9)
     fig.suptitle(f"Dirichlet(alpha={result.alpha:g}) split: the first {len(clients)} of {len(result.alone)} clients")
@@ -84,11 +86,11 @@ def plot_alone_vs_pooled(result: AloneVsPooled, *, show: int = 20) -> plt.Figure
 
 def _stacked_labels(counts: torch.Tensor, ax: plt.Axes) -> None:
     n, n_classes = counts.shape
-    counts = counts.cpu()
-    bottom = torch.zeros(n)
+    counts = counts.cpu().numpy()
+    bottom = np.zeros(n)
     colours = plt.get_cmap("tab10")
     for label in range(n_classes):
-        ax.bar(torch.arange(n), counts[:, label], bottom=bottom, color=colours(label % 10), label=str(label))
+        ax.bar(np.arange(n), counts[:, label], bottom=bottom, color=colours(label % 10), label=str(label))
         bottom += counts[:, label]
     ax.set(xlabel="client", ylabel="training samples", title="labels held by each client", xticks=range(n))
     ax.legend(title="label", fontsize=7, ncol=2, loc="upper left", bbox_to_anchor=(1.0, 1.0))

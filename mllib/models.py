@@ -11,6 +11,12 @@ from torch import nn
 from torch.func import functional_call, vmap
 
 ELEMENTWISE = {nn.ReLU: torch.relu, nn.Tanh: torch.tanh, nn.Sigmoid: torch.sigmoid, nn.Identity: lambda h: h}
+# Each activation's derivative, written in terms of its output.
+DERIVATIVE = {
+    nn.Tanh: lambda out: 1 - out * out,
+    nn.Sigmoid: lambda out: out * (1 - out),
+    nn.Identity: lambda out: torch.ones_like(out),
+}
 
 
 def logistic_regression(in_features: int, n_classes: int) -> nn.Sequential:
@@ -117,13 +123,8 @@ class FlatModel:
         if self._batched_layers is None:
             return vmap(lambda p, xi: functional_call(self.module, p, (xi,)))(params, x)
         h = x
-        for kind, name in self._batched_layers:
-            if kind == "flatten":
-                h = h.flatten(2)  # (n, B, features)
-            elif kind == "linear":  # h W^T + b for every client at once
-                h = torch.baddbmm(params[f"{name}.bias"].unsqueeze(1), h, params[f"{name}.weight"].transpose(1, 2))
-            else:
-                h = ELEMENTWISE[kind](h)
+        for layer in self._batched_layers:
+            h = self._apply(layer, params, h)
         return h
 
     def loss(self, X: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -134,11 +135,61 @@ class FlatModel:
         """Each client's minibatch gradient at its own row: (n, d).
 
         Clients are independent, so the gradient of the summed losses with respect to X
-        holds in row i exactly client i's gradient.
+        holds in row i exactly client i's gradient. Batched layer stacks are
+        back-propagated by hand with batched matrix products (no autograd graph: about
+        twice as fast at this size); other modules go through autograd.
         """
+        if self._batched_layers is not None:
+            return self._backprop(X, x, y)
         X = X.detach().requires_grad_(True)
         (g,) = torch.autograd.grad(self.loss(X, x, y).sum(), X)
         return g
+
+    @torch.no_grad()
+    def _backprop(self, X: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        params = self.unflatten(X)
+        G = torch.empty_like(X)
+        grads = self.unflatten(G)
+        # Forward, keeping each layer's input and output.
+        h, trace = x, []
+        for layer in self._batched_layers:
+            out = self._apply(layer, params, h)
+            trace.append((layer, h, out))
+            h = out
+        # d(mean loss)/d(outputs), (n, B, outputs)
+        batch = y.shape[1]
+        if y.dtype.is_floating_point:
+            d = (h - y.unsqueeze(-1)) / batch
+        else:
+            # softmax - onehot; exp-normalize by hand: torch.softmax is slow on a last axis of 10
+            d = (h - h.amax(-1, keepdim=True)).exp_()
+            d /= d.sum(-1, keepdim=True)
+            d.scatter_add_(-1, y.unsqueeze(-1), torch.full_like(d[..., :1], -1.0)).div_(batch)
+        # Backward, layer by layer.
+        first_linear = next(i for i, ((kind, _), _, _) in enumerate(trace) if kind == "linear")
+        for i in range(len(trace) - 1, first_linear - 1, -1):
+            (kind, name), inp, out = trace[i]
+            if kind == "linear":
+                grads[f"{name}.weight"].copy_(torch.bmm(d.transpose(1, 2), inp))  # (n, out, in)
+                grads[f"{name}.bias"].copy_(d.sum(1))
+                if i > first_linear:
+                    d = torch.bmm(d, params[f"{name}.weight"])  # (n, B, in)
+            elif kind == "flatten":
+                d = d.reshape(inp.shape)
+            elif kind is nn.ReLU:
+                d = torch.ops.aten.threshold_backward(d, out, 0)  # one fused pass: d * (out > 0)
+            else:
+                d = d * DERIVATIVE[kind](out)
+        return G
+
+    @staticmethod
+    def _apply(layer: tuple, params: dict[str, torch.Tensor], h: torch.Tensor) -> torch.Tensor:
+        kind, name = layer
+        if kind == "flatten":
+            return h.flatten(2)  # (n, B, features)
+        if kind == "linear":  # h W^T + b for every client at once
+            return torch.baddbmm(params[f"{name}.bias"].unsqueeze(1), h, params[f"{name}.weight"].transpose(1, 2))
+        return ELEMENTWISE[kind](h)
 
     @torch.no_grad()
     def accuracy(

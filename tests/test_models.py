@@ -8,7 +8,10 @@ from mllib.models import per_client_loss
 ARCHITECTURES = {
     "logistic": lambda: mllib.logistic_regression(64, 10),
     "mlp": lambda: mllib.mlp(64, 10, hidden=(32, 16)),
-    "cnn": lambda: mllib.cnn(8, 10),  # runs through vmap
+    "tanh-sigmoid": lambda: nn.Sequential(
+        nn.Flatten(), nn.Linear(64, 16), nn.Tanh(), nn.Linear(16, 8), nn.Sigmoid(), nn.Identity(), nn.Linear(8, 10)
+    ),
+    "cnn": lambda: mllib.cnn(8, 10),  # runs through vmap and autograd
 }
 
 
@@ -59,6 +62,17 @@ def test_forward_and_grad_match_each_module(module):
         nn.functional.cross_entropy(expected, y[i]).backward()
         assert torch.allclose(out[i], expected, atol=1e-6)
         assert torch.allclose(grads[i], torch.cat([p.grad.flatten() for p in module.parameters()]), atol=1e-6)
+
+
+def test_hand_written_backprop_matches_autograd_for_regression():
+    module = nn.Sequential(nn.Linear(3, 5), nn.ReLU(), nn.Linear(5, 1))
+    model = mllib.FlatModel(module)
+    gen = mllib.generator(0)
+    X = torch.stack([model.init(gen) for _ in range(4)])
+    x, y = torch.randn(4, 6, 3, generator=gen), torch.randn(4, 6, generator=gen)
+    Xg = X.clone().requires_grad_(True)
+    (expected,) = torch.autograd.grad(model.loss(Xg, x, y).sum(), Xg)
+    assert torch.allclose(model.grad(X, x, y), expected, atol=1e-6)
 
 
 def test_accuracy_weights_samples():

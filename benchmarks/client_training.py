@@ -1,0 +1,82 @@
+"""Vectorized client training against the per-client loops of tutorials and simulators.
+
+All three train n clients for the same local SGD steps on the same minibatches (digits,
+MLP 64-64-10):
+- vectorized: ``mllib.local_sgd`` on the (n, d) client matrix, one batched step for all;
+- deep copy: one ``copy.deepcopy`` of the model and one optimizer per client, a Python loop;
+- reload: one model whose parameters are loaded from each client's row in turn.
+
+Run: ``make bench`` (or ``python -m benchmarks.client_training``). Prints seconds and
+ratios from one run; the numbers depend on the machine, the ratios much less.
+"""
+import copy
+import time
+
+import torch
+
+import mllib
+
+STEPS, BATCH, LR = 10, 32, 0.1
+CLIENT_COUNTS = (10, 100, 1000)
+
+
+def vectorized(model, module, X, clients, gen):
+    return mllib.local_sgd(model, X, clients, steps=STEPS, lr=LR, batch_size=BATCH, gen=gen)
+
+
+def deep_copy_loop(model, module, X, clients, gen):
+    copies = [model.load(copy.deepcopy(module), row) for row in X]
+    optimizers = [torch.optim.SGD(m.parameters(), lr=LR) for m in copies]
+    for _ in range(STEPS):
+        xb, yb = clients.batches(BATCH, gen)
+        for m, opt, x, y in zip(copies, optimizers, xb, yb):
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(m(x), y).backward()
+            opt.step()
+    return torch.stack([model.flatten(m) for m in copies])
+
+
+def reload_loop(model, module, X, clients, gen):
+    rows = X.clone()
+    for _ in range(STEPS):
+        xb, yb = clients.batches(BATCH, gen)
+        for i in range(len(rows)):
+            model.load(module, rows[i])
+            module.zero_grad()
+            torch.nn.functional.cross_entropy(module(xb[i]), yb[i]).backward()
+            rows[i] -= LR * torch.cat([p.grad.flatten() for p in module.parameters()])
+    return rows
+
+
+METHODS = {"vectorized": vectorized, "deep copy": deep_copy_loop, "reload": reload_loop}
+
+
+def seconds(method, *args, repeats: int = 3) -> tuple[float, torch.Tensor]:
+    best, result = float("inf"), None
+    for _ in range(repeats):
+        start = time.perf_counter()
+        result = method(*args, gen=mllib.generator(1))
+        best = min(best, time.perf_counter() - start)
+    return best, result
+
+
+def main() -> None:
+    gen = mllib.setup(seed=0, threads=1)
+    data = mllib.load("digits", gen=gen)
+    module = mllib.mlp(data.n_features, data.n_classes, hidden=(64,))
+    model = mllib.FlatModel(module)
+    print(f"{STEPS} local SGD steps of batch {BATCH}, MLP with d={model.dim}, 1 thread, best of 3\n")
+    print(f"{'clients':>8} {'vectorized s':>13} {'deep copy s':>12} {'reload s':>9} {'deep copy / vec':>16} {'reload / vec':>13}")
+    for n in CLIENT_COUNTS:
+        clients = mllib.split(data, n, "iid", gen=gen)
+        X = model.init(gen).expand(n, -1).contiguous()
+        timed = {name: seconds(method, model, module, X, clients) for name, method in METHODS.items()}
+        reference = timed["vectorized"][1]
+        for name, (_, result) in timed.items():  # the same computation, or the ratio means nothing
+            assert torch.allclose(result, reference, atol=1e-4), f"{name} disagrees with the vectorized run"
+        vec, deep, reload = (timed[name][0] for name in METHODS)
+        print(f"{n:8d} {vec:13.3f} {deep:12.3f} {reload:9.3f} {deep / vec:15.1f}x {reload / vec:12.1f}x")
+
+
+if __name__ == "__main__":
+    main()

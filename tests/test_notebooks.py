@@ -1,0 +1,114 @@
+"""What nbval does not check by itself: executed notebooks, compared outputs, listed claims."""
+import re
+import subprocess
+import sys
+import tomllib
+
+import pytest
+from nbval.plugin import get_sanitize_patterns
+
+from notebooks import IGNORED, LECTURES, ROOT, VALIDATED, code_cells, is_compared, nbval_tags, read
+
+CLAIMS = {path.stem: tomllib.loads(path.read_text()) for path in sorted((ROOT / "tests" / "claims").glob("*.toml"))}
+BAND = re.compile(r"^assert (-?[\d.]+) < .+ < (-?[\d.]+)$")
+WIDGET = "application/vnd.jupyter.widget-view+json"
+
+
+def claims_of(notebook):
+    relative = notebook.relative_to(ROOT).as_posix()
+    return [c for listed in CLAIMS.values() if listed["notebook"] == relative for c in listed["claim"]]
+
+
+@pytest.mark.parametrize("notebook", VALIDATED, ids=lambda p: p.name)
+def test_notebook_is_committed_executed_top_to_bottom(notebook):
+    counts = [c.execution_count for c in code_cells(notebook) if c.source.strip()]
+    assert counts == list(range(1, len(counts) + 1)), "run the notebook top to bottom (make execute) and commit it"
+
+
+@pytest.mark.parametrize("notebook", VALIDATED, ids=lambda p: p.name)
+def test_most_outputs_are_compared(notebook):
+    with_output = [c for c in code_cells(notebook) if c.outputs]
+    compared = [c for c in with_output if is_compared(c)]
+    assert len(compared) >= 0.7 * len(with_output), f"only {len(compared)}/{len(with_output)} output cells compared"
+
+
+@pytest.mark.parametrize("notebook", VALIDATED, ids=lambda p: p.name)
+def test_only_widget_cells_ignore_their_output(notebook):
+    for cell in code_cells(notebook):
+        shows_widget = any(WIDGET in o.get("data", {}) and "interactive" in o["data"].get("text/plain", "")
+                           for o in cell.outputs)  # fmt: skip
+        assert shows_widget == bool(nbval_tags(cell) & IGNORED), (
+            f"tag exactly the widget cells nbval-ignore-output:\n{cell.source}"
+        )
+
+
+def test_nbval_runs_strict_everywhere():
+    lax = "nbval" + "-lax"
+    files = [ROOT / "Makefile", ROOT / "pyproject.toml", ROOT / ".ci" / "run", *VALIDATED]
+    assert not [f.name for f in files if lax in f.read_text()]
+    assert "--nbval " in (ROOT / "pyproject.toml").read_text()
+
+
+def test_nbval_collects_every_notebook():
+    listed = subprocess.run(
+        [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:xdist", "lectures", "solutions"],
+        cwd=ROOT, capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    for notebook in VALIDATED:
+        assert f"{notebook.relative_to(ROOT).as_posix()}::Cell 0" in listed
+
+
+def sanitize(text: str) -> str:
+    """Apply tests/sanitize.cfg as nbval reads it."""
+    for regex, replace in get_sanitize_patterns((ROOT / "tests" / "sanitize.cfg").read_text()):
+        text = re.sub(regex, replace, text)
+    return text
+
+
+def test_sanitizer_keeps_metrics_and_hides_what_varies():
+    for metric in ["acc=0.93", "accuracy 0.93 after 30 rounds", "loss 1.2e-03", "32x fewer bits"]:
+        assert sanitize(metric) == metric
+    assert sanitize("<Tensor at 0x7f3a2b1c9d00>") == "<Tensor at 0xADDRESS>"
+    assert sanitize(" 40%|████      | 4/10 [00:01<00:02,  2.9it/s]") == " PROGRESS-BAR"
+
+
+@pytest.mark.parametrize("notebook", VALIDATED, ids=lambda p: p.name)
+def test_no_notebook_loads_precomputed_results(notebook):
+    loaders = re.compile(r"\bopen\(|torch\.load|np\.load|pickle|read_csv|json\.load|\.npz|\.pt\b")
+    for cell in code_cells(notebook):
+        assert not loaders.search(cell.source), f"compute results in the notebook, do not load them:\n{cell.source}"
+
+
+@pytest.mark.parametrize("notebook", LECTURES, ids=lambda p: p.name)
+def test_every_lecture_makes_claims(notebook):
+    assert claims_of(notebook), f"list the claims of {notebook.name} in tests/claims/"
+
+
+@pytest.mark.parametrize("name", list(CLAIMS))
+def test_every_listed_claim_is_asserted_in_a_compared_cell(name):
+    listed = CLAIMS[name]
+    notebook = ROOT / listed["notebook"]
+    assert notebook.exists(), f"tests/claims/{name}.toml names a missing notebook"
+    cells = [c for c in code_cells(notebook) if is_compared(c)]
+    for claim in listed["claim"]:
+        assert any(claim["check"] in c.source.splitlines() for c in cells), (
+            f"{notebook.name} no longer asserts: {claim['says']} ({claim['check']})"
+        )
+        band = BAND.match(claim["check"])
+        if band:
+            low, high = map(float, band.groups())
+            assert 0 < high - low <= 0.1 + 1e-9, f"band wider than 0.1: {claim['check']}"
+
+
+@pytest.mark.parametrize("notebook", VALIDATED, ids=lambda p: p.name)
+def test_every_assertion_in_a_notebook_is_a_listed_claim(notebook):
+    listed = {c["check"] for c in claims_of(notebook)}
+    for cell in code_cells(notebook):
+        for line in cell.source.splitlines():
+            if line.startswith("assert "):
+                assert line in listed, f"{notebook.name}: list this claim in tests/claims/: {line}"
+
+
+@pytest.mark.parametrize("notebook", VALIDATED, ids=lambda p: p.name)
+def test_notebook_uses_the_course_kernel(notebook):
+    assert read(notebook).metadata.kernelspec.name == "python3"

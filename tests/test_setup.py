@@ -1,0 +1,84 @@
+"""The two-command set-up: packaging, pins, CI, and JupyterLab starting as `make lab` starts it."""
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import time
+import tomllib
+import urllib.request
+
+import pytest
+
+from notebooks import ROOT
+
+PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+CONDA_NAMES = {"torch": "pytorch"}
+
+
+def package_name(requirement: str) -> str:
+    return re.match(r"[A-Za-z0-9_.\-]+", requirement.strip()).group(0).lower()
+
+
+def conda_packages() -> set[str]:
+    dependencies = (ROOT / "environment.yml").read_text().split("dependencies:")[1]
+    listed = [line.strip()[2:] for line in dependencies.splitlines() if re.match(r"^  - [A-Za-z]", line)]
+    return {package_name(p) for p in listed} - {"python", "pip"}
+
+
+def test_environment_yml_lists_the_packages_of_pyproject():
+    wanted = PYPROJECT["dependencies"] + PYPROJECT["optional-dependencies"]["dev"]
+    assert conda_packages() == {CONDA_NAMES.get(package_name(r), package_name(r)) for r in wanted}
+
+
+def test_torch_is_a_range_for_users_and_pinned_to_the_cpu_build_for_make():
+    torch_requirement = next(r for r in PYPROJECT["dependencies"] if package_name(r) == "torch")
+    assert ">=" in torch_requirement and "==" not in torch_requirement
+    assert "torch==2.13.0" in (ROOT / "constraints.txt").read_text().splitlines()
+    assert "torchvision" not in (ROOT / "constraints.txt").read_text()
+
+
+def test_ci_runs_the_readme_test_command():
+    assert (ROOT / ".ci" / "run").read_text().strip().endswith("make test")
+    readme = (ROOT / "README.md").read_text()
+    assert "make lab" in readme and "make test" in readme
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_jupyterlab_starts_as_make_lab_starts_it():
+    port, token = free_port(), "course-test"
+    args = f"LAB_ARGS=--no-browser --port={port} --IdentityProvider.token={token}"
+    server = subprocess.Popen(
+        ["make", "--no-print-directory", "lab", args], cwd=ROOT, start_new_session=True,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        status = None
+        deadline = time.monotonic() + 90
+        while status is None and time.monotonic() < deadline and server.poll() is None:
+            try:
+                url = f"http://127.0.0.1:{port}/api/status?token={token}"
+                with urllib.request.urlopen(url, timeout=2) as reply:
+                    status = json.load(reply)
+            except OSError:
+                time.sleep(0.5)
+        assert status is not None, "JupyterLab did not answer on 127.0.0.1"
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/lab?token={token}", timeout=5) as page:
+            assert page.status == 200 and b"JupyterLab" in page.read()
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+
+
+@pytest.mark.parametrize("folder", ["lectures", "labs", "solutions", "mllib", "tests", "benchmarks"])
+def test_the_layout_shows_the_course(folder):
+    assert (ROOT / folder).is_dir()
