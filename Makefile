@@ -41,8 +41,12 @@ execute: $(STAMP)
 	$(BIN)/jupyter nbconvert --to notebook --execute --inplace \
 	  --ExecutePreprocessor.timeout=120 $(NOTEBOOKS)
 
+# Every benchmarks/*.py in turn; torchattacks comes without its dependencies (they would
+# replace the CPU build of torch).
 bench: $(STAMP)
-	$(BIN)/python -m benchmarks.client_training
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps torchattacks==3.5.1
+	for module in $(basename $(notdir $(filter-out benchmarks/__init__.py,$(wildcard benchmarks/*.py)))); do \
+	  echo "== benchmarks/$$module.py"; $(BIN)/python -m benchmarks.$$module || exit 1; done
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

@@ -1,4 +1,6 @@
-"""Generate the labs from the solutions: ``python -m mllib.labs solutions labs``.
+"""Generate the labs from the solutions: ``python -m mllib.labs solutions labs [NAME ...]``.
+
+With names (``01_federated_learning.ipynb``), only those labs are written.
 
 A solution marks each answer with ``### BEGIN SOLUTION`` / ``### END SOLUTION`` lines (the
 nbgrader convention). In the lab, each region becomes ``# YOUR CODE HERE`` and
@@ -54,19 +56,19 @@ def make_lab(solution: nbformat.NotebookNode, name: str = "notebook") -> nbforma
     return lab
 
 
-def main(solutions: str, labs: str) -> None:
+def main(solutions: str, labs: str, *names: str) -> None:
     source, target = pathlib.Path(solutions), pathlib.Path(labs)
     target.mkdir(exist_ok=True)
-    wanted = set()
-    for path in sorted(source.glob("*.ipynb")):
-        lab = make_lab(nbformat.read(path, as_version=4), path.name)
-        nbformat.write(lab, target / path.name)
-        wanted.add(path.name)
-    for stale in set(p.name for p in target.glob("*.ipynb")) - wanted:
-        (target / stale).unlink()
+    every = sorted(p.name for p in source.glob("*.ipynb"))
+    for name in names or every:
+        lab = make_lab(nbformat.read(source / name, as_version=4), name)
+        nbformat.write(lab, target / name)
+    if not names:
+        for stale in {p.name for p in target.glob("*.ipynb")} - set(every):
+            (target / stale).unlink()
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 3:
-        sys.exit("usage: python -m mllib.labs SOLUTIONS_DIR LABS_DIR")
+    if len(sys.argv) < 3:
+        sys.exit("usage: python -m mllib.labs SOLUTIONS_DIR LABS_DIR [NOTEBOOK_NAME ...]")
     main(*sys.argv[1:])
