@@ -1,14 +1,15 @@
 """Shared fixtures: a seeded generator and the digits, loaded once per test session."""
-import os
-
+import matplotlib
 import pytest
 from hypothesis import settings
 
-os.environ.setdefault("MPLBACKEND", "Agg")
+import mllib
+
+# Plots in unit tests draw off screen. Not through MPLBACKEND: nbval's kernels would
+# inherit it and stop displaying the notebooks' figures.
+matplotlib.use("Agg")
 settings.register_profile("course", deadline=None, max_examples=40)
 settings.load_profile("course")
-
-import mllib  # noqa: E402  (after the backend is chosen)
 
 
 @pytest.fixture
