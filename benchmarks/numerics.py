@@ -1,0 +1,69 @@
+"""Number formats: our rounding against torch's casts and ml_dtypes, sparse against dense
+products, and our pure-Python MurmurHash3 against scikit-learn's compiled one.
+
+Every pair is first checked to give the same result; then each is timed (best of several
+runs) and the ratio printed. Run: ``make bench`` (or ``python -m benchmarks.numerics``).
+The seconds depend on the machine, the ratios much less.
+"""
+import time
+
+import ml_dtypes
+import numpy as np
+import torch
+from sklearn.utils import murmurhash3_32 as sk_murmur
+
+import mllib
+from mllib.numerics import FORMATS, hashing, round_to, systems
+
+
+def best_of(fn, repeats=5):
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def rounding(gen):
+    x = torch.randn(1_000_000, generator=gen) * 100
+    print("rounding 1e6 float32 values (ours: float64 arithmetic, pure torch)")
+    for fmt in ("fp16", "bf16", "fp8_e5m2", "fp8_e4m3"):
+        dtype = FORMATS[fmt].torch_dtype
+        assert torch.equal(round_to(x, fmt), x.to(dtype).float()), fmt
+        ours, cast = best_of(lambda: round_to(x, fmt)), best_of(lambda: x.to(dtype).float())
+        print(f"  {fmt:<9} ours {ours * 1e3:7.2f} ms   torch cast {cast * 1e3:6.2f} ms   ours / torch {ours / cast:5.1f}x")
+    xs = x.numpy()
+    with np.errstate(invalid="ignore"):
+        expected = torch.from_numpy(xs.astype(ml_dtypes.float8_e3m4).astype(np.float32))
+    assert torch.equal(round_to(x, "fp8_e3m4"), expected)
+    ours = best_of(lambda: round_to(x, "fp8_e3m4"))
+    theirs = best_of(lambda: xs.astype(ml_dtypes.float8_e3m4).astype(np.float32))
+    print(f"  fp8_e3m4  ours {ours * 1e3:7.2f} ms   ml_dtypes  {theirs * 1e3:6.2f} ms   ours / ml_dtypes {ours / theirs:5.1f}x")
+
+
+def sparse(gen):
+    densities = (0.5, 0.2, 0.1, 0.05, 0.02, 0.01, 0.005)
+    times = systems.sparse_vs_dense(n=1024, k=64, densities=densities, gen=gen)  # checks equality first
+    print("(1024 x 1024) @ (1024 x 64): dense time / CSR time (above 1: sparse pays)")
+    for d, dense, csr in zip(times["density"], times["dense"], times["sparse"]):
+        print(f"  density {d:6.3f}: {dense / csr:6.2f}x")
+
+
+def murmur():
+    keys = [f"feature{i}=value{i % 97}" for i in range(20000)]
+    assert [hashing.murmurhash3_32(k) for k in keys] == [sk_murmur(k, seed=0) for k in keys]
+    ours = best_of(lambda: [hashing.murmurhash3_32(k) for k in keys], 3)
+    theirs = best_of(lambda: [sk_murmur(k, seed=0) for k in keys], 3)
+    print(f"MurmurHash3 of 20000 names: pure Python / scikit-learn (Cython) {ours / theirs:.1f}x")
+
+
+def main():
+    gen = mllib.setup(seed=0)
+    rounding(gen)
+    sparse(gen)
+    murmur()
+
+
+if __name__ == "__main__":
+    main()

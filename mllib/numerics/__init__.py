@@ -1,0 +1,24 @@
+"""Lecture 09: number formats and practical tricks.
+
+``formats``: bit layouts of FP32, TF32, FP16, BF16, FP8 (E5M2, E4M3, E3M4) and INT8, and
+rounding any tensor into them (nearest even, stochastic, per-tensor scaled); ``bits``:
+encoding and decoding patterns, the format table; ``summation``: accumulation error;
+``training``: simulated limited-precision training and model compression; ``hashing``: the
+hashing trick, exactly as scikit-learn's ``FeatureHasher``; ``autodiff``: reverse mode on scalars.
+"""
+from . import autodiff, bits, formats, hashing, summation, systems, training
+from .autodiff import Value
+from .bits import bit_rows, bit_string, bit_table, decode, decode_ieee, encode, format_table
+from .formats import (
+    FORMATS, FloatFormat, IntFormat, amax_scale, get_format, round_to, scaled_round, stochastic_round_grid,
+)
+from .hashing import collision_rate, hash_features, murmurhash3_32, signed_hash_vector
+from .summation import kahan_sum, naive_sum, pairwise_sum, summation_errors
+from .training import Precision, compression_sweep, train_limited
+
+__all__ = [
+    "FORMATS", "FloatFormat", "IntFormat", "Precision", "Value", "amax_scale", "bit_rows", "bit_string",
+    "bit_table", "collision_rate", "compression_sweep", "decode", "decode_ieee", "encode", "format_table",
+    "get_format", "hash_features", "kahan_sum", "murmurhash3_32", "naive_sum", "pairwise_sum", "round_to",
+    "scaled_round", "signed_hash_vector", "stochastic_round_grid", "summation_errors", "train_limited",
+]

@@ -1,0 +1,270 @@
+"""Number formats for deep learning: their bit layouts, and rounding any tensor into them.
+
+A binary floating-point format with E exponent bits, M mantissa bits and bias b stores
+sign s, exponent field e and mantissa field m as the value
+
+    (-1)^s * 2^(e - b) * (1 + m / 2^M)      for a normal number (0 < e),
+    (-1)^s * 2^(1 - b) * (m / 2^M)          for a subnormal one (e = 0).
+
+Everything else (range, smallest normal and subnormal, machine epsilon) follows from
+E, M and b, and the way the format spends its top exponent: IEEE 754 (2019) style formats
+keep it for infinity and NaN; the "FN" ("finite, NaN") E4M3 of Micikevicius et al. (2022,
+"FP8 formats for deep learning") has no infinity and one NaN pattern, so it reaches 448.
+"""
+import math
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class FloatFormat:
+    """A binary floating-point format: bit counts, bias and what the top exponent holds.
+
+    Attributes:
+        name: the short name (``"fp16"``, ``"fp8_e4m3"``, ...).
+        exponent_bits, mantissa_bits: E and M; the format has 1 + E + M bits.
+        bias: b, the exponent field of 1.0.
+        has_inf: IEEE style (top exponent = inf and NaN) if True; "FN" style (top exponent
+            holds numbers, only all-ones is NaN, no infinity) if False.
+        slide_range: the rounded range the lecture slide gives, shown beside the exact one.
+        torch_dtype: torch's dtype for the format, or None where torch has none (TF32, E3M4).
+    """
+
+    name: str
+    exponent_bits: int
+    mantissa_bits: int
+    bias: int
+    has_inf: bool
+    slide_range: str
+    torch_dtype: torch.dtype | None = None
+
+    @property
+    def bits(self) -> int:
+        """Sign, exponent and mantissa bits together (TF32: 19 significant bits)."""
+        return 1 + self.exponent_bits + self.mantissa_bits
+
+    @property
+    def min_exponent(self) -> int:
+        """Exponent of the smallest normal number, 1 - b."""
+        return 1 - self.bias
+
+    @property
+    def max_exponent(self) -> int:
+        """Exponent of the largest finite number: 2^E - 2 - b (IEEE) or 2^E - 1 - b (FN)."""
+        return 2**self.exponent_bits - (2 if self.has_inf else 1) - self.bias
+
+    @property
+    def max(self) -> float:
+        """Largest finite value: (2 - 2^-M) 2^emax (IEEE); (2 - 2^(1-M)) 2^emax for FN (all-ones is NaN)."""
+        top = 2 - 2.0 ** (-self.mantissa_bits if self.has_inf else 1 - self.mantissa_bits)
+        return math.ldexp(top, self.max_exponent)
+
+    @property
+    def smallest_normal(self) -> float:
+        """2^(1 - b), torch.finfo's ``tiny``."""
+        return math.ldexp(1.0, self.min_exponent)
+
+    @property
+    def smallest_subnormal(self) -> float:
+        """2^(1 - b - M): the gap between 0 and the first positive number."""
+        return math.ldexp(1.0, self.min_exponent - self.mantissa_bits)
+
+    @property
+    def eps(self) -> float:
+        """Machine epsilon 2^-M: the gap between 1 and the next number."""
+        return math.ldexp(1.0, -self.mantissa_bits)
+
+    @property
+    def special_values(self) -> str:
+        """What the format spends on infinity and NaN."""
+        if self.has_inf:
+            return "+-inf (exponent all ones, mantissa 0), NaN (exponent all ones, mantissa not 0)"
+        return "no inf; NaN only at exponent and mantissa all ones"
+
+
+@dataclass(frozen=True)
+class IntFormat:
+    """A two's complement integer format (INT8), used with a scale: x ~ scale * q."""
+
+    name: str
+    bits: int
+    slide_range: str
+    torch_dtype: torch.dtype | None = None
+    special_values: str = "none"
+
+    @property
+    def max(self) -> float:
+        return float(2 ** (self.bits - 1) - 1)
+
+    @property
+    def min(self) -> float:
+        return float(-(2 ** (self.bits - 1)))
+
+    @property
+    def eps(self) -> float:
+        """The gap between 1 and the next integer."""
+        return 1.0
+
+
+Format = FloatFormat | IntFormat
+
+FORMATS: dict[str, Format] = {
+    "fp32": FloatFormat("fp32", 8, 23, 127, True, "+-3.4e38", torch.float32),
+    "tf32": FloatFormat("tf32", 8, 10, 127, True, "+-3.4e38"),
+    "fp16": FloatFormat("fp16", 5, 10, 15, True, "+-65504", torch.float16),
+    "bf16": FloatFormat("bf16", 8, 7, 127, True, "+-3.4e38", torch.bfloat16),
+    "fp8_e5m2": FloatFormat("fp8_e5m2", 5, 2, 15, True, "+-57344", torch.float8_e5m2),
+    "fp8_e4m3": FloatFormat("fp8_e4m3", 4, 3, 7, False, "+-448", torch.float8_e4m3fn),
+    "fp8_e3m4": FloatFormat("fp8_e3m4", 3, 4, 3, True, "+-15.5"),
+    "int8": IntFormat("int8", 8, "-128..127", torch.int8),
+}
+
+
+def get_format(fmt: str | Format) -> Format:
+    """The format named ``fmt`` (a key of ``FORMATS``), or ``fmt`` itself if already one.
+
+    Raises:
+        ValueError: for an unknown name.
+    """
+    if isinstance(fmt, FloatFormat | IntFormat):
+        return fmt
+    if fmt not in FORMATS:
+        raise ValueError(f"fmt must be one of {sorted(FORMATS)}, got {fmt!r}")
+    return FORMATS[fmt]
+
+
+def round_to(
+    x: torch.Tensor, fmt: str | Format, *, stochastic: bool = False, gen: torch.Generator | None = None
+) -> torch.Tensor:
+    """Round every entry of ``x`` to the nearest value of ``fmt`` (ties to even), or stochastically.
+
+    Round to nearest even: with q = 2^(max(floor(log2|x|), 1 - b) - M) the gap between
+    neighbours around x, the result is q * round_half_even(x / q). Division by a power of
+    two is exact in float64, so the only rounding is the one asked for (bit for bit torch's
+    casts where torch has the type; tests/test_numerics.py checks it).
+
+    Overflow follows torch 2.13's casts: IEEE-style formats round to +-inf once x reaches
+    max + q/2 (the tie goes to the even neighbour 2^(emax+1)); FP8 E4M3 (FN) *saturates* to
+    +-448, infinity included, where ml_dtypes (and the OCP FP8 spec's non-saturating mode)
+    gives NaN. NaN stays NaN. INT8 rounds to an integer and saturates to [-128, 127].
+
+    Stochastic rounding (Gupta et al. 2015, "Deep learning with limited numerical precision",
+    Eq. 5) rounds up with probability (x - down) / q, so E[round(x)] = x: floor(x / q + u) q,
+    u ~ U[0, 1). It saturates at +-max so that it stays unbiased for every |x| <= max.
+
+    Args:
+        x: a floating-point tensor of any shape (bf16 and fp8 inputs are read as float32).
+        fmt: a name in ``FORMATS`` or a ``FloatFormat``/``IntFormat``.
+        stochastic: stochastic instead of nearest-even rounding.
+        gen: the CPU generator stochastic rounding draws u from (required then).
+
+    Returns:
+        A tensor of x's shape and dtype (float32 for half, bf16, fp8 inputs) whose values
+        all lie in ``fmt``.
+
+    Raises:
+        ValueError: for an unknown format, a non-float ``x``, or stochastic without ``gen``.
+    """
+    f = get_format(fmt)
+    if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+        raise ValueError(f"x must be a floating-point tensor, got {getattr(x, 'dtype', type(x).__name__)}")
+    if stochastic and gen is None:
+        raise ValueError("stochastic rounding needs gen=<a torch.Generator>, got gen=None")
+    out_dtype = x.dtype if x.dtype in (torch.float32, torch.float64) else torch.float32
+    z = x.to(torch.float64)  # exact: every input dtype embeds in float64
+    if isinstance(f, IntFormat):
+        q = 1.0
+    else:
+        # 1. exponent of the leading bit (float64 exponent field), clamped to the subnormal
+        #    range (zero, and float64 subnormals, land on the clamp); 2. the gap q = 2^(e - M).
+        e = ((z.view(torch.int64) >> 52) & 0x7FF) - 1023
+        e = e.clamp(min=f.min_exponent, max=f.max_exponent + 1)
+        q = ((e + (1023 - f.mantissa_bits)) << 52).view(torch.float64)  # spacing of fmt around z
+    if stochastic:
+        z = z.clamp(-f.max, f.max)
+        u = torch.rand(z.shape, generator=gen, dtype=torch.float64).to(z.device)
+        y = torch.floor(z / q + u) * q
+    else:
+        y = torch.round(z / q) * q  # torch.round: half to even
+    if isinstance(f, IntFormat) or not f.has_inf:
+        y = y.clamp(-f.max - (isinstance(f, IntFormat)), f.max)  # INT8: [-128, 127]; E4M3: saturate as torch does
+        y = torch.where(torch.isnan(z), z, y)
+    else:
+        # overflow (and inf, nan: inf / q = inf) -> +-inf; nan stays nan (nan > max is False)
+        y = torch.where(y.abs() > f.max, z * math.inf, y)
+    return y.to(out_dtype)
+
+
+def amax_scale(x: torch.Tensor, fmt: str | Format, *, margin: float = 1.0) -> torch.Tensor:
+    """Per-tensor scale s = amax(|x|) / (margin * max(fmt)), so that x / s just fits the format.
+
+    The recipe of Micikevicius et al. (2022, Sec. 3) for FP8 and of symmetric INT8
+    quantization (Jacob et al. 2018): one float scale per tensor, chosen from its largest
+    magnitude. An all-zero (or all-NaN) tensor gets s = 1.
+
+    Returns:
+        A 0-dim float64 tensor on x's device.
+    """
+    f = get_format(fmt)
+    amax = x.detach().abs().to(torch.float64).nan_to_num(0.0, posinf=0.0).max()
+    return torch.where(amax > 0, amax / (margin * f.max), torch.ones_like(amax))
+
+
+def scaled_round(
+    x: torch.Tensor,
+    fmt: str | Format,
+    scale: float | torch.Tensor | None = None,
+    *,
+    stochastic: bool = False,
+    gen: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-tensor scaled rounding: s * round_to(x / s, fmt), with s from ``amax_scale`` by default.
+
+    Args:
+        x: float tensor of any shape.
+        fmt: the format the scaled values are stored in (FP8 or INT8 typically).
+        scale: s > 0 and finite, or None for amax scaling.
+        stochastic, gen: as in ``round_to``.
+
+    Returns:
+        (the dequantized tensor, of x's dtype, and the scale s as a 0-dim float64 tensor).
+
+    Raises:
+        ValueError: for a scale that is not finite and positive, or an unknown format.
+    """
+    f = get_format(fmt)
+    s = amax_scale(x, f) if scale is None else torch.as_tensor(scale, dtype=torch.float64, device=x.device)
+    if s.numel() != 1 or not bool(torch.isfinite(s)) or not bool(s > 0):
+        raise ValueError(f"scale must be a finite positive number, got {scale!r}; pass None for amax scaling")
+    return (round_to(x.to(torch.float64) / s, f, stochastic=stochastic, gen=gen) * s).to(
+        x.dtype if x.dtype in (torch.float32, torch.float64) else torch.float32
+    ), s
+
+
+def cast_like_torch(x: torch.Tensor, fmt: str | Format) -> torch.Tensor:
+    """Round through torch's own dtype: ``x.to(dtype).float()`` (for comparison with ``round_to``).
+
+    Raises:
+        ValueError: if torch has no dtype for ``fmt`` (TF32, E3M4).
+    """
+    f = get_format(fmt)
+    if f.torch_dtype is None or isinstance(f, IntFormat):
+        raise ValueError(f"torch has no float dtype for {f.name!r}; use round_to")
+    return x.to(f.torch_dtype).to(torch.float32)
+
+
+def stochastic_round_grid(x: torch.Tensor, step: float, u: torch.Tensor) -> torch.Tensor:
+    """Stochastic rounding to the grid step * Z with given uniforms u in [0, 1) (x's shape).
+
+    floor(x / step + u) * step: rounds up with probability (x - down) / step, so that
+    E_u[result] = x (Gupta et al. 2015, Eq. 5).
+
+    Raises:
+        ValueError: for step not finite and positive, or u of another shape.
+    """
+    if not (math.isfinite(step) and step > 0):
+        raise ValueError(f"step must be finite and positive, got {step}")
+    if u.shape != x.shape:
+        raise ValueError(f"u must have x's shape {tuple(x.shape)}, got {tuple(u.shape)}")
+    return torch.floor(x / step + u) * step

@@ -1,0 +1,212 @@
+"""Simulated limited-precision training of a digits MLP, and compressing the trained model.
+
+A one-hidden-layer ReLU network is trained by minibatch SGD with a hand-written backward
+pass, so that every tensor can be rounded where hardware would store it:
+
+    forward:   x, W1, h, W2 rounded to the *compute* format (the inputs of each matmul,
+               accumulated in float32 as tensor cores do);
+    backward:  the gradient of the logits (times the loss scale S), and every gradient
+               computed from it, rounded to the *grads* format;
+    update:    W <- round_master(W - lr g / S), nearest-even or stochastic.
+
+This is mixed-precision training as in Micikevicius et al. (2018, "Mixed precision
+training": FP16 compute, FP32 master weights, loss scaling) and Micikevicius et al.
+(2022, "FP8 formats for deep learning": E4M3 forward, E5M2 gradients, per-tensor scales);
+rounding the master weights themselves, with stochastic rounding to keep small updates,
+follows Gupta et al. (2015) and Zamirai et al. (2020, "Revisiting BFloat16 training").
+"""
+import math
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from ..data import Dataset
+from .formats import FloatFormat, amax_scale, get_format, round_to, scaled_round
+
+
+@dataclass(frozen=True)
+class Precision:
+    """Where training rounds, and to what.
+
+    Attributes:
+        compute: format of the matmul inputs (weights copy, input, hidden activations).
+        grads: format of the back-propagated gradients.
+        master: format the weights are stored in between steps.
+        stochastic: stochastic rounding of the master-weight update.
+        loss_scale: S, multiplies the loss gradient before rounding, divided out before the update.
+        scaled: per-tensor amax scaling before every compute/grads rounding (FP8 recipe).
+    """
+
+    compute: str = "fp32"
+    grads: str = "fp32"
+    master: str = "fp32"
+    stochastic: bool = False
+    loss_scale: float = 1.0
+    scaled: bool = False
+
+    def __post_init__(self):
+        for name in ("compute", "grads", "master"):
+            get_format(getattr(self, name))
+        if not (math.isfinite(self.loss_scale) and self.loss_scale > 0):
+            raise ValueError(f"loss_scale must be finite and positive, got {self.loss_scale}")
+
+
+@dataclass
+class TrainResult:
+    """Test accuracy, training losses, and how many gradient entries underflowed to zero."""
+
+    accuracy: float
+    losses: list[float]
+    underflow: float  # fraction of nonzero float32 gradient entries of W1 rounded to 0
+    skipped: int  # steps skipped for a non-finite gradient
+    params: dict[str, torch.Tensor] = field(repr=False)
+
+
+def init_mlp(n_in: int, n_hidden: int, n_out: int, *, gen: torch.Generator, device=None) -> dict[str, torch.Tensor]:
+    """PyTorch's default Linear initialization, U(-1/sqrt(fan_in), 1/sqrt(fan_in)), drawn from ``gen``."""
+    def uniform(*shape, fan_in):
+        return ((torch.rand(*shape, generator=gen) * 2 - 1) / math.sqrt(fan_in)).to(device or "cpu")
+
+    return dict(W1=uniform(n_hidden, n_in, fan_in=n_in), b1=uniform(n_hidden, fan_in=n_in),
+                W2=uniform(n_out, n_hidden, fan_in=n_hidden), b2=uniform(n_out, fan_in=n_hidden))  # fmt: skip
+
+
+def mlp_logits(params: dict[str, torch.Tensor], x: torch.Tensor, compute: str = "fp32", scaled: bool = False) -> torch.Tensor:
+    """Logits (B, C) of the MLP on x (B, n_in), matmul inputs rounded to ``compute``."""
+    q = _rounder(compute, scaled)
+    h = torch.relu(q(x) @ q(params["W1"]).T + params["b1"])  # (B, H)
+    return q(h) @ q(params["W2"]).T + params["b2"]  # (B, C)
+
+
+def mlp_accuracy(params: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor, compute: str = "fp32",
+                 scaled: bool = False) -> float:  # fmt: skip
+    """Fraction of x (B, n_in) classified as y (B,)."""
+    return (mlp_logits(params, x, compute, scaled).argmax(1) == y).float().mean().item()
+
+
+def _rounder(fmt: str, scaled: bool):
+    if fmt == "fp32":
+        return lambda t: t
+    if scaled:
+        return lambda t: _fast(t / (s := amax_scale(t, fmt)).float(), fmt) * s.float()
+    return lambda t: _fast(t, fmt)
+
+
+def _fast(t: torch.Tensor, fmt: str, *, stochastic: bool = False, gen: torch.Generator | None = None) -> torch.Tensor:
+    """``round_to`` through torch's own cast where torch has the dtype (bit for bit the same,
+    tests/test_numerics.py checks it, and 10x faster); ``round_to`` otherwise."""
+    f = get_format(fmt)
+    if fmt == "fp32" and t.dtype == torch.float32 and not stochastic:
+        return t
+    if not stochastic and isinstance(f, FloatFormat) and f.torch_dtype is not None:
+        return t.to(f.torch_dtype).to(t.dtype)
+    return round_to(t, f, stochastic=stochastic, gen=gen)
+
+
+def train_limited(
+    data: Dataset, precision: Precision, *, hidden: int, steps: int, lr: float, batch_size: int, gen: torch.Generator
+) -> TrainResult:
+    """Train the MLP by SGD with every tensor rounded as ``precision`` says.
+
+    Per step, on a minibatch (x, y) drawn from ``gen``:
+        1. forward with rounded matmul inputs (``mlp_logits``);
+        2. d logits = S (softmax - onehot(y)) / B, rounded to grads; back-propagate, rounding
+           each gradient (dW2, db2, dh, dW1, db1) to grads;
+        3. g = gradient / S; skip the step if g is not finite;
+        4. W <- round_master(W - lr g) (stochastic if asked).
+
+    Args:
+        data: a ``Dataset`` (images are flattened).
+        precision: the ``Precision`` configuration.
+        hidden, steps, lr, batch_size: network width and SGD settings.
+        gen: CPU generator for the initialization, the minibatches and stochastic rounding.
+
+    Returns:
+        A ``TrainResult`` with the test accuracy in the compute format.
+    """
+    if steps < 1 or batch_size < 1 or hidden < 1 or not lr > 0:
+        raise ValueError(f"steps, batch_size, hidden must be >= 1 and lr > 0, got {steps}, {batch_size}, {hidden}, {lr}")
+    p = precision
+    device = data.x_train.device
+    x_all = data.x_train.flatten(1)  # (N, n_in)
+    n, n_in = x_all.shape
+    params = init_mlp(n_in, hidden, data.n_classes, gen=gen, device=device)
+    params = {k: _fast(v, p.master) for k, v in params.items()}
+    qc, qg = _rounder(p.compute, p.scaled), _rounder(p.grads, p.scaled)
+    losses, underflow, skipped = [], [], 0
+    for _ in range(steps):
+        idx = torch.randint(n, (batch_size,), generator=gen).to(device)
+        x, y = qc(x_all[idx]), data.y_train[idx]  # (B, n_in), (B,)
+        # 1. forward
+        W1, W2 = qc(params["W1"]), qc(params["W2"])
+        z1 = x @ W1.T + params["b1"]  # (B, H)
+        h = qc(torch.relu(z1))
+        logits = h @ W2.T + params["b2"]  # (B, C)
+        losses.append(F.cross_entropy(logits, y).item())
+        # 2. backward, scaled by S and rounded
+        dlogits = qg((torch.softmax(logits, 1) - F.one_hot(y, data.n_classes)) * (p.loss_scale / batch_size))
+        dW2, db2 = qg(dlogits.T @ h), qg(dlogits.sum(0))
+        dh = qg(dlogits @ W2) * (z1 > 0)  # (B, H)
+        exact_dW1 = dh.T @ x  # (H, n_in)
+        dW1, db1 = qg(exact_dW1), qg(dh.sum(0))
+        nonzero = exact_dW1 != 0
+        underflow.append(((dW1 == 0) & nonzero).sum().item() / max(1, nonzero.sum().item()))
+        # 3. unscale
+        grads = dict(W1=dW1, b1=db1, W2=dW2, b2=db2)
+        grads = {k: g / p.loss_scale for k, g in grads.items()}
+        if not all(torch.isfinite(g).all() for g in grads.values()):
+            skipped += 1
+            continue
+        # 4. update the master weights
+        params = {k: _fast(params[k] - lr * grads[k], p.master, stochastic=p.stochastic, gen=gen) for k in params}
+    accuracy = mlp_accuracy(params, data.x_test.flatten(1), data.y_test, p.compute, p.scaled)
+    return TrainResult(accuracy, losses, sum(underflow) / len(underflow), skipped, params)
+
+
+def magnitude_prune(w: torch.Tensor, sparsity: float) -> torch.Tensor:
+    """Zero the fraction ``sparsity`` of entries of w with the smallest magnitude (Han et al. 2015).
+
+    Raises:
+        ValueError: unless 0 <= sparsity < 1.
+    """
+    if not 0 <= sparsity < 1:
+        raise ValueError(f"sparsity must lie in [0, 1), got {sparsity}")
+    k = int(round(sparsity * w.numel()))
+    if k == 0:
+        return w.clone()
+    threshold = w.abs().flatten().sort().values[k - 1]  # sort: deterministic on CUDA too
+    return torch.where(w.abs() > threshold, w, torch.zeros_like(w))
+
+
+def compressed_bytes(params: dict[str, torch.Tensor], value_bits: int, *, sparse: bool) -> int:
+    """Storage in bytes: each tensor's kept values at ``value_bits`` bits, plus for a sparse
+    model a 1-bit mask per entry, plus 4 bytes of scale per tensor when value_bits < 32."""
+    total = 0
+    for w in params.values():
+        kept = int((w != 0).sum()) if sparse else w.numel()
+        total += math.ceil(kept * value_bits / 8) + (math.ceil(w.numel() / 8) if sparse else 0)
+        total += 4 if value_bits < 32 else 0
+    return total
+
+
+def compress(params: dict[str, torch.Tensor], sparsity: float, fmt: str = "fp32") -> dict[str, torch.Tensor]:
+    """Magnitude-prune the weight matrices to ``sparsity``, then round every tensor per-tensor
+    scaled to ``fmt`` (INT8: symmetric quantization with scale amax / 127)."""
+    out = {}
+    for k, w in params.items():
+        w = magnitude_prune(w, sparsity) if k.startswith("W") else w
+        out[k] = w if fmt == "fp32" else scaled_round(w, fmt)[0]
+    return out
+
+
+def compression_sweep(params: dict[str, torch.Tensor], data: Dataset, sparsities, fmts=("fp32", "int8")) -> list[dict]:
+    """Accuracy against bytes for every (sparsity, format): rows with sparsity, fmt, bytes, accuracy."""
+    rows = []
+    x, y = data.x_test.flatten(1), data.y_test
+    for fmt in fmts:
+        bits = 32 if fmt == "fp32" else get_format(fmt).bits
+        for s in sparsities:
+            c = compress(params, s, fmt)
+            rows.append(dict(sparsity=s, fmt=fmt, bytes=compressed_bytes(c, bits, sparse=s > 0), accuracy=mlp_accuracy(c, x, y)))
+    return rows

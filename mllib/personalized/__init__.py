@@ -1,0 +1,28 @@
+"""Lecture 02: federated vs personalized learning.
+
+When every client has its own task, one global model is not the goal. This package holds
+the personal-model algorithms on the client matrix (``training``: local training,
+fine-tuning, Ditto, interpolation, training in stages), the bias-variance analysis of
+collaboration for mean estimation (``averaging``, Grimberg et al. 2021), clients' Shapley
+values (``shapley``) and collaborative transfer learning (``transfer``).
+"""
+from .averaging import (
+    fitted_minimizer, harmful_bias, monte_carlo_mse, mse_of_weight, optimal_weight, plot_collaboration,
+)
+from .shapley import CachedGame, corrupt_labels, exact_shapley, federation_game, leave_one_out, monte_carlo_shapley
+from .training import (
+    DittoResult, StagesResult, ditto, ditto_update, fine_tune, fine_tune_on, interpolate, interpolation_sweep,
+    restrict, train_in_stages,
+)
+from .transfer import (
+    LinearCollaboration, TransferCurve, linear_collaboration, plot_linear_collaboration, relabel, transfer_curve,
+)
+
+__all__ = [
+    "CachedGame", "DittoResult", "LinearCollaboration", "StagesResult", "TransferCurve", "corrupt_labels", "ditto",
+    "ditto_update",
+    "exact_shapley", "federation_game", "fine_tune", "fine_tune_on", "fitted_minimizer", "harmful_bias",
+    "interpolate", "interpolation_sweep", "leave_one_out", "linear_collaboration", "monte_carlo_mse",
+    "monte_carlo_shapley", "mse_of_weight", "optimal_weight", "plot_collaboration", "plot_linear_collaboration",
+    "relabel", "restrict", "train_in_stages", "transfer_curve",
+]

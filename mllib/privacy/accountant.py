@@ -1,0 +1,196 @@
+"""Renyi-DP accounting for the subsampled Gaussian mechanism, and calibration of sigma.
+
+Analysis (pure functions, keyword-only) is kept apart from the thin ``RDPAccountant``
+whose only state is its history of (q, sigma, steps), as in Opacus's accountants.
+"""
+import math
+from collections.abc import Sequence
+
+import numpy as np
+from scipy import optimize, special
+
+# Orders alpha at which the RDP curve is evaluated: fine steps near 1, integers up to 63
+# (the grid Opacus and TF Privacy use, so that both minimize over the same orders).
+ORDERS = tuple([1 + x / 10 for x in range(1, 100)] + list(range(12, 64)))
+
+
+def _check_q_sigma(q: float, sigma: float, steps: int) -> None:
+    if not 0 <= q <= 1:
+        raise ValueError(f"sampling rate q must be in [0, 1], got {q}")
+    if sigma <= 0:
+        raise ValueError(f"noise multiplier sigma must be > 0, got {sigma}; pass a positive float")
+    if steps < 0:
+        raise ValueError(f"steps must be >= 0, got {steps}")
+
+
+def _check_delta(delta: float) -> None:
+    if not 0 < delta < 1:
+        raise ValueError(f"delta must be in (0, 1), got {delta}; pass e.g. 1e-5")
+
+
+def _log_a(q: float, sigma: float, alpha: float) -> float:
+    """log A_alpha, A_alpha = E_{z ~ mu_0}[(mu(z) / mu_0(z))^alpha], mu = (1-q) mu_0 + q mu_1.
+
+    Integer alpha: the binomial expansion (Mironov, Talwar, Zhang 2019, Sec. 3.3)
+        A = sum_k C(alpha, k) (1-q)^(alpha-k) q^k exp((k^2 - k) / (2 sigma^2)).
+    Fractional alpha: the same paper's two convergent series, split at
+    z0 = sigma^2 log(1/q - 1) + 1/2 where mu_0 and mu cross; here with Gaussian tails
+    written as Phi: 1/2 erfc((k - z0)/(sqrt2 sigma)) = Phi((z0 - k)/sigma).
+    """
+    if float(alpha).is_integer():
+        k = np.arange(int(alpha) + 1)
+        terms = (
+            special.gammaln(alpha + 1) - special.gammaln(k + 1) - special.gammaln(alpha - k + 1)
+            + k * math.log(q) + (alpha - k) * math.log1p(-q) + (k * k - k) / (2 * sigma**2)
+        )  # fmt: skip
+        return float(special.logsumexp(terms))
+    z0 = sigma**2 * math.log(1 / q - 1) + 0.5
+    log_q, log_1q = math.log(q), math.log1p(-q)
+    parts0, parts1, signs, start = [], [], [], 0
+    while True:  # blocks of 64 terms until both series' terms fall below e^-30
+        k = np.arange(start, start + 64, dtype=float)
+        j = alpha - k
+        coef = special.binom(alpha, k)
+        log_c = np.log(np.abs(coef))
+        s0 = log_c + k * log_q + j * log_1q + (k * k - k) / (2 * sigma**2) + special.log_ndtr((z0 - k) / sigma)
+        s1 = log_c + j * log_q + k * log_1q + (j * j - j) / (2 * sigma**2) + special.log_ndtr((j - z0) / sigma)
+        parts0.append(s0), parts1.append(s1), signs.append(np.sign(coef))
+        start += 64
+        if max(s0[-1], s1[-1]) < -30:
+            break
+    b = np.concatenate(signs)
+    a0 = special.logsumexp(np.concatenate(parts0), b=b)
+    a1 = special.logsumexp(np.concatenate(parts1), b=b)
+    return float(np.logaddexp(a0, a1))
+
+
+def compute_rdp(*, q: float, sigma: float, steps: int, orders: Sequence[float] = ORDERS) -> np.ndarray:
+    """RDP epsilon(alpha) of ``steps`` compositions of the Poisson-subsampled Gaussian mechanism.
+
+    epsilon(alpha) = steps * log(A_alpha) / (alpha - 1) for a mechanism of L2 sensitivity 1
+    with noise N(0, sigma^2) and sampling rate q (Mironov 2017, Prop. 1 for composition;
+    Mironov, Talwar, Zhang 2019 for A_alpha). q = 1 gives the plain Gaussian alpha/(2 sigma^2).
+
+    Args:
+        q: sampling rate in [0, 1].
+        sigma: noise multiplier (> 0): noise std over sensitivity.
+        steps: number of compositions.
+        orders: orders alpha > 1.
+
+    Returns:
+        (len(orders),) RDP epsilons.
+
+    Raises:
+        ValueError: for q outside [0, 1], sigma <= 0, steps < 0 or an order <= 1.
+    """
+    _check_q_sigma(q, sigma, steps)
+    if min(orders) <= 1:
+        raise ValueError(f"orders must all be > 1, got min {min(orders)}")
+    if q == 0:
+        return np.zeros(len(orders))
+    if q == 1:
+        return steps * np.asarray(orders, dtype=float) / (2 * sigma**2)
+    return steps * np.array([_log_a(q, sigma, a) / (a - 1) for a in orders])
+
+
+def rdp_to_epsilon(*, rdp: np.ndarray, delta: float, orders: Sequence[float] = ORDERS) -> tuple[float, float]:
+    """The smallest (epsilon, delta)-DP guarantee implied by an RDP curve, and its order.
+
+    Balle, Barthe, Gaboardi, Hsu, Sato 2020, Theorem 21:
+        epsilon = min_alpha rdp(alpha) + log((alpha - 1)/alpha) - (log delta + log alpha)/(alpha - 1),
+    tighter than Mironov 2017's rdp(alpha) + log(1/delta)/(alpha - 1).
+
+    Returns:
+        (epsilon, best alpha); epsilon is clipped at 0.
+
+    Raises:
+        ValueError: if delta is not in (0, 1).
+    """
+    _check_delta(delta)
+    a = np.asarray(orders, dtype=float)
+    eps = np.asarray(rdp) + np.log1p(-1 / a) - (math.log(delta) + np.log(a)) / (a - 1)
+    eps = np.where(np.isnan(eps), np.inf, eps)
+    best = int(np.argmin(eps))
+    return max(0.0, float(eps[best])), float(a[best])
+
+
+def epsilon(*, q: float, sigma: float, steps: int, delta: float, orders: Sequence[float] = ORDERS) -> float:
+    """(epsilon, delta)-DP of ``steps`` steps of DP-SGD (``compute_rdp`` then ``rdp_to_epsilon``)."""
+    _check_delta(delta)
+    return rdp_to_epsilon(rdp=compute_rdp(q=q, sigma=sigma, steps=steps, orders=orders), delta=delta, orders=orders)[0]
+
+
+def calibrate_sigma(
+    *, target_epsilon: float, delta: float, q: float, steps: int, tolerance: float = 1e-3
+) -> float:
+    """The smallest noise multiplier (to a relative ``tolerance``) whose epsilon is <= the target.
+
+    Bisection on log sigma; epsilon(sigma) decreases in sigma. Guarantees
+    epsilon(sigma) <= target_epsilon < epsilon((1 - tolerance) sigma).
+
+    Raises:
+        ValueError: for target_epsilon <= 0, delta outside (0, 1), q outside (0, 1] or tolerance
+            outside (0, 0.5).
+    """
+    if not target_epsilon > 0:
+        raise ValueError(f"target_epsilon must be > 0, got {target_epsilon}")
+    _check_delta(delta)
+    if not 0 < q <= 1 or steps < 1:
+        raise ValueError(f"q must be in (0, 1] and steps >= 1, got q={q}, steps={steps}")
+    if not 0 < tolerance < 0.5:
+        raise ValueError(f"tolerance must be in (0, 0.5), got {tolerance}")
+
+    def eps(s: float) -> float:
+        return epsilon(q=q, sigma=s, steps=steps, delta=delta)
+
+    low, high = 0.05, 1.0
+    while eps(high) > target_epsilon:  # bracket the root: eps(low) > target >= eps(high)
+        low, high = high, 2 * high
+        if high > 1e4:
+            raise ValueError(f"target_epsilon={target_epsilon} needs sigma > 1e4; raise it or lower steps")
+    while eps(low) <= target_epsilon:
+        low, high = low / 2, low
+        if low < 1e-6:
+            return high
+    # Brent's method on log sigma, then step up to the safe side of the root.
+    root = optimize.brentq(lambda ls: eps(math.exp(ls)) - target_epsilon, math.log(low), math.log(high),
+                           xtol=tolerance / 4)  # fmt: skip
+    sigma = math.exp(root + tolerance / 4)
+    while eps(sigma) > target_epsilon:
+        sigma *= 1 + tolerance / 4
+    return sigma
+
+
+class RDPAccountant:
+    """Tracks the privacy spent by a sequence of subsampled Gaussian steps.
+
+    Update: after ``step(q, sigma)``, the RDP curve adds ``compute_rdp(q, sigma, 1)``;
+    ``epsilon(delta)`` converts it (Balle et al. 2020, Theorem 21).
+
+    State:
+        history: list of [sigma, q, steps], consecutive identical steps merged.
+    """
+
+    def __init__(self, orders: Sequence[float] = ORDERS):
+        self.orders = tuple(orders)
+        # State
+        self.history: list[list] = []
+
+    def step(self, *, q: float, sigma: float, steps: int = 1) -> None:
+        """Record ``steps`` steps at sampling rate q and noise multiplier sigma."""
+        _check_q_sigma(q, sigma, steps)
+        if self.history and self.history[-1][:2] == [sigma, q]:
+            self.history[-1][2] += steps
+        else:
+            self.history.append([sigma, q, steps])
+
+    def epsilon(self, delta: float) -> float:
+        """The epsilon spent so far at this delta (0 before any step)."""
+        _check_delta(delta)
+        if not self.history:
+            return 0.0
+        rdp = sum(compute_rdp(q=q, sigma=s, steps=t, orders=self.orders) for s, q, t in self.history)
+        return rdp_to_epsilon(rdp=rdp, delta=delta, orders=self.orders)[0]
+
+    def state_dict(self) -> dict:
+        return {"history": [list(h) for h in self.history]}

@@ -1,0 +1,148 @@
+"""Privacy attacks: what a trained model or one shared gradient reveals about the training data.
+
+- Membership inference by loss threshold (Yeom, Giacomelli, Fredrikson, Jha 2018): members
+  of an overfitted model's training set have lower loss than non-members.
+- Gradient inversion, DLG (Zhu, Liu, Han 2019, Algorithm 1): optimize a dummy input and
+  label until their gradient matches the shared one.
+"""
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch.func import functional_call, grad
+
+from ..models import FlatModel
+from ..runtime import rand, randn
+from .accountant import calibrate_sigma
+from .dp import clip_rows, dp_sgd
+
+
+def membership_auc(member_losses: torch.Tensor, nonmember_losses: torch.Tensor) -> float:
+    """AUC of the loss-threshold attack: P(loss of a non-member > loss of a member), ties count 1/2.
+
+    The attack guesses "member" when loss < tau; its ROC curve over all tau has this area
+    (Mann-Whitney U / (m n)). 0.5 means the attack learns nothing.
+
+    Raises:
+        ValueError: if either set is empty.
+    """
+    if member_losses.numel() == 0 or nonmember_losses.numel() == 0:
+        raise ValueError("member_losses and nonmember_losses must both be non-empty")
+    a, b = member_losses.reshape(-1, 1).double(), nonmember_losses.reshape(1, -1).double()
+    return float(((b > a).double() + 0.5 * (b == a).double()).mean())
+
+
+def sample_losses(model: FlatModel, row: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Each sample's cross-entropy loss under one model (d,): (M,)."""
+    logits = model.forward(row.unsqueeze(0), x.unsqueeze(0))[0]
+    return F.cross_entropy(logits, y, reduction="none")
+
+
+@dataclass
+class MembershipResult:
+    """AUCs (configs, seeds) and test accuracies (configs, seeds); config 0 is non-private."""
+
+    epsilons: list[float]  # inf first, then the DP budgets
+    auc: torch.Tensor
+    accuracy: torch.Tensor
+
+
+def membership_experiment(
+    data, model: FlatModel, *, epsilons: list[float], seeds: int, members: int = 100, nonmembers: int = 300,
+    steps: int = 200, lr: float = 0.5, q: float = 0.5, clip: float = 1.0, delta: float = 1e-5,
+) -> MembershipResult:  # fmt: skip
+    """Loss-threshold membership AUC of models trained on ``members`` digits, without DP and at each epsilon.
+
+    For each seed: draw ``members`` training images and ``nonmembers`` test images; train
+    non-privately (SGD on the same Poisson batches) and by DP-SGD with sigma calibrated to
+    each epsilon (same q and steps); score the attack on members vs non-members. All
+    (seed, config) models train at once as the rows of one client matrix.
+
+    Raises:
+        ValueError: if members is not in [1, 100] (a small, overfitted training set), or an epsilon <= 0.
+    """
+    if not 1 <= members <= 100:
+        raise ValueError(f"members must be in [1, 100] (a small, overfitted training set), got {members}")
+    if not epsilons or any(e <= 0 for e in epsilons):
+        raise ValueError(f"epsilons must be a non-empty list of values > 0, got {epsilons}")
+    if seeds < 1:
+        raise ValueError(f"seeds must be >= 1, got {seeds}")
+    sigmas = [0.0] + [calibrate_sigma(target_epsilon=e, delta=delta, q=q, steps=steps) for e in epsilons]
+    clips = [float("inf")] + [clip] * len(epsilons)
+    configs, device = len(sigmas), data.x_train.device
+    gen = torch.Generator().manual_seed(1000)
+    picks = [
+        (torch.randperm(len(data.y_train), generator=gen)[:members], torch.randperm(len(data.y_test), generator=gen)[:nonmembers])
+        for _ in range(seeds)
+    ]  # fmt: skip
+    xm = torch.stack([data.x_train[m.to(device)] for m, _ in picks]).repeat_interleave(configs, 0)  # (seeds*configs, members, ...)
+    ym = torch.stack([data.y_train[m.to(device)] for m, _ in picks]).repeat_interleave(configs, 0)
+    X0 = torch.stack([model.init(gen, device) for _ in range(seeds)]).repeat_interleave(configs, 0)
+    rows = dict(sigma=torch.tensor(sigmas * seeds), clip=torch.tensor(clips * seeds))
+    X = dp_sgd(model, X0, xm, ym, steps=steps, lr=lr, q=q, gen=gen, **rows)
+    auc = torch.zeros(configs, seeds)
+    acc = torch.zeros(configs, seeds)
+    for r, row in enumerate(X):
+        s, c = divmod(r, configs)
+        test = picks[s][1].to(device)
+        auc[c, s] = membership_auc(sample_losses(model, row, xm[r], ym[r]), sample_losses(model, row, data.x_test[test], data.y_test[test]))
+        acc[c, s] = (model.forward(row[None], data.x_test[None])[0].argmax(1) == data.y_test).float().mean()
+    return MembershipResult([float("inf"), *epsilons], auc, acc)
+
+
+# --- gradient inversion -------------------------------------------------------------------------
+def sample_gradient(model: FlatModel, row: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """The gradient (d,) of the mean loss of a batch x (B, ...) with labels y (B,) or soft labels (B, C).
+
+    Built with torch.func, so that it can itself be differentiated (DLG needs that).
+    """
+    params = {k: v[0] for k, v in model.unflatten(row.unsqueeze(0)).items()}
+
+    def loss(p):
+        logits = functional_call(model.module, p, (x,))
+        if y.dtype.is_floating_point:  # soft labels, as DLG's dummy label
+            return -(y * F.log_softmax(logits, -1)).sum(-1).mean()
+        return F.cross_entropy(logits, y)
+
+    g = grad(loss)(params)
+    return torch.cat([g[name].flatten() for name in model.names])
+
+
+def dlg(
+    model: FlatModel, row: torch.Tensor, target: torch.Tensor, shape: tuple[int, ...], *, n_classes: int,
+    gen: torch.Generator, iterations: int = 100, clip: float | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """Deep Leakage from Gradients (Zhu et al. 2019, Algorithm 1): reconstruct one sample from its gradient.
+
+    Minimize ||grad l(F(x'), y'; row) - target||^2 over a dummy input x' (1, *shape) and dummy
+    soft label y' = softmax(z') with L-BFGS. If the victim clipped its gradient to C, the
+    attacker clips its dummy gradient the same way (``clip``): clipping hides the scale only.
+
+    Args:
+        row: (d,) the shared model; target: (d,) the observed gradient.
+        shape: one input's shape, e.g. (1, 8, 8).
+
+    Returns:
+        (x' (1, *shape), y' (C,)) the reconstruction and the recovered label distribution.
+    """
+    x_dummy = randn(1, *shape, gen=gen, device=row.device).mul(0.1).add(0.5).requires_grad_(True)
+    z_dummy = randn(1, n_classes, gen=gen, device=row.device).requires_grad_(True)
+    optimizer = torch.optim.LBFGS([x_dummy, z_dummy], lr=1.0, max_iter=iterations, history_size=100,
+                                  line_search_fn="strong_wolfe")  # fmt: skip
+
+    def closure():
+        optimizer.zero_grad()
+        g = sample_gradient(model, row, x_dummy, torch.softmax(z_dummy, -1))
+        if clip is not None:
+            g = clip_rows(g.unsqueeze(0), clip)[0]
+        distance = (g - target).pow(2).sum()
+        distance.backward()
+        return distance
+
+    optimizer.step(closure)
+    return x_dummy.detach(), torch.softmax(z_dummy.detach(), -1)[0]
+
+
+def reconstruction_error(x_hat: torch.Tensor, x: torch.Tensor) -> float:
+    """Mean squared error between a reconstruction and the original, pixel values clipped to [0, 1]."""
+    return float((x_hat.clamp(0, 1) - x).pow(2).mean())

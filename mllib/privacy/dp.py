@@ -1,0 +1,347 @@
+"""Differential privacy: Laplace and Gaussian mechanisms, DP-SGD, DP-FedAvg.
+
+DP-SGD (Abadi et al. 2016, Algorithm 1) has two paths to the sum of clipped per-sample
+gradients: ``per_sample_gradients`` (the readable reference: ``torch.func.vmap`` of
+``grad``, one (B, d) matrix) and ``ghost_clipped_sum`` (never materializes it: for a linear
+layer the per-sample weight gradient is the outer product g_i a_i^T, whose norm is
+||g_i|| ||a_i||; Lee & Kifer 2021, Li et al. 2022).
+"""
+import math
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from scipy import optimize, stats
+from torch import nn
+from torch.func import functional_call, grad, vmap
+
+from ..models import DERIVATIVE, ELEMENTWISE, FlatModel
+from ..runtime import rand, randn
+
+
+def _check_positive(name: str, value: float, hint: str) -> None:
+    if not value > 0:
+        raise ValueError(f"{name} must be > 0, got {value}; {hint}")
+
+
+# --- mechanisms ------------------------------------------------------------------------------
+def laplace_mechanism(value: torch.Tensor, *, sensitivity: float, epsilon: float, gen: torch.Generator) -> torch.Tensor:
+    """value + Laplace(0, sensitivity / epsilon) noise per coordinate: epsilon-DP for L1 sensitivity
+    ``sensitivity`` (Dwork, McSherry, Nissim, Smith 2006).
+
+    Raises:
+        ValueError: if sensitivity or epsilon is <= 0.
+    """
+    _check_positive("epsilon", epsilon, "pass the privacy budget, e.g. 1.0")
+    _check_positive("sensitivity", sensitivity, "pass the L1 sensitivity of the query")
+    u = rand(*value.shape, gen=gen, device=value.device) - 0.5  # uniform in [-1/2, 1/2)
+    return value - sensitivity / epsilon * torch.sign(u) * torch.log1p(-2 * u.abs())
+
+
+def gaussian_sigma(*, sensitivity: float, epsilon: float, delta: float) -> float:
+    """The smallest noise std of an (epsilon, delta)-DP Gaussian mechanism (analytic Gaussian).
+
+    Balle & Wang 2018, Theorem 8: N(0, s^2) noise on an L2-sensitivity-D query is (eps, delta)-DP
+    iff Phi(D/(2s) - eps s/D) - e^eps Phi(-D/(2s) - eps s/D) <= delta; solved by root finding.
+    (The classical sqrt(2 ln(1.25/delta)) D / eps of Dwork & Roth 2014 holds only for eps < 1.)
+
+    Raises:
+        ValueError: for epsilon <= 0, sensitivity <= 0 or delta outside (0, 1).
+    """
+    _check_positive("epsilon", epsilon, "pass the privacy budget, e.g. 1.0")
+    _check_positive("sensitivity", sensitivity, "pass the L2 sensitivity of the query")
+    if not 0 < delta < 1:
+        raise ValueError(f"delta must be in (0, 1), got {delta}; pass e.g. 1e-5")
+
+    def excess(log_s: float) -> float:
+        s = math.exp(log_s)
+        a, b = sensitivity / (2 * s), epsilon * s / sensitivity
+        return stats.norm.cdf(a - b) - math.exp(epsilon) * stats.norm.cdf(-a - b) - delta
+
+    return math.exp(optimize.brentq(excess, math.log(sensitivity) - 20, math.log(sensitivity) + 20, xtol=1e-12))
+
+
+def gaussian_mechanism(
+    value: torch.Tensor, *, sensitivity: float, epsilon: float, delta: float, gen: torch.Generator
+) -> torch.Tensor:
+    """value + N(0, sigma^2) per coordinate, sigma from ``gaussian_sigma``: (epsilon, delta)-DP."""
+    sigma = gaussian_sigma(sensitivity=sensitivity, epsilon=epsilon, delta=delta)
+    return value + sigma * randn(*value.shape, gen=gen, device=value.device)
+
+
+# --- clipping --------------------------------------------------------------------------------
+def clip_rows(G: torch.Tensor, clip: float) -> torch.Tensor:
+    """Each row g_i scaled to g_i / max(1, ||g_i|| / C) (Abadi et al. 2016, Algorithm 1, step "clip").
+
+    Args:
+        G: (B, d) per-sample gradients (or (n, d) client updates).
+        clip: the norm bound C > 0.
+
+    Returns:
+        (B, d), every row of norm <= C; G is not modified.
+
+    Raises:
+        ValueError: if clip <= 0 or G is not 2-D.
+    """
+    _check_positive("clip", clip, "pass the clipping norm C, e.g. 1.0")
+    if G.dim() != 2:
+        raise ValueError(f"G must have shape (rows, d), got {tuple(G.shape)}")
+    return G * clip_factors(G.norm(dim=1), clip).unsqueeze(1)
+
+
+def clip_factors(norms: torch.Tensor, clip: float) -> torch.Tensor:
+    """min(1, C / ||g_i||) for each norm (B,); 1 for a zero gradient."""
+    return (clip / norms.clamp_min(1e-30)).clamp(max=1.0)
+
+
+# --- per-sample gradients ---------------------------------------------------------------------
+def per_sample_gradients(model: FlatModel, row: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """The gradient of each sample's loss at ``row``: (B, d), via vmap(grad(functional_call)).
+
+    Args:
+        row: (d,) parameters; x: (B, ...) inputs; y: (B,) integer labels.
+    """
+    params = {k: v[0] for k, v in model.unflatten(row.unsqueeze(0)).items()}
+
+    def loss(p, xi, yi):
+        return F.cross_entropy(functional_call(model.module, p, (xi.unsqueeze(0),)), yi.unsqueeze(0))
+
+    grads = vmap(grad(loss), in_dims=(None, 0, 0))(params, x, y)
+    return torch.cat([grads[name].flatten(1) for name in model.names], dim=1)
+
+
+def _layers(module: nn.Module) -> list[tuple]:
+    """The (kind, name) list of a Flatten/Linear/elementwise Sequential, for the ghost path."""
+    layers = []
+    if isinstance(module, nn.Sequential):
+        for name, child in module.named_children():
+            if isinstance(child, nn.Linear) and child.bias is not None:
+                layers.append(("linear", name))
+            elif type(child) in ELEMENTWISE and (type(child) in DERIVATIVE or type(child) is nn.ReLU):
+                layers.append((type(child), name))
+            elif isinstance(child, nn.Flatten):
+                layers.append(("flatten", name))
+            else:
+                layers = []
+                break
+    if not layers:
+        raise ValueError(f"ghost clipping needs an nn.Sequential of Flatten/Linear/ReLU/Tanh/Sigmoid, got {module}")
+    return layers
+
+
+def _as_rows(value, n: int, like: torch.Tensor, name: str) -> torch.Tensor:
+    """A float or (n,) tensor as an (n,) tensor on ``like``'s device."""
+    t = torch.as_tensor(value, dtype=like.dtype).to(like.device).expand(n) if torch.as_tensor(value).dim() == 0 \
+        else torch.as_tensor(value, dtype=like.dtype).to(like.device)
+    if t.shape != (n,):
+        raise ValueError(f"{name} must be a float or have shape ({n},), got shape {tuple(t.shape)}")
+    return t
+
+
+@torch.no_grad()
+def ghost_clipped_sum(
+    model: FlatModel, X: torch.Tensor, x: torch.Tensor, y: torch.Tensor, clip, weights: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """For each row of a client matrix: sum_i w_i clip_C(grad l_i), without per-sample gradients.
+
+    1. forward, keeping each linear layer's input a_i (n, B, in);
+    2. backward of the summed per-sample losses, keeping each linear layer's output gradient g_i (n, B, out);
+    3. per-sample norms: ||grad l_i||^2 = sum over layers ||g_i||^2 (||a_i||^2 + 1)  (weight and bias);
+    4. factors c_i = w_i min(1, C / ||grad l_i||); layer gradients sum_i c_i g_i a_i^T and sum_i c_i g_i.
+    An MLP sample's layer gradients g_i a_i^T do not depend on the other samples, so step 4
+    reuses step 2's g_i instead of the second backward pass of Li et al. 2022's ghost
+    clipping (the norm identity is Lee & Kifer 2021, Sec. 4; Goodfellow 2015).
+
+    Args:
+        model: an nn.Sequential of Flatten/Linear/ReLU/Tanh/Sigmoid.
+        X: (n, d) one model per row; x: (n, B, ...) inputs; y: (n, B) integer labels.
+        clip: C > 0, a float or (n,) per row (inf: no clipping).
+        weights: (n, B) sample weights, e.g. Poisson-sampling indicators (default all 1).
+
+    Returns:
+        ((n, d) clipped gradient sums, (n, B) per-sample gradient norms).
+
+    Raises:
+        ValueError: for C <= 0 or a module the ghost path does not support.
+    """
+    layers = _layers(model.module)
+    n, batch = y.shape
+    clip = _as_rows(clip, n, X, "clip")
+    if not (clip > 0).all():
+        raise ValueError(f"clip must be > 0, got {clip.tolist()}; pass the clipping norm C, e.g. 1.0")
+    params = model.unflatten(X)
+    h, trace = x, []
+    for kind, name in layers:  # step 1
+        if kind == "flatten":
+            out = h.flatten(2)
+        elif kind == "linear":
+            out = torch.baddbmm(params[f"{name}.bias"].unsqueeze(1), h, params[f"{name}.weight"].transpose(1, 2))
+        else:
+            out = ELEMENTWISE[kind](h)
+        trace.append((kind, name, h, out))
+        h = out
+    d = torch.softmax(h, dim=-1)  # step 2: d(loss_i)/d(logits_i), (n, B, C)
+    d.scatter_add_(-1, y.unsqueeze(-1), torch.full_like(d[..., :1], -1.0))
+    norms_sq = torch.zeros(n, batch, dtype=h.dtype, device=h.device)
+    saved = []
+    first = next(i for i, t in enumerate(trace) if t[0] == "linear")
+    for i in range(len(trace) - 1, first - 1, -1):
+        kind, name, inp, out = trace[i]
+        if kind == "linear":
+            a_sq = torch.linalg.vector_norm(inp, dim=-1).square()
+            norms_sq += torch.linalg.vector_norm(d, dim=-1).square() * (a_sq + 1)  # step 3, (n, B)
+            saved.append((name, inp, d))
+            if i > first:
+                d = torch.bmm(d, params[f"{name}.weight"])  # (n, B, in)
+        elif kind == "flatten":
+            d = d.reshape(inp.shape)
+        elif kind is nn.ReLU:
+            d = torch.ops.aten.threshold_backward(d, out, 0)  # d * (out > 0) in one pass
+        else:
+            d = d * DERIVATIVE[kind](out)
+    norms = norms_sq.sqrt()
+    c = clip_factors(norms, clip.unsqueeze(1))  # step 4, (n, B)
+    if weights is not None:
+        c = c * weights
+    G = torch.zeros_like(X)
+    grads = model.unflatten(G)
+    for name, inp, d in saved:
+        cd = d * c.unsqueeze(-1)  # (n, B, out)
+        grads[f"{name}.weight"].copy_(torch.bmm(cd.transpose(1, 2), inp))  # (n, out, in)
+        grads[f"{name}.bias"].copy_(cd.sum(1))
+    return G, norms
+
+
+def clipped_sum(
+    model: FlatModel, row: torch.Tensor, x: torch.Tensor, y: torch.Tensor, clip: float, method: str = "ghost"
+) -> torch.Tensor:
+    """sum_i clip_C(grad l_i) (d,) for one model row (d,) and a batch x (B, ...), y (B,).
+
+    ``method``: "ghost" (``ghost_clipped_sum``, MLPs) or "vmap" (``per_sample_gradients``, any module).
+    """
+    _check_positive("clip", clip, "pass the clipping norm C, e.g. 1.0")
+    if method == "ghost":
+        return ghost_clipped_sum(model, row.unsqueeze(0), x.unsqueeze(0), y.unsqueeze(0), clip)[0][0]
+    if method == "vmap":
+        return clip_rows(per_sample_gradients(model, row, x, y), clip).sum(0)
+    raise ValueError(f"method must be 'ghost' or 'vmap', got {method!r}")
+
+
+def dp_sgd_gradient(
+    model: FlatModel, row: torch.Tensor, x: torch.Tensor, y: torch.Tensor, *,
+    clip: float, sigma: float, expected_batch: float, gen: torch.Generator, method: str = "ghost",
+) -> torch.Tensor:  # fmt: skip
+    """The DP-SGD gradient (Abadi et al. 2016, Algorithm 1): (sum_i clip_C(g_i) + N(0, sigma^2 C^2 I)) / L.
+
+    L is the expected batch size q N under Poisson sampling (the sum's sensitivity is C
+    whatever the batch's realized size), as in Opacus.
+
+    Raises:
+        ValueError: if clip <= 0, sigma < 0 or expected_batch <= 0.
+    """
+    if sigma < 0:
+        raise ValueError(f"sigma must be >= 0, got {sigma}")
+    _check_positive("expected_batch", expected_batch, "pass q * N")
+    total = clipped_sum(model, row, x, y, clip, method)
+    noise = randn(model.dim, gen=gen, device=row.device)
+    return (total + sigma * clip * noise) / expected_batch
+
+
+def dp_sgd(
+    model: FlatModel, X: torch.Tensor, x: torch.Tensor, y: torch.Tensor, *, steps: int, lr: float, q: float,
+    clip, sigma, gen: torch.Generator,
+) -> torch.Tensor:  # fmt: skip
+    """Train n models at once by DP-SGD with Poisson sampling, each on its own data; returns (n, d).
+
+    Each step, for every row at once (Abadi et al. 2016, Algorithm 1):
+        1. sample each example with probability q (Poisson sampling);
+        2. clip each sampled example's gradient to norm C (``ghost_clipped_sum``);
+        3. add N(0, sigma^2 C^2 I) to the sum; 4. divide by the expected batch size q N;
+        5. X <- X - lr * gradient.
+    A row with clip=inf and sigma=0 is the non-private baseline (SGD on the same batches).
+    Privacy of a row: ``accountant.epsilon(q=q, sigma=sigma, steps=steps, delta=...)``.
+
+    Args:
+        X: (n, d) initial models; x: (n, N, ...) each row's training inputs; y: (n, N).
+        clip, sigma: floats or (n,) tensors, per row.
+
+    Raises:
+        ValueError: for q outside (0, 1], sigma < 0, clip <= 0 or shapes that disagree.
+    """
+    if not 0 < q <= 1:
+        raise ValueError(f"q must be in (0, 1], got {q}")
+    n, size = y.shape
+    if X.shape != (n, model.dim):
+        raise ValueError(f"X must have shape ({n}, {model.dim}), one row per data set in y, got {tuple(X.shape)}")
+    sigma = _as_rows(sigma, n, X, "sigma")
+    clip = _as_rows(clip, n, X, "clip")
+    if (sigma < 0).any():
+        raise ValueError(f"sigma must be >= 0, got {sigma.tolist()}")
+    std = torch.where(sigma > 0, sigma * clip, torch.zeros_like(sigma)).unsqueeze(1)  # (n, 1)
+    for _ in range(steps):
+        take = (rand(n, size, gen=gen, device=X.device) < q).to(X.dtype)  # 1.
+        total, _ = ghost_clipped_sum(model, X, x, y, clip, take)  # 2.
+        noise = std * randn(n, model.dim, gen=gen, device=X.device)  # 3.
+        X = X - lr * (total + noise) / (q * size)  # 4., 5.
+    return X
+
+
+def dp_fedavg_aggregate(*, clip: float, sigma: float, gen: torch.Generator) -> Callable[[torch.Tensor], torch.Tensor]:
+    """A server step for ``run_rounds(aggregate=...)``: client-level DP (McMahan et al. 2018, DP-FedAvg).
+
+    U (m, d) -> (sum_i clip_C(U_i) + N(0, sigma^2 C^2 I)) / m: each client's whole update is
+    clipped to C, so one client changes the sum by at most C.
+
+    Raises:
+        ValueError: if clip <= 0 or sigma < 0.
+    """
+    _check_positive("clip", clip, "pass the clipping norm C of client updates")
+    if sigma < 0:
+        raise ValueError(f"sigma must be >= 0, got {sigma}")
+
+    def aggregate(U: torch.Tensor) -> torch.Tensor:
+        total = clip_rows(U, clip).sum(0)  # (d,)
+        return (total + sigma * clip * randn(U.shape[1], gen=gen, device=U.device)) / len(U)
+
+    return aggregate
+
+
+def noisy_clipped_sum(G: torch.Tensor, clip: float, sigma: float, noise: torch.Tensor) -> torch.Tensor:
+    """sum_i clip_C(g_i) + sigma C noise: DP-SGD's privatized sum (Abadi et al. 2016, Algorithm 1).
+
+    Args:
+        G: (B, d) per-sample gradients; clip: C > 0; sigma: noise multiplier >= 0;
+        noise: (d,) standard normal draws.
+
+    Returns:
+        (d,) the noisy sum; divide by the (expected) batch size for the gradient.
+    """
+    if sigma < 0:
+        raise ValueError(f"sigma must be >= 0, got {sigma}")
+    return clip_rows(G, clip).sum(0) + sigma * clip * noise
+
+
+def privacy_utility(
+    data, model: FlatModel, *, epsilons: list[float], steps: int, lr: float, q: float, clip: float,
+    delta: float, gen: torch.Generator,
+) -> tuple[list[float], torch.Tensor]:  # fmt: skip
+    """Test accuracy of DP-SGD on the whole training set at each epsilon, and without DP (first).
+
+    All models start from the same row and train at once (one row each) on the same
+    Poisson batches; sigma for each epsilon from ``accountant.calibrate_sigma``.
+
+    Returns:
+        (sigmas with 0.0 first, (1 + len(epsilons),) test accuracies).
+    """
+    from .accountant import calibrate_sigma
+
+    if not epsilons or any(e <= 0 for e in epsilons):
+        raise ValueError(f"epsilons must be a non-empty list of values > 0, got {epsilons}")
+    sigmas = [0.0] + [calibrate_sigma(target_epsilon=e, delta=delta, q=q, steps=steps) for e in epsilons]
+    k = len(sigmas)
+    X0 = model.init(gen, data.x_train.device).expand(k, -1)
+    x, y = data.x_train.expand(k, *data.x_train.shape), data.y_train.expand(k, -1)
+    clips = torch.tensor([float("inf")] + [clip] * len(epsilons))
+    X = dp_sgd(model, X0, x, y, steps=steps, lr=lr, q=q, clip=clips, sigma=torch.tensor(sigmas), gen=gen)
+    accuracy = model.accuracy(X, data.x_test.expand(k, *data.x_test.shape), data.y_test.expand(k, -1))
+    return sigmas, accuracy

@@ -1,0 +1,412 @@
+import math
+
+import ml_dtypes
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sklearn.feature_extraction import FeatureHasher
+from sklearn.utils import murmurhash3_32 as sk_murmur
+
+import mllib
+from mllib.checks import CheckFailed
+from mllib.checks import numerics as check
+from mllib.numerics import FORMATS, autodiff, bits, formats, hashing, summation, systems, training
+
+TORCH_TYPED = ["fp32", "fp16", "bf16", "fp8_e5m2", "fp8_e4m3"]
+
+
+def same_bits(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Bitwise equal float32 tensors (signed zeros told apart), NaN where the other is NaN."""
+    nan_a, nan_b = torch.isnan(a), torch.isnan(b)
+    return torch.equal(nan_a, nan_b) and torch.equal(a[~nan_a].view(torch.int32), b[~nan_b].view(torch.int32))
+
+
+def hard_inputs(fmt, n=20000, seed=0):
+    """Random float32 bit patterns, values at the format's scales, exact ties, overflow, specials."""
+    gen = torch.Generator().manual_seed(seed)
+    f = FORMATS[fmt]
+    patterns = torch.randint(-(2**31), 2**31, (n,), generator=gen).to(torch.int32).view(torch.float32)
+    scales = [1.0, f.max, f.smallest_normal, f.smallest_subnormal]
+    scaled = [torch.randn(n, generator=gen) * s for s in scales]
+    # midpoints between neighbours of the format: exact ties for round-to-nearest-even
+    grid = torch.linspace(-4, 4, 4001, dtype=torch.float64)
+    q = formats.round_to(grid, fmt).unique()
+    ties = ((q[1:] + q[:-1]) / 2).float()
+    sub = f.smallest_subnormal * (torch.arange(-40, 41) / 2)  # subnormal ties
+    special = torch.tensor([0.0, -0.0, math.inf, -math.inf, math.nan, f.max, -f.max, f.max * 1.06, f.max * 1.2, 3e38])
+    return torch.cat([patterns, *scaled, ties, sub.float(), special])
+
+
+@pytest.mark.parametrize("fmt", TORCH_TYPED)
+def test_round_to_matches_torch_cast_bit_for_bit(fmt):
+    x = hard_inputs(fmt)
+    assert same_bits(formats.round_to(x, fmt), x.to(FORMATS[fmt].torch_dtype).float())
+
+
+def test_e3m4_matches_ml_dtypes():
+    x = hard_inputs("fp8_e3m4")
+    with np.errstate(invalid="ignore"):
+        expected = torch.from_numpy(x.numpy().astype(ml_dtypes.float8_e3m4).astype(np.float32))
+    assert same_bits(formats.round_to(x, "fp8_e3m4"), expected)
+
+
+def test_e4m3_saturates_where_ml_dtypes_gives_nan():
+    x = torch.tensor([470.0, 1e6, math.inf])
+    assert formats.round_to(x, "fp8_e4m3").tolist() == [448.0, 448.0, 448.0]
+    assert np.isnan(x.numpy().astype(ml_dtypes.float8_e4m3fn).astype(np.float32)).all()
+
+
+def test_tf32_rounds_away_the_low_13_bits_to_nearest_even():
+    x = hard_inputs("tf32")
+    b = x.view(torch.int32).to(torch.int64) & 0xFFFFFFFF
+    r = (b + 0xFFF + ((b >> 13) & 1)) & 0xFFFFE000
+    expected = torch.where(r >= 2**31, r - 2**32, r).to(torch.int32).view(torch.float32)
+    finite = torch.isfinite(x)  # the bit trick turns some NaN payloads into inf
+    assert same_bits(formats.round_to(x[finite], "tf32"), expected[finite])
+
+
+def test_format_table_matches_torch_finfo():
+    for name, ours, theirs in bits.finfo_rows():
+        assert ours == theirs, name
+    assert FORMATS["int8"].max == torch.iinfo(torch.int8).max and FORMATS["int8"].min == torch.iinfo(torch.int8).min
+    for f in [FORMATS["fp16"], FORMATS["bf16"], FORMATS["fp32"]]:
+        assert f.smallest_subnormal == float(torch.tensor(1, dtype=torch.int32 if f.bits == 32 else torch.int16)
+                                               .view(f.torch_dtype).float())  # fmt: skip
+
+
+def test_slide_ranges_of_the_fp8_formats():
+    assert [FORMATS[k].max for k in ("fp8_e5m2", "fp8_e4m3", "fp8_e3m4")] == [57344, 448, 15.5]
+    assert FORMATS["fp8_e3m4"].max == float(ml_dtypes.finfo(ml_dtypes.float8_e3m4).max)
+
+
+@pytest.mark.parametrize("fmt", ["fp16", "bf16", "fp8_e5m2", "fp8_e4m3", "fp8_e3m4", "int8"])
+def test_every_pattern_decodes_to_a_value_that_encodes_back(fmt):
+    f = FORMATS[fmt]
+    for b in range(2**f.bits) if f.bits <= 8 else range(0, 2**16, 13):
+        v = bits.decode(b, fmt)
+        if not math.isnan(v):
+            assert bits.encode(v, fmt) == b, (fmt, b, v)
+
+
+@pytest.mark.parametrize("fmt", ["fp16", "bf16", "fp8_e5m2", "fp8_e3m4"])
+def test_vectorized_decode_agrees_with_scalar_decode(fmt):
+    f = FORMATS[fmt]
+    patterns = torch.arange(2**f.bits)
+    got = bits.decode_ieee(patterns, f.exponent_bits, f.mantissa_bits, f.bias)
+    expected = torch.tensor([bits.decode(b, fmt) for b in patterns.tolist()], dtype=torch.float64)
+    assert torch.equal(got.nan_to_num(7.0), expected.nan_to_num(7.0))
+
+
+def test_decode_agrees_with_torch_on_fp16_patterns():
+    patterns = torch.arange(2**16, dtype=torch.int32)
+    theirs = (patterns - (patterns >= 2**15) * 2**16).to(torch.int16).view(torch.float16).double()
+    ours = torch.tensor([bits.decode(b, "fp16") for b in patterns.tolist()], dtype=torch.float64)
+    assert torch.equal(ours.nan_to_num(7.0), theirs.nan_to_num(7.0))
+
+
+def test_bit_table_shows_every_format():
+    text = bits.bit_table(0.1)
+    assert all(name in text for name in FORMATS) and "0 01111011 1001101" in text  # bf16 of 0.1
+    assert bits.bit_rows(1e6, ["fp16"])[0]["stored"] == math.inf
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.floats(-127, 127), st.sampled_from(["bf16", "fp8_e4m3", "fp8_e5m2", "int8"]))
+def test_stochastic_rounding_is_unbiased(x, fmt):
+    gen = torch.Generator().manual_seed(0)
+    n = 20000
+    y = formats.round_to(torch.full((n,), x, dtype=torch.float64), fmt, stochastic=True, gen=gen)
+    down, up = y.min().item(), y.max().item()
+    assert up - down <= 2 * max(1.0, abs(x)) * FORMATS[fmt].eps + 1e-12  # only the two neighbours
+    f = FORMATS[fmt]
+    gap = 1.0 if fmt == "int8" else max(abs(x) * f.eps, f.smallest_subnormal)  # an upper bound
+    sd = gap / 2 / math.sqrt(n)  # the largest standard deviation of the mean of n roundings
+    assert abs(y.mean().item() - x) < 5 * sd  # a 5-sigma band
+
+
+def test_nearest_rounding_is_biased_where_stochastic_is_not():
+    gen = torch.Generator().manual_seed(0)
+    x = torch.full((10000,), 1 + 2**-9, dtype=torch.float64)  # a quarter of a bf16 gap above 1
+    assert formats.round_to(x, "bf16").mean().item() == 1.0
+    assert abs(formats.round_to(x, "bf16", stochastic=True, gen=gen).mean().item() - x[0].item()) < 2e-4
+
+
+def test_scaled_round_uses_the_format_range():
+    x = torch.randn(1000, generator=torch.Generator().manual_seed(0)) * 1e-4
+    plain = formats.round_to(x, "fp8_e4m3")
+    scaled, s = formats.scaled_round(x, "fp8_e4m3")
+    assert (plain == 0).float().mean() > 0.9  # below E4M3's smallest subnormal
+    assert ((scaled - x).abs() / x.abs()).max() < 0.07 and float(s) == float(x.abs().max() / 448)
+    q, s = formats.scaled_round(x.double(), "int8")
+    assert torch.allclose(q / s, (q / s).round(), atol=1e-9) and (q / s).abs().max().round() == 127
+
+
+@pytest.mark.parametrize("bad", [dict(fmt="fp12"), dict(fmt="fp16", scale=math.nan), dict(fmt="fp16", scale=math.inf),
+                                 dict(fmt="fp16", scale=0.0), dict(fmt="fp16", scale=-1.0)])  # fmt: skip
+def test_bad_format_or_scale_raises(bad):
+    with pytest.raises(ValueError, match="fmt must be one of|scale must be a finite positive"):
+        formats.scaled_round(torch.ones(3), **bad)
+
+
+def test_other_bad_input_raises():
+    with pytest.raises(ValueError, match="x must be a floating-point tensor"):
+        formats.round_to(torch.ones(3, dtype=torch.int64), "fp16")
+    with pytest.raises(ValueError, match="gen="):
+        formats.round_to(torch.ones(3), "fp16", stochastic=True)
+    with pytest.raises(ValueError, match="bits must lie"):
+        bits.decode(256, "fp8_e4m3")
+    with pytest.raises(ValueError, match="loss_scale"):
+        training.Precision(loss_scale=math.inf)
+    for n in (0, -3, 2.5):
+        with pytest.raises(ValueError, match="n_features must be an integer >= 1"):
+            hashing.hash_features([{"a": 1}], n)
+
+
+def test_kahan_and_pairwise_beat_the_naive_sum_in_bf16():
+    x = torch.rand(4, 2048, generator=torch.Generator().manual_seed(0))
+    err = summation.summation_errors(x, "bf16", gen=torch.Generator().manual_seed(1))
+    assert (err["naive"] > 0.3).all()  # stagnation: terms below half a gap of the sum vanish
+    assert (err["pairwise"] < 0.01).all() and (err["kahan"] < 0.01).all()
+    assert (err["stochastic"] < 0.05).all()
+
+
+def test_sums_are_exact_in_fp32_for_small_integers():
+    x = torch.randint(0, 10, (3, 100), generator=torch.Generator().manual_seed(0)).float()
+    for s in (summation.naive_sum(x, "fp32"), summation.pairwise_sum(x, "fp32"), summation.kahan_sum(x, "fp32")):
+        assert torch.equal(s, x.double().sum(-1))
+
+
+# hashing
+
+def test_murmurhash_matches_scikit_learn():
+    keys = ["", "a", "ab", "abc", "abcd", "abcde", "héllo wörld ✔", "x" * 37, "city=Paris"]
+    keys += [f"w{i}" for i in range(2000)]
+    assert [hashing.murmurhash3_32(k) for k in keys] == [sk_murmur(k, seed=0) for k in keys]
+
+
+@pytest.mark.parametrize("n_features", [1, 2, 7, 1024, 2**20])
+def test_hash_features_equals_feature_hasher(n_features):
+    dicts = [{"city": "Paris", "temp": 3.5, "zero": 0, "n": -2}, {"a": 1, "b=c": 2, "city": "Rome"}, {}]
+    docs = [["w1", "w2", "w1"], ["zz", "w1"], []]
+    for samples, kind in [(dicts, "dict"), (docs, "string"), ([d.items() for d in dicts], "pair")]:
+        ours = hashing.hash_features(samples, n_features, input_type=kind)
+        theirs = FeatureHasher(n_features=n_features, input_type=kind).transform(samples).toarray()
+        assert np.array_equal(ours.numpy(), theirs), kind
+    unsigned = FeatureHasher(n_features=n_features, alternate_sign=False).transform(dicts).toarray()
+    assert np.array_equal(hashing.hash_features(dicts, n_features, alternate_sign=False).numpy(), unsigned)
+
+
+def test_name_equals_value_convention():
+    assert torch.equal(hashing.hash_features([{"city": "Paris"}], 64), hashing.hash_features([{"city=Paris": 1}], 64))
+
+
+def test_minimal_hash_gets_scikit_learns_index():
+    assert hashing.signed_hash_vector(torch.tensor([-(2**31)]), torch.ones(1), 10).tolist() == [0] * 8 + [-1, 0]  # 2^31 % 10 = 8
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.lists(st.text(max_size=8), min_size=1, max_size=20), st.integers(1, 50))
+def test_signed_hash_vector_agrees_with_the_hasher(names, m):
+    h = torch.tensor([hashing.murmurhash3_32(n) for n in names])
+    vector = hashing.signed_hash_vector(h, torch.ones(len(names), dtype=torch.float64), m)
+    assert torch.equal(vector, hashing.hash_features([names], m, input_type="string")[0])
+
+
+def test_hashed_inner_product_is_unbiased_over_seeds():
+    # E[<phi(x), phi(x')>] = <x, x'> (Weinberger et al. 2009, Lemma 2): average over renamings
+    x = {f"f{i}": 1.0 for i in range(20)}
+    products = [hashing.hash_features([{f"{k}#{s}": v for k, v in x.items()}], 8)[0].pow(2).sum().item() for s in range(400)]
+    assert abs(np.mean(products) - 20) < 2.0
+
+
+def test_collision_rate_follows_the_birthday_formula():
+    names = [f"w{i}" for i in range(2000)]
+    for m in (1024, 8192, 65536):
+        assert abs(hashing.collision_rate(names, m) - hashing.expected_collision_rate(2000, m)) < 0.05
+
+
+# training and compression
+
+@pytest.fixture(scope="module")
+def digits():
+    return mllib.load("digits", gen=mllib.generator(0))
+
+
+def run(digits, **kw):
+    return training.train_limited(digits, training.Precision(**kw), hidden=32, steps=120, lr=0.1, batch_size=32, gen=mllib.generator(1))
+
+
+@pytest.fixture(scope="module")
+def fp32_run(digits):
+    return run(digits)
+
+
+def test_fp32_training_learns(fp32_run):
+    assert fp32_run.accuracy > 0.7  # chance: 0.1
+
+
+def test_fp8_master_weights_stall_without_stochastic_rounding(digits):
+    nearest = run(digits, compute="fp8_e4m3", grads="fp8_e5m2", master="fp8_e4m3", scaled=True)
+    stochastic = run(digits, compute="fp8_e4m3", grads="fp8_e5m2", master="fp8_e4m3", scaled=True, stochastic=True)
+    assert stochastic.accuracy > nearest.accuracy + 0.1
+
+
+def test_scaling_removes_gradient_underflow(digits):
+    assert run(digits, grads="fp8_e4m3").underflow > 0.05
+    assert run(digits, grads="fp8_e4m3", scaled=True).underflow < 0.01
+
+
+def test_fast_cast_path_equals_round_to():
+    x = hard_inputs("bf16", n=1000)
+    for fmt in TORCH_TYPED:
+        assert same_bits(training._fast(x, fmt), formats.round_to(x, fmt))
+
+
+def test_pruning_zeroes_the_smallest_entries():
+    w = torch.randn(10, 10, generator=torch.Generator().manual_seed(0))
+    p = training.magnitude_prune(w, 0.3)
+    assert (p == 0).sum() == 30 and p[p != 0].abs().min() >= w[p == 0].abs().max()
+    with pytest.raises(ValueError, match="sparsity"):
+        training.magnitude_prune(w, 1.0)
+
+
+def test_compression_bytes():
+    params = {"W": torch.ones(8, 8), "b": torch.ones(8)}
+    assert training.compressed_bytes(params, 32, sparse=False) == 72 * 4
+    assert training.compressed_bytes(params, 8, sparse=False) == 72 + 8
+
+
+# autodiff
+
+def test_scalar_autodiff_matches_torch_autograd():
+    a, b = autodiff.Value(0.7), autodiff.Value(-1.3)
+    y = (a * b).tanh() + a**2 / b - (b.exp() + 1).log() * a + (3 - a).relu() * b
+    y.backward()
+    A, B = (torch.tensor(v, dtype=torch.float64, requires_grad=True) for v in (0.7, -1.3))
+    Y = torch.tanh(A * B) + A**2 / B - torch.log(torch.exp(B) + 1) * A + torch.relu(3 - A) * B
+    Y.backward()
+    assert math.isclose(y.data, Y.item(), rel_tol=1e-12)
+    assert math.isclose(a.grad, A.grad.item(), rel_tol=1e-12) and math.isclose(b.grad, B.grad.item(), rel_tol=1e-12)
+
+
+def test_autodiff_adds_over_every_use():
+    x = autodiff.Value(3.0)
+    (x * x + x).backward()
+    assert x.grad == 7.0
+
+
+# lab checks
+
+def _bf16_solution(x):
+    b = x.view(torch.int32).to(torch.int64) & 0xFFFFFFFF
+    r = (b + 0x7FFF + ((b >> 16) & 1)) & 0xFFFF0000
+    return torch.where(r >= 2**31, r - 2**32, r).to(torch.int32).view(torch.float32)
+
+
+def _decode_solution(b, E, M, bias):
+    b = b.to(torch.int64)
+    e, m = (b >> M) & (2**E - 1), (b & (2**M - 1)).double()
+    sign = 1 - 2 * ((b >> (E + M)) & 1).double()
+    v = torch.where(e == 0, 2.0 ** (1 - bias) * m / 2**M, 2.0 ** (e.double() - bias) * (1 + m / 2**M))
+    v = torch.where(e == 2**E - 1, torch.where(m == 0, math.inf, math.nan), v)
+    return sign * v
+
+
+SOLUTIONS = {
+    "decode_bits": _decode_solution,
+    "round_bf16": _bf16_solution,
+    "stochastic_round": lambda x, step, u: torch.floor(x / step + u) * step,
+    "hash_trick": lambda h, v, m: torch.zeros(m, dtype=v.dtype).index_add_(0, h.to(torch.int64).abs() % m, torch.where(h >= 0, 1.0, -1.0).to(v.dtype) * v),
+}
+
+WRONG = {
+    "decode_bits": {
+        "no subnormals": lambda b, E, M, bias: torch.where(((b >> M) & (2**E - 1)) == 0, 0.0, _decode_solution(b, E, M, bias)),
+        "bias off by one": lambda b, E, M, bias: _decode_solution(b, E, M, bias - 1),
+        "no sign": lambda b, E, M, bias: _decode_solution(b, E, M, bias).abs(),
+        "no inf": lambda b, E, M, bias: _decode_solution(b, E, M, bias).nan_to_num(posinf=0.0, neginf=0.0),
+    },
+    "round_bf16": {
+        "truncates": lambda x: (x.view(torch.int32) & -65536).view(torch.float32),
+        "ties away from zero": lambda x: ((x.view(torch.int32).to(torch.int64) + 0x8000) & -65536).to(torch.int32).view(torch.float32),
+        "fp16 instead": lambda x: x.half().float(),
+        "in place": lambda x: x.copy_(_bf16_solution(x)),
+    },
+    "stochastic_round": {
+        "nearest": lambda x, step, u: torch.round(x / step) * step,
+        "ceil": lambda x, step, u: torch.ceil(x / step - u) * step,
+        "rounds down with u": lambda x, step, u: torch.floor(x / step + 1 - u) * step,
+        "unscaled": lambda x, step, u: torch.floor(x + u),
+    },
+    "hash_trick": {
+        "no sign": lambda h, v, m: SOLUTIONS["hash_trick"](h, v.abs() * 0 + v, m).abs(),
+        "unsigned modulo": lambda h, v, m: torch.zeros(m, dtype=v.dtype).index_add_(0, h % m, torch.where(h >= 0, 1.0, -1.0).to(v.dtype) * v),
+        "ignores values": lambda h, v, m: SOLUTIONS["hash_trick"](h, torch.ones_like(v), m),
+        "sign flipped": lambda h, v, m: -SOLUTIONS["hash_trick"](h, v, m),
+    },
+}
+
+
+@pytest.mark.parametrize("name", list(SOLUTIONS))
+def test_check_passes_the_solution(name, capsys):
+    getattr(check, name)(SOLUTIONS[name])
+    assert f"✔ {name}" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("name,wrong", [(n, w) for n in WRONG for w in WRONG[n]])
+def test_check_rejects_wrong_answers(name, wrong):
+    with pytest.raises(CheckFailed, match=rf"{name}, on input #\d+ \("):
+        getattr(check, name)(WRONG[name][wrong])
+
+
+# systems and remaining input checks
+
+def test_sparse_vs_dense_times_both_products():
+    times = systems.sparse_vs_dense(64, 8, (0.5, 0.1), gen=torch.Generator().manual_seed(0), repeats=1)
+    assert times["density"] == [0.5, 0.1] and len(times["dense"]) == len(times["sparse"]) == 2
+    assert all(t > 0 for t in times["dense"] + times["sparse"])
+
+
+def test_sparse_operands_have_the_density():
+    A, B = systems.sparse_operands(200, 3, 0.1, gen=torch.Generator().manual_seed(0))
+    assert abs((A != 0).float().mean().item() - 0.1) < 0.01 and B.shape == (200, 3)
+    with pytest.raises(ValueError, match="density"):
+        systems.sparse_operands(10, 3, 0.0, gen=torch.Generator())
+
+
+def test_more_bad_input_raises(digits):
+    with pytest.raises(ValueError, match="input_type"):
+        hashing.hash_features([["a"]], 8, input_type="tokens")
+    with pytest.raises(ValueError, match="x must be a float tensor"):
+        summation.naive_sum(torch.ones(3, 0), "bf16")
+    with pytest.raises(ValueError, match="steps, batch_size, hidden"):
+        training.train_limited(digits, training.Precision(), hidden=0, steps=1, lr=0.1, batch_size=1, gen=torch.Generator())
+    with pytest.raises(ValueError, match="fmt must be one of"):
+        training.Precision(compute="fp4")
+    with pytest.raises(ValueError, match="step must be finite"):
+        formats.stochastic_round_grid(torch.ones(2), 0.0, torch.zeros(2))
+
+
+def test_compression_sweep_shrinks_the_model(digits, fp32_run):
+    params = fp32_run.params
+    rows = training.compression_sweep(params, digits, (0.0, 0.9))
+    by = {(r["sparsity"], r["fmt"]): r for r in rows}
+    assert by[0.0, "int8"]["bytes"] < by[0.0, "fp32"]["bytes"] / 3.9
+    assert by[0.9, "fp32"]["bytes"] < by[0.0, "fp32"]["bytes"] / 3
+    assert abs(by[0.0, "int8"]["accuracy"] - by[0.0, "fp32"]["accuracy"]) < 0.03
+
+
+def test_hashed_text_model_learns():
+    docs, labels = hashing.synthetic_text(400, gen=torch.Generator().manual_seed(0))
+    H = hashing.hash_features(docs, 1024, input_type="string")
+    acc = hashing.train_linear(H[:300], labels[:300], H[300:], labels[300:], n_classes=4, steps=100)
+    assert acc > 0.8
+
+
+def test_bit_table_handles_special_values():
+    assert "(no NaN)" in bits.bit_table(math.nan)
+    rows = {r["name"]: r for r in bits.bit_rows(math.inf)}
+    assert rows["fp8_e4m3"]["stored"] == 448 and rows["fp8_e4m3"]["rel_error"] == math.inf
+    assert rows["fp16"]["stored"] == math.inf and rows["fp16"]["rel_error"] == 0

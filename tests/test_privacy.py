@@ -1,0 +1,301 @@
+"""Lecture 07 privacy: secure aggregation, DP-SGD, the accountant, attacks, lab checks."""
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+from scipy import stats
+from torch import nn
+
+import mllib
+from mllib import privacy
+from mllib.checks import CheckFailed
+from mllib.checks import privacy as check
+from mllib.privacy import secure_aggregation as sa
+
+
+# --- secure aggregation -----------------------------------------------------------------------
+def plain_sum(U, among):
+    return sa.decode(sum(sa.encode(U[i]) for i in among) % sa.MODULUS)
+
+
+@given(n=st.integers(2, 6), d=st.integers(1, 20), seed=st.integers(0, 2**16), data=st.data())
+def test_masked_sum_equals_the_plain_sum_exactly_with_dropouts_up_to_n_minus_t(n, d, seed, data):
+    t = data.draw(st.integers(n // 2 + 1, n))
+    dropped = data.draw(st.sets(st.integers(0, n - 1), max_size=n - t))
+    gen = torch.Generator().manual_seed(seed)
+    U = torch.randn(n, d, generator=gen) * 10
+    protocol = sa.SecureAggregation(n, t, d, gen=gen)
+    survivors = [i for i in range(n) if i not in dropped]
+    masked = {i: protocol.mask(i, U[i]) for i in survivors}
+    assert torch.equal(protocol.aggregate(masked), plain_sum(U, survivors))
+
+
+def test_fixed_point_sum_is_within_rounding_of_the_float_sum():
+    U = torch.randn(5, 100, generator=torch.Generator().manual_seed(0))
+    assert (plain_sum(U, range(5)) - U.double().sum(0)).abs().max() <= 5 * 2**-17
+
+
+def test_fewer_than_threshold_survivors_raise():
+    protocol = sa.SecureAggregation(5, 3, 4, gen=mllib.generator(0))
+    masked = {i: protocol.mask(i, torch.ones(4)) for i in (0, 1)}
+    with pytest.raises(ValueError, match="fewer than threshold=3"):
+        protocol.aggregate(masked)
+
+
+def test_shamir_needs_threshold_shares():
+    shares = sa.share(b"\x07" * 32, 5, 3, np.random.default_rng(0))
+    assert sa.reconstruct(shares[2:], 3) == b"\x07" * 32
+    assert sa.reconstruct([shares[0], shares[3], shares[4]], 3) == b"\x07" * 32
+    with pytest.raises(ValueError, match="at least threshold=3 shares"):
+        sa.reconstruct(shares[:2], 3)
+
+
+def test_two_shares_below_threshold_give_no_secret():
+    shares = sa.share(b"\x07" * 32, 5, 3, np.random.default_rng(0))
+    with pytest.raises(ValueError, match="do not reconstruct"):
+        sa.reconstruct(shares[:2], 2)
+
+
+def test_server_never_learns_both_seed_and_key_of_a_client():
+    protocol = sa.SecureAggregation(4, 3, 3, gen=mllib.generator(0))
+    masked = {i: protocol.mask(i, torch.ones(3)) for i in (0, 1, 2)}
+    protocol.aggregate(masked)
+    assert protocol.revealed == {0: "seed", 1: "seed", 2: "seed", 3: "key"}
+    with pytest.raises(ValueError, match="already holds client 3's key"):
+        protocol._reveal(3, "seed", [0, 1, 2])
+
+
+def test_a_masked_vector_is_indistinguishable_from_uniform():
+    protocol = sa.SecureAggregation(3, 2, 20000, gen=mllib.generator(0))
+    y = protocol.mask(0, torch.zeros(20000))  # even an all-zero update
+    assert stats.kstest((y.double() / 2**32).numpy(), "uniform").pvalue > 0.01
+    counts = np.bincount((y % 256).numpy(), minlength=256)  # low byte
+    assert stats.chisquare(counts).pvalue > 0.01
+
+
+def test_pairwise_masks_cancel_and_both_sides_agree_on_the_seed():
+    keys = [sa.private_key(mllib.generator(i)) for i in range(4)]
+    seeds = {i: {j: sa.agree(keys[i], keys[j].public_key()) for j in range(4) if j != i} for i in range(4)}
+    assert seeds[1][2] == seeds[2][1]
+    assert int(sum(sa.pairwise_mask(i, seeds[i], 8) for i in range(4)).remainder(sa.MODULUS).abs().sum()) == 0
+
+
+def test_prg_is_chacha20_and_seed_dependent():
+    assert torch.equal(sa.prg(b"\x01" * 32, 5), sa.prg(b"\x01" * 32, 5))
+    assert not torch.equal(sa.prg(b"\x01" * 32, 5), sa.prg(b"\x02" * 32, 5))
+    with pytest.raises(ValueError, match="32 bytes"):
+        sa.prg(b"\x01" * 16, 5)
+
+
+@pytest.mark.parametrize("n, t, match", [(5, 6, "threshold"), (5, 2, "threshold"), (1, 1, "n >= 2")])
+def test_bad_thresholds_raise(n, t, match):
+    with pytest.raises(ValueError, match=match):
+        sa.SecureAggregation(n, t, 3)
+
+
+# --- DP-SGD -----------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def mlp_batch():
+    gen = mllib.generator(0)
+    model = mllib.FlatModel(mllib.mlp(64, 10, hidden=(32, 16)))
+    return model, model.init(gen), torch.rand(20, 1, 8, 8, generator=gen), torch.randint(0, 10, (20,), generator=gen)
+
+
+@given(G=st.integers(1, 10).flatmap(lambda b: st.lists(st.floats(-100, 100), min_size=3 * b, max_size=3 * b)),
+       clip=st.floats(0.01, 10))  # fmt: skip
+def test_every_clipped_per_sample_gradient_has_norm_at_most_c(G, clip):
+    G = torch.tensor(G, dtype=torch.float64).view(-1, 3)
+    clipped = privacy.clip_rows(G, clip)
+    assert (clipped.norm(dim=1) <= clip * (1 + 1e-9)).all()
+    small = G.norm(dim=1) <= clip
+    assert torch.equal(clipped[small], G[small])  # short gradients are untouched
+
+
+def test_per_sample_gradients_average_to_the_batch_gradient(mlp_batch):
+    model, row, x, y = mlp_batch
+    G = privacy.per_sample_gradients(model, row, x, y)
+    assert G.shape == (20, model.dim)
+    torch.testing.assert_close(G.mean(0), model.grad(row[None], x[None], y[None])[0], atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("clip", [0.05, 0.5, 100.0])
+def test_ghost_clipping_equals_the_vmap_reference(mlp_batch, clip):
+    model, row, x, y = mlp_batch
+    ghost = privacy.clipped_sum(model, row, x, y, clip, "ghost")
+    torch.testing.assert_close(ghost, privacy.clipped_sum(model, row, x, y, clip, "vmap"), atol=1e-5, rtol=1e-5)
+
+
+def test_ghost_norms_are_the_per_sample_gradient_norms(mlp_batch):
+    model, row, x, y = mlp_batch
+    _, norms = privacy.ghost_clipped_sum(model, row[None], x[None], y[None], 1.0)
+    torch.testing.assert_close(norms[0], privacy.per_sample_gradients(model, row, x, y).norm(dim=1), atol=1e-5, rtol=1e-5)
+
+
+def test_ghost_path_rejects_modules_it_cannot_handle():
+    model = mllib.FlatModel(mllib.cnn(8, 10))
+    with pytest.raises(ValueError, match="ghost clipping needs"):
+        privacy.ghost_clipped_sum(model, model.init(mllib.generator(0))[None], torch.zeros(1, 2, 1, 8, 8),
+                                  torch.zeros(1, 2, dtype=torch.long), 1.0)  # fmt: skip
+
+
+def test_dp_sgd_gradient_noise_has_std_sigma_c_over_batch(mlp_batch):
+    model, row, x, y = mlp_batch
+    clean = privacy.clipped_sum(model, row, x, y, 0.5) / 10
+    noisy = privacy.dp_sgd_gradient(model, row, x, y, clip=0.5, sigma=2.0, expected_batch=10, gen=mllib.generator(1))
+    assert 0.09 < float((noisy - clean).std()) < 0.11  # 2 * 0.5 / 10
+
+
+def test_dp_sgd_rows_train_independently(mlp_batch):
+    model, row, x, y = mlp_batch
+    kwargs = dict(steps=3, lr=0.1, q=0.5, clip=1.0, sigma=1.0)
+    both = privacy.dp_sgd(model, row.expand(2, -1), x.expand(2, *x.shape), y.expand(2, -1), gen=mllib.generator(3), **kwargs)
+    assert not torch.equal(both[0], both[1])  # their own batches and noise
+    assert both.shape == (2, model.dim)
+
+
+def test_dp_fedavg_clips_each_client_update():
+    U = torch.tensor([[3.0, 4.0], [0.3, 0.4]])
+    aggregate = privacy.dp_fedavg_aggregate(clip=1.0, sigma=0.0, gen=mllib.generator(0))
+    torch.testing.assert_close(aggregate(U), torch.tensor([0.45, 0.6]))
+
+
+def test_laplace_noise_has_scale_sensitivity_over_epsilon():
+    noisy = privacy.laplace_mechanism(torch.zeros(20000), sensitivity=2.0, epsilon=0.5, gen=mllib.generator(0))
+    assert 3.9 < float(noisy.abs().mean()) < 4.1  # E|Laplace(b)| = b = 4
+
+
+def test_analytic_gaussian_meets_delta_exactly():
+    s = privacy.gaussian_sigma(sensitivity=1.0, epsilon=1.0, delta=1e-5)
+    a, b = 1 / (2 * s), s
+    delta = stats.norm.cdf(a - b) - np.exp(1.0) * stats.norm.cdf(-a - b)
+    assert abs(delta - 1e-5) < 1e-9
+    assert s < np.sqrt(2 * np.log(1.25 / 1e-5))  # tighter than the classical bound
+
+
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (lambda: privacy.gaussian_sigma(sensitivity=1, epsilon=0, delta=1e-5), "epsilon must be > 0"),
+        (lambda: privacy.gaussian_sigma(sensitivity=1, epsilon=1, delta=1.0), "delta must be in"),
+        (lambda: privacy.laplace_mechanism(torch.zeros(1), sensitivity=1, epsilon=-1, gen=mllib.generator(0)), "epsilon"),
+        (lambda: privacy.clip_rows(torch.zeros(2, 2), 0.0), "clip must be > 0"),
+        (lambda: privacy.epsilon(q=0.1, sigma=1, steps=1, delta=0.0), "delta must be in"),
+        (lambda: privacy.calibrate_sigma(target_epsilon=0, delta=1e-5, q=0.1, steps=10), "target_epsilon"),
+        (lambda: privacy.calibrate_sigma(target_epsilon=1, delta=2, q=0.1, steps=10), "delta must be in"),
+        (lambda: privacy.compute_rdp(q=1.5, sigma=1, steps=1), "sampling rate q"),
+    ],
+)
+def test_bad_input_raises_a_clear_value_error(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
+
+
+# --- the accountant -------------------------------------------------------------------------
+def test_rdp_of_the_full_batch_gaussian_is_alpha_over_two_sigma_squared():
+    orders = [2.0, 3.5, 10.0]
+    np.testing.assert_allclose(privacy.compute_rdp(q=1.0, sigma=2.0, steps=3, orders=orders), [0.75, 1.3125, 3.75])
+
+
+def test_subsampling_amplifies_privacy():
+    assert privacy.epsilon(q=0.01, sigma=1.0, steps=100, delta=1e-5) < privacy.epsilon(q=0.1, sigma=1.0, steps=100, delta=1e-5)
+
+
+def test_accountant_composes_steps():
+    a = privacy.RDPAccountant()
+    for _ in range(3):
+        a.step(q=0.1, sigma=1.0, steps=10)
+    assert a.state_dict() == {"history": [[1.0, 0.1, 30]]}
+    assert a.epsilon(1e-5) == pytest.approx(privacy.epsilon(q=0.1, sigma=1.0, steps=30, delta=1e-5))
+
+
+@pytest.mark.parametrize("target, q, steps", [(0.5, 0.01, 1000), (2.0, 0.05, 300), (8.0, 0.5, 200)])
+def test_calibration_is_tight(target, q, steps):
+    sigma = privacy.calibrate_sigma(target_epsilon=target, delta=1e-5, q=q, steps=steps)
+    assert privacy.epsilon(q=q, sigma=sigma, steps=steps, delta=1e-5) <= target
+    assert privacy.epsilon(q=q, sigma=0.99 * sigma, steps=steps, delta=1e-5) > target
+
+
+# --- attacks ----------------------------------------------------------------------------------
+def test_membership_auc_is_half_for_identical_and_one_for_separated_losses():
+    assert privacy.membership_auc(torch.ones(5), torch.ones(7)) == 0.5
+    assert privacy.membership_auc(torch.zeros(5), torch.ones(7)) == 1.0
+    assert privacy.membership_auc(torch.ones(5), torch.zeros(7)) == 0.0
+
+
+# --- widgets ------------------------------------------------------------------------------------
+def test_clip_noise_summary():
+    s = privacy.clip_noise_summary(torch.tensor([0.5, 1.0, 2.0, 4.0]), 1.0, 2.0, 10)
+    assert s == {"clipped": 0.5, "kept": pytest.approx((1 + 1 + 0.5 + 0.25) / 4), "noise_std": 0.2}
+
+
+def test_widget_figures_are_titled_and_labelled():
+    fig = privacy.plot_clip_noise(torch.rand(50), 0.5, 1.0, 10, 2.0)
+    assert "epsilon=2.00" in fig.axes[0].get_title() and fig.axes[0].get_xlabel() == "per-sample gradient norm"
+    plt.close(fig)
+    fig = privacy.plot_tradeoff([float("inf"), 1.0, 4.0], torch.tensor([0.9, 0.5, 0.7]), torch.rand(3, 4), 4.0)
+    assert "epsilon = 4" in fig.get_suptitle() and fig.axes[1].get_ylabel() == "membership AUC"
+    plt.close(fig)
+    fig = privacy.plot_reconstructions(torch.rand(1, 1, 8, 8), {"a": torch.rand(1, 1, 8, 8)}, {"a": 0.1})
+    assert len(fig.axes) == 2 and "MSE 0.100" in fig.axes[1].get_title()
+    plt.close(fig)
+
+
+# --- lab checks -----------------------------------------------------------------------------------
+def clip_and_noise(G, clip, sigma, noise):
+    norms = G.norm(dim=1, keepdim=True)
+    return (G / torch.clamp(norms / clip, min=1.0)).sum(0) + sigma * clip * noise
+
+
+def pairwise_mask(i, seeds, d):
+    mask = torch.zeros(d, dtype=torch.int64)
+    for j, s in seeds.items():
+        mask += sa.prg(s, d) if j > i else -sa.prg(s, d)
+    return mask % 2**32
+
+
+def loss_threshold_auc(member_losses, nonmember_losses):
+    diff = nonmember_losses[None, :].double() - member_losses[:, None].double()
+    return ((diff > 0).double() + 0.5 * (diff == 0).double()).mean()
+
+
+SOLUTIONS = {"clip_and_noise": clip_and_noise, "pairwise_mask": pairwise_mask, "loss_threshold_auc": loss_threshold_auc}
+WRONG = {
+    "clip_and_noise": {
+        "no clipping": lambda G, c, s, z: G.sum(0) + s * c * z,
+        "scales every row to C": lambda G, c, s, z: (c * G / G.norm(dim=1, keepdim=True).clamp_min(1e-12)).sum(0) + s * c * z,
+        "noise without C": lambda G, c, s, z: clip_and_noise(G, c, 0.0, z) + s * z,
+        "clips the sum": lambda G, c, s, z: privacy.clip_rows(G.sum(0, keepdim=True), c)[0] + s * c * z,
+        "mean": lambda G, c, s, z: clip_and_noise(G, c, s, z) / len(G),
+    },
+    "pairwise_mask": {
+        "signs swapped": lambda i, seeds, d: (-pairwise_mask(i, seeds, d)) % 2**32,
+        "no modulus": lambda i, seeds, d: sum((sa.prg(s, d) if j > i else -sa.prg(s, d)) for j, s in seeds.items()),
+        "all added": lambda i, seeds, d: sum(sa.prg(s, d) for s in seeds.values()) % 2**32,
+    },
+    "loss_threshold_auc": {
+        "reversed": lambda m, n: 1 - loss_threshold_auc(m, n),
+        "ties count 1": lambda m, n: (n[None, :] >= m[:, None]).double().mean(),
+        "ties count 0": lambda m, n: (n[None, :] > m[:, None]).double().mean(),
+        "returns a float": lambda m, n: float(loss_threshold_auc(m, n)),
+    },
+}
+
+
+@pytest.mark.parametrize("name", list(SOLUTIONS))
+def test_check_passes_the_solution(name, capsys):
+    getattr(check, name)(SOLUTIONS[name])
+    assert f"✔ {name}" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("name, wrong", [(n, w) for n, ws in WRONG.items() for w in ws])
+def test_check_rejects_wrong_answers(name, wrong):
+    first_input = {"clip_and_noise": "G=", "pairwise_mask": "i=", "loss_threshold_auc": "member_losses="}[name]
+    with pytest.raises(CheckFailed, match=rf"{name}, on input #\d+ \({first_input}"):
+        getattr(check, name)(WRONG[name][wrong])
+
+
+def test_encoding_rejects_values_that_do_not_fit():
+    with pytest.raises(ValueError, match="values up to 32768"):
+        sa.encode(torch.tensor([40000.0]))
