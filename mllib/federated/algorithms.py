@@ -1,0 +1,266 @@
+"""The algorithms: FedSGD, FedAvg, SCAFFOLD, MIME and MimeLite, their steps, and the round loop."""
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+from .problems import _positive, _steps, sample_clients
+
+
+def server_step(x: torch.Tensor, Y: torch.Tensor, weights: torch.Tensor, server_lr: float = 1.0) -> torch.Tensor:
+    """x + server_lr * sum_i w_i (Y_i - x) / sum_i w_i (McMahan et al. 2017, Algorithm 1, server_lr = 1).
+
+    Args:
+        x: (d,) server model; Y: (k, d) the sampled clients' models; weights: (k,) e.g. sizes.
+
+    Returns:
+        (d,) the new server model.
+    """
+    w = weights.to(Y.dtype)
+    return x + server_lr * (w @ (Y - x)) / w.sum()
+
+
+def scaffold_control_update(c_i, c, x, Y, local_steps, lr) -> torch.Tensor:
+    """SCAFFOLD's option II: c_i+ = c_i - c + (x - y_i) / (K lr) (Karimireddy et al. 2020, Alg. 1, line 12).
+
+    Args:
+        c_i: (k, d) the sampled clients' control variates; c: (d,) the server's;
+        x: (d,) server model at the start of the round; Y: (k, d) the clients' models after K steps.
+
+    Returns:
+        (k, d) the new client control variates.
+    """
+    return c_i - c + (x - Y) / (local_steps * lr)
+
+
+def momentum_step(Y, g, m, lr, momentum) -> torch.Tensor:
+    """One local step of MIME/MimeLite with SGD+momentum as base optimizer, state frozen:
+    y <- y - lr ((1 - beta) g + beta m) (Karimireddy et al. 2020, "Mime", Algorithm 1 with
+    SGD + momentum as base algorithm). MimeLite passes g = g_i(y; batch); MIME the corrected
+    g = g_i(y; batch) - g_i(x; batch) + c. This is the (1 - beta) form of momentum; code that
+    uses m <- beta m + g instead (e.g. FedJAX) differs by a factor 1 / (1 - beta) in lr.
+
+    Args:
+        Y: (k, d) client models; g: (k, d) gradients; m: (d,) the frozen server momentum.
+
+    Returns:
+        (k, d) the models after the step.
+    """
+    return Y - lr * ((1 - momentum) * g + momentum * m)
+
+
+# ----------------------------------------------------------------------------- algorithms
+class FedAvg:
+    """Federated averaging (McMahan et al. 2017, Algorithm 1) with a server learning rate.
+
+    Round: y_i <- K local SGD steps of size lr from x, for i in S;
+           x <- x + server_lr * sum_{i in S} p_i (y_i - x) / sum_{i in S} p_i, p_i = client share.
+
+    Args:
+        local_steps: K >= 1 local steps per round.
+        lr: local step size, > 0.
+        server_lr: the server's step along the averaged update, > 0 (1: plain averaging).
+
+    Raises:
+        ValueError: for K < 1, lr <= 0 or server_lr <= 0.
+    """
+
+    name = "FedAvg"
+
+    def __init__(self, *, local_steps: int, lr: float, server_lr: float = 1.0):
+        _steps(local_steps)
+        _positive("lr", lr)
+        _positive("server_lr", server_lr)
+        self.local_steps, self.lr, self.server_lr = local_steps, lr, server_lr
+
+    def round(self, problem, x: torch.Tensor, sampled: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        """One round: ``problem`` the federation, x (d,) the server model, ``sampled`` (|S|,)
+        the clients taking part, ``gen`` the minibatch generator. Returns the new x (d,)."""
+        X = x.expand(len(sampled), -1)  # (|S|, d) broadcast
+        Y = problem.local_sgd(X, sampled, steps=self.local_steps, lr=self.lr, gen=gen)
+        return server_step(x, Y, problem.weights[sampled], self.server_lr)
+
+    def state_dict(self) -> dict:
+        return {}
+
+
+class FedSGD(FedAvg):
+    """FedSGD: FedAvg with one local step, i.e. minibatch SGD with |S| * B samples per step."""
+
+    name = "FedSGD"
+
+    def __init__(self, *, lr: float, server_lr: float = 1.0):
+        super().__init__(local_steps=1, lr=lr, server_lr=server_lr)
+
+
+class Scaffold(FedAvg):
+    """SCAFFOLD (Karimireddy et al. 2020, Algorithm 1, option II control variates).
+
+    Round, for i in S:  1. y_i <- x;  2. K times y_i <- y_i - lr (g_i(y_i) - c_i + c);
+        3. c_i+ <- c_i - c + (x - y_i) / (K lr);
+        4. x <- x + server_lr * sum_{i in S} p_i (y_i - x) / sum_{i in S} p_i;
+        5. c <- c + sum_{i in S} p_i (c_i+ - c_i).
+    With equal client sizes p_i = 1/N and step 5 is the paper's c += |S|/N * mean(delta c_i);
+    with unequal sizes it keeps c = sum_i p_i c_i, the control variate of the weighted
+    objective (the paper assumes equal weights). Control variates start at zero.
+
+    Args:
+        local_steps, lr, server_lr: as for ``FedAvg``.
+        control_update: (c_i, c, x, Y, K, lr) -> c_i+, by default ``scaffold_control_update``.
+
+    State: ``c`` (d,), ``c_clients`` (n, d), created on the first round.
+    """
+
+    name = "SCAFFOLD"
+
+    def __init__(self, *, local_steps: int, lr: float, server_lr: float = 1.0,
+                 control_update: Callable = scaffold_control_update):  # fmt: skip
+        super().__init__(local_steps=local_steps, lr=lr, server_lr=server_lr)
+        self.control_update = control_update
+        # State
+        self.c: torch.Tensor | None = None
+        self.c_clients: torch.Tensor | None = None
+
+    def round(self, problem, x, sampled, gen):
+        if self.c is None:
+            self.c, self.c_clients = torch.zeros_like(x), x.new_zeros(problem.n, len(x))
+        X = x.expand(len(sampled), -1)
+        c_i = self.c_clients[sampled]  # (|S|, d)
+        Y = problem.local_sgd(X, sampled, steps=self.local_steps, lr=self.lr, gen=gen, correction=self.c - c_i)
+        c_new = self.control_update(c_i, self.c, x, Y, self.local_steps, self.lr)
+        p = problem.weights[sampled]
+        self.c = self.c + p @ (c_new - c_i)
+        self.c_clients = self.c_clients.index_copy(0, sampled.to(x.device), c_new)
+        return server_step(x, Y, p, self.server_lr)
+
+    def state_dict(self) -> dict:
+        return {"c": self.c, "c_clients": self.c_clients}
+
+
+class Mime(FedAvg):
+    """MIME and MimeLite with SGD+momentum as the base optimizer (Karimireddy et al. 2020,
+    "Mime: Mimicking centralized stochastic algorithms in federated learning", Algorithm 1).
+
+    Round:  1. c <- sum_{i in S} p_i grad f_i(x) / sum p_i, full-batch gradients at x;
+        2. K times, for i in S, with the momentum m frozen and one minibatch b for both gradients:
+           MIME:     y_i <- y_i - lr ((1 - beta)(g_i(y_i; b) - g_i(x; b) + c) + beta m)
+           MimeLite: y_i <- y_i - lr ((1 - beta) g_i(y_i; b) + beta m);
+        3. x <- x + server_lr * sum_{i in S} p_i (y_i - x) / sum p_i;
+        4. m <- (1 - beta) c + beta m (the full-batch gradient at the old x, not the model delta).
+
+    Args:
+        local_steps, lr, server_lr: as for ``FedAvg``.
+        momentum: beta in [0, 1).
+        lite: MimeLite (no SVRG correction) instead of MIME.
+        step: (Y, g, m, lr, beta) -> Y, the local step, by default ``momentum_step``.
+
+    State: ``m`` (d,), zero at the start.
+
+    Raises:
+        ValueError: for momentum outside [0, 1), K < 1, lr <= 0 or server_lr <= 0.
+    """
+
+    def __init__(self, *, local_steps: int, lr: float, momentum: float = 0.9, server_lr: float = 1.0,
+                 lite: bool = False, step: Callable = momentum_step):  # fmt: skip
+        super().__init__(local_steps=local_steps, lr=lr, server_lr=server_lr)
+        if not 0 <= momentum < 1:
+            raise ValueError(f"momentum must be in [0, 1), got momentum={momentum}")
+        self.momentum, self.lite, self.step = momentum, lite, step
+        self.name = "MimeLite" if lite else "MIME"
+        # State
+        self.m: torch.Tensor | None = None
+
+    def local_update(self, problem, x, sampled, c, gen) -> torch.Tensor:
+        """Step 2: the K local steps of the sampled clients, (|S|, d); reads m, never writes it."""
+        m = torch.zeros_like(x) if self.m is None else self.m
+        X = x.expand(len(sampled), -1)
+        Y = X
+        for _ in range(self.local_steps):
+            batch = problem.batch(sampled, gen)
+            g = problem.grad(Y, sampled, batch)  # (|S|, d)
+            if not self.lite:
+                g = g - problem.grad(X, sampled, batch) + c  # same minibatch for both gradients
+            Y = self.step(Y, g, m, self.lr, self.momentum)
+        return Y
+
+    def round(self, problem, x, sampled, gen):
+        c = problem.full_grad(x, sampled)  # (d,)
+        Y = self.local_update(problem, x, sampled, c, gen)
+        m = torch.zeros_like(x) if self.m is None else self.m
+        self.m = (1 - self.momentum) * c + self.momentum * m
+        return server_step(x, Y, problem.weights[sampled], self.server_lr)
+
+    def state_dict(self) -> dict:
+        return {"m": self.m}
+
+
+@dataclass
+class Trace:
+    """What ``run`` recorded: ``values[j]`` = evaluate(x) after round ``rounds[j]``."""
+
+    rounds: list[int] = field(default_factory=list)
+    values: list = field(default_factory=list)
+    model: torch.Tensor | None = None
+
+    def rounds_to(self, target: float) -> int | None:
+        """The first recorded round whose value reaches ``target``, or None."""
+        return next((r for r, v in zip(self.rounds, self.values) if v >= target), None)
+
+
+def run(algorithm: FedAvg, problem, x0: torch.Tensor, *, rounds: int, clients_per_round: int,
+        gen: torch.Generator, evaluate: Callable[[torch.Tensor], float] | None = None,
+        eval_every: int = 1, sample_gen: torch.Generator | None = None) -> Trace:  # fmt: skip
+    """``rounds`` rounds of ``algorithm``, each on ``clients_per_round`` clients sampled
+    without replacement.
+
+    Args:
+        x0: (d,) the initial server model.
+        gen: CPU generator for the minibatches (and the sampling, unless ``sample_gen``).
+        sample_gen: CPU generator for the sampling alone: seeded alike, it gives several
+            algorithms the very same clients in every round.
+        evaluate: x (d,) -> a value (an accuracy, a distance, x itself), recorded every
+            ``eval_every`` rounds, at round 0 and at the end.
+
+    Returns:
+        The ``Trace``; ``Trace.model`` is the final server model.
+
+    Raises:
+        ValueError: for rounds < 1, eval_every < 1 or clients_per_round outside [1, n].
+    """
+    if rounds < 1 or eval_every < 1:
+        raise ValueError(f"rounds and eval_every must be >= 1, got rounds={rounds}, eval_every={eval_every}")
+    if not 1 <= clients_per_round <= problem.n:
+        raise ValueError(
+            f"clients_per_round must be in [1, n_clients={problem.n}], got {clients_per_round}; "
+            "sample at most all clients"
+        )
+    trace, x = Trace(), x0
+    if evaluate is not None:
+        trace.rounds.append(0)
+        trace.values.append(evaluate(x))
+    for r in range(1, rounds + 1):
+        sampled = sample_clients(problem.n, clients_per_round, sample_gen or gen).to(x.device)
+        x = algorithm.round(problem, x, sampled, gen)
+        if evaluate is not None and (r % eval_every == 0 or r == rounds):
+            trace.rounds.append(r)
+            trace.values.append(evaluate(x))
+    trace.model = x
+    return trace
+
+
+def best_rate(traces: dict[float, Trace], target: float) -> float:
+    """The learning rate whose trace reaches ``target`` in the fewest rounds; ties, or no
+    rate reaching it, go to the highest final value, then to the smaller rate.
+
+    Raises:
+        ValueError: for an empty ``traces``.
+    """
+    if not traces:
+        raise ValueError("traces must hold at least one learning rate's Trace")
+    never = float("inf")
+
+    def key(lr: float):
+        reached = traces[lr].rounds_to(target)
+        return (never if reached is None else reached, -traces[lr].values[-1], lr)
+
+    return min(traces, key=key)
