@@ -1,0 +1,332 @@
+"""Gossip and D-PSGD across real processes with torch.distributed (gloo, loopback by default).
+
+Each rank is one node: it holds one client's model x_r and data shard, and exchanges its
+row with its graph neighbours only (point-to-point ``isend`` / ``irecv``), computing
+x_r <- sum_j W_rj x_j - lr * g_r, the very update ``dpsgd`` applies to the whole client
+matrix. Every rank builds the same data split, initial model and minibatch draws from the
+shared seed, so a run equals the single-process simulation (``simulate``) up to float
+rounding.
+
+Start it on one machine with its own launcher (spawns N processes on 127.0.0.1, free port):
+
+    python -m mllib.decentralized.distributed --nproc 4 --topology ring --steps 100
+
+or with torchrun, on one machine or several (run the same command on every machine):
+
+    torchrun --standalone --nproc_per_node 4 -m mllib.decentralized.distributed --topology ring
+    torchrun --nnodes 2 --node_rank 0 --nproc_per_node 4 --rdzv_backend c10d \
+        --rdzv_endpoint HOST:29500 -m mllib.decentralized.distributed --topology torus ...
+
+A rank that dies or never joins makes the run fail with ``DistributedError`` within
+``--timeout`` seconds (gloo's and the rendezvous' timeout) instead of hanging.
+"""
+import argparse
+import datetime
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from ..data import Dataset, load
+from ..models import FlatModel, mlp
+from ..partition import split
+from ..runtime import generator, setup
+from .gossip import consensus_distance, dpsgd, gossip
+from .topology import TOPOLOGIES, mixing_matrix
+
+ALGORITHMS = ("dpsgd", "gossip")
+
+
+class DistributedError(RuntimeError):
+    """A multi-process run that failed: a rank died, never joined, or timed out."""
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """What every rank must agree on (the same on every machine)."""
+
+    algorithm: str = "dpsgd"
+    topology: str = "ring"
+    weights: str = "uniform"
+    steps: int = 50
+    lr: float = 0.1
+    batch_size: int = 16
+    seed: int = 0
+    dataset: str = "digits"
+    partition: str = "dirichlet"
+    alpha: float = 0.1
+    dim: int = 8  # row length for --algorithm gossip
+    eval_every: int = 10
+    timeout: float = 30.0  # seconds for joining and for every exchange
+    fail_rank: int = -1  # fault injection for tests: this rank ...
+    fail_step: int = -1  # ... exits at this step (-1: never joins instead)
+
+    def __post_init__(self):
+        if self.algorithm not in ALGORITHMS:
+            raise ValueError(f"algorithm must be one of {ALGORITHMS}, got {self.algorithm!r}")
+        if self.topology not in TOPOLOGIES:
+            raise ValueError(f"topology must be one of {TOPOLOGIES}, got {self.topology!r}")
+        if self.steps < 0 or self.timeout <= 0:
+            raise ValueError(f"steps must be >= 0 and timeout > 0, got steps={self.steps}, timeout={self.timeout}")
+
+
+def dataset(cfg: RunConfig) -> Dataset | None:
+    """The run's dataset, shuffled by its own generator (seed ``cfg.seed``); None for gossip."""
+    return None if cfg.algorithm == "gossip" else load(cfg.dataset, gen=generator(cfg.seed)).to("cpu")
+
+
+def build(cfg: RunConfig, n: int, data: Dataset | None = None):
+    """The shared set-up, drawn identically on every rank and in the simulation.
+
+    Args:
+        cfg: the run's configuration.
+        n: number of nodes.
+        data: ``dataset(cfg)`` if already loaded (the launcher loads it once for all ranks).
+
+    Returns:
+        (model, clients, mixing, gen, X0): ``mixing(t)`` gives W_t (n, n), ``X0`` (n, d)
+        the initial client matrix; ``gen`` continues with the minibatch draws.
+    """
+    gen = setup(cfg.seed)
+    if cfg.algorithm == "gossip":
+        model = clients = None
+        X0 = torch.randn(n, cfg.dim, generator=gen)  # (n, dim)
+    else:
+        data = dataset(cfg) if data is None else data
+        clients = split(data, n, cfg.partition, alpha=cfg.alpha, gen=gen)
+        model = FlatModel(mlp(data.n_features, data.n_classes))
+        X0 = model.init(gen).expand(n, -1).clone()  # (n, d), the same start everywhere
+    return model, clients, build_mixing(cfg, n), gen, X0
+
+
+def build_mixing(cfg: RunConfig, n: int):
+    """t -> W_t (n, n): the fixed mixing matrix of ``cfg.topology``, or for ``matching`` a new
+    random matching every step from its own generator (seed ``cfg.seed + 1``)."""
+    if cfg.topology == "matching":
+        draws = generator(cfg.seed + 1)
+        return lambda t: mixing_matrix("matching", n, gen=draws)
+    W = mixing_matrix(cfg.topology, n, weights=cfg.weights, gen=generator(cfg.seed + 1))
+    return lambda t: W
+
+
+def simulate(cfg: RunConfig, n: int) -> torch.Tensor:
+    """The single-process run on the client matrix that a distributed run must equal: (n, d)."""
+    model, clients, mixing, gen, X0 = build(cfg, n)
+    if cfg.algorithm == "gossip":
+        X = X0
+        for t in range(cfg.steps):
+            X = gossip(X, mixing(t))
+        return X
+    history = dpsgd(
+        model, clients, mixing, steps=cfg.steps, lr=cfg.lr, batch_size=cfg.batch_size, gen=gen,
+        x0=X0[0], eval_every=max(1, cfg.steps),
+    )
+    return history.X
+
+
+def exchange(x: torch.Tensor, w_row: torch.Tensor, w_col: torch.Tensor, rank: int, step: int) -> torch.Tensor:
+    """Send x to the nodes that listen to this rank, receive from its in-neighbours, mix.
+
+    Returns sum_j W_rj x_j, with the received rows placed in an (n, d) buffer and summed as
+    ``w_row @ buffer`` so that the arithmetic is the simulation's ``(W @ X)[r]``.
+    """
+    n = len(w_row)
+    buffer = torch.zeros(n, x.numel(), dtype=x.dtype)  # (n, d), rows of the in-neighbours
+    buffer[rank] = x
+    ops = [dist.isend(x, dst=j, tag=step) for j in range(n) if j != rank and w_col[j] > 0]
+    ops += [dist.irecv(buffer[j], src=j, tag=step) for j in range(n) if j != rank and w_row[j] > 0]
+    for op in ops:
+        op.wait()
+    return w_row @ buffer  # (d,)
+
+
+def worker(
+    rank: int, world: int, cfg: RunConfig, out: str | None, data: Dataset | None = None, verbose: bool = True
+) -> None:
+    """One node: join, run the algorithm on row ``rank``, and (rank 0) save the gathered result and,
+    if ``verbose``, print a one-line summary."""
+    if rank == cfg.fail_rank and cfg.fail_step < 0:
+        time.sleep(cfg.timeout + 30)  # never joins; the launcher ends it
+        os._exit(3)
+    timeout = datetime.timedelta(seconds=cfg.timeout)
+    try:
+        dist.init_process_group("gloo", rank=rank, world_size=world, timeout=timeout)
+    except Exception as err:
+        raise DistributedError(
+            f"rank {rank}: not all {world} ranks joined within {cfg.timeout:g} s ({type(err).__name__}); "
+            "check that every rank was started with the same --nproc / --nnodes and rendezvous address"
+        ) from err
+    try:
+        model, clients, mixing, gen, X0 = build(cfg, world, data)
+        x = X0[rank].clone()  # (d,) this node's row
+        curve = []
+        for t in range(cfg.steps):
+            if t % cfg.eval_every == 0:
+                curve.append(_consensus(x, world))
+            if rank == cfg.fail_rank and t == cfg.fail_step:
+                os._exit(3)  # dies without a word, as a crashed machine would
+            W = mixing(t).to(x.dtype)
+            if cfg.algorithm == "gossip":
+                x = exchange(x, W[rank], W[:, rank], rank, t)
+            else:
+                xb, yb = clients.batches(cfg.batch_size, gen)  # every rank draws all n, keeps its own
+                g = model.grad(x.unsqueeze(0), xb[rank : rank + 1], yb[rank : rank + 1])[0]  # (d,)
+                x = exchange(x, W[rank], W[:, rank], rank, t) - cfg.lr * g
+        curve.append(_consensus(x, world))
+        rows = [torch.empty_like(x) for _ in range(world)] if rank == 0 else None
+        dist.gather(x, rows, dst=0)
+    except DistributedError:
+        raise
+    except RuntimeError as err:
+        raise DistributedError(f"rank {rank}: a neighbour stopped answering ({type(err).__name__}: {err})") from err
+    finally:
+        dist.destroy_process_group()
+    if rank == 0:
+        X = torch.stack(rows)  # (n, d)
+        if verbose:
+            print(f"{cfg.algorithm} on a {cfg.topology} of {world} ranks, {cfg.steps} steps: "
+                  f"consensus distance {curve[0]:.4g} -> {curve[-1]:.4g}")
+        if out:
+            torch.save({"X": X, "consensus": curve, "config": asdict(cfg)}, out)
+
+
+def _consensus(x: torch.Tensor, world: int) -> float:
+    """Xi^2 = mean_i ||x_i||^2 - ||x_bar||^2, from one all-reduce of [x_r, ||x_r||^2]."""
+    s = torch.cat([x.double(), x.double().pow(2).sum().reshape(1)])
+    dist.all_reduce(s)
+    mean = s[:-1] / world
+    return float(s[-1] / world - mean.pow(2).sum())
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _spawned(rank: int, world: int, port: int, cfg: RunConfig, out: str, data: Dataset | None, verbose: bool) -> None:
+    os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"] = "127.0.0.1", str(port)  # this rank's env only
+    worker(rank, world, cfg, out, data, verbose)
+
+
+def launch(
+    cfg: RunConfig, nproc: int, out: str | None = None, *, start_method: str | None = None, verbose: bool = True
+) -> dict:
+    """Run ``nproc`` ranks on this machine (127.0.0.1, a free port) and wait for them.
+
+    Args:
+        cfg: the run's configuration.
+        nproc: number of ranks (nodes), >= 2.
+        out: where rank 0 saves its result (``torch.save``); None: a temporary file.
+        start_method: ``"fork"`` (default on Linux: the ranks start in a fraction of a second,
+            as PyTorch's DataLoader workers do; CPU only) or ``"spawn"`` (default elsewhere;
+            every rank imports torch again, seconds each).
+        verbose: whether rank 0 prints a one-line summary.
+
+    Returns:
+        Rank 0's result: ``{"X": (n, d) final rows gathered from all ranks, "consensus":
+        [Xi^2 every eval_every steps and at the end], "config": the RunConfig as a dict}``.
+
+    Raises:
+        ValueError: for nproc < 2.
+        DistributedError: when a rank raises, dies or never joins; within ``cfg.timeout``
+            seconds of the failure (plus start-up).
+    """
+    if nproc < 2:
+        raise ValueError(f"nproc must be >= 2 for a decentralized run, got {nproc}")
+    build_mixing(cfg, nproc)  # a topology that does not fit nproc fails here, before any process starts
+    if start_method is None:
+        start_method = "fork" if sys.platform.startswith("linux") else "spawn"
+    data = dataset(cfg)  # loaded once here, not in every rank
+    if start_method == "fork":
+        # mllib.setup's use_deterministic_algorithms imports torch._inductor (a second or
+        # more per rank); import it once here so that the forked ranks inherit it.
+        import torch._inductor  # noqa: F401
+    with tempfile.TemporaryDirectory() as folder:
+        path = out or os.path.join(folder, "result.pt")
+        _run(_spawned, (nproc, free_port(), cfg, path, data, verbose), nproc, start_method)
+        return torch.load(path)
+
+
+def launch_subprocess(cfg: RunConfig, nproc: int, *, wall_timeout: float = 300.0) -> dict:
+    """``launch`` in a fresh Python process: ``python -m mllib.decentralized.distributed --nproc N ...``.
+
+    The command a user types, run from Python; use it from a notebook, whose kernel should
+    not fork (a kernel that forked ranks can hang when it shuts down).
+
+    Args:
+        cfg: the run's configuration.
+        nproc: number of ranks, >= 2.
+        wall_timeout: seconds before the whole command is stopped.
+
+    Returns:
+        Rank 0's result, as ``launch`` returns it.
+
+    Raises:
+        DistributedError: when the command fails; its message is the command's last error line.
+    """
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, "result.pt")
+        options = [f"--{k.replace('_', '-')}={v}" for k, v in asdict(cfg).items()]
+        command = [sys.executable, "-m", __name__, f"--nproc={nproc}", f"--out={path}", *options]
+        try:
+            done = subprocess.run(command, capture_output=True, text=True, timeout=wall_timeout)
+        except subprocess.TimeoutExpired:
+            raise DistributedError(f"the distributed run did not finish within {wall_timeout:g} s") from None
+        if done.returncode != 0:
+            lines = [line for line in done.stderr.splitlines() if line.strip()] or ["(no output)"]
+            raise DistributedError(f"the distributed run failed: {lines[-1]}")
+        return torch.load(path)
+
+
+def _run(function, args: tuple, nproc: int, start_method: str) -> None:
+    """Start the ranks, wait for all, and turn a failure into a DistributedError."""
+    context = mp.start_processes(function, args=args, nprocs=nproc, join=False, start_method=start_method)
+    try:
+        while not context.join():
+            pass
+    except mp.ProcessExitedException as err:
+        code = err.exit_code
+        raise DistributedError(f"rank {err.error_index} died (exit code {code}); the run was stopped") from None
+    except mp.ProcessRaisedException as err:
+        last = [line for line in str(err).strip().splitlines() if line.strip()][-1]
+        raise DistributedError(f"rank {err.error_index} failed: {last}") from None
+
+
+def parse(argv: list[str]) -> tuple[RunConfig, int, str | None]:
+    """Command-line arguments -> (config, nproc, output path)."""
+    defaults = RunConfig()
+    parser = argparse.ArgumentParser(
+        prog="python -m mllib.decentralized.distributed", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("--nproc", type=int, default=4, help="ranks to spawn (ignored under torchrun)")
+    parser.add_argument("--out", default=None, help="rank 0 saves {'X', 'consensus', 'config'} here (torch.save)")
+    for name, value in asdict(defaults).items():
+        parser.add_argument("--" + name.replace("_", "-"), type=type(value), default=value)
+    args = vars(parser.parse_args(argv))
+    nproc, out = args.pop("nproc"), args.pop("out")
+    return RunConfig(**args), nproc, out
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: a rank of torchrun (RANK set) or the launcher of ``--nproc`` ranks."""
+    cfg, nproc, out = parse(sys.argv[1:] if argv is None else argv)
+    if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
+        worker(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), cfg, out)
+    else:
+        try:
+            launch(cfg, nproc, out)
+        except DistributedError as err:
+            sys.exit(f"DistributedError: {err}")
+
+
+if __name__ == "__main__":
+    main()
