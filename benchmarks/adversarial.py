@@ -1,0 +1,75 @@
+"""mllib.adversarial against torchattacks: the same attacks give the same robust accuracy.
+
+Both attack the same standard MLP (the lecture's: 784-64-10, 4 epochs of SGD on 4000 MNIST
+digits) and the small CNN on all 1000 test images, with the same settings and no random
+start: FGSM, PGD L-infinity and PGD L2. The robust accuracies must agree within 1 point
+(they are the same algorithm up to float rounding) before any timing is printed.
+
+Run: ``make bench`` (it installs torchattacks with ``--no-deps``: its dependencies would
+replace the CPU build of torch), or ``python -m benchmarks.adversarial``. Prints seconds
+and ratios from one run (best of 3); the ratios depend less on the machine than the seconds.
+"""
+import copy
+import functools
+import time
+
+import torch
+import torchattacks
+
+import mllib
+from mllib import adversarial as adv
+
+SETTINGS = {  # name: (mllib attack, torchattacks attack factory)
+    "FGSM eps=0.1": (functools.partial(adv.fgsm, eps=0.1), lambda m: torchattacks.FGSM(m, eps=0.1)),
+    "PGD inf eps=0.1 a=0.01 k=10": (
+        functools.partial(adv.pgd, eps=0.1, step_size=0.01, steps=10),
+        lambda m: torchattacks.PGD(m, eps=0.1, alpha=0.01, steps=10, random_start=False),
+    ),
+    "PGD 2 eps=1.5 a=0.2 k=10": (
+        functools.partial(adv.pgd, eps=1.5, norm="2", step_size=0.2, steps=10),
+        lambda m: torchattacks.PGDL2(m, eps=1.5, alpha=0.2, steps=10, random_start=False),
+    ),
+}
+
+
+def seconds(run, repeats: int = 3) -> tuple[float, torch.Tensor]:
+    best, result = float("inf"), None
+    for _ in range(repeats):
+        start = time.perf_counter()
+        result = run()
+        best = min(best, time.perf_counter() - start)
+    return best, result
+
+
+def trained(model: mllib.FlatModel, data, epochs: int) -> torch.nn.Module:
+    gen = mllib.generator(0)
+    row = adv.adversarial_training(model, model.init(gen), data.x_train, data.y_train, attack=None,
+                                   epochs=epochs, lr=0.3, batch_size=32, gen=gen)  # fmt: skip
+    return model.load(copy.deepcopy(model.module), row).eval()
+
+
+def main() -> None:
+    gen = mllib.setup(seed=0, threads=1)
+    data = mllib.load("mnist", gen=gen)
+    x, y = data.x_test, data.y_test
+    models = {
+        "MLP": trained(mllib.FlatModel(mllib.mlp(784, 10, hidden=(64,))), data, 4),
+        "CNN": trained(mllib.FlatModel(adv.small_cnn()), data, 1),
+    }
+    print(f"{len(y)} MNIST test images, no random start, 1 thread, best of 3\n")
+    print(f"{'model':>5} {'attack':>28} {'mllib acc':>10} {'torchattacks acc':>17} {'max |dx|':>9} "
+          f"{'mllib s':>8} {'torchattacks s':>15} {'torchattacks / mllib':>21}")  # fmt: skip
+    for name, module in models.items():
+        for setting, (ours, make_theirs) in SETTINGS.items():
+            theirs = make_theirs(module)
+            t_ours, x_ours = seconds(lambda: ours(module, x, y))
+            t_theirs, x_theirs = seconds(lambda: theirs(x, y))
+            acc_ours, acc_theirs = adv.accuracy(module, x_ours, y), adv.accuracy(module, x_theirs, y)
+            assert abs(acc_ours - acc_theirs) <= 0.01, f"{name}, {setting}: {acc_ours} vs {acc_theirs}"
+            gap = float((x_ours - x_theirs).abs().max())
+            print(f"{name:>5} {setting:>28} {acc_ours:10.3f} {acc_theirs:17.3f} {gap:9.1e} "
+                  f"{t_ours:8.3f} {t_theirs:15.3f} {t_theirs / t_ours:20.2f}x")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,330 @@
+import functools
+
+import matplotlib.pyplot as plt
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import mllib
+from mllib import adversarial as adv
+from mllib.checks import CheckFailed
+from mllib.checks import adversarial as check
+
+EPS = 0.1  # the lecture's L-infinity radius for adversarial training
+TARGETED_EPS = 0.3  # the lecture's radius for the targeted attack
+
+
+@pytest.fixture(scope="module")
+def mnist():
+    return mllib.load("mnist", gen=mllib.generator(0))
+
+
+@pytest.fixture(scope="module")
+def standard(mnist):
+    """The lecture's standard MLP: 4 epochs of SGD on the 4000 training images."""
+    model = mllib.FlatModel(mllib.mlp(784, 10, hidden=(64,)))
+    gen = mllib.generator(0)
+    row = adv.adversarial_training(
+        model, model.init(gen), mnist.x_train, mnist.y_train, attack=None, epochs=4, lr=0.3, batch_size=32, gen=gen
+    )
+    return model, row
+
+
+@pytest.fixture(scope="module")
+def f(standard):
+    return adv.classifier(*standard)
+
+
+@pytest.fixture(scope="module")
+def test_batch(mnist):
+    return mnist.x_test[:300], mnist.y_test[:300]
+
+
+def tiny(seed: int = 0, side: int = 5, classes: int = 4):
+    gen = mllib.generator(seed)
+    f = check.TinyClassifier(side, classes, gen)
+    x = check._images(6, side, gen)
+    y = torch.randint(0, classes, (6,), generator=gen)
+    return f, x, y, gen
+
+
+# PGD: the ball, the range, FGSM, monotonicity
+
+
+@settings(max_examples=20)
+@given(
+    eps=st.floats(0, 1), norm=st.sampled_from(adv.NORMS), steps=st.integers(1, 6), random_start=st.booleans(),
+    targeted=st.booleans(), keep_best=st.booleans(), seed=st.integers(0, 1000),
+)  # fmt: skip
+def test_pgd_stays_in_the_ball_and_the_valid_range(eps, norm, steps, random_start, targeted, keep_best, seed):
+    f, x, y, gen = tiny(seed)
+    out = adv.pgd(f, x, y, eps, norm=norm, steps=steps, random_start=random_start, targeted=targeted,
+                  keep_best=keep_best, gen=gen)  # fmt: skip
+    delta = (out - x).flatten(1)
+    size = delta.abs().amax(1) if norm == "inf" else delta.norm(dim=1)
+    assert (size <= eps + 1e-5).all()
+    assert out.min() >= 0 and out.max() <= 1
+
+
+@given(eps=st.floats(0, 0.5), norm=st.sampled_from(adv.NORMS), seed=st.integers(0, 1000))
+def test_projection_is_idempotent_and_lands_in_the_ball(eps, norm, seed):
+    delta = mllib.runtime.randn(4, 1, 3, 3, gen=mllib.generator(seed))
+    once = adv.project(delta, eps, norm)
+    assert torch.allclose(adv.project(once, eps, norm), once, atol=1e-6)
+    size = once.flatten(1).abs().amax(1) if norm == "inf" else once.flatten(1).norm(dim=1)
+    assert (size <= eps + 1e-5).all()
+
+
+@pytest.mark.parametrize("targeted", [False, True])
+@pytest.mark.parametrize("eps", [0.05, 0.3])
+def test_one_pgd_step_of_size_eps_is_fgsm(f, test_batch, eps, targeted):
+    x, y = test_batch
+    assert torch.equal(adv.pgd(f, x, y, eps, steps=1, step_size=eps, targeted=targeted),
+                       adv.fgsm(f, x, y, eps, targeted=targeted))  # fmt: skip
+
+
+def test_more_steps_never_make_the_attack_weaker(f, test_batch):
+    x, y = test_batch
+    fooled_before = torch.zeros(len(y), dtype=torch.bool)
+    for steps in (1, 2, 3, 5, 8):  # the same step size, no random start: each run extends the last
+        out = adv.pgd(f, x, y, 0.06, steps=steps, step_size=0.02, keep_best=True)
+        with torch.no_grad():
+            fooled = f(out).argmax(1) != y
+        assert not (fooled_before & ~fooled).any()
+        fooled_before = fooled
+    assert fooled.float().mean() > 0.2
+
+
+@pytest.mark.parametrize("norm", adv.NORMS)
+def test_eps_zero_leaves_predictions_unchanged(f, test_batch, norm):
+    x, y = test_batch
+    out = adv.pgd(f, x, y, 0.0, norm=norm, steps=5, random_start=True, gen=mllib.generator(0))
+    assert torch.equal(out, x)
+    assert torch.equal(f(adv.fgsm(f, x, y, 0.0)).argmax(1), f(x).argmax(1))
+
+
+def test_targeted_pgd_reaches_the_target_at_the_lecture_eps(f, test_batch):
+    x, y = test_batch
+    target = (y + 1) % 10
+    out = adv.pgd(f, x, target, TARGETED_EPS, steps=20, targeted=True)
+    assert (f(out).argmax(1) == target).float().mean() >= 0.9
+
+
+def test_standard_model_has_no_robust_accuracy_at_eps_0_3(f, test_batch):
+    x, y = test_batch
+    assert adv.robust_accuracy(f, x, y) > 0.85  # it is a good model...
+    assert adv.robust_accuracy(f, x, y, functools.partial(adv.pgd, eps=0.3, steps=10)) <= 0.05  # ...not a robust one
+
+
+def test_pgd_is_stronger_than_fgsm_and_l2_balls_are_weaker_than_linf_of_the_same_radius(f, test_batch):
+    x, y = test_batch
+    pgd = adv.robust_accuracy(f, x, y, functools.partial(adv.pgd, eps=EPS, steps=10))
+    fgsm = adv.robust_accuracy(f, x, y, functools.partial(adv.fgsm, eps=EPS))
+    l2 = adv.robust_accuracy(f, x, y, functools.partial(adv.pgd, eps=EPS, norm="2", steps=10))
+    assert pgd <= fgsm and pgd < l2
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(eps=-0.1), "eps must be >= 0"),
+        (dict(eps=0.1, norm="1"), "unknown norm='1'"),
+        (dict(eps=0.1, steps=0), "steps must be >= 1"),
+        (dict(eps=0.1, step_size=-1.0), "step_size must be >= 0"),
+        (dict(eps=0.1, random_start=True), "needs gen"),
+    ],
+)
+def test_pgd_rejects_bad_input(kwargs, message):
+    f, x, y, _ = tiny()
+    with pytest.raises(ValueError, match=message):
+        adv.pgd(f, x, y, **kwargs)
+
+
+def test_fgsm_rejects_negative_eps():
+    f, x, y, _ = tiny()
+    with pytest.raises(ValueError, match=r"eps must be >= 0 \(the radius of the perturbation ball\), got -1"):
+        adv.fgsm(f, x, y, -1)
+
+
+def test_attacks_do_not_modify_their_inputs():
+    f, x, y, gen = tiny()
+    before = x.clone()
+    adv.pgd(f, x, y, 0.2, steps=3, random_start=True, gen=gen)
+    adv.fgsm(f, x, y, 0.2)
+    assert torch.equal(x, before)
+
+
+def test_l2_random_start_is_uniform_in_the_ball():
+    x = torch.full((2000, 1, 1, 2), 0.5)  # two pixels: the ball is a disc
+    f = check.TinyClassifier(1, 2, mllib.generator(0))
+    f.side = 1
+    f.weight = torch.zeros(2, 2)  # zero gradient: the iterate stays at the start
+    out = adv.pgd(f, x, torch.zeros(2000, dtype=torch.long), 0.4, norm="2", steps=1, random_start=True,
+                  gen=mllib.generator(0))  # fmt: skip
+    radius = (out - x).flatten(1).norm(dim=1)
+    assert 0.45 < (radius < 0.4 / 2**0.5).float().mean() < 0.55  # half a disc's area lies inside r/sqrt(2)
+
+
+# Adversarial training and robust accuracy
+
+
+def test_adversarial_epoch_with_no_attack_is_one_epoch_of_sgd(mnist):
+    model = mllib.FlatModel(mllib.mlp(784, 10, hidden=(8,)))
+    row = model.init(mllib.generator(0))
+    x, y, order = mnist.x_train[:64], mnist.y_train[:64], torch.randperm(64, generator=mllib.generator(1))
+    out = adv.adversarial_epoch(model, row, x, y, order, attack=lambda f, xb, yb: xb, lr=0.1, batch_size=16)
+    expected = row.clone()
+    for idx in order.split(16):
+        expected -= 0.1 * model.grad(expected[None], x[idx][None], y[idx][None])[0]
+    assert torch.allclose(out, expected, atol=1e-6)
+    assert not torch.equal(out, row)
+
+
+def test_adversarial_training_raises_robust_accuracy(mnist, standard, test_batch):
+    model, row = standard
+    x, y = test_batch
+    attack = functools.partial(adv.pgd, eps=EPS, steps=2)
+    robust = adv.adversarial_training(model, row, mnist.x_train[:2000], mnist.y_train[:2000], attack=attack, epochs=1, lr=0.1,
+                                      batch_size=32, gen=mllib.generator(1))  # fmt: skip
+    more = adv.adversarial_training(model, row, mnist.x_train[:2000], mnist.y_train[:2000], attack=None, epochs=1, lr=0.1,
+                                    batch_size=32, gen=mllib.generator(1))  # fmt: skip
+    evaluate = functools.partial(adv.pgd, eps=EPS, steps=10)
+    gain = adv.robust_accuracy(adv.classifier(model, robust), x, y, evaluate) - adv.robust_accuracy(
+        adv.classifier(model, more), x, y, evaluate
+    )
+    assert gain > 0.15
+
+
+def test_robust_accuracy_never_exceeds_clean_accuracy(f, test_batch):
+    x, y = test_batch
+    assert adv.robust_accuracy(f, x, y, functools.partial(adv.pgd, eps=0.05, steps=3)) <= adv.robust_accuracy(f, x, y)
+
+
+def test_minimal_epsilon_flips_each_image(f, test_batch):
+    x, y = test_batch[0][:10], test_batch[1][:10]
+    eps = adv.minimal_epsilon(f, x, y, high=0.5, iterations=8, steps=10)
+    assert eps.shape == (10,) and ((0 <= eps) & (eps <= 0.5)).all()
+    flips = eps < 0.5
+    out = adv.pgd(f, x[flips], y[flips], eps[flips], steps=10)
+    assert (f(out).argmax(1) != y[flips]).all()
+    assert not (f(adv.pgd(f, x, y, 0.5 / 256, steps=10)).argmax(1) != y)[eps > 0.01].any()
+
+
+# The patch
+
+
+def test_apply_patch_changes_exactly_the_patch_area():
+    x = torch.rand(3, 1, 8, 8, generator=mllib.generator(0))
+    patch = torch.full((1, 3, 3), 2.0)
+    out = adv.apply_patch(x, patch, torch.tensor([0, 5, 2]), torch.tensor([0, 1, 5]))
+    for i, (r, c) in enumerate([(0, 0), (5, 1), (2, 5)]):
+        inside = torch.zeros(8, 8, dtype=torch.bool)
+        inside[r : r + 3, c : c + 3] = True
+        assert (out[i, 0][inside] == 2).all() and torch.equal(out[i, 0][~inside], x[i, 0][~inside])
+
+
+def test_apply_patch_rejects_positions_outside_the_image():
+    with pytest.raises(ValueError, match="inside the 8x8 image"):
+        adv.apply_patch(torch.zeros(1, 1, 8, 8), torch.zeros(1, 3, 3), torch.tensor([6]), torch.tensor([0]))
+
+
+def test_universal_patch_beats_a_random_patch(f, mnist):
+    gen = mllib.generator(0)
+    patch = adv.universal_patch(f, mnist.x_train, 8, size=12, steps=40, lr=0.05, batch_size=32, gen=gen)
+    assert patch.shape == (1, 12, 12) and patch.min() >= 0 and patch.max() <= 1
+    random_patch = torch.rand(1, 12, 12, generator=gen)
+    x, y = mnist.x_test[:300], mnist.y_test[:300]
+    assert adv.patch_success(f, x, y, patch, 8, gen) > adv.patch_success(f, x, y, random_patch, 8, gen) + 0.05
+
+
+# The widget
+
+
+def test_attack_grid_and_its_figure(f, test_batch):
+    x, y = test_batch
+    grid = adv.attack_grid(f, x[0], int(y[0]), eps=[0.0, 0.1, 0.2], steps=[1, 5])
+    assert grid.images.shape == (3, 2, 1, 28, 28) and grid.probabilities.shape == (3, 2, 10)
+    assert torch.allclose(grid.probabilities.sum(-1), torch.ones(3, 2))
+    assert torch.equal(grid.images[0, 1], x[0])  # eps = 0 changes nothing
+    fig = adv.plot_attack(grid, 0.1, 5)
+    assert "eps = 0.1, 5 steps" in fig.get_suptitle()
+    assert fig.axes[3].get_ylabel() == "probability" and len(fig.axes[3].patches) == 10
+    plt.close(fig)
+
+
+# The lab's self-checks
+
+
+def fgsm_solution(f, x, y, eps):
+    x = x.clone().requires_grad_(True)
+    loss = torch.nn.functional.cross_entropy(f(x), y)
+    (g,) = torch.autograd.grad(loss, x)
+    return (x + eps * g.sign()).clamp(0, 1).detach()
+
+
+def step_solution(x_adv, grad, x, eps, step_size):
+    moved = x_adv + step_size * grad.sign()
+    return torch.min(torch.max(moved, x - eps), x + eps).clamp(0, 1)
+
+
+def epoch_solution(model, row, x, y, order, attack, lr, batch_size):
+    for idx in order.split(batch_size):
+        x_adv = attack(adv.classifier(model, row), x[idx], y[idx])
+        row = row - lr * model.grad(row[None], x_adv[None], y[idx][None])[0]
+    return row
+
+
+def _fgsm_grad(f, x, y):
+    x = x.clone().requires_grad_(True)
+    return torch.autograd.grad(torch.nn.functional.cross_entropy(f(x), y), x)[0]
+
+
+WRONG_FGSM = {
+    "descends the loss": lambda f, x, y, e: (x - e * _fgsm_grad(f, x, y).sign()).clamp(0, 1),
+    "no clamp": lambda f, x, y, e: x + e * _fgsm_grad(f, x, y).sign(),
+    "gradient, not its sign": lambda f, x, y, e: (x + e * _fgsm_grad(f, x, y)).clamp(0, 1),
+    "random direction": lambda f, x, y, e: (x + e * torch.randn_like(x).sign()).clamp(0, 1),
+}
+WRONG_STEP = {
+    "no projection": lambda xa, g, x, e, s: (xa + s * g.sign()).clamp(0, 1),
+    "projects around x_adv": lambda xa, g, x, e, s: torch.min(torch.max(xa + s * g.sign(), xa - e), xa + e).clamp(0, 1),
+    "no clamp": lambda xa, g, x, e, s: torch.min(torch.max(xa + s * g.sign(), x - e), x + e),
+    "raw gradient": lambda xa, g, x, e, s: torch.min(torch.max(xa + s * g, x - e), x + e).clamp(0, 1),
+}
+
+
+def _epoch_variant(kind):
+    def wrong(model, row, x, y, order, attack, lr, batch_size):
+        for idx in order.split(batch_size):
+            x_adv = x[idx] if kind == "clean" else attack(adv.classifier(model, row), x[idx], y[idx])
+            batch = x[idx] if kind == "gradient at clean" else x_adv
+            step = lr * model.grad(row[None], batch[None], y[idx][None])[0]
+            row = row + step if kind == "ascends" else row - step
+            if kind == "one batch":
+                break
+        return row
+
+    return wrong
+
+
+WRONG_EPOCH = {kind: _epoch_variant(kind) for kind in ("clean", "gradient at clean", "ascends", "one batch")}
+
+
+@pytest.mark.parametrize(
+    "name, solution", [("fgsm", fgsm_solution), ("pgd_linf_step", step_solution), ("adversarial_epoch", epoch_solution)]
+)
+def test_checks_pass_the_solution(name, solution, capsys):
+    getattr(check, name)(solution)
+    assert f"✔ {name}" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "name, wrong, first",
+    [("fgsm", w, "f") for w in WRONG_FGSM.values()]
+    + [("pgd_linf_step", w, "x_adv") for w in WRONG_STEP.values()]
+    + [("adversarial_epoch", w, "model") for w in WRONG_EPOCH.values()],
+)
+def test_checks_reject_wrong_answers(name, wrong, first):
+    with pytest.raises(CheckFailed, match=rf"{name}, on input #\d+ \({first}="):
+        getattr(check, name)(wrong)
