@@ -1,16 +1,11 @@
 """The two-command set-up: packaging, pins, CI, and JupyterLab starting as `make lab` starts it."""
-import json
-import os
 import re
-import signal
-import socket
-import subprocess
-import time
 import tomllib
 import urllib.request
 
 import pytest
 
+from lab_server import TOKEN, running_lab, status
 from notebooks import ROOT
 
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
@@ -45,38 +40,11 @@ def test_ci_runs_the_readme_test_command():
     assert "make lab" in readme and "make test" in readme
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_jupyterlab_starts_as_make_lab_starts_it():
-    port, token = free_port(), "course-test"
-    args = f"LAB_ARGS=--no-browser --port={port} --IdentityProvider.token={token}"
-    server = subprocess.Popen(
-        ["make", "--no-print-directory", "lab", args], cwd=ROOT, start_new_session=True,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    try:
-        status = None
-        deadline = time.monotonic() + 90
-        while status is None and time.monotonic() < deadline and server.poll() is None:
-            try:
-                url = f"http://127.0.0.1:{port}/api/status?token={token}"
-                with urllib.request.urlopen(url, timeout=2) as reply:
-                    status = json.load(reply)
-            except OSError:
-                time.sleep(0.5)
-        assert status is not None, "JupyterLab did not answer on 127.0.0.1"
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/lab?token={token}", timeout=5) as page:
+    with running_lab() as base:
+        assert status(base)["kernels"] == 0
+        with urllib.request.urlopen(f"{base}/lab?token={TOKEN}", timeout=5) as page:
             assert page.status == 200 and b"JupyterLab" in page.read()
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
 
 
 @pytest.mark.parametrize("folder", ["lectures", "labs", "solutions", "mllib", "tests", "benchmarks"])

@@ -1,0 +1,72 @@
+"""Robust aggregators against memory bandwidth: n = 50 rows of d = 10^6 (200 MB of float32).
+
+An aggregator must read the client matrix at least once, so the time of one pass over it
+(``X.sum(0)``) is the floor. Each aggregator's time is printed as a multiple of that pass,
+from one run, after its output is compared with an independent implementation (NumPy /
+SciPy, or a direct formula).
+
+Run: ``make bench`` (or ``python -m benchmarks.robust``).
+"""
+import time
+
+import numpy as np
+import torch
+from scipy import stats
+
+import mllib
+from mllib import robust
+
+N, D, F = 50, 1_000_000, 10
+
+
+def seconds(function, X, repeats: int):
+    best, out = float("inf"), None
+    for _ in range(repeats):
+        start = time.perf_counter()
+        out = function(X)
+        best = min(best, time.perf_counter() - start)
+    return best, out
+
+
+def krum_direct(X, f):
+    """Krum from explicit differences, one row at a time (no Gram matrix)."""
+    D = torch.stack([(X - row).pow(2).sum(1) for row in X])
+    D.fill_diagonal_(float("inf"))
+    return X[D.sort(1).values[:, : len(X) - f - 2].sum(1).argmin()]
+
+
+def main() -> None:
+    mllib.setup(seed=0)
+    X = torch.randn(N, D, generator=mllib.generator(0))
+    A = X.numpy()
+    aggregators = {
+        "mean": (lambda X: robust.mean(X, F), lambda: A.mean(0)),
+        "coordinate median": (lambda X: robust.coordinate_median(X, F), lambda: np.median(A, 0)),
+        "trimmed mean": (lambda X: robust.trimmed_mean(X, F), lambda: stats.trim_mean(A, F / N, axis=0)),
+        "Krum": (lambda X: robust.krum(X, F), lambda: krum_direct(X, F).numpy()),
+        "geometric median (8 Weiszfeld steps)": (lambda X: robust.geometric_median(X, F), None),
+        "centered clipping (1 step)": (lambda X: robust.CenteredClipping(tau=1.0, f=F)(X), None),
+    }
+    read, _ = seconds(lambda X: X.sum(0), X, repeats=5)
+    print(f"client matrix {N} x {D:,} float32 ({X.numel() * 4 / 1e6:.0f} MB), 1 thread; one pass: {read * 1e3:.0f} ms "
+          f"({X.numel() * 4 / read / 1e9:.1f} GB/s)")
+    print(f"{'aggregator':>38} {'x one pass':>11} {'checked against':>16}")
+    for name, (function, reference) in aggregators.items():
+        took, out = seconds(function, X, repeats=2)
+        if reference is not None:
+            expected = torch.as_tensor(reference(), dtype=torch.float32)
+            assert torch.allclose(out, expected, atol=1e-5), f"{name} differs from its reference"
+            against = "numpy/scipy" if name != "Krum" else "direct distances"
+        elif name.startswith("geometric"):  # the Weiszfeld fixed point: sum of unit vectors ~ 0
+            unit = (X - out) / torch.linalg.vector_norm(X - out, dim=1, keepdim=True)
+            assert torch.linalg.vector_norm(unit.sum(0)) < 0.05 * N, "geometric median is not near its fixed point"
+            against = "fixed point"
+        else:
+            expected = robust.mean(X * (1.0 / torch.linalg.vector_norm(X, dim=1, keepdim=True)).clamp(max=1.0))
+            assert torch.allclose(out, expected, atol=1e-5), f"{name} differs from one clipped mean"
+            against = "clipped mean"
+        print(f"{name:>38} {took / read:10.1f}x {against:>16}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,149 @@
+"""Byzantine attacks: transforms of the client matrix (n, d) -> (n, d) that overwrite the
+last f rows (the Byzantine workers) using what the first n - f honest rows send.
+
+Each attack is applied at every step (a time-coupled adversary). ``label_flip`` is a data
+attack instead: the Byzantine workers compute honest gradients on flipped labels.
+"""
+import math
+from dataclasses import replace
+from statistics import NormalDist
+
+import torch
+
+from ..partition import Clients
+from ..runtime import randn
+
+
+def _split(U: torch.Tensor, f: int, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Check U (n, d) and f; return a copy of U and its honest rows (n - f, d)."""
+    if U.dim() != 2:
+        raise ValueError(f"{name}: U must be a client matrix of shape (n_clients, d), got shape {tuple(U.shape)}")
+    n = len(U)
+    if not 0 <= f < n:
+        raise ValueError(f"{name}: f (Byzantine rows) must be in [0, n) = [0, {n}), got f={f}")
+    return U.clone(), U[: n - f]
+
+
+def no_attack(U: torch.Tensor, f: int) -> torch.Tensor:
+    """The identity: Byzantine rows send their honest messages (a copy of U)."""
+    return _split(U, f, "no_attack")[0]
+
+
+def sign_flip(U: torch.Tensor, f: int, scale: float = 1.0) -> torch.Tensor:
+    """Sign flip: each Byzantine worker sends -scale times its own honest message.
+
+    Args:
+        U: (n, d) messages, the last f rows Byzantine.
+        f: number of Byzantine rows.
+        scale: multiplier of the flipped message.
+
+    Returns:
+        (n, d) a new matrix, rows n - f.. replaced by -scale * U[n - f:].
+    """
+    out, _ = _split(U, f, "sign_flip")
+    n = len(U)
+    out[n - f :] = -scale * U[n - f :]
+    return out
+
+
+def gaussian(U: torch.Tensor, f: int, *, sigma: float, gen: torch.Generator) -> torch.Tensor:
+    """Gaussian noise: Byzantine rows are N(0, sigma^2 I), drawn on the CPU from ``gen``.
+
+    Raises:
+        ValueError: for sigma < 0 or f out of range.
+    """
+    if sigma < 0:
+        raise ValueError(f"gaussian: sigma must be >= 0, got {sigma}")
+    out, _ = _split(U, f, "gaussian")
+    out[len(U) - f :] = sigma * randn(f, U.shape[1], gen=gen, device=U.device).to(U.dtype)
+    return out
+
+
+def constant(U: torch.Tensor, f: int, value: float) -> torch.Tensor:
+    """Byzantine rows filled with ``value``: huge (1e30), ``float('inf')`` or ``float('nan')``."""
+    out, _ = _split(U, f, "constant")
+    out[len(U) - f :] = value
+    return out
+
+
+def inner_product(U: torch.Tensor, f: int, epsilon: float = 0.1) -> torch.Tensor:
+    """Inner-product manipulation (Xie, Koyejo, Gupta 2019, "Fall of empires", Section 3).
+
+    Update: every Byzantine row is -epsilon * mean(honest rows), so that the aggregate's
+    inner product with the true gradient turns negative; a small epsilon hides the rows
+    among the honest ones (against median and Krum), a large one overwhelms the mean.
+
+    Args:
+        U: (n, d) messages, the last f rows Byzantine.
+        f: number of Byzantine rows.
+        epsilon: > 0.
+
+    Returns:
+        (n, d) a new matrix.
+    """
+    if epsilon <= 0:
+        raise ValueError(f"inner_product: epsilon must be > 0, got {epsilon}")
+    out, honest = _split(U, f, "inner_product")
+    out[len(U) - f :] = -epsilon * honest.mean(0)
+    return out
+
+
+def alie_z(n: int, f: int) -> float:
+    """The z of "a little is enough" (Baruch, Baruch, Goldberg 2019, Algorithm 3):
+    s = floor(n/2 + 1) - f workers must be won over, z = Phi^-1((n - s) / n).
+
+    Raises:
+        ValueError: unless 0 < f < n/2 + 1 and (n - s)/n lies in (0, 1).
+    """
+    if n < 2 or f < 1:
+        raise ValueError(f"alie_z: need n >= 2 and f >= 1, got n={n}, f={f}")
+    s = math.floor(n / 2 + 1) - f
+    if not 0 < (n - s) / n < 1:
+        raise ValueError(f"alie_z: (n - s)/n = {(n - s) / n:g} is outside (0, 1) for n={n}, f={f}; pass f <= n/2")
+    return NormalDist().inv_cdf((n - s) / n)
+
+
+def alie(U: torch.Tensor, f: int, z: float | None = None) -> torch.Tensor:
+    """"A little is enough" (Baruch, Baruch, Goldberg 2019, Algorithm 3).
+
+    Update, per coordinate j: every Byzantine row sends mu_j - z sigma_j, with mu and sigma
+    the mean and standard deviation (unbiased, n - f - 1 in the denominator) of the honest
+    rows, and z = ``alie_z(n, f)`` unless given. The paper writes mu + z sigma with the
+    sign chosen by the attacker; we shift against the mean, as the course's issue asks.
+
+    Args:
+        U: (n, d) messages, the last f rows Byzantine, n - f >= 2 honest.
+        f: number of Byzantine rows, >= 1.
+        z: the shift in standard deviations (default: the paper's formula).
+
+    Returns:
+        (n, d) a new matrix.
+
+    Raises:
+        ValueError: for f out of range or fewer than 2 honest rows.
+    """
+    out, honest = _split(U, f, "alie")
+    if len(honest) < 2:
+        raise ValueError(f"alie: needs at least 2 honest rows for a standard deviation, got {len(honest)}")
+    z = alie_z(len(U), f) if z is None else z
+    mu, sigma = honest.mean(0), honest.std(0)  # (d,), (d,)
+    out[len(U) - f :] = mu - z * sigma
+    return out
+
+
+def label_flip(clients: Clients, byzantine: torch.Tensor) -> Clients:
+    """A data attack: the clients ``byzantine`` (indices) train on labels y -> C - 1 - y.
+
+    Returns:
+        New ``Clients`` (the input is unchanged).
+
+    Raises:
+        ValueError: for an index outside [0, n).
+    """
+    byzantine = torch.as_tensor(byzantine, dtype=torch.int64).cpu()
+    if len(byzantine) and not (0 <= byzantine.min() and byzantine.max() < clients.n):
+        raise ValueError(f"label_flip: byzantine indices must be in [0, {clients.n}), got {byzantine.tolist()}")
+    owner = torch.repeat_interleave(torch.arange(clients.n), clients.sizes.cpu())
+    flipped = torch.isin(owner, byzantine).to(clients.y.device)
+    y = torch.where(flipped, clients.n_classes - 1 - clients.y, clients.y)
+    return replace(clients, y=y)

@@ -1,0 +1,62 @@
+"""Pictures for lecture 05: aggregators of points in the plane, the attack x aggregator
+heatmaps, and majority vs minority accuracy."""
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+
+from . import aggregators as agg
+from .training import Grid
+
+
+def aggregate_points(honest: torch.Tensor, byzantine: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Mean, coordinate-wise median and geometric median of honest (m, 2) and Byzantine
+    (f, 2) points in the plane, with f < (m + f)/2. Returns name -> (2,)."""
+    if honest.dim() != 2 or byzantine.dim() != 2 or honest.shape[1] != byzantine.shape[1]:
+        raise ValueError(f"honest and byzantine must be (m, d) and (f, d), got {tuple(honest.shape)} and {tuple(byzantine.shape)}")
+    X, f = torch.cat([honest, byzantine]).double(), len(byzantine)
+    return {
+        "mean": agg.mean(X, f),
+        "coordinate-wise median": agg.coordinate_median(X, f),
+        "geometric median": agg.geometric_median(X, f, iterations=100, nu=1e-9),
+    }
+
+
+def plot_points(honest: torch.Tensor, byzantine: torch.Tensor, limits: float = 12.0) -> plt.Figure:
+    """Honest and Byzantine points and the three aggregates, for the lecture's slider."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.scatter(*honest.T.numpy(), c="tab:blue", label="honest")
+    ax.scatter(*byzantine.T.numpy(), c="tab:red", marker="x", s=80, label="Byzantine")
+    for (name, point), marker, colour in zip(aggregate_points(honest, byzantine).items(), "osD", ["k", "tab:green", "tab:purple"]):
+        ax.scatter(*point.numpy(), marker=marker, s=140, facecolors="none", edgecolors=colour, linewidths=2, label=name)
+    ax.set(xlim=(-limits, limits), ylim=(-4, 4), xlabel="coordinate 1", ylabel="coordinate 2",
+           title=f"{len(honest)} honest points, {len(byzantine)} Byzantine")  # fmt: skip
+    ax.legend(loc="lower left", fontsize=8)
+    return fig
+
+
+def plot_grid(grid: Grid) -> plt.Figure:
+    """One heatmap of test accuracy (attack x aggregator) per worker momentum."""
+    fig, axes = plt.subplots(1, len(grid.momenta), figsize=(4.5 * len(grid.momenta) + 1, 4.2), layout="constrained",
+                             squeeze=False)  # fmt: skip
+    for ax, beta, acc in zip(axes[0], grid.momenta, grid.accuracy.numpy()):
+        image = ax.imshow(acc, vmin=0, vmax=1, cmap="RdYlGn")
+        for (i, j), value in np.ndenumerate(acc):
+            ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=8)
+        ax.set_xticks(range(len(grid.aggregators)), grid.aggregators, rotation=35, ha="right")
+        ax.set_yticks(range(len(grid.attacks)), grid.attacks)
+        ax.set(xlabel="aggregator", ylabel="attack", title=f"worker momentum beta = {beta:g}")
+    fig.colorbar(image, ax=axes[0].tolist(), label="test accuracy (end of training)", shrink=0.8)
+    return fig
+
+
+def plot_groups(results: dict[str, tuple[float, float]]) -> plt.Figure:
+    """Bars of (majority, minority) test accuracy per aggregator."""
+    fig, ax = plt.subplots(figsize=(8, 3.2))
+    names = list(results)
+    at = np.arange(len(names))
+    ax.bar(at - 0.2, [results[n][0] for n in names], width=0.4, label="majority clients")
+    ax.bar(at + 0.2, [results[n][1] for n in names], width=0.4, label="minority clients (rotated digits)")
+    ax.set_xticks(at, names)
+    ax.set(xlabel="aggregator", ylabel="mean test accuracy", ylim=(0, 1.25), title="who the aggregator serves")
+    ax.legend(fontsize=8, loc="upper center", ncol=2)
+    return fig
