@@ -1,0 +1,28 @@
+"""Lecture 04: communication compression on the client matrix.
+
+Row-wise compressors that count the bits they send (``compressors``), error feedback,
+PowerSGD (``powersgd``), CHOCO gossip (``choco``), DDP communication hooks (``ddp``), and
+the lecture's experiments and plots (``lecture``).
+"""
+from .choco import choco_gossip, choco_sgd, consensus_error, naive_compressed_gossip
+from .compressors import (
+    QSGD, Cast, Compressor, ErrorFeedback, Identity, RandomK, ScaledSign, TopK, error_feedback_memory, index_bits,
+    random_k, top_k,
+)
+from .powersgd import (
+    PowerSGD,
+    flops_power_iteration,
+    flops_svd,
+    flops_svd_lowrank,
+    orthogonalize,
+    power_iteration,
+    powersgd_step,
+    truncated_svd,
+)
+
+__all__ = [
+    "Cast", "Compressor", "ErrorFeedback", "Identity", "PowerSGD", "QSGD", "RandomK", "ScaledSign", "TopK",
+    "choco_gossip", "choco_sgd", "consensus_error", "flops_power_iteration", "flops_svd", "flops_svd_lowrank",
+    "error_feedback_memory", "index_bits", "naive_compressed_gossip", "orthogonalize", "power_iteration",
+    "powersgd_step", "random_k", "top_k", "truncated_svd",
+]

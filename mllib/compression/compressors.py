@@ -1,0 +1,336 @@
+"""Compressors applied row-wise to a client matrix, each counting the bits it really sends.
+
+Every compressor maps a (k, d) matrix of updates (one row per client) to the (k, d) matrix
+the server decodes, and adds to ``bits_sent`` what the k messages cost on the wire: values,
+indices, norms and scales all counted, 32 bits for each float32. A compressor is a
+transform for ``mllib.run_rounds(transforms=[...])``.
+
+Honest bit counts, per row of d entries (float32 = 32 bits, an index = ceil(log2 d) bits):
+
+| compressor | bits per row |
+|---|---|
+| ``Identity`` | 32 d |
+| ``ScaledSign`` | d + 32 (one sign bit per entry, one float scale) |
+| ``QSGD(s)`` | 32 + d (1 + ceil(log2(s + 1))) (norm, sign and level per entry) |
+| ``TopK(k)`` | k (32 + ceil(log2 d)) |
+| ``RandomK(k)`` | 32 k (indices from a seed the server shares: not sent) |
+| ``Cast(dtype)`` | d * bits of the dtype |
+"""
+import math
+
+import torch
+
+from ..runtime import generator
+
+CAST_BITS = {torch.float32: 32, torch.float16: 16, torch.bfloat16: 16, torch.float8_e4m3fn: 8, torch.float8_e5m2: 8}
+
+
+def index_bits(d: int) -> int:
+    """Bits of one index into d entries: ceil(log2 d), at least 1."""
+    return max(1, math.ceil(math.log2(d)))
+
+
+def _check_matrix(X: torch.Tensor) -> None:
+    if X.dim() != 2:
+        raise ValueError(f"X must be a client matrix of shape (n_clients, d), got shape {tuple(X.shape)}")
+
+
+def _check_k(k: int, d: int) -> None:
+    if not 1 <= k <= d:
+        raise ValueError(f"k must be between 1 and d = {d}, got k={k}; pass a k in [1, {d}] or a smaller fraction")
+
+
+def top_k(X: torch.Tensor, k: int) -> torch.Tensor:
+    """Keep the k entries of largest magnitude in each row of X (n, d), zero the rest.
+
+    Raises:
+        ValueError: for k < 1 or k > d.
+    """
+    _check_matrix(X)
+    _check_k(k, X.shape[1])
+    idx = X.abs().topk(k, dim=1).indices  # (n, k)
+    return torch.zeros_like(X).scatter_(1, idx, X.gather(1, idx))
+
+
+def random_k(X: torch.Tensor, k: int, u: torch.Tensor, *, unbiased: bool = True) -> torch.Tensor:
+    """Keep k random entries of each row of X (n, d): those where the uniform numbers u (n, d)
+    are largest (a uniformly random k-subset), scaled by d/k when ``unbiased``.
+
+    Raises:
+        ValueError: for k < 1 or k > d, or u not of X's shape.
+    """
+    _check_matrix(X)
+    _check_k(k, X.shape[1])
+    if u.shape != X.shape:
+        raise ValueError(f"u must have the shape of X, {tuple(X.shape)}, got {tuple(u.shape)}")
+    idx = u.topk(k, dim=1).indices  # (n, k)
+    scale = X.shape[1] / k if unbiased else 1.0
+    return torch.zeros_like(X).scatter_(1, idx, scale * X.gather(1, idx))
+
+
+def error_feedback_memory(U: torch.Tensor, error: torch.Tensor, k: int) -> torch.Tensor:
+    """The new error memory of top-k with error feedback: e' = (U + e) - top_k(U + e, k).
+
+    The rows sent are (U + e) - e' (Karimireddy et al. 2019, Algorithm 2, lines 4-6).
+    """
+    p = U + error  # (n, d)
+    return p - top_k(p, k)
+
+
+class Compressor:
+    """A row-wise compressor of the client matrix that counts the bits it sends.
+
+    Subclasses implement ``compress(X) -> (k, d)`` (what the receiver decodes) and
+    ``bits_per_row(d)``. Calling the object compresses and counts.
+
+    State:
+        bits_sent: total bits of every row compressed so far.
+        rows_sent: number of rows compressed so far.
+    """
+
+    unbiased = False
+
+    def __init__(self):
+        # State
+        self.bits_sent = 0
+        self.rows_sent = 0
+
+    def compress(self, X: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def bits_per_row(self, d: int) -> int:
+        raise NotImplementedError
+
+    def __call__(self, X: torch.Tensor) -> torch.Tensor:
+        """Compress the (k, d) rows of X, count their bits, return the decoded (k, d) matrix."""
+        _check_matrix(X)
+        out = self.compress(X)
+        self.bits_sent += X.shape[0] * self.bits_per_row(X.shape[1])
+        self.rows_sent += X.shape[0]
+        return out
+
+    def ratio(self, d: int) -> float:
+        """How many times fewer bits than float32 a row of d entries costs: 32 d / bits."""
+        return 32 * d / self.bits_per_row(d)
+
+    def state_dict(self) -> dict:
+        return {"bits_sent": self.bits_sent, "rows_sent": self.rows_sent}
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+class Identity(Compressor):
+    """No compression: every entry sent as float32 (the baseline)."""
+
+    unbiased = True
+
+    def compress(self, X):
+        return X.clone()
+
+    def bits_per_row(self, d):
+        return 32 * d
+
+
+class ScaledSign(Compressor):
+    """Scaled sign (1-bit) compression: C(x) = ||x||_1 / d * sign(x).
+
+    The scale makes C a contraction, ||C(x) - x||^2 <= (1 - ||x||_1^2 / (d ||x||_2^2)) ||x||^2
+    (Karimireddy et al. 2019, "Error feedback fixes SignSGD", Lemma 8). Biased. Zeros send
+    sign +1 (one bit cannot say 0).
+    """
+
+    def compress(self, X):
+        scale = X.abs().mean(1, keepdim=True)  # (k, 1)
+        return torch.where(X >= 0, scale, -scale)  # (k, d)
+
+    def bits_per_row(self, d):
+        return d + 32
+
+
+class QSGD(Compressor):
+    """QSGD stochastic quantization with s levels (Alistarh et al. 2017, Section 3.1).
+
+    Q_s(x)_j = ||x||_2 * sign(x_j) * xi_j / s, where xi_j = l + 1 with probability
+    s |x_j| / ||x||_2 - l and l otherwise, l = floor(s |x_j| / ||x||_2). Unbiased:
+    E Q_s(x) = x (Lemma 3.1). Bits are counted with fixed-width codes (1 sign bit and
+    ceil(log2(s + 1)) bits for the level of each entry, a float32 norm); the paper's Elias
+    coding sends fewer for small s, which we do not implement.
+
+    Args:
+        s: number of quantization levels, at least 1.
+        seed: seed of the compressor's own generator.
+
+    Raises:
+        ValueError: if s < 1.
+    """
+
+    unbiased = True
+
+    def __init__(self, s: int, seed: int = 0):
+        super().__init__()
+        if not (isinstance(s, int) and s >= 1):
+            raise ValueError(f"s (QSGD levels) must be an integer >= 1, got s={s!r}")
+        self.s = s
+        self.gen = generator(seed)  # State: own generator
+
+    def compress(self, X):
+        norm = X.norm(dim=1, keepdim=True)  # (k, 1)
+        level = X.abs() / norm.clamp_min(torch.finfo(X.dtype).tiny) * self.s  # (k, d) in [0, s]
+        low = level.floor()
+        up = torch.rand(X.shape, generator=self.gen).to(X.device) < (level - low)
+        return norm * X.sign() * (low + up.to(X.dtype)) / self.s
+
+    def bits_per_row(self, d):
+        return 32 + d * (1 + math.ceil(math.log2(self.s + 1)))
+
+    def __repr__(self):
+        return f"QSGD(s={self.s})"
+
+
+class _Sparsifier(Compressor):
+    def __init__(self, k: int | None = None, fraction: float | None = None):
+        super().__init__()
+        if (k is None) == (fraction is None):
+            raise ValueError(f"pass exactly one of k and fraction, got k={k!r}, fraction={fraction!r}")
+        if k is not None and k < 1:
+            raise ValueError(f"k must be at least 1, got k={k}")
+        if fraction is not None and not 0 < fraction <= 1:
+            raise ValueError(f"fraction must be in (0, 1], got fraction={fraction}")
+        self.k_, self.fraction = k, fraction
+
+    def k(self, d: int) -> int:
+        """Entries kept of a row of d: k, or max(1, round(fraction * d))."""
+        k = self.k_ if self.k_ is not None else max(1, round(self.fraction * d))
+        _check_k(k, d)
+        return k
+
+    def __repr__(self):
+        return f"{type(self).__name__}({'k=' + str(self.k_) if self.k_ else f'fraction={self.fraction:g}'})"
+
+
+class TopK(_Sparsifier):
+    """Top-k sparsification: keep the k entries of largest magnitude of each row.
+
+    C(x)_j = x_j if |x_j| is among the k largest, else 0; a contraction with
+    ||C(x) - x||^2 <= (1 - k/d) ||x||^2 (Stich et al. 2018, Lemma A.1). Biased. Sends k
+    float32 values and k indices of ceil(log2 d) bits.
+
+    Args:
+        k: entries kept per row (1 <= k <= d), or
+        fraction: share of the d entries kept, rounded, at least 1.
+
+    Raises:
+        ValueError: for k < 1, k > d, or both or neither of k and fraction.
+    """
+
+    def compress(self, X):
+        return top_k(X, self.k(X.shape[1]))
+
+    def bits_per_row(self, d):
+        return self.k(d) * (32 + index_bits(d))
+
+
+class RandomK(_Sparsifier):
+    """Random-k sparsification: keep k entries of each row chosen uniformly at random.
+
+    Unbiased variant: C(x) = d/k * x * mask, so E C(x) = x (Stich et al. 2018, Section 2.1);
+    biased variant (``unbiased=False``): C(x) = x * mask, a contraction with
+    E||C(x) - x||^2 = (1 - k/d) ||x||^2. The server draws the same indices from the shared
+    seed, so only the k float32 values are sent.
+
+    Args:
+        k or fraction: as ``TopK``.
+        unbiased: scale by d/k.
+        seed: seed of the compressor's own generator (shared with the server).
+
+    Raises:
+        ValueError: as ``TopK``.
+    """
+
+    def __init__(self, k=None, fraction=None, *, unbiased: bool = True, seed: int = 0):
+        super().__init__(k, fraction)
+        self.unbiased = unbiased
+        self.gen = generator(seed)  # State: own generator
+
+    def compress(self, X):
+        u = torch.rand(X.shape, generator=self.gen).to(X.device)  # (rows, d)
+        return random_k(X, self.k(X.shape[1]), u, unbiased=self.unbiased)
+
+    def bits_per_row(self, d):
+        return 32 * self.k(d)
+
+
+class Cast(Compressor):
+    """Low-precision cast: round every entry to ``dtype`` (bfloat16, float16, float8) and back.
+
+    Deterministic round-to-nearest; biased. Sends d entries of the dtype's width.
+
+    Raises:
+        ValueError: for a dtype not in CAST_BITS.
+    """
+
+    def __init__(self, dtype: torch.dtype):
+        super().__init__()
+        if dtype not in CAST_BITS:
+            raise ValueError(f"dtype must be one of {sorted(map(str, CAST_BITS))}, got {dtype}")
+        self.dtype = dtype
+
+    def compress(self, X):
+        return X.to(self.dtype).to(X.dtype)
+
+    def bits_per_row(self, d):
+        return CAST_BITS[self.dtype] * d
+
+    def __repr__(self):
+        return f"Cast({str(self.dtype).removeprefix('torch.')})"
+
+
+class ErrorFeedback(Compressor):
+    """Error feedback around any compressor (EF-SGD, Karimireddy et al. 2019, Algorithm 2).
+
+    Each row i keeps a memory e_i of what compression dropped so far:
+        1. p_i = u_i + e_i          (the update plus the error of earlier rounds)
+        2. delta_i = C(p_i)         (what is sent)
+        3. e_i <- p_i - delta_i     (what was not sent)
+    so that e_i + u_i == delta_i + e_i' holds exactly. Row i must be the same client every
+    call (full participation). The bits are those of the inner compressor.
+
+    Args:
+        inner: the compressor to wrap.
+
+    State:
+        error: (k, d) the memory, zeros before the first call.
+    """
+
+    def __init__(self, inner: Compressor):
+        super().__init__()
+        if not isinstance(inner, Compressor):
+            raise ValueError(f"inner must be a Compressor, got {type(inner).__name__}")
+        self.inner = inner
+        self.error: torch.Tensor | None = None  # State
+
+    def compress(self, X):
+        if self.error is None:
+            self.error = torch.zeros_like(X)
+        if self.error.shape != X.shape:
+            raise ValueError(f"ErrorFeedback keeps one memory row per client: expected shape {tuple(self.error.shape)}, got {tuple(X.shape)}")
+        p = X + self.error  # 1.
+        delta = self.inner(p)  # 2.
+        self.error = p - delta  # 3.
+        return delta
+
+    def __call__(self, X):
+        _check_matrix(X)
+        out = self.compress(X)  # the inner compressor counts the bits
+        self.bits_sent, self.rows_sent = self.inner.bits_sent, self.inner.rows_sent
+        return out
+
+    def bits_per_row(self, d):
+        return self.inner.bits_per_row(d)
+
+    def state_dict(self):
+        return {**super().state_dict(), "error": self.error, "inner": self.inner.state_dict()}
+
+    def __repr__(self):
+        return f"ErrorFeedback({self.inner!r})"

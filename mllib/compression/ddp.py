@@ -1,0 +1,209 @@
+"""mllib compressors as communication hooks of a real ``DistributedDataParallel`` model.
+
+``compression_hook(make)`` compresses each gradient bucket with an mllib compressor;
+``PowerSGDHook(rank)`` runs mllib's PowerSGD across processes, all-reducing only P and Q.
+``run_ddp`` trains a small MLP on digits in ``world_size`` processes (gloo, loopback).
+"""
+import os
+import socket
+import time
+from collections.abc import Callable
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from .compressors import Compressor, ErrorFeedback, ScaledSign
+from .powersgd import PowerSGD, orthogonalize
+
+
+def _done(tensor: torch.Tensor) -> torch.futures.Future:
+    fut = torch.futures.Future()
+    fut.set_result(tensor)
+    return fut
+
+
+def compression_hook(make: Callable[[], Compressor]) -> Callable:
+    """A DDP communication hook that compresses each gradient bucket with ``make()``.
+
+    Each process compresses its bucket (one row of ``bucket.numel()`` entries, one
+    compressor, error feedback included, per bucket), then the decoded rows are averaged
+    by an all-reduce. The all-reduce moves the decoded dense tensor: the compressor's
+    ``bits_sent`` says what a packed encoding would send, not what gloo sends here.
+
+    Args:
+        make: builds a fresh compressor, e.g. ``lambda: ErrorFeedback(TopK(fraction=0.01))``.
+
+    Returns:
+        hook(state, bucket) for ``DistributedDataParallel.register_comm_hook(None, hook)``;
+        its ``compressors`` dict maps (bucket index, size) to the compressor used.
+    """
+    compressors: dict[tuple[int, int], Compressor] = {}
+
+    def hook(process_group, bucket):
+        flat = bucket.buffer()  # (numel,)
+        key = (bucket.index(), flat.numel())
+        if key not in compressors:
+            compressors[key] = make()
+        decoded = compressors[key](flat[None])[0]
+        dist.all_reduce(decoded, group=process_group)
+        return _done(decoded.div_(dist.get_world_size(process_group)))
+
+    hook.compressors = compressors
+    return hook
+
+
+class PowerSGDHook:
+    """mllib's PowerSGD as a DDP communication hook: only P, Q and small tensors travel.
+
+    Per bucket, the steps of ``PowerSGD`` with the means over workers done by all-reduce:
+    M = grad + e;  P = allreduce_mean(M Q);  P = orthogonalize(P);  Q_local = M^T P;
+    e = M - P Q_local^T;  Q = allreduce_mean(Q_local);  grad <- P Q^T. Tensors of fewer
+    than 2 dimensions (biases) are all-reduced uncompressed.
+
+    Args:
+        rank: r >= 1. seed: seed of the first Q, the same on every process.
+
+    State:
+        states: one ``PowerSGD`` per bucket (warm starts Q and the error memory).
+    """
+
+    def __init__(self, rank: int, seed: int = 0):
+        PowerSGD([(2, 2)], rank)  # checks the rank
+        self.rank, self.seed = rank, seed
+        self.states: dict[tuple[int, int], PowerSGD] = {}
+
+    def hook(self, process_group, bucket):
+        """The hook: ``ddp_model.register_comm_hook(None, PowerSGDHook(rank).hook)``."""
+        world = dist.get_world_size(process_group)
+        flat = bucket.buffer()  # (numel,)
+        key = (bucket.index(), flat.numel())
+        if key not in self.states:
+            self.states[key] = PowerSGD([g.shape for g in bucket.gradients()], self.rank, seed=self.seed)
+        ps = self.states[key]
+        if ps.error is None:
+            ps.error = torch.zeros_like(flat)
+        M_all = flat + ps.error  # (numel,)
+        out = torch.empty_like(flat)
+        start = 0
+        for j, (size, nm) in enumerate(zip(ps.sizes, ps.matrix)):
+            chunk = M_all[start : start + size]
+            if nm is None:
+                out[start : start + size] = chunk
+                dist.all_reduce(out[start : start + size], group=process_group)
+                out[start : start + size] /= world
+                ps.error[start : start + size] = 0
+            else:
+                M = chunk.view(*nm)  # (n, m)
+                P = M @ ps.Q[j].to(M)  # (n, r)
+                dist.all_reduce(P, group=process_group)
+                P = orthogonalize(P / world)
+                Q = M.T @ P  # (m, r)
+                ps.error[start : start + size] = (M - P @ Q.T).flatten()
+                dist.all_reduce(Q, group=process_group)
+                ps.Q[j] = Q / world
+                out[start : start + size] = (P @ ps.Q[j].T).flatten()
+            start += size
+        ps.bits_sent += ps.bits_per_row(flat.numel())
+        return _done(out)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+HOOKS = ("mllib", "torch", "sign+ef", "none")
+
+
+def _train(rank: int, world: int, port: int, hooks: tuple, powersgd_rank: int, steps: int, lr: float, queue) -> None:
+    import mllib  # imported here: mllib.compression must not import the whole package at load time
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        gen = mllib.setup(seed=0)
+        data = mllib.load("digits", gen=gen)
+        for hook in hooks:  # one process group, one model per hook, each from the same start
+            module = mllib.mlp(data.n_features, data.n_classes, hidden=(64,))
+            mllib.FlatModel(module).load(module, mllib.FlatModel(module).init(mllib.generator(0)))
+            model = DDP(module)
+            if hook == "mllib":
+                model.register_comm_hook(None, PowerSGDHook(powersgd_rank).hook)
+            elif hook == "torch":
+                from torch.distributed.algorithms.ddp_comm_hooks import powerSGD_hook as tps
+
+                state = tps.PowerSGDState(process_group=None, matrix_approximation_rank=powersgd_rank,
+                                          start_powerSGD_iter=2, min_compression_rate=1.0)  # fmt: skip
+                model.register_comm_hook(state, tps.powerSGD_hook)
+            elif hook == "sign+ef":
+                model.register_comm_hook(None, compression_hook(lambda: ErrorFeedback(ScaledSign())))
+            opt = torch.optim.SGD(model.parameters(), lr=lr)
+            batch_gen = mllib.generator(1 + rank)  # each process its own minibatches
+            losses = []
+            for _ in range(steps):
+                idx = torch.randint(len(data.y_train), (32,), generator=batch_gen)
+                loss = torch.nn.functional.cross_entropy(model(data.x_train[idx]), data.y_train[idx])
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                losses.append(float(loss.detach()))
+            with torch.no_grad():
+                accuracy = float((module(data.x_test).argmax(1) == data.y_test).float().mean())
+            queue.put((rank, hook, losses, accuracy, mllib.FlatModel(module).flatten(module).tolist()))
+    finally:
+        dist.destroy_process_group()
+
+
+def run_ddp(
+    *, hook: str | tuple[str, ...] = "mllib", world_size: int = 2, rank: int = 4, steps: int = 100, lr: float = 0.5
+) -> dict:
+    """Train an MLP (64-64-10) on digits with DDP in ``world_size`` processes on loopback.
+
+    Args:
+        hook: "mllib" (``PowerSGDHook``), "torch" (PyTorch's ``powerSGD_hook``, starting
+            after 2 plain all-reduce steps), "sign+ef" (``compression_hook`` with scaled
+            sign and error feedback) or "none" (plain all-reduce); or a tuple of them, all
+            trained in the same processes (starting processes costs seconds).
+        rank: PowerSGD's rank. steps, lr: SGD on minibatches of 32 per process.
+
+    Returns:
+        {"losses": rank 0's minibatch losses, "accuracy": per process test accuracy,
+         "rows": (world_size, d) final parameters of each process}; for a tuple of hooks,
+        a dict from each hook to such a dict.
+
+    Raises:
+        ValueError: for an unknown hook; RuntimeError if a process fails.
+    """
+    hooks = (hook,) if isinstance(hook, str) else tuple(hook)
+    if not hooks or any(h not in HOOKS for h in hooks):
+        raise ValueError(f"hook must be one of {HOOKS} or a tuple of them, got {hook!r}")
+    # spawn, not fork: a forked Jupyter kernel shares its ZeroMQ sockets and output streams
+    # with the children (a run hung that way); spawn costs a fresh import of torch per child
+    ctx = mp.get_context("spawn")
+    queue = ctx.SimpleQueue()
+    port = free_port()
+    procs = [ctx.Process(target=_train, args=(r, world_size, port, hooks, rank, steps, lr, queue)) for r in range(world_size)]
+    for p in procs:
+        p.start()
+    results = []
+    try:
+        while len(results) < world_size * len(hooks):
+            if not queue.empty():
+                results.append(queue.get())
+            elif any(p.exitcode not in (None, 0) for p in procs):
+                raise RuntimeError(f"a DDP process failed (exit codes {[p.exitcode for p in procs]}); see its traceback above")
+            else:
+                time.sleep(0.02)
+    finally:
+        for p in procs:
+            p.join(timeout=30)
+            if p.is_alive():
+                p.terminate()
+    by_hook = {}
+    for h in hooks:
+        mine = sorted((r for r in results if r[1] == h), key=lambda r: r[0])
+        by_hook[h] = {"losses": mine[0][2], "accuracy": [r[3] for r in mine], "rows": torch.tensor([r[4] for r in mine])}
+    return by_hook[hook] if isinstance(hook, str) else by_hook

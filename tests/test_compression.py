@@ -1,0 +1,340 @@
+import math
+
+import matplotlib.pyplot as plt
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+import mllib
+from mllib import compression as C
+from mllib.checks import CheckFailed
+from mllib.checks import compression as check
+from mllib.compression import lecture
+from mllib.decentralized import mixing_matrix
+
+
+def matrices(max_rows=4, max_d=40):
+    return st.tuples(st.integers(1, max_rows), st.integers(1, max_d), st.integers(0, 2**31 - 1)).map(
+        lambda t: torch.randn(t[0], t[1], generator=torch.Generator().manual_seed(t[2]))
+    )
+
+
+# Bits: values, indices, norms and scales all counted.
+D = 1000
+
+
+@pytest.mark.parametrize(
+    "compressor, bits",
+    [
+        (C.Identity(), 32 * D),
+        (C.ScaledSign(), D + 32),
+        (C.QSGD(1), 32 + D * 2),
+        (C.QSGD(4), 32 + D * 4),
+        (C.QSGD(16), 32 + D * 6),
+        (C.TopK(k=10), 10 * (32 + 10)),
+        (C.TopK(fraction=0.001), 1 * (32 + 10)),
+        (C.RandomK(k=10), 10 * 32),
+        (C.Cast(torch.bfloat16), 16 * D),
+        (C.Cast(torch.float8_e4m3fn), 8 * D),
+        (C.ErrorFeedback(C.TopK(k=5)), 5 * 42),
+        (C.PowerSGD([(20, 40), (20,), (5, 2)], rank=2), 32 * (2 * 60 + 20 + 10)),
+    ],
+    ids=repr,
+)
+def test_bits_per_row_count_everything_sent(compressor, bits):
+    d = D if not isinstance(compressor, C.PowerSGD) else 20 * 40 + 20 + 10
+    assert compressor.bits_per_row(d) == bits
+    compressor(torch.randn(3, d, generator=torch.Generator().manual_seed(0)))
+    assert compressor.bits_sent == 3 * bits and compressor.rows_sent == 3
+
+
+def test_realistic_ratios():
+    d = 10**6
+    assert C.ScaledSign().ratio(d) == pytest.approx(32, rel=1e-4)
+    assert C.TopK(fraction=0.001).k(d) == 1000
+    assert C.TopK(fraction=0.001).ratio(d) == pytest.approx(32 * d / (1000 * (32 + 20)))
+    assert C.index_bits(d) == 20 and C.index_bits(1) == 1 and C.index_bits(1024) == 10
+
+
+# Unbiasedness (statistical tests with fixed seeds).
+
+
+def empirical_mean(compressor, x, draws=4000):
+    return compressor(x.expand(draws, -1).contiguous()).mean(0)
+
+
+@pytest.mark.parametrize("compressor", [C.QSGD(1, seed=1), C.QSGD(4, seed=2), C.RandomK(k=3, seed=3)], ids=repr)
+def test_unbiased_compressors_are_unbiased(compressor):
+    x = torch.randn(1, 12, generator=torch.Generator().manual_seed(0))
+    draws = compressor(x.expand(20000, -1).contiguous())  # (draws, d)
+    standard_error = draws.std(0) / math.sqrt(len(draws))
+    assert ((draws.mean(0) - x[0]).abs() < 4 * standard_error + 1e-6).all()
+    assert compressor.unbiased
+
+
+def test_biased_random_k_keeps_k_over_d_on_average():
+    x = torch.randn(1, 10, generator=torch.Generator().manual_seed(0))
+    mean = empirical_mean(C.RandomK(k=2, unbiased=False, seed=0), x, draws=20000)
+    assert torch.allclose(mean, 0.2 * x[0], atol=0.03)
+
+
+@given(matrices())
+def test_qsgd_values_lie_on_the_levels(X):
+    s = 4
+    out = C.QSGD(s)(X)
+    levels = out.abs() / X.norm(dim=1, keepdim=True).clamp_min(1e-30) * s
+    assert torch.allclose(levels, levels.round(), atol=1e-4)
+    assert ((out == 0) | (out.sign() == X.sign())).all()
+
+
+# Contractions and shapes.
+
+
+@given(matrices(), st.integers(1, 40))
+def test_top_k_keeps_the_largest_entries(X, k):
+    k = min(k, X.shape[1])
+    out = C.top_k(X, k)
+    assert ((out != 0).sum(1) <= k).all()
+    kept = X.abs().topk(k, dim=1).values
+    assert torch.allclose(out.abs().sort(1, descending=True).values[:, :k], kept)
+    assert ((X - out).norm(dim=1) ** 2 <= (1 - k / X.shape[1]) * X.norm(dim=1) ** 2 + 1e-4).all()
+
+
+@given(matrices())
+def test_scaled_sign_is_a_contraction_with_the_l1_scale(X):
+    out = C.ScaledSign()(X)
+    assert torch.allclose(out.abs(), X.abs().mean(1, keepdim=True).expand_as(X))
+    assert ((X - out).norm(dim=1) <= X.norm(dim=1) + 1e-5).all()
+
+
+def test_casts_round_to_the_dtype():
+    x = torch.tensor([[1.0 + 2**-10, 3.0]])
+    assert torch.equal(C.Cast(torch.bfloat16)(x), torch.tensor([[1.0, 3.0]]))
+
+
+@pytest.mark.parametrize("compressor", [C.ScaledSign(), C.QSGD(2), C.TopK(k=2), C.RandomK(k=2), C.PowerSGD([(4, 3)], 1)], ids=repr)
+def test_compressors_never_modify_their_input(compressor):
+    X = torch.randn(3, 12, generator=torch.Generator().manual_seed(0))
+    before = X.clone()
+    assert compressor(X).shape == X.shape
+    assert torch.equal(X, before)
+
+
+# Error feedback.
+
+
+@given(matrices(), st.integers(1, 3))
+def test_error_feedback_memory_update_holds_exactly(X, k):
+    k = min(k, X.shape[1])
+    ef = C.ErrorFeedback(C.TopK(k=k))
+    sent1 = ef(X)
+    e1 = ef.error.clone()
+    assert torch.equal(sent1 + e1, X)  # top-k sends entries of p unchanged: exact
+    sent2 = ef(2 * X)
+    assert torch.equal(sent2 + ef.error, 2 * X + e1)
+
+
+def test_error_feedback_sends_everything_eventually():
+    ef = C.ErrorFeedback(C.TopK(k=1))
+    x = torch.tensor([[3.0, 2.0, 1.0]])
+    total = sum(ef(x if t == 0 else torch.zeros_like(x)) for t in range(3))
+    assert torch.equal(total, x)
+
+
+def test_error_feedback_rejects_a_new_shape():
+    ef = C.ErrorFeedback(C.ScaledSign())
+    ef(torch.ones(2, 3))
+    with pytest.raises(ValueError, match="one memory row per client"):
+        ef(torch.ones(3, 3))
+
+
+# PowerSGD.
+
+
+@pytest.mark.parametrize("r", [1, 2, 5])
+def test_power_iteration_recovers_a_rank_r_matrix_exactly(r):
+    gen = torch.Generator().manual_seed(r)
+    M = torch.randn(30, r, generator=gen, dtype=torch.float64) @ torch.randn(r, 20, generator=gen, dtype=torch.float64)
+    P, Q = C.power_iteration(M, torch.randn(20, r, generator=gen, dtype=torch.float64))
+    assert torch.allclose(P @ Q.T, M, atol=1e-10)
+
+
+def test_powersgd_recovers_workers_sharing_a_rank_r_column_space():
+    gen = torch.Generator().manual_seed(0)
+    A = torch.randn(8, 2, generator=gen)
+    rows = torch.stack([(A @ torch.randn(2, 6, generator=gen)).flatten() for _ in range(3)])  # (3, 48)
+    ps = C.PowerSGD([(8, 6)], rank=2)
+    assert torch.allclose(ps(rows).mean(0), rows.mean(0), atol=1e-5)
+    assert torch.allclose(ps.error, torch.zeros_like(rows), atol=1e-5)
+
+
+def test_powersgd_error_feedback_memory_is_what_was_not_sent():
+    X = torch.randn(3, 8 * 6 + 8, generator=torch.Generator().manual_seed(0))
+    ps = C.PowerSGD([(8, 6), (8,)], rank=1)
+    out = ps(X)
+    assert torch.allclose(out + ps.error, X, atol=1e-6)
+    assert torch.equal(out[:, 48:], X[:, 48:])  # the bias goes uncompressed
+
+
+def test_powersgd_step_is_the_mean_decoded_by_the_class():
+    M = torch.randn(3, 5, 4, generator=torch.Generator().manual_seed(0))
+    ps = C.PowerSGD([(5, 4)], rank=1, seed=7)
+    Q = ps.Q[0].clone()
+    assert torch.allclose(ps(M.reshape(3, -1)).mean(0), C.powersgd_step(M, Q).flatten(), atol=1e-6)
+
+
+def test_flops_of_power_iteration_grow_linearly_and_svd_cubically():
+    assert C.flops_power_iteration(2048, 2048, 4) == 4 * C.flops_power_iteration(1024, 1024, 4) - 4 * 1024 * 16 * 2
+    assert C.flops_svd(2048, 2048) == 8 * C.flops_svd(1024, 1024)
+    assert C.flops_svd_lowrank(1024, 1024, 4, 2) > C.flops_power_iteration(1024, 1024, 4)
+
+
+def test_low_rank_comparison_reaches_the_optimum_with_warm_iterations():
+    (row,) = lecture.low_rank_comparison([64], 2, warm=8, gen=torch.Generator().manual_seed(0))
+    assert row.error_svd <= row.error_lowrank + 1e-6 and row.error_svd <= row.error_power_warm + 1e-6
+    assert row.error_power_warm < row.error_svd * 1.01 < row.error_power
+
+
+# Bad input.
+
+
+@pytest.mark.parametrize(
+    "make, match",
+    [
+        (lambda: C.TopK(k=0), "k must be at least 1, got k=0"),
+        (lambda: C.TopK(k=11)(torch.ones(1, 10)), r"k must be between 1 and d = 10, got k=11"),
+        (lambda: C.RandomK(k=20)(torch.ones(2, 10)), r"k must be between 1 and d = 10, got k=20"),
+        (lambda: C.top_k(torch.ones(2, 3), 4), "k must be between 1 and d = 3"),
+        (lambda: C.TopK(fraction=1.5), "fraction must be in"),
+        (lambda: C.TopK(), "exactly one of k and fraction"),
+        (lambda: C.QSGD(0), r"s \(QSGD levels\) must be an integer >= 1, got s=0"),
+        (lambda: C.PowerSGD([(4, 4)], rank=0), "rank must be an integer >= 1, got rank=0"),
+        (lambda: C.PowerSGD([(4, 4)], rank=1)(torch.ones(2, 15)), "rows must have d = 16"),
+        (lambda: C.Cast(torch.int8), "dtype must be one of"),
+        (lambda: C.ScaledSign()(torch.ones(3)), r"shape \(n_clients, d\)"),
+        (lambda: C.choco_gossip(torch.ones(3, 2), torch.eye(4), C.ScaledSign(), gamma=0.1, steps=1), "W must have shape"),
+        (lambda: C.choco_gossip(torch.ones(3, 2), torch.eye(3), C.ScaledSign(), gamma=0, steps=1), "gamma"),
+    ],
+)
+def test_bad_input_raises_a_clear_value_error(make, match):
+    with pytest.raises(ValueError, match=match):
+        make()
+
+
+# CHOCO.
+
+
+@pytest.fixture(scope="module")
+def ring():
+    return mixing_matrix("ring", 8)
+
+
+def test_choco_reaches_consensus_where_naive_compressed_gossip_stalls(ring):
+    X = torch.randn(8, 200, generator=torch.Generator().manual_seed(0))
+    _, choco = C.choco_gossip(X, ring, C.TopK(fraction=0.05), gamma=0.1, steps=600)
+    _, naive = C.naive_compressed_gossip(X, ring, C.TopK(fraction=0.05), gamma=0.1, steps=600)
+    assert choco[-1] < 1e-4 * choco[0]
+    assert naive[-1] > 0.1 * naive[0]
+
+
+@pytest.mark.parametrize("method", [C.choco_gossip, C.naive_compressed_gossip])
+def test_compressed_gossip_preserves_the_average(ring, method):
+    X = torch.randn(8, 30, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    out, _ = method(X, ring.double(), C.ScaledSign(), gamma=0.3, steps=50)
+    assert torch.allclose(out.mean(0), X.mean(0), atol=1e-10)
+
+
+def test_choco_sgd_finds_the_minimum_of_the_average_quadratic(ring):
+    B = torch.randn(8, 20, generator=torch.Generator().manual_seed(2))  # f_i(x) = |x - b_i|^2 / 2
+    X = C.choco_sgd(lambda X: X - B, torch.zeros(8, 20), ring, C.TopK(fraction=0.25), lr=0.05, gamma=0.2, steps=800)
+    assert (X.mean(0) - B.mean(0)).norm() < 0.01 * B.mean(0).norm()
+    assert C.consensus_error(X) < 0.2 * C.consensus_error(B)  # constant lr: a consensus floor
+
+
+# Lab checks: pass the solution, reject wrong answers with a message naming the input.
+
+
+def sol_top_k(X, k):
+    idx = X.abs().topk(k, dim=1).indices
+    return torch.zeros_like(X).scatter(1, idx, X.gather(1, idx))
+
+
+def sol_error_feedback(U, error, k):
+    p = U + error
+    return p - sol_top_k(p, k)
+
+
+def sol_random_k(X, k, u):
+    idx = u.topk(k, dim=1).indices
+    return torch.zeros_like(X).scatter(1, idx, X.gather(1, idx) * X.shape[1] / k)
+
+
+def sol_powersgd_step(M, Q):
+    P = torch.linalg.qr((M @ Q).mean(0)).Q
+    return P @ (M.transpose(1, 2) @ P).mean(0).T
+
+
+SOLUTIONS = {"top_k": sol_top_k, "error_feedback": sol_error_feedback, "random_k": sol_random_k,
+             "powersgd_step": sol_powersgd_step}  # fmt: skip
+WRONG = {
+    "top_k": {
+        "largest, not largest magnitude": lambda X, k: torch.zeros_like(X).scatter(1, X.topk(k, 1).indices, X.gather(1, X.topk(k, 1).indices)),
+        "keeps magnitudes": lambda X, k: sol_top_k(X, k).abs(),
+        "k + 1 entries": lambda X, k: sol_top_k(X, min(k + 1, X.shape[1])) if k < X.shape[1] else X * 2,
+        "in place": lambda X, k: X.mul_(sol_top_k(X.clone(), k) != 0),
+    },
+    "error_feedback": {
+        "forgets the old error": lambda U, e, k: U - sol_top_k(U, k),
+        "returns what was sent": lambda U, e, k: sol_top_k(U + e, k),
+        "wrong sign": lambda U, e, k: sol_top_k(U + e, k) - (U + e),
+        "compresses U only": lambda U, e, k: U + e - sol_top_k(U, k),
+    },
+    "random_k": {
+        "not scaled": lambda X, k, u: sol_random_k(X, k, u) * k / X.shape[1],
+        "smallest u": lambda X, k, u: sol_random_k(X, k, -u),
+        "scaled by k/d": lambda X, k, u: sol_random_k(X, k, u) * (k / X.shape[1]) ** 2,
+        "top-k of X": lambda X, k, u: sol_top_k(X, k) * X.shape[1] / k,
+    },
+    "powersgd_step": {
+        "no orthogonalization": lambda M, Q: (M @ Q).mean(0) @ (M.transpose(1, 2) @ (M @ Q).mean(0)).mean(0).T,
+        "one worker only": lambda M, Q: sol_powersgd_step(M[:1], Q),
+        "P from the first worker": lambda M, Q: torch.linalg.qr(M[0] @ Q).Q @ (M.transpose(1, 2) @ torch.linalg.qr(M[0] @ Q).Q).mean(0).T,
+        "full mean": lambda M, Q: M.mean(0),
+    },
+}
+
+
+@pytest.mark.parametrize("name", list(SOLUTIONS))
+def test_check_passes_the_solution(name, capsys):
+    getattr(check, name)(SOLUTIONS[name])
+    assert f"✔ {name}" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("name, wrong", [(n, w) for n in WRONG for w in WRONG[n]])
+def test_check_rejects_wrong_answers(name, wrong):
+    first_argument = {"top_k": "X", "error_feedback": "U", "random_k": "X", "powersgd_step": "M"}[name]
+    with pytest.raises(CheckFailed, match=rf"{name}, on input #\d+ \({first_argument}="):
+        getattr(check, name)(WRONG[name][wrong])
+
+
+# Lecture helpers.
+
+
+def test_train_compressed_counts_megabits_per_client(digits):
+    clients = mllib.split(digits, 4, gen=mllib.generator(0))
+    model = mllib.FlatModel(mllib.logistic_regression(64, 10))
+    run = lecture.train_compressed("sign", C.ScaledSign(), model, clients, rounds=4, lr=0.1, batch_size=8, eval_every=2)
+    assert run.rounds == [2, 4]
+    assert run.megabits == pytest.approx([2 * (model.dim + 32) / 1e6, 4 * (model.dim + 32) / 1e6])
+
+
+def test_widget_figure_is_labelled_and_rejects_unknown_values():
+    run = lecture.CompressedRun("a", [1, 2], [0.5, 0.6], [0.1, 0.2])
+    fig = lecture.plot_sweep({4: [run]}, 4, parameter="k", baseline=run)
+    ax = fig.axes[0]
+    assert ax.get_xlabel() == "megabits sent per client" and "accuracy" in ax.get_ylabel() and ax.get_title() == "k = 4"
+    assert len(ax.lines) == 2
+    plt.close(fig)
+    with pytest.raises(ValueError, match="k=5 was not precomputed"):
+        lecture.plot_sweep({4: [run]}, 5, parameter="k", baseline=run)
