@@ -1,0 +1,161 @@
+"""Generalized linear models in the coordinate form of Dünner, Parnell and Jaggi (2017).
+
+The problem is  min_alpha  P(alpha) = f(A alpha) + sum_i g_i(alpha_i)  with A of shape
+(n_samples, d): one coordinate alpha_i per column (feature) a_i of A, f(v) = 1/2 ||v - b||^2,
+
+- ridge regression: g_i(alpha_i) = lam / 2 * alpha_i^2,
+- Lasso:            g_i(alpha_i) = lam * |alpha_i|, restricted to |alpha_i| <= B
+  ("Lipschitzing", Dünner, Forte, Takac, Jaggi 2016, Lemma 3) so that its conjugate is finite.
+
+With w = grad f(A alpha) = A alpha - b (the residual, the vector both units share) and
+u_i = <a_i, w>, the duality gap splits into one non-negative term per coordinate
+(Dünner et al. 2017, eq. (4)):
+
+    gap_i = g_i(alpha_i) + g_i^*(-u_i) + alpha_i u_i  >= 0,   sum_i gap_i = P(alpha) - D(w).
+
+Everything here is float64 on the CPU: the two-unit system is a simulation, and its
+numbers must not depend on the machine that runs it.
+"""
+import math
+
+import torch
+
+KINDS = ("ridge", "lasso")
+
+
+def check_problem(A: torch.Tensor, b: torch.Tensor, lam: float, kind: str) -> None:
+    """Raise ValueError for shapes that do not match, lam <= 0 or an unknown kind."""
+    if A.ndim != 2:
+        raise ValueError(f"A must have shape (n_samples, d), got shape {tuple(A.shape)}")
+    if b.shape != (A.shape[0],):
+        raise ValueError(f"b must have shape ({A.shape[0]},) to match A's rows, got {tuple(b.shape)}")
+    if not lam > 0:
+        raise ValueError(f"lam must be > 0, got {lam}")
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+
+
+def lasso_bound(A: torch.Tensor, b: torch.Tensor, lam: float) -> float:
+    """The Lipschitzing bound B = P(0) / lam: every alpha with P(alpha) <= P(0) has ||alpha||_1 <= B."""
+    return 0.5 * float(b.double().pow(2).sum()) / lam
+
+
+def primal(A: torch.Tensor, b: torch.Tensor, alpha: torch.Tensor, lam: float, kind: str = "ridge") -> float:
+    """The objective P(alpha) = 1/2 ||A alpha - b||^2 + sum_i g_i(alpha_i).
+
+    Args:
+        A: (n_samples, d) data, one coordinate per column. b: (n_samples,) targets.
+        alpha: (d,) coefficients. lam: regularization > 0. kind: "ridge" or "lasso".
+    """
+    check_problem(A, b, lam, kind)
+    residual = A.double() @ alpha.double() - b.double()  # (n_samples,)
+    reg = 0.5 * lam * alpha.double().pow(2).sum() if kind == "ridge" else lam * alpha.double().abs().sum()
+    return float(0.5 * residual.pow(2).sum() + reg)
+
+
+def coordinate_gaps(
+    A: torch.Tensor, b: torch.Tensor, alpha: torch.Tensor, lam: float, kind: str = "ridge", bound: float | None = None
+) -> torch.Tensor:
+    """The duality gap of each coordinate (Dünner, Parnell, Jaggi 2017, eq. (4)).
+
+    With w = A alpha - b and u = A^T w:
+
+    - ridge: gap_i = lam/2 alpha_i^2 + u_i^2 / (2 lam) + alpha_i u_i = (lam alpha_i + u_i)^2 / (2 lam);
+    - Lasso: gap_i = lam |alpha_i| + B [|u_i| - lam]_+ + alpha_i u_i, with B = ``bound``
+      (default ``lasso_bound``; the Lipschitzed g_i^*(u) = B [|u| - lam]_+).
+
+    Every term is >= 0 and all are 0 exactly at the optimum (ridge: u_i = -lam alpha_i;
+    Lasso: the KKT conditions u_i = -lam sign(alpha_i), or |u_i| <= lam where alpha_i = 0).
+
+    Args:
+        A: (n_samples, d). b: (n_samples,). alpha: (d,). lam: > 0. kind: "ridge" or "lasso".
+        bound: the Lasso's B (ignored for ridge); must be >= ||alpha||_inf.
+
+    Returns:
+        (d,) float64 tensor of per-coordinate gaps; their sum is the duality gap.
+
+    Raises:
+        ValueError: for mismatched shapes, lam <= 0, an unknown kind, or a bound below |alpha_i|.
+    """
+    check_problem(A, b, lam, kind)
+    if alpha.shape != (A.shape[1],):
+        raise ValueError(f"alpha must have shape ({A.shape[1]},), one entry per column of A, got {tuple(alpha.shape)}")
+    A, b, alpha = A.double(), b.double(), alpha.double()
+    u = A.T @ (A @ alpha - b)  # (d,)
+    if kind == "ridge":
+        return (lam * alpha + u).pow(2) / (2 * lam)
+    bound = lasso_bound(A, b, lam) if bound is None else bound
+    if bound < float(alpha.abs().max()):
+        raise ValueError(f"bound must be >= max |alpha_i| = {float(alpha.abs().max()):.4g}, got {bound}")
+    return (lam * alpha.abs() + bound * (u.abs() - lam).clamp(min=0) + alpha * u).clamp(min=0)
+
+
+def solve(A: torch.Tensor, b: torch.Tensor, lam: float, kind: str = "ridge", *, epochs: int = 500) -> torch.Tensor:
+    """The optimum alpha*: the closed form for ridge, cyclic coordinate descent for the Lasso.
+
+    Ridge: alpha* = (A^T A + lam I)^{-1} A^T b. Lasso: ``epochs`` full cyclic passes of exact
+    coordinate minimization (enough for the small problems of the lecture; tests compare with
+    scikit-learn's Lasso).
+
+    Returns:
+        (d,) float64 tensor.
+    """
+    check_problem(A, b, lam, kind)
+    A, b = A.double(), b.double()
+    if kind == "ridge":
+        return torch.linalg.solve(A.T @ A + lam * torch.eye(A.shape[1], dtype=A.dtype), A.T @ b)
+    alpha = torch.zeros(A.shape[1], dtype=torch.float64)
+    w = -b.clone()
+    norms = A.pow(2).sum(0)
+    for _ in range(epochs):
+        coordinate_descent(A, alpha, w, range(A.shape[1]), lam, kind, norms)
+    return alpha
+
+
+def coordinate_descent(
+    A: torch.Tensor, alpha: torch.Tensor, w: torch.Tensor, coords, lam: float, kind: str, norms: torch.Tensor
+) -> None:
+    """Exact minimization of P along each coordinate of ``coords`` in turn (the local solver).
+
+    Ridge: alpha_i <- alpha_i - (u_i + lam alpha_i) / (||a_i||^2 + lam);
+    Lasso: alpha_i <- S(||a_i||^2 alpha_i - u_i, lam) / ||a_i||^2 with S the soft threshold;
+    then w <- w + a_i (alpha_i^new - alpha_i). Works IN PLACE on alpha (d,) and w (n_samples,):
+    this is the state of the simulated units, never a caller's input.
+    """
+    columns = A.T  # (d, n_samples), rows contiguous for the dot products
+    for i in coords:
+        a = columns[i]
+        u, old, sq = float(a @ w), float(alpha[i]), float(norms[i])
+        if sq == 0:
+            continue
+        if kind == "ridge":
+            new = old - (u + lam * old) / (sq + lam)
+        else:
+            z = sq * old - u
+            new = math.copysign(max(abs(z) - lam, 0.0), z) / sq
+        if new != old:
+            alpha[i] = new
+            w.add_(a, alpha=new - old)
+
+
+def sparse_problem(
+    n_samples: int, d: int, *, informative: int, spread: float = 1.0, noise: float = 0.1, gen: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A linear problem where few coordinates matter: b = A alpha_true + noise.
+
+    Columns of A are Gaussian with log-normal scales exp(spread * N(0, 1)), normalized to a
+    mean squared norm of 1 per sample; ``informative`` random coordinates of alpha_true are
+    N(0, 1), the others 0.
+
+    Returns:
+        A (n_samples, d) and b (n_samples,), float64 on the CPU.
+    """
+    if not 1 <= informative <= d:
+        raise ValueError(f"informative must be between 1 and d={d}, got {informative}")
+    A = torch.randn(n_samples, d, generator=gen, dtype=torch.float64)
+    A = A * torch.exp(spread * torch.randn(d, generator=gen, dtype=torch.float64))  # (n_samples, d)
+    A = A / A.pow(2).sum(0).mean().sqrt()
+    truth = torch.zeros(d, dtype=torch.float64)
+    truth[torch.randperm(d, generator=gen)[:informative]] = torch.randn(informative, generator=gen, dtype=torch.float64)
+    b = A @ truth * n_samples**0.5 + noise * torch.randn(n_samples, generator=gen, dtype=torch.float64)
+    return A, b

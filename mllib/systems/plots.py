@@ -1,0 +1,59 @@
+"""Figures of lecture 08, drawn from precomputed runs (the widgets only re-time and redraw)."""
+import matplotlib.pyplot as plt
+
+from .hetero import CostModel, Trace, simulated_time
+from .sampling import SGDTrace
+
+
+def selection_figure(traces: dict[str, Trace], cost: CostModel, optimum: float, slow: Trace | None = None,
+                     *, title: str = "") -> plt.Figure:  # fmt: skip
+    """Relative suboptimality (P - P*) / (P(0) - P*) against simulated time, one line per rule.
+
+    Args:
+        traces: {rule: Trace} runs of one budget. cost: the cost model that times them.
+        optimum: P*. slow: an optional ``train_slow_alone`` trace drawn dashed.
+
+    Raises:
+        ValueError: for no traces.
+    """
+    if not traces:
+        raise ValueError("traces must hold at least one run to draw")
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    for rule, trace in {**traces, **({"slow unit alone": slow} if slow is not None else {})}.items():
+        relative = ((trace.objective - optimum) / (trace.objective[0] - optimum)).clamp(min=1e-12)
+        ax.semilogy(simulated_time(trace, cost), relative, "--" if trace is slow else "-", label=rule)
+    ax.set_xlim(0, max(float(simulated_time(t, cost)[-1]) for t in traces.values()))  # the slow unit runs longer
+    lowest = min(float(((t.objective - optimum) / (t.objective[0] - optimum)).min()) for t in traces.values())
+    ax.set_ylim(max(lowest / 2, 1e-12), 2.0)
+    budget = next(iter(traces.values())).budget
+    ax.set(xlabel="simulated time (fast-unit coordinate updates)", ylabel="(P - P*) / (P(0) - P*)",
+           title=title or f"budget {budget} coordinates, slow/fast {cost.slow_update / cost.fast_update:g}x, "
+                          f"swap {cost.swap:g}")  # fmt: skip
+    ax.legend(fontsize=8)
+    return fig
+
+
+def sampling_figure(traces: list[SGDTrace]) -> plt.Figure:
+    """Two panels: the gradient estimate's variance and the suboptimality, against SGD steps."""
+    fig, (var, sub) = plt.subplots(1, 2, figsize=(10, 3.8), layout="constrained")
+    for trace in traces:
+        var.semilogy(trace.steps, trace.variance, label=trace.scheme)
+        sub.semilogy(trace.steps, trace.suboptimality.clamp(min=1e-12), label=trace.scheme)
+    var.set(xlabel="SGD step", ylabel="variance of the one-sample gradient", title="gradient estimate variance")
+    sub.set(xlabel="SGD step", ylabel="f(x) - f*", title="convergence")
+    var.legend(fontsize=8)
+    return fig
+
+
+def selection_explorer(runs: dict[int, dict[str, Trace]], optimum: float, slow: Trace | None = None):
+    """The widget's callback: (budget, slow_over_fast, swap) -> ``selection_figure`` of that budget.
+
+    The runs are precomputed; moving a slider only re-times them under a new ``CostModel``.
+    """
+
+    def draw(budget: int, slow_over_fast: float, swap: float) -> plt.Figure:
+        if budget not in runs:
+            raise ValueError(f"budget must be one of the precomputed {sorted(runs)}, got {budget}")
+        return selection_figure(runs[budget], CostModel(1.0, slow_over_fast, swap), optimum, slow)
+
+    return draw
