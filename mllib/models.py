@@ -4,6 +4,7 @@ A client matrix X of shape (n, d) holds n models; ``FlatModel`` evaluates all of
 once on their own minibatches and returns their gradients as another (n, d) matrix.
 """
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -54,6 +55,21 @@ def per_client_loss(outputs: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return 0.5 * (outputs.squeeze(-1) - y).pow(2).mean(-1)
     n, b, c = outputs.shape
     return F.cross_entropy(outputs.reshape(n * b, c), y.reshape(n * b), reduction="none").view(n, b).mean(-1)
+
+
+def loss_gradient(outputs: torch.Tensor, y: torch.Tensor, *, mean: bool = True) -> torch.Tensor:
+    """The gradient of ``per_client_loss`` with respect to the outputs, (n, B, C).
+
+    Per sample: softmax(out) - onehot(y) for integer labels, out - y for float targets;
+    divided by the batch size B when ``mean`` (the loss is a mean over the batch).
+    """
+    if y.dtype.is_floating_point:
+        d = outputs - y.unsqueeze(-1)
+    else:  # exp-normalize by hand: torch.softmax is slow on a last axis of 10
+        d = (outputs - outputs.amax(-1, keepdim=True)).exp_()
+        d /= d.sum(-1, keepdim=True)
+        d.scatter_add_(-1, y.unsqueeze(-1), torch.full_like(d[..., :1], -1.0))
+    return d / y.shape[1] if mean else d
 
 
 class FlatModel:
@@ -147,40 +163,61 @@ class FlatModel:
 
     @torch.no_grad()
     def _backprop(self, X: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        params = self.unflatten(X)
         G = torch.empty_like(X)
         grads = self.unflatten(G)
-        # Forward, keeping each layer's input and output.
+        for name, inputs, output_grad in self.linear_backprop(X, x, lambda out: loss_gradient(out, y)):
+            grads[f"{name}.weight"].copy_(torch.bmm(output_grad.transpose(1, 2), inputs))  # (n, out, in)
+            grads[f"{name}.bias"].copy_(output_grad.sum(1))
+        return G
+
+    @torch.no_grad()
+    def linear_backprop(
+        self, X: torch.Tensor, x: torch.Tensor, output_grad: Callable[[torch.Tensor], torch.Tensor]
+    ) -> list[tuple[str, torch.Tensor, torch.Tensor]]:
+        """Back-propagate by hand through a Flatten/Linear/activation stack, for every client.
+
+        A linear layer's weight gradient for one sample is g a^T, with a the layer's input and g
+        the gradient of its output: callers combine these (sums for ``grad``; per-sample norms
+        for DP-SGD's ghost clipping).
+
+        Args:
+            X: (n, d) client matrix; x: (n, B, ...) inputs.
+            output_grad: maps the network's outputs (n, B, C) to the loss gradient with respect
+                to them, (n, B, C).
+
+        Returns:
+            For each linear layer, last first: (name, input a (n, B, in), output gradient g (n, B, out)).
+
+        Raises:
+            ValueError: if the module is not such a stack.
+        """
+        if self._batched_layers is None:
+            raise ValueError(
+                "hand-written backprop (and ghost clipping) needs an nn.Sequential of Flatten/Linear/"
+                f"ReLU/Tanh/Sigmoid layers, got {type(self.module).__name__}; use the autograd or vmap path"
+            )
+        params = self.unflatten(X)
         h, trace = x, []
-        for layer in self._batched_layers:
+        for layer in self._batched_layers:  # forward, keeping each layer's input and output
             out = self._apply(layer, params, h)
             trace.append((layer, h, out))
             h = out
-        # d(mean loss)/d(outputs), (n, B, outputs)
-        batch = y.shape[1]
-        if y.dtype.is_floating_point:
-            d = (h - y.unsqueeze(-1)) / batch
-        else:
-            # softmax - onehot; exp-normalize by hand: torch.softmax is slow on a last axis of 10
-            d = (h - h.amax(-1, keepdim=True)).exp_()
-            d /= d.sum(-1, keepdim=True)
-            d.scatter_add_(-1, y.unsqueeze(-1), torch.full_like(d[..., :1], -1.0)).div_(batch)
-        # Backward, layer by layer.
+        d = output_grad(h)
         first_linear = next(i for i, ((kind, _), _, _) in enumerate(trace) if kind == "linear")
+        found = []
         for i in range(len(trace) - 1, first_linear - 1, -1):
-            (kind, name), inp, out = trace[i]
+            (kind, name), inputs, out = trace[i]
             if kind == "linear":
-                grads[f"{name}.weight"].copy_(torch.bmm(d.transpose(1, 2), inp))  # (n, out, in)
-                grads[f"{name}.bias"].copy_(d.sum(1))
+                found.append((name, inputs, d))
                 if i > first_linear:
                     d = torch.bmm(d, params[f"{name}.weight"])  # (n, B, in)
             elif kind == "flatten":
-                d = d.reshape(inp.shape)
+                d = d.reshape(inputs.shape)
             elif kind is nn.ReLU:
                 d = torch.ops.aten.threshold_backward(d, out, 0)  # one fused pass: d * (out > 0)
             else:
                 d = d * DERIVATIVE[kind](out)
-        return G
+        return found
 
     @staticmethod
     def _apply(layer: tuple, params: dict[str, torch.Tensor], h: torch.Tensor) -> torch.Tensor:

@@ -12,10 +12,9 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 from scipy import optimize, stats
-from torch import nn
 from torch.func import functional_call, grad, vmap
 
-from ..models import DERIVATIVE, ELEMENTWISE, FlatModel
+from ..models import FlatModel, loss_gradient
 from ..runtime import rand, randn
 
 
@@ -110,25 +109,6 @@ def per_sample_gradients(model: FlatModel, row: torch.Tensor, x: torch.Tensor, y
     return torch.cat([grads[name].flatten(1) for name in model.names], dim=1)
 
 
-def _layers(module: nn.Module) -> list[tuple]:
-    """The (kind, name) list of a Flatten/Linear/elementwise Sequential, for the ghost path."""
-    layers = []
-    if isinstance(module, nn.Sequential):
-        for name, child in module.named_children():
-            if isinstance(child, nn.Linear) and child.bias is not None:
-                layers.append(("linear", name))
-            elif type(child) in ELEMENTWISE and (type(child) in DERIVATIVE or type(child) is nn.ReLU):
-                layers.append((type(child), name))
-            elif isinstance(child, nn.Flatten):
-                layers.append(("flatten", name))
-            else:
-                layers = []
-                break
-    if not layers:
-        raise ValueError(f"ghost clipping needs an nn.Sequential of Flatten/Linear/ReLU/Tanh/Sigmoid, got {module}")
-    return layers
-
-
 def _as_rows(value, n: int, like: torch.Tensor, name: str) -> torch.Tensor:
     """A float or (n,) tensor as an (n,) tensor on ``like``'s device."""
     t = torch.as_tensor(value, dtype=like.dtype).to(like.device).expand(n) if torch.as_tensor(value).dim() == 0 \
@@ -164,41 +144,16 @@ def ghost_clipped_sum(
     Raises:
         ValueError: for C <= 0 or a module the ghost path does not support.
     """
-    layers = _layers(model.module)
-    n, batch = y.shape
+    n = y.shape[0]
     clip = _as_rows(clip, n, X, "clip")
     if not (clip > 0).all():
         raise ValueError(f"clip must be > 0, got {clip.tolist()}; pass the clipping norm C, e.g. 1.0")
-    params = model.unflatten(X)
-    h, trace = x, []
-    for kind, name in layers:  # step 1
-        if kind == "flatten":
-            out = h.flatten(2)
-        elif kind == "linear":
-            out = torch.baddbmm(params[f"{name}.bias"].unsqueeze(1), h, params[f"{name}.weight"].transpose(1, 2))
-        else:
-            out = ELEMENTWISE[kind](h)
-        trace.append((kind, name, h, out))
-        h = out
-    d = torch.softmax(h, dim=-1)  # step 2: d(loss_i)/d(logits_i), (n, B, C)
-    d.scatter_add_(-1, y.unsqueeze(-1), torch.full_like(d[..., :1], -1.0))
-    norms_sq = torch.zeros(n, batch, dtype=h.dtype, device=h.device)
-    saved = []
-    first = next(i for i, t in enumerate(trace) if t[0] == "linear")
-    for i in range(len(trace) - 1, first - 1, -1):
-        kind, name, inp, out = trace[i]
-        if kind == "linear":
-            a_sq = torch.linalg.vector_norm(inp, dim=-1).square()
-            norms_sq += torch.linalg.vector_norm(d, dim=-1).square() * (a_sq + 1)  # step 3, (n, B)
-            saved.append((name, inp, d))
-            if i > first:
-                d = torch.bmm(d, params[f"{name}.weight"])  # (n, B, in)
-        elif kind == "flatten":
-            d = d.reshape(inp.shape)
-        elif kind is nn.ReLU:
-            d = torch.ops.aten.threshold_backward(d, out, 0)  # d * (out > 0) in one pass
-        else:
-            d = d * DERIVATIVE[kind](out)
+    # steps 1-2: each sample's d(loss_i)/d(logits_i), not averaged over the batch
+    saved = model.linear_backprop(X, x, lambda logits: loss_gradient(logits, y, mean=False))
+    norms_sq = sum(  # step 3, (n, B)
+        torch.linalg.vector_norm(d, dim=-1).square() * (torch.linalg.vector_norm(inp, dim=-1).square() + 1)
+        for _, inp, d in saved
+    )
     norms = norms_sq.sqrt()
     c = clip_factors(norms, clip.unsqueeze(1))  # step 4, (n, B)
     if weights is not None:
