@@ -1,0 +1,124 @@
+"""Learning to learn: first-order MAML and Reptile on few-shot sinusoid regression.
+
+A task is y = A sin(x - phi) with A ~ U[0.1, 5], phi ~ U[0, pi], x ~ U[-5, 5] (Finn et
+al. 2017, Section 5.1). The n tasks of a meta-batch are the rows of a client matrix: every
+task adapts its own copy of the initialization theta at once.
+"""
+import math
+
+import torch
+
+from ..models import FlatModel, mlp
+from .adaptive import Adam
+
+METHODS = ("maml", "reptile", "joint")
+
+
+def sinusoid_model(hidden: tuple[int, ...] = (40, 40)) -> FlatModel:
+    """The regressor of Finn et al. 2017: 1 -> 40 -> 40 -> 1 with ReLU."""
+    return FlatModel(mlp(1, 1, hidden=hidden))
+
+
+def sinusoid_tasks(n: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """n tasks: amplitudes A (n,) in [0.1, 5] and phases phi (n,) in [0, pi]."""
+    u = torch.rand(2, n, generator=gen)
+    return 0.1 + 4.9 * u[0], math.pi * u[1]
+
+
+def sinusoid_batch(amplitude, phase, k: int, gen: torch.Generator, device=None):
+    """k points of each task: x (n, k, 1) uniform in [-5, 5], y (n, k)."""
+    x = 10 * torch.rand(len(amplitude), k, 1, generator=gen) - 5
+    y = amplitude[:, None] * torch.sin(x[..., 0] - phase[:, None])
+    return x.to(device), y.to(device)
+
+
+def adapt(model: FlatModel, X: torch.Tensor, x, y, *, steps: int, lr: float) -> torch.Tensor:
+    """Each task's ``steps`` gradient steps on its support set: phi <- phi - lr grad L_task(phi).
+
+    X: (n, d) starting rows (the initialization, repeated); x (n, k, 1), y (n, k). Returns (n, d).
+    """
+    for _ in range(steps):
+        X = X - lr * model.grad(X, x, y)
+    return X
+
+
+def meta_step(model: FlatModel, theta: torch.Tensor, x, y, x_query, y_query, *, method: str,
+              inner_steps: int, inner_lr: float) -> torch.Tensor:  # fmt: skip
+    """One meta-gradient (a direction to descend) for the initialization theta (d,).
+
+    - ``"maml"``, first-order MAML (Finn et al. 2017, Section 5.2 "first-order approximation"):
+      the mean over tasks of grad L_query(phi_i), phi_i = adapted theta.
+    - ``"reptile"`` (Nichol, Achiam and Schulman 2018, Algorithm 2): theta - mean_i phi_i,
+      with phi_i after ``inner_steps`` steps on the task's support and query points together.
+    - ``"joint"``: joint pre-training, the mean over tasks of grad L_task(theta).
+
+    Args:
+        x, y: support sets (n, k, 1), (n, k); x_query, y_query: query sets of the same tasks.
+
+    Returns:
+        (d,) the direction; an outer optimizer steps theta <- theta - lr * direction.
+
+    Raises:
+        ValueError: for an unknown method.
+    """
+    rows = theta.expand(len(x), -1)  # (n, d) one copy per task
+    if method == "maml":
+        phi = adapt(model, rows, x, y, steps=inner_steps, lr=inner_lr)
+        return model.grad(phi, x_query, y_query).mean(0)
+    if method == "reptile":
+        xs, ys = torch.cat([x, x_query], 1), torch.cat([y, y_query], 1)
+        phi = adapt(model, rows, xs, ys, steps=inner_steps, lr=inner_lr)
+        return theta - phi.mean(0)
+    if method == "joint":
+        return model.grad(rows, torch.cat([x, x_query], 1), torch.cat([y, y_query], 1)).mean(0)
+    raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+
+
+def reptile_update(model: FlatModel, theta: torch.Tensor, x, y, inner_steps: int, inner_lr: float,
+                   outer_lr: float) -> torch.Tensor:  # fmt: skip
+    """One Reptile meta-step with plain SGD outer steps (Nichol et al. 2018, Algorithm 2, batched).
+
+    phi_i = theta after ``inner_steps`` SGD steps (``inner_lr``) on task i's points;
+    theta <- theta + outer_lr * (1/n sum_i phi_i - theta).
+
+    Args:
+        theta: (d,) the initialization; x (n, k, 1), y (n, k) the n tasks' points.
+
+    Returns:
+        The new theta (d,); theta itself is not modified.
+    """
+    phi = adapt(model, theta.expand(len(x), -1), x, y, steps=inner_steps, lr=inner_lr)  # (n, d)
+    return theta + outer_lr * (phi.mean(0) - theta)
+
+
+def meta_train(model: FlatModel, method: str, *, iterations: int, meta_batch: int, k: int, inner_steps: int,
+               inner_lr: float, outer_lr: float, gen: torch.Generator, device=None) -> torch.Tensor:  # fmt: skip
+    """Meta-train an initialization with Adam on ``meta_step``'s direction (as the Reptile paper
+    suggests, Section 3). Returns theta (d,)."""
+    if iterations < 0 or meta_batch < 1 or k < 1:
+        raise ValueError(f"need iterations >= 0, meta_batch >= 1, k >= 1, got {iterations}, {meta_batch}, {k}")
+    theta = model.init(gen, device).unsqueeze(0)  # (1, d)
+    outer = Adam(outer_lr)
+    for _ in range(iterations):
+        amp, phase = sinusoid_tasks(meta_batch, gen)
+        x, y = sinusoid_batch(amp, phase, 2 * k, gen, device)
+        direction = meta_step(model, theta[0], x[:, :k], y[:, :k], x[:, k:], y[:, k:], method=method,
+                              inner_steps=inner_steps, inner_lr=inner_lr)  # fmt: skip
+        theta = outer.step(theta, direction.unsqueeze(0))
+    return theta[0]
+
+
+@torch.no_grad()
+def adaptation_curve(model: FlatModel, theta: torch.Tensor, *, tasks: int, k: int, steps: int, lr: float,
+                     gen: torch.Generator, device=None) -> torch.Tensor:  # fmt: skip
+    """Mean query loss (1/2 squared error, 100 points) on held-out tasks after 0..steps
+    adaptation steps from theta on k support points: (steps + 1,)."""
+    amp, phase = sinusoid_tasks(tasks, gen)
+    x, y = sinusoid_batch(amp, phase, k, gen, device)
+    xq, yq = sinusoid_batch(amp, phase, 100, gen, device)
+    X = theta.expand(tasks, -1)
+    losses = [model.loss(X, xq, yq).mean()]
+    for _ in range(steps):
+        X = adapt(model, X, x, y, steps=1, lr=lr)
+        losses.append(model.loss(X, xq, yq).mean())
+    return torch.stack(losses).cpu()
