@@ -1,6 +1,7 @@
 """Shared fixtures: a seeded generator and the digits, loaded once per test session."""
 import matplotlib
 import pytest
+import torch
 from hypothesis import settings
 
 import mllib
@@ -8,6 +9,9 @@ import mllib
 # Plots in unit tests draw off screen. Not through MPLBACKEND: nbval's kernels would
 # inherit it and stop displaying the notebooks' figures.
 matplotlib.use("Agg")
+# One torch thread per test process: xdist runs two of them on the two cores, and small
+# batched products slow down many times over when threads compete.
+torch.set_num_threads(1)
 settings.register_profile("course", deadline=None, max_examples=40)
 settings.load_profile("course")
 

@@ -23,7 +23,7 @@ FLAGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-backgroun
          "--disable-quic", "--no-first-run", "--disable-component-update", "--disable-sync"]  # fmt: skip
 WIDGET = "application/vnd.jupyter.widget-view+json"
 BROKEN = re.compile(r"Error displaying widget|Error rendering|Failed to load model|Could not find model")
-IN_BROWSER = ["lectures/00_introduction.ipynb"]
+IN_BROWSER = ["lectures/00_introduction.ipynb", "lectures/05_byzantine_robustness.ipynb"]  # a gallery, an interact
 # The src of the image in the same output as the first slider (interact's or a gallery's).
 FIGURE_NEAR_SLIDER = """() => {
   const slider = document.querySelector('.widget-slider');
