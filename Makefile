@@ -8,7 +8,7 @@ LAB_ARGS ?=
 # Jupyter refuses to run as root (containers, CI) without this flag.
 ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root)
 
-.PHONY: lab test test-fast labs execute bench clean
+.PHONY: lab test test-fast labs execute bench site slides clean
 
 # Install under constraints.txt (torch==2.13.0, the CPU build). A torch already in .venv
 # (a GPU build, or the CPU wheel from PyTorch's index) is kept: its pin is dropped.
@@ -50,5 +50,22 @@ bench: $(STAMP)
 	for module in $(basename $(notdir $(filter-out benchmarks/__init__.py,$(wildcard benchmarks/*.py)))); do \
 	  echo "== benchmarks/$$module.py"; $(BIN)/python -m benchmarks.$$module || exit 1; done
 
+# The lectures and solutions as static HTML with their outputs: open build/site/index.html.
+site: $(STAMP)
+	$(BIN)/python -m mllib.site build/site
+	@echo "Open build/site/index.html in a browser."
+
+# The lectures as reveal.js slides. reveal.js, require.js, jQuery and MathJax come from npm
+# into build/node_modules once; the slides then load them locally and work offline.
+NODE_MODULES := build/node_modules
+$(NODE_MODULES)/.installed:
+	npm install --silent --no-save --no-audit --no-fund --prefix build \
+	  reveal.js@4.6.0 requirejs@2.3.7 jquery@3.7.1 mathjax@2.7.7
+	touch $@
+
+slides: $(STAMP) $(NODE_MODULES)/.installed
+	$(BIN)/python -m mllib.site build/slides --slides $(NODE_MODULES)
+	@echo "Open build/slides/<lecture>.slides.html in a browser."
+
 clean:
-	rm -rf $(VENV) .pytest_cache .hypothesis
+	rm -rf $(VENV) .pytest_cache .hypothesis build

@@ -11,12 +11,12 @@ and ratios from one run (best of 3); the ratios depend less on the machine than 
 """
 import copy
 import functools
-import time
 
 import torch
 import torchattacks
 
 import mllib
+from benchmarks import best_time
 from mllib import adversarial as adv
 
 SETTINGS = {  # name: (mllib attack, torchattacks attack factory)
@@ -30,15 +30,6 @@ SETTINGS = {  # name: (mllib attack, torchattacks attack factory)
         lambda m: torchattacks.PGDL2(m, eps=1.5, alpha=0.2, steps=10, random_start=False),
     ),
 }
-
-
-def seconds(run, repeats: int = 3) -> tuple[float, torch.Tensor]:
-    best, result = float("inf"), None
-    for _ in range(repeats):
-        start = time.perf_counter()
-        result = run()
-        best = min(best, time.perf_counter() - start)
-    return best, result
 
 
 def trained(model: mllib.FlatModel, data, epochs: int) -> torch.nn.Module:
@@ -62,8 +53,8 @@ def main() -> None:
     for name, module in models.items():
         for setting, (ours, make_theirs) in SETTINGS.items():
             theirs = make_theirs(module)
-            t_ours, x_ours = seconds(lambda: ours(module, x, y))
-            t_theirs, x_theirs = seconds(lambda: theirs(x, y))
+            t_ours, x_ours = best_time(lambda: ours(module, x, y))
+            t_theirs, x_theirs = best_time(lambda: theirs(x, y))
             acc_ours, acc_theirs = adv.accuracy(module, x_ours, y), adv.accuracy(module, x_theirs, y)
             assert abs(acc_ours - acc_theirs) <= 0.01, f"{name}, {setting}: {acc_ours} vs {acc_theirs}"
             gap = float((x_ours - x_theirs).abs().max())

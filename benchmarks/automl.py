@@ -5,11 +5,11 @@ Both paths run the same SGD steps from the same starting rows on the same miniba
 results are checked to agree before the times mean anything. Run: ``make bench`` (or
 ``python -m benchmarks.automl``). The seconds depend on the machine, the ratios much less.
 """
-import time
 
 import torch
 
 import mllib
+from benchmarks import best_time
 from mllib.automl import sample_configs
 
 
@@ -36,15 +36,9 @@ def main():
         loop = lambda: torch.cat([train(model, X0[i : i + 1], lr[i : i + 1], wd[i : i + 1], data, order, 64)  # noqa: E731
                                   for i in range(n)])  # fmt: skip
         assert torch.allclose(rows(), loop(), atol=1e-5), "the two paths disagree"
-        t_rows = min(_seconds(rows) for _ in range(3))
-        t_loop = min(_seconds(loop) for _ in range(3))
+        t_rows = best_time(rows)[0]
+        t_loop = best_time(loop)[0]
         print(f"  {n:>3} configurations: rows {t_rows * 1e3:7.1f} ms   loop {t_loop * 1e3:7.1f} ms   loop / rows {t_loop / t_rows:5.1f}x")
-
-
-def _seconds(fn) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
 
 
 if __name__ == "__main__":

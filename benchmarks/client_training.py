@@ -10,11 +10,11 @@ Run: ``make bench`` (or ``python -m benchmarks.client_training``). Prints second
 ratios from one run; the numbers depend on the machine, the ratios much less.
 """
 import copy
-import time
 
 import torch
 
 import mllib
+from benchmarks import best_time
 
 STEPS, BATCH, LR = 10, 32, 0.1
 CLIENT_COUNTS = (10, 100, 1000)
@@ -51,15 +51,6 @@ def reload_loop(model, module, X, clients, gen):
 METHODS = {"vectorized": vectorized, "deep copy": deep_copy_loop, "reload": reload_loop}
 
 
-def seconds(method, *args, repeats: int = 3) -> tuple[float, torch.Tensor]:
-    best, result = float("inf"), None
-    for _ in range(repeats):
-        start = time.perf_counter()
-        result = method(*args, gen=mllib.generator(1))
-        best = min(best, time.perf_counter() - start)
-    return best, result
-
-
 def main() -> None:
     gen = mllib.setup(seed=0, threads=1)
     data = mllib.load("digits", gen=gen)
@@ -70,7 +61,10 @@ def main() -> None:
     for n in CLIENT_COUNTS:
         clients = mllib.split(data, n, "iid", gen=gen)
         X = model.init(gen).expand(n, -1).contiguous()
-        timed = {name: seconds(method, model, module, X, clients) for name, method in METHODS.items()}
+        timed = {  # each method on the same minibatches: generator(1)
+            name: best_time(lambda: method(model, module, X, clients, gen=mllib.generator(1)))
+            for name, method in METHODS.items()
+        }
         reference = timed["vectorized"][1]
         for name, (_, result) in timed.items():  # the same computation, or the ratio means nothing
             assert torch.allclose(result, reference, atol=1e-4), f"{name} disagrees with the vectorized run"

@@ -15,11 +15,11 @@ at (near) equal error, checked before any timing is printed.
 Run: ``make bench`` (or ``python -m benchmarks.compression``). 1 thread; full SVD timed
 once at n >= 2048 (about 45 s at 4096, 70 s in all, on this 2-core machine), the others best of 5.
 """
-import time
 
 import torch
 
 import mllib
+from benchmarks import best_time
 from mllib.compression import power_iteration, truncated_svd
 
 RANK = 4
@@ -32,15 +32,6 @@ def test_matrix(n: int, gen: torch.Generator) -> torch.Tensor:
     U = torch.randn(n, 32, generator=gen) / n**0.5
     V = torch.randn(n, 32, generator=gen) / n**0.5
     return (U * 0.7 ** torch.arange(32.0)) @ V.T + 1e-3 * torch.randn(n, n, generator=gen) / n
-
-
-def seconds(fn, repeats: int):
-    best, out = float("inf"), None
-    for _ in range(repeats):
-        start = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - start)
-    return best, out
 
 
 def main() -> None:
@@ -69,7 +60,7 @@ def main() -> None:
             "power x3": (lambda: product(*power_iteration(M, Q0, 3)), 5),
             "PowerSGD step": (lambda: product(*power_iteration(M, warm, 1)), 5),
         }
-        timed = {name: seconds(fn, repeats) for name, (fn, repeats) in methods.items()}
+        timed = {name: best_time(fn, repeats) for name, (fn, repeats) in methods.items()}
         error = {name: float((M - out).norm() / norm) for name, (_, out) in timed.items()}
         best = error["full SVD"]
         for name, e in error.items():  # the same approximation quality, or the ratios mean nothing

@@ -11,11 +11,11 @@ anything. Run: ``make bench`` (or ``python -m benchmarks.federated``). Prints se
 ratios from one run; the numbers depend on the machine, the ratios much less.
 """
 import copy
-import time
 
 import torch
 
 import mllib
+from benchmarks import best_time
 from mllib import federated as fl
 
 K, BATCH, LR, BETA = 10, 32, 0.1, 0.9
@@ -63,15 +63,6 @@ def loop_mime(model, module, x, clients, sampled, m, gen):
     return x + sum(pj * (y - x) for pj, y in zip(p, ys)) / p.sum(), (1 - BETA) * c + BETA * m
 
 
-def timed(fn, repeats=3):
-    best, result = float("inf"), None
-    for _ in range(repeats):
-        start = time.perf_counter()
-        result = fn()
-        best = min(best, time.perf_counter() - start)
-    return best, result
-
-
 def main() -> None:
     gen = mllib.setup(seed=0, threads=1)
     data = mllib.load("digits", gen=gen)
@@ -104,7 +95,7 @@ def main() -> None:
             "MIME": (vectorized_mime, lambda: loop_mime(*args, m, mllib.generator(1))),
         }
         for name, (fast, slow) in runs.items():
-            (t_fast, got), (t_slow, expected) = timed(fast), timed(slow)
+            (t_fast, got), (t_slow, expected) = best_time(fast), best_time(slow)
             for a, b in zip(got, expected):  # the same round, or the ratio means nothing
                 assert torch.allclose(a, b, atol=1e-5), f"{name}: the loop and the client matrix disagree"
             print(f"{name:>9} {n:8d} {t_fast:13.3f} {t_slow:8.3f} {t_slow / t_fast:17.1f}x")

@@ -5,7 +5,6 @@ Every pair is first checked to give the same result; then each is timed (best of
 runs) and the ratio printed. Run: ``make bench`` (or ``python -m benchmarks.numerics``).
 The seconds depend on the machine, the ratios much less.
 """
-import time
 
 import ml_dtypes
 import numpy as np
@@ -13,16 +12,8 @@ import torch
 from sklearn.utils import murmurhash3_32 as sk_murmur
 
 import mllib
+from benchmarks import best_time
 from mllib.numerics import FORMATS, hashing, round_to, systems
-
-
-def best_of(fn, repeats=5):
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return best
 
 
 def rounding(gen):
@@ -31,14 +22,14 @@ def rounding(gen):
     for fmt in ("fp16", "bf16", "fp8_e5m2", "fp8_e4m3"):
         dtype = FORMATS[fmt].torch_dtype
         assert torch.equal(round_to(x, fmt), x.to(dtype).float()), fmt
-        ours, cast = best_of(lambda: round_to(x, fmt)), best_of(lambda: x.to(dtype).float())
+        ours, cast = best_time(lambda: round_to(x, fmt), 5)[0], best_time(lambda: x.to(dtype).float(), 5)[0]
         print(f"  {fmt:<9} ours {ours * 1e3:7.2f} ms   torch cast {cast * 1e3:6.2f} ms   ours / torch {ours / cast:5.1f}x")
     xs = x.numpy()
     with np.errstate(invalid="ignore"):
         expected = torch.from_numpy(xs.astype(ml_dtypes.float8_e3m4).astype(np.float32))
     assert torch.equal(round_to(x, "fp8_e3m4"), expected)
-    ours = best_of(lambda: round_to(x, "fp8_e3m4"))
-    theirs = best_of(lambda: xs.astype(ml_dtypes.float8_e3m4).astype(np.float32))
+    ours = best_time(lambda: round_to(x, "fp8_e3m4"), 5)[0]
+    theirs = best_time(lambda: xs.astype(ml_dtypes.float8_e3m4).astype(np.float32), 5)[0]
     print(f"  fp8_e3m4  ours {ours * 1e3:7.2f} ms   ml_dtypes  {theirs * 1e3:6.2f} ms   ours / ml_dtypes {ours / theirs:5.1f}x")
 
 
@@ -53,8 +44,8 @@ def sparse(gen):
 def murmur():
     keys = [f"feature{i}=value{i % 97}" for i in range(20000)]
     assert [hashing.murmurhash3_32(k) for k in keys] == [sk_murmur(k, seed=0) for k in keys]
-    ours = best_of(lambda: [hashing.murmurhash3_32(k) for k in keys], 3)
-    theirs = best_of(lambda: [sk_murmur(k, seed=0) for k in keys], 3)
+    ours = best_time(lambda: [hashing.murmurhash3_32(k) for k in keys], 3)[0]
+    theirs = best_time(lambda: [sk_murmur(k, seed=0) for k in keys], 3)[0]
     print(f"MurmurHash3 of 20000 names: pure Python / scikit-learn (Cython) {ours / theirs:.1f}x")
 
 

@@ -13,11 +13,11 @@ Run: ``make bench`` (or ``python -m benchmarks.personalized``). Prints seconds a
 from one run; the numbers depend on the machine, the ratios much less.
 """
 import copy
-import time
 
 import torch
 
 import mllib
+from benchmarks import best_time
 from mllib import personalized as pers
 
 STEPS, BATCH, LR, LAM = 10, 32, 0.1, 1.0
@@ -50,15 +50,6 @@ def per_client_loop(model, module, V, w, clients, gen):
 METHODS = {"vectorized": vectorized, "per-client loop": per_client_loop}
 
 
-def seconds(method, *args, repeats: int = 3) -> tuple[float, torch.Tensor]:
-    best, result = float("inf"), None
-    for _ in range(repeats):
-        start = time.perf_counter()
-        result = method(*args, gen=mllib.generator(1))
-        best = min(best, time.perf_counter() - start)
-    return best, result
-
-
 def shapley_cache(n_players: int = 8, permutations: int = 200) -> None:
     """Monte Carlo Shapley with and without caching coalition values (same permutations)."""
     weights = torch.linspace(-1, 1, n_players).tolist()
@@ -89,7 +80,10 @@ def main() -> None:
         clients = mllib.split(data, n, "iid", gen=gen)
         V = model.init(gen).expand(n, -1).contiguous()
         w = model.init(gen)
-        timed = {name: seconds(method, model, module, V, w, clients) for name, method in METHODS.items()}
+        timed = {  # each method on the same minibatches: generator(1)
+            name: best_time(lambda: method(model, module, V, w, clients, gen=mllib.generator(1)))
+            for name, method in METHODS.items()
+        }
         reference = timed["vectorized"][1]
         for name, (_, result) in timed.items():  # the same computation, or the ratio means nothing
             assert torch.allclose(result, reference, atol=1e-4), f"{name} disagrees with the vectorized run"

@@ -11,26 +11,16 @@ Then the accountant: mllib's epsilon beside Opacus's RDP accountant for the same
 
 Run: ``make bench`` (or ``python -m benchmarks.privacy``). Needs opacus (the [bench]/[dev] extra).
 """
-import time
 import warnings
 
 import torch
 from torch import nn
 
 import mllib
+from benchmarks import best_time
 from mllib import privacy
 
 BATCH, CLIP, REPEATS = 256, 1.0, 5
-
-
-def seconds(step, repeats: int = REPEATS) -> tuple[float, torch.Tensor]:
-    result = step()  # warm-up
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        result = step()
-        best = min(best, time.perf_counter() - start)
-    return best, result
 
 
 def opacus_step(module, x, y, mode: str):
@@ -66,8 +56,8 @@ def main() -> None:
     x = torch.rand(BATCH, 1, 28, 28, generator=gen)
     y = torch.randint(0, 10, (BATCH,), generator=gen)
     results = {
-        "mllib ghost": seconds(lambda: privacy.clipped_sum(model, row, x, y, CLIP, "ghost") / BATCH),
-        "mllib vmap": seconds(lambda: privacy.clipped_sum(model, row, x, y, CLIP, "vmap") / BATCH, repeats=2),
+        "mllib ghost": best_time(lambda: privacy.clipped_sum(model, row, x, y, CLIP, "ghost") / BATCH, REPEATS, warm_up=True),
+        "mllib vmap": best_time(lambda: privacy.clipped_sum(model, row, x, y, CLIP, "vmap") / BATCH, 2, warm_up=True),
     }
     try:
         import opacus
@@ -75,7 +65,7 @@ def main() -> None:
         for mode in ("hooks", "ghost"):
             fresh = mllib.mlp(784, 10, hidden=(256,))
             model.load(fresh, row)
-            results[f"opacus {mode}"] = seconds(opacus_step(fresh, x, y, mode))
+            results[f"opacus {mode}"] = best_time(opacus_step(fresh, x, y, mode), REPEATS, warm_up=True)
         print(f"opacus {opacus.__version__}, torch {torch.__version__}, {torch.get_num_threads()} threads")
     except ImportError:
         print("opacus is not installed: pip install opacus (only mllib's paths are timed)")

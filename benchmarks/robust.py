@@ -7,25 +7,16 @@ SciPy, or a direct formula).
 
 Run: ``make bench`` (or ``python -m benchmarks.robust``).
 """
-import time
 
 import numpy as np
 import torch
 from scipy import stats
 
 import mllib
+from benchmarks import best_time
 from mllib import robust
 
 N, D, F = 50, 1_000_000, 10
-
-
-def seconds(function, X, repeats: int):
-    best, out = float("inf"), None
-    for _ in range(repeats):
-        start = time.perf_counter()
-        out = function(X)
-        best = min(best, time.perf_counter() - start)
-    return best, out
 
 
 def krum_direct(X, f):
@@ -47,12 +38,12 @@ def main() -> None:
         "geometric median (8 Weiszfeld steps)": (lambda X: robust.geometric_median(X, F), None),
         "centered clipping (1 step)": (lambda X: robust.CenteredClipping(tau=1.0, f=F)(X), None),
     }
-    read, _ = seconds(lambda X: X.sum(0), X, repeats=5)
+    read, _ = best_time(lambda: X.sum(0), 5)
     print(f"client matrix {N} x {D:,} float32 ({X.numel() * 4 / 1e6:.0f} MB), 1 thread; one pass: {read * 1e3:.0f} ms "
           f"({X.numel() * 4 / read / 1e9:.1f} GB/s)")
     print(f"{'aggregator':>38} {'x one pass':>11} {'checked against':>16}")
     for name, (function, reference) in aggregators.items():
-        took, out = seconds(function, X, repeats=2)
+        took, out = best_time(lambda: function(X), 2)
         if reference is not None:
             expected = torch.as_tensor(reference(), dtype=torch.float32)
             assert torch.allclose(out, expected, atol=1e-5), f"{name} differs from its reference"

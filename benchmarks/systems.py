@@ -5,22 +5,13 @@ Every pair is first checked to give the same result; then each is timed (best of
 runs) and the ratio printed. Run: ``make bench`` (or ``python -m benchmarks.systems``).
 The seconds depend on the machine, the ratios much less.
 """
-import time
 
 import torch
 from sklearn.linear_model import Lasso, Ridge
 
 import mllib
+from benchmarks import best_time
 from mllib import systems as sy
-
-
-def best_of(fn, repeats=3):
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return best
 
 
 def solvers(gen):
@@ -29,13 +20,13 @@ def solvers(gen):
     An, bn = A.numpy(), b.numpy()
     ridge_sk = lambda: Ridge(alpha=lam, fit_intercept=False, solver="cholesky").fit(An, bn).coef_  # noqa: E731
     assert torch.allclose(sy.solve(A, b, lam, "ridge"), torch.from_numpy(ridge_sk()), atol=1e-8)
-    ours, theirs = best_of(lambda: sy.solve(A, b, lam, "ridge")), best_of(ridge_sk)
+    ours, theirs = best_time(lambda: sy.solve(A, b, lam, "ridge"), 3)[0], best_time(ridge_sk, 3)[0]
     print(f"ridge (200 x 400), closed form: ours / scikit-learn Ridge(cholesky) {ours / theirs:5.2f}x")
     lasso = Lasso(alpha=lam / 200, fit_intercept=False, tol=1e-12, max_iter=50_000)
     lasso_sk = lambda: lasso.fit(An, bn).coef_.copy()  # noqa: E731
     ours_coef = sy.solve(A, b, lam, "lasso", epochs=300)
     assert torch.allclose(ours_coef, torch.from_numpy(lasso_sk()), atol=1e-6)
-    ours, theirs = best_of(lambda: sy.solve(A, b, lam, "lasso", epochs=300), 1), best_of(lasso_sk)
+    ours, theirs = best_time(lambda: sy.solve(A, b, lam, "lasso", epochs=300), 1)[0], best_time(lasso_sk, 3)[0]
     print(f"Lasso (200 x 400), 300 epochs of Python-loop coordinate descent / scikit-learn's Cython CD "
           f"{ours / theirs:6.1f}x")
     alpha = ours_coef
@@ -45,7 +36,7 @@ def solvers(gen):
     one = lambda i: sy.coordinate_gaps(A[:, [i]], rest(i), alpha[[i]], lam, "lasso", bound)  # noqa: E731
     loop = lambda: torch.cat([one(i) for i in range(400)])  # noqa: E731
     assert torch.allclose(loop(), sy.coordinate_gaps(A, b, alpha, lam, "lasso"), atol=1e-9)
-    ours, theirs = best_of(lambda: sy.coordinate_gaps(A, b, alpha, lam, "lasso")), best_of(loop, 1)
+    ours, theirs = best_time(lambda: sy.coordinate_gaps(A, b, alpha, lam, "lasso"), 3)[0], best_time(loop, 1)[0]
     print(f"400 Lasso gaps: one matrix product / one coordinate at a time {ours / theirs:.3f}x")
 
 
@@ -56,7 +47,7 @@ def importance(gen):
     grads = sy.least_squares_grads(X[idx], y[idx], torch.ones(50, dtype=torch.float64))
     loop = lambda: sum(grads[b] / (len(p) * p[idx[b]]) for b in range(len(idx))) / len(idx)  # noqa: E731
     assert torch.allclose(loop(), sy.importance_gradient(grads, idx, p))
-    ours, theirs = best_of(lambda: sy.importance_gradient(grads, idx, p), 20), best_of(loop)
+    ours, theirs = best_time(lambda: sy.importance_gradient(grads, idx, p), 20)[0], best_time(loop, 3)[0]
     print(f"importance-sampled gradient, batch 512: vectorized / per-example loop {ours / theirs:.3f}x")
 
 
