@@ -1,0 +1,400 @@
+"""Lecture 11: the playground, one simulation on the client matrix that composes the topics.
+
+A round runs a fixed pipeline, each stage taken from its topic's module (nothing re-implemented):
+
+| # | stage | from | what it does to the (n, d) client matrix of updates U |
+|---|---|---|---|
+| 1 | local steps | ``mllib.local_sgd`` (+ ``robust.worker_momentum``) | U = local_sgd(x) - x, then M <- beta M + (1 - beta) U |
+| 2 | compression | ``mllib.compression`` (``TopK``, ``QSGD``, ..., ``ErrorFeedback``) | U <- C(U), bits counted |
+| 3 | attack | ``mllib.robust.make_attack`` | the last f rows overwritten |
+| 4 | aggregation | ``mllib.robust.make`` or gossip ``mllib.decentralized.gossip`` | (n, d) -> (d,) or X <- W (X + U) |
+| 5 | DP noise | ``mllib.privacy`` (``dp_fedavg_aggregate``, ``clip_rows``) | clip rows to C, add N(0, (sigma C / n)^2 I) |
+
+With a server the round is ``mllib.run_rounds`` (McMahan et al. 2017, FedAvg) with stages 1-3 as
+its ``transforms`` and 4-5 as its ``aggregate``; with a topology it is D-PSGD with local steps
+(Lian et al. 2017): X <- W (X + U). With f = 0, no compression, no momentum and no noise the
+server playground *is* ``run_rounds``.
+"""
+from __future__ import annotations
+
+import itertools
+import random
+from dataclasses import dataclass, field, replace
+
+import torch
+
+from . import compression, decentralized, privacy, robust
+from .clients import evaluate, local_sgd, run_rounds
+from .models import FlatModel, mlp
+from .partition import split
+from .runtime import generator, randn
+
+PIPELINE = ("local steps", "compression", "attack", "aggregation", "DP noise")
+PARTITIONS = ("iid", "dirichlet", "shards")
+TOPOLOGIES = ("server", "complete", "ring", "star")
+COMPRESSORS = ("none", "top-k 10%", "random-k 10%", "sign", "qsgd 4 levels", "bfloat16")
+ATTACKS = tuple(a for a in robust.ATTACKS if a != "huge")
+AGGREGATORS = ("mean", "median", "trimmed mean", "krum", "geometric median", "centered clipping")
+
+
+@dataclass(frozen=True)
+class Config:
+    """One playground setting (defaults: the lecture's default run).
+
+    Topics: data (partition, alpha, n_clients), server or gossip topology, local steps, compressor
+    (with error feedback), attack with f Byzantine clients (the last f), aggregator, worker momentum,
+    client-level DP (noise multiplier sigma, clip C). Training: rounds, lr, batch_size, hidden, seed.
+    """
+
+    partition: str = "dirichlet"
+    alpha: float = 1.0
+    n_clients: int = 10
+    topology: str = "server"
+    local_steps: int = 5
+    compressor: str = "none"
+    error_feedback: bool = False
+    attack: str = "none"
+    f: int = 0
+    aggregator: str = "mean"
+    momentum: float = 0.0
+    dp_sigma: float = 0.0
+    dp_clip: float = 1.0
+    rounds: int = 30
+    lr: float = 0.1
+    batch_size: int = 16
+    hidden: int = 32
+    seed: int = 0
+
+
+@dataclass
+class Result:
+    """What a playground run recorded, per round: mean client test accuracy and cumulative bits."""
+
+    config: Config
+    rounds: list[int] = field(default_factory=list)
+    accuracy: list[float] = field(default_factory=list)
+    bits: list[int] = field(default_factory=list)  # cumulative bits sent by the clients
+    model: torch.Tensor | None = None  # (d,) the server model, or (n, d) the nodes' models with gossip
+
+    @property
+    def final_accuracy(self) -> float:
+        return self.accuracy[-1]
+
+    @property
+    def total_bits(self) -> int:
+        return self.bits[-1]
+
+
+def max_f(aggregator: str, n_clients: int) -> int:
+    """The largest number of Byzantine clients the aggregator's own condition accepts.
+
+    Krum needs n > 2f + 2 (Blanchard et al. 2017); the others f < n/2 (breakdown point 1/2).
+    The mean has no such guarantee: one bad row moves it anywhere. The playground still lets it
+    face f < n/2 attackers, to show exactly that.
+    """
+    if aggregator not in AGGREGATORS:
+        raise ValueError(f"unknown aggregator={aggregator!r}; choose one of {AGGREGATORS}")
+    return max(0, (n_clients - 3) // 2) if aggregator == "krum" else max(0, (n_clients - 1) // 2)
+
+
+def allowed(config: Config) -> dict[str, tuple]:
+    """The values each option may take given the others (what the widgets offer)."""
+    gossip = config.topology != "server"
+    return {
+        "partition": PARTITIONS, "topology": TOPOLOGIES, "attack": ATTACKS,
+        "compressor": ("none",) if gossip else COMPRESSORS,
+        "aggregator": ("mean",) if gossip else AGGREGATORS,
+        "f": tuple(range(max_f(config.aggregator, config.n_clients) + 1)),
+        "error_feedback": (False,) if config.compressor == "none" else (False, True),
+    }  # fmt: skip
+
+
+def validate(config: Config) -> Config:
+    """Check a ``Config``; return it.
+
+    Raises:
+        ValueError: naming the option, the value received and what to pass.
+    """
+    c = config
+    if not isinstance(c, Config):
+        raise ValueError(f"config must be a playground.Config, got {type(c).__name__}")
+    for name, values in (("partition", PARTITIONS), ("topology", TOPOLOGIES), ("compressor", COMPRESSORS),
+                         ("attack", ATTACKS), ("aggregator", AGGREGATORS)):  # fmt: skip
+        if getattr(c, name) not in values:
+            raise ValueError(f"unknown {name}={getattr(c, name)!r}; choose one of {values}")
+    for name in ("n_clients", "local_steps", "rounds", "batch_size", "hidden"):
+        if not isinstance(getattr(c, name), int) or getattr(c, name) < (2 if name == "n_clients" else 1):
+            raise ValueError(f"{name} must be an integer >= {2 if name == 'n_clients' else 1}, got {getattr(c, name)!r}")
+    if not c.alpha > 0:
+        raise ValueError(f"alpha must be > 0, got alpha={c.alpha}")
+    if not 0 <= c.momentum < 1:
+        raise ValueError(f"momentum must be in [0, 1), got momentum={c.momentum}")
+    if not c.dp_sigma >= 0 or not c.dp_clip > 0:
+        raise ValueError(f"need dp_sigma >= 0 and dp_clip > 0, got dp_sigma={c.dp_sigma}, dp_clip={c.dp_clip}")
+    if not c.lr > 0:
+        raise ValueError(f"lr must be > 0, got lr={c.lr}")
+    options = allowed(c)
+    if c.topology != "server":
+        for name in ("compressor", "aggregator"):
+            if getattr(c, name) not in options[name]:
+                raise ValueError(
+                    f"{name}={getattr(c, name)!r} needs a server; with topology={c.topology!r} pass {name}="
+                    f"{options[name][0]!r} (gossip averages uncompressed models)"
+                )
+        if c.dp_sigma > 0:
+            raise ValueError(f"dp_sigma={c.dp_sigma} needs a server (the noise is added to the aggregate); pass 0")
+    if not 0 <= c.f <= options["f"][-1]:
+        raise ValueError(
+            f"f={c.f} Byzantine clients of n_clients={c.n_clients} is more than aggregator={c.aggregator!r} "
+            f"tolerates; pass f in [0, {options['f'][-1]}]"
+        )
+    if c.error_feedback and c.compressor == "none":
+        raise ValueError("error_feedback=True needs a compressor; pass compressor='top-k 10%' or error_feedback=False")
+    return c
+
+
+def make_compressor(name: str, error_feedback: bool = False, seed: int = 0) -> compression.Compressor:
+    """A fresh compressor of ``mllib.compression`` by playground name, optionally with error feedback."""
+    table = {
+        "none": compression.Identity, "top-k 10%": lambda: compression.TopK(fraction=0.1),
+        "random-k 10%": lambda: compression.RandomK(fraction=0.1, seed=seed), "sign": compression.ScaledSign,
+        "qsgd 4 levels": lambda: compression.QSGD(4, seed=seed), "bfloat16": lambda: compression.Cast(torch.bfloat16),
+    }  # fmt: skip
+    if name not in table:
+        raise ValueError(f"unknown compressor={name!r}; choose one of {COMPRESSORS}")
+    inner = table[name]()
+    return compression.ErrorFeedback(inner) if error_feedback else inner
+
+
+def make_aggregate(config: Config, gen: torch.Generator):
+    """Stages 4 and 5: the aggregator of ``mllib.robust`` then client-level DP noise of ``mllib.privacy``.
+
+    None for the plain size-weighted mean without noise (``run_rounds``'s default, FedAvg).
+    With DP: rows clipped to C (``privacy.clip_rows``), aggregated, plus N(0, (sigma C / n)^2 I);
+    for the mean this is ``privacy.dp_fedavg_aggregate`` (McMahan et al. 2018).
+    """
+    c = config
+    if c.dp_sigma == 0:
+        return None if c.aggregator == "mean" else robust.make(c.aggregator, c.f)
+    if c.aggregator == "mean":
+        return privacy.dp_fedavg_aggregate(clip=c.dp_clip, sigma=c.dp_sigma, gen=gen)
+    robust_agg = robust.make(c.aggregator, c.f)
+
+    def aggregate(U: torch.Tensor) -> torch.Tensor:
+        noise = randn(U.shape[1], gen=gen, device=U.device)  # (d,)
+        return robust_agg(privacy.clip_rows(U, c.dp_clip)) + c.dp_sigma * c.dp_clip / len(U) * noise
+
+    return aggregate
+
+
+def run(config: Config, data, gen: torch.Generator | None = None) -> Result:
+    """Run the playground pipeline on ``data`` (a ``mllib.Dataset``).
+
+    Consumes ``gen`` (default ``generator(config.seed)``) exactly as
+    ``split(data, n, partition, alpha=alpha, gen=gen)`` then ``run_rounds(..., gen=gen)`` would;
+    attacks, random compressors and DP noise draw from their own generators seeded from the config.
+
+    Returns:
+        A ``Result`` with accuracy and cumulative bits after each round.
+
+    Raises:
+        ValueError: for an invalid config (see ``validate``).
+    """
+    c = validate(config)
+    gen = generator(c.seed) if gen is None else gen
+    clients = split(data, c.n_clients, c.partition, alpha=c.alpha, gen=gen)
+    byzantine = torch.arange(c.n_clients - c.f, c.n_clients)
+    if c.attack == "label flip" and c.f:
+        clients = robust.attacks.label_flip(clients, byzantine)
+    model = FlatModel(mlp(data.n_features, data.n_classes, hidden=(c.hidden,)))
+    result = Result(config=c)
+    # 1. local steps (+ worker momentum); 2. compression; 3. attack
+    momentum = {"M": None}
+
+    def worker_momentum(U):
+        momentum["M"] = torch.zeros_like(U) if momentum["M"] is None else momentum["M"]
+        momentum["M"] = robust.worker_momentum(momentum["M"], U, c.momentum)
+        return momentum["M"]
+
+    compressor = make_compressor(c.compressor, c.error_feedback, seed=c.seed + 1)
+
+    def compress(U):
+        out = compressor(U)
+        result.bits.append(compressor.bits_sent)
+        return out
+
+    attack = robust.make_attack(c.attack, c.f, gen=generator(c.seed + 2))
+    transforms = ([worker_momentum] if c.momentum > 0 else []) + [compress, attack]
+    if c.topology == "server":
+        history = run_rounds(
+            model, clients, rounds=c.rounds, local_steps=c.local_steps, lr=c.lr, batch_size=c.batch_size, gen=gen,
+            transforms=transforms, aggregate=make_aggregate(c, generator(c.seed + 3)),
+        )  # fmt: skip
+        result.rounds, result.accuracy, result.model = list(history.rounds), list(history.accuracy), history.model
+        return result
+    # 4. gossip: D-PSGD with local steps, every node sends its model to each neighbour
+    W = decentralized.mixing_matrix(c.topology, c.n_clients)  # (n, n)
+    edges = int((W - torch.diag(torch.diag(W))).ne(0).sum())  # directed links, one model each per round
+    X = model.init(gen, clients.x.device).expand(c.n_clients, -1).clone()  # (n, d)
+    weights = clients.weights.to(X.device)
+    for r in range(1, c.rounds + 1):
+        U = local_sgd(model, X, clients, steps=c.local_steps, lr=c.lr, batch_size=c.batch_size, gen=gen) - X
+        for t in transforms:
+            U = t(U)
+        X = decentralized.gossip(X + U, W)
+        result.bits[-1] = edges * compressor.bits_per_row(X.shape[1]) * r
+        result.rounds.append(r)
+        result.accuracy.append(float(evaluate(model, X, clients) @ weights))
+    result.model = X
+    return result
+
+
+def pairwise(options: dict[str, tuple], is_valid, *, tries: int = 1000, seed: int = 0) -> list[dict]:
+    """A small set of valid settings covering every valid pair of option values (all-pairs testing).
+
+    1. candidates: for each pair of values of two options, random completions of the other
+       options until one is valid (at most ``tries``);
+    2. greedy: keep the candidate covering the most pairs not yet covered, until none adds one.
+    A pair without a valid completion found is left out.
+
+    Args:
+        options: name -> the values to try.
+        is_valid: setting (dict name -> value) -> bool.
+    """
+    rng = random.Random(seed)
+    names = list(options)
+    pool = []
+    for a, b in itertools.combinations(names, 2):
+        for va, vb in itertools.product(options[a], options[b]):
+            for _ in range(tries):
+                setting = {k: rng.choice(options[k]) for k in names} | {a: va, b: vb}
+                if is_valid(setting):
+                    pool.append(setting)
+                    break
+
+    def pairs(s):
+        return {((a, s[a]), (b, s[b])) for a, b in itertools.combinations(names, 2)}
+
+    covered, chosen = set(), []
+    while pool:
+        best = max(pool, key=lambda s: len(pairs(s) - covered))
+        gain = pairs(best) - covered
+        if not gain:
+            break
+        covered |= gain
+        chosen.append(best)
+    return chosen
+
+
+def is_valid(config: Config) -> bool:
+    try:
+        validate(config)
+    except ValueError:
+        return False
+    return True
+
+
+def describe(config: Config) -> str:
+    """The pipeline as one line per stage, with the settings the config gives each."""
+    c = config
+    server = c.topology == "server"
+    rows = [
+        f"1. local steps : {c.local_steps} SGD steps, lr {c.lr}, worker momentum {c.momentum}",
+        f"2. compression : {c.compressor}" + (" + error feedback" if c.error_feedback else ""),
+        f"3. attack      : {c.attack}, f = {c.f} of {c.n_clients} clients",
+        f"4. aggregation : {c.aggregator} at the server" if server else f"4. aggregation : gossip on a {c.topology}",
+        f"5. DP noise    : sigma = {c.dp_sigma}, clip C = {c.dp_clip}",
+    ]
+    return "\n".join(rows)
+
+
+def plot(results, labels=None):
+    """Accuracy vs rounds and vs bits sent (Mbit) for one or more ``Result``s; returns the figure."""
+    import matplotlib.pyplot as plt
+
+    results = [results] if isinstance(results, Result) else list(results)
+    labels = labels or [f"run {i}" for i in range(len(results))]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.5))
+    for res, label in zip(results, labels):
+        a.plot(res.rounds, res.accuracy, label=label)
+        b.plot([x / 1e6 for x in res.bits], res.accuracy, label=label)
+    a.set(title="Accuracy per round", xlabel="round", ylabel="mean client test accuracy", ylim=(0, 1))
+    b.set(title="Accuracy per bit sent", xlabel="bits sent by the clients (Mbit)", ylabel="mean client test accuracy",
+          ylim=(0, 1))  # fmt: skip
+    a.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def panel(data, config: Config | None = None):
+    """The widget panel: one control per option (only valid values offered), a Run button, the plot.
+
+    Changing the aggregator or the number of clients bounds f; a topology other than "server"
+    fixes compressor, aggregator and DP noise. Run re-runs ``run`` and redraws ``plot``.
+    Returns the ``ipywidgets.VBox``; its ``results`` list holds every run's ``Result``.
+    """
+    import ipywidgets as widgets
+    import matplotlib.pyplot as plt
+    from IPython.display import display
+
+    config = config or Config()
+    w = {
+        "partition": widgets.Dropdown(options=PARTITIONS, value=config.partition, description="partition"),
+        "alpha": widgets.FloatLogSlider(value=config.alpha, base=10, min=-1, max=2, description="alpha"),
+        "n_clients": widgets.IntSlider(value=config.n_clients, min=4, max=30, description="clients"),
+        "topology": widgets.Dropdown(options=TOPOLOGIES, value=config.topology, description="topology"),
+        "local_steps": widgets.IntSlider(value=config.local_steps, min=1, max=20, description="local steps"),
+        "compressor": widgets.Dropdown(options=COMPRESSORS, value=config.compressor, description="compressor"),
+        "error_feedback": widgets.Checkbox(value=config.error_feedback, description="error feedback"),
+        "attack": widgets.Dropdown(options=ATTACKS, value=config.attack, description="attack"),
+        "aggregator": widgets.Dropdown(options=AGGREGATORS, value=config.aggregator, description="aggregator"),
+        "f": widgets.IntSlider(value=config.f, min=0, max=max_f(config.aggregator, config.n_clients), description="f"),
+        "momentum": widgets.FloatSlider(value=config.momentum, min=0, max=0.95, step=0.05, description="momentum"),
+        "dp_sigma": widgets.FloatSlider(value=config.dp_sigma, min=0, max=2, step=0.1, description="DP sigma"),
+        "rounds": widgets.IntSlider(value=config.rounds, min=5, max=100, description="rounds"),
+    }  # fmt: skip
+    button, out = widgets.Button(description="Run"), widgets.Output()
+    results: list[Result] = []
+
+    def current() -> Config:
+        return replace(config, **{k: v.value for k, v in w.items()})
+
+    def constrain(_=None):
+        c = current()
+        options = allowed(c)
+        w["f"].max = options["f"][-1]
+        gossip = c.topology != "server"
+        for name in ("compressor", "aggregator"):
+            w[name].options = options[name]
+        w["dp_sigma"].disabled = gossip
+        if gossip:
+            w["dp_sigma"].value = 0.0
+        w["error_feedback"].disabled = c.compressor == "none"
+        if c.compressor == "none":
+            w["error_feedback"].value = False
+
+    def on_run(_=None):
+        c = current()
+        results.append(run(c, data))
+        with out:
+            out.clear_output(wait=True)
+            print(describe(c))
+            print(f"final accuracy {results[-1].final_accuracy:.2f}, bits sent {results[-1].total_bits / 1e6:.2f} Mbit")
+            plot(results[-3:], [f"run {i}" for i in range(len(results) - len(results[-3:]), len(results))])
+            plt.show()
+
+    for name in ("n_clients", "aggregator", "topology", "compressor"):
+        w[name].observe(constrain, names="value")
+    button.on_click(on_run)
+    constrain()
+    box = widgets.VBox([widgets.HBox([widgets.VBox(list(w.values())[:7]), widgets.VBox([*list(w.values())[7:], button])]), out])
+    box.results = results  # every Result the Run button produced
+    box.current = current  # the Config the controls show
+    display(box)
+    return box
+
+
+__all__ = [
+    "AGGREGATORS", "ATTACKS", "COMPRESSORS", "Config", "PARTITIONS", "PIPELINE", "Result", "TOPOLOGIES", "allowed",
+    "describe", "is_valid", "make_aggregate", "make_compressor", "max_f", "pairwise", "panel", "plot", "run", "validate",
+]

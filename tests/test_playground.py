@@ -1,0 +1,171 @@
+"""Tests of mllib.playground: the composed pipeline of lecture 11."""
+import itertools
+
+import matplotlib
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import mllib
+from mllib import playground as pg
+
+matplotlib.use("Agg")
+
+
+@pytest.fixture(scope="module")
+def data():
+    gen = mllib.setup(seed=0)
+    return mllib.load("digits", gen=gen).to(mllib.device())
+
+
+def test_plain_setting_equals_fedavg(data):
+    """f = 0, no compression, no momentum, no noise: exactly run_rounds (FedAvg), to 1e-6."""
+    c = pg.Config(rounds=5)
+    result = pg.run(c, data, gen=mllib.runtime.generator(3))
+    gen = mllib.runtime.generator(3)
+    clients = mllib.split(data, c.n_clients, c.partition, alpha=c.alpha, gen=gen)
+    model = mllib.FlatModel(mllib.mlp(data.n_features, data.n_classes, hidden=(c.hidden,)))
+    history = mllib.run_rounds(model, clients, rounds=c.rounds, local_steps=c.local_steps, lr=c.lr,
+                               batch_size=c.batch_size, gen=gen)  # fmt: skip
+    assert (result.model - history.model).abs().max() < 1e-6
+    assert max(abs(a - b) for a, b in zip(result.accuracy, history.accuracy)) < 1e-6
+
+
+def test_changed_setting_differs_from_fedavg(data):
+    """The equality above can fail: an attack changes the model."""
+    plain = pg.run(pg.Config(rounds=3), data)
+    attacked = pg.run(pg.Config(rounds=3, attack="sign flip", f=2), data)
+    assert (plain.model - attacked.model).abs().max() > 1e-3
+
+
+def test_bits_cut_by_the_compressor_ratio(data):
+    plain = pg.run(pg.Config(rounds=2), data)
+    for name in pg.COMPRESSORS[1:]:
+        comp = pg.make_compressor(name)
+        squeezed = pg.run(pg.Config(rounds=2, compressor=name), data)
+        d = plain.model.shape[0]
+        assert plain.total_bits == 2 * 10 * 32 * d
+        assert squeezed.total_bits * comp.ratio(d) == pytest.approx(plain.total_bits)
+
+
+def test_gossip_bits_count_each_link(data):
+    ring = pg.run(pg.Config(rounds=2, topology="ring"), data)
+    d = ring.model.shape[1]
+    assert ring.total_bits == 2 * 20 * 32 * d  # 10 nodes, 2 neighbours each
+    assert ring.model.shape[0] == 10
+
+
+@pytest.mark.parametrize("n", [4, 5, 10, 11, 30])
+def test_max_f_matches_the_aggregators_own_condition(n):
+    """f = max_f passes each aggregator's check; max_f + 1 is refused by it."""
+    X = torch.randn(n, 3)
+    for name in pg.AGGREGATORS[1:]:
+        f = pg.max_f(name, n)
+        robust_agg = mllib.robust.make(name, f)
+        robust_agg(X)
+        with pytest.raises(ValueError):
+            mllib.robust.make(name, f + 1)(X)
+
+
+def test_allowed_offers_only_valid_combinations():
+    for topology, aggregator, n in itertools.product(pg.TOPOLOGIES, pg.AGGREGATORS, [4, 7, 10]):
+        base = pg.Config(topology=topology, aggregator=aggregator, n_clients=n)
+        options = pg.allowed(base)
+        for agg in options["aggregator"]:
+            for f in pg.allowed(pg.Config(topology=topology, aggregator=agg, n_clients=n))["f"]:
+                assert pg.is_valid(pg.Config(topology=topology, aggregator=agg, n_clients=n, f=f))
+    assert pg.allowed(pg.Config(topology="ring"))["compressor"] == ("none",)
+    assert pg.allowed(pg.Config(aggregator="krum", n_clients=10))["f"] == (0, 1, 2, 3)
+
+
+def test_pairwise_covers_every_valid_pair():
+    options = {"a": (0, 1, 2), "b": ("x", "y"), "c": (True, False), "d": (0, 1)}
+    valid = lambda s: not (s["a"] == 2 and s["b"] == "y")  # noqa: E731
+    chosen = pg.pairwise(options, valid)
+    assert all(valid(s) for s in chosen)
+    everything = [dict(zip(options, v)) for v in itertools.product(*options.values())]
+    wanted = {((a, s[a]), (b, s[b])) for s in everything if valid(s) for a, b in itertools.combinations(options, 2)}
+    got = {((a, s[a]), (b, s[b])) for s in chosen for a, b in itertools.combinations(options, 2)}
+    assert got == wanted
+    assert len(chosen) < len([s for s in everything if valid(s)])
+
+
+SWEEP = {
+    "partition": pg.PARTITIONS, "n_clients": (5, 8), "topology": pg.TOPOLOGIES, "local_steps": (1, 3),
+    "compressor": pg.COMPRESSORS, "error_feedback": (False, True), "attack": pg.ATTACKS, "f": (0, 1, 2),
+    "aggregator": pg.AGGREGATORS, "momentum": (0.0, 0.9), "dp_sigma": (0.0, 1.0),
+}  # fmt: skip
+
+
+def test_all_pairs_sweep_runs(data):
+    """Every valid pair of option values (found exhaustively) appears in a run; every run finishes."""
+    names, valid_pairs = list(SWEEP), set()
+    for values in itertools.product(*SWEEP.values()):
+        s = dict(zip(names, values))
+        if pg.is_valid(pg.Config(**s)):
+            valid_pairs |= {((a, s[a]), (b, s[b])) for a, b in itertools.combinations(names, 2)}
+    settings = pg.pairwise(SWEEP, lambda s: pg.is_valid(pg.Config(**s)))
+    covered = {((a, s[a]), (b, s[b])) for s in settings for a, b in itertools.combinations(names, 2)}
+    assert covered == valid_pairs
+    for s in settings:
+        r = pg.run(pg.Config(**s, rounds=2, batch_size=4, hidden=8), data)
+        assert len(r.accuracy) == 2 and all(0 <= a <= 1 for a in r.accuracy)
+        assert r.bits[0] > 0 and r.bits[-1] == 2 * r.bits[0]
+
+
+@pytest.mark.parametrize(("change", "word"), [
+    (dict(partition="sorted"), "partition"), (dict(aggregator="mode"), "aggregator"), (dict(n_clients=1), "n_clients"),
+    (dict(alpha=0.0), "alpha"), (dict(momentum=1.0), "momentum"), (dict(dp_sigma=-1.0), "dp_sigma"),
+    (dict(f=5), "f=5"), (dict(aggregator="krum", f=4), "krum"), (dict(topology="ring", aggregator="median"), "aggregator"),
+    (dict(topology="ring", compressor="sign"), "compressor"), (dict(topology="ring", dp_sigma=1.0), "dp_sigma"),
+    (dict(error_feedback=True), "error_feedback"), (dict(compressor="zip"), "compressor"), (dict(rounds=0), "rounds"),
+])  # fmt: skip
+def test_bad_input_raises_naming_the_option(data, change, word):
+    with pytest.raises(ValueError, match=word):
+        pg.run(pg.Config(**change), data)
+
+
+def test_not_a_config_raises(data):
+    with pytest.raises(ValueError, match="Config"):
+        pg.run({"rounds": 2}, data)
+
+
+def test_plot_and_describe(data):
+    r = pg.run(pg.Config(rounds=2), data)
+    fig = pg.plot([r, r], ["a", "b"])
+    assert [ax.get_xlabel() for ax in fig.axes] == ["round", "bits sent by the clients (Mbit)"]
+    assert len(fig.axes[0].lines) == 2
+    text = pg.describe(pg.Config())
+    positions = [text.index(stage) for stage in pg.PIPELINE]
+    assert positions == sorted(positions)
+
+
+def test_panel_constrains_and_runs(data):
+    box = pg.panel(data, pg.Config(rounds=2))
+    controls = {w.description: w for col in box.children[0].children for w in col.children}
+    controls["aggregator"].value = "krum"
+    assert controls["f"].max == 3
+    controls["topology"].value = "ring"
+    assert controls["aggregator"].options == ("mean",) and controls["compressor"].options == ("none",)
+    controls["Run"].click()
+    assert len(box.results) == 1 and box.results[0].config.topology == "ring"
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.sampled_from([
+    ("aggregator", a) for a in pg.AGGREGATORS] + [("topology", t) for t in pg.TOPOLOGIES]
+    + [("n_clients", n) for n in (4, 5, 6, 9, 30)] + [("f", f) for f in (0, 1, 2, 5, 14)]
+    + [("compressor", c) for c in pg.COMPRESSORS] + [("error_feedback", True), ("dp_sigma", 1.0)]), max_size=12))
+def test_any_widget_clicks_leave_a_valid_config(clicks):
+    """Whatever the user sets, in any order, the panel's controls show a valid Config."""
+    box = pg.panel(None)
+    controls = {w.description: w for col in box.children[0].children for w in col.children}
+    names = {"aggregator": "aggregator", "topology": "topology", "n_clients": "clients", "f": "f",
+             "compressor": "compressor", "error_feedback": "error feedback", "dp_sigma": "DP sigma"}  # fmt: skip
+    for name, value in clicks:
+        widget = controls[names[name]]
+        if widget.disabled or (hasattr(widget, "options") and value not in widget.options):
+            continue
+        widget.value = value
+        pg.validate(box.current())
