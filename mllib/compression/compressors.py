@@ -16,6 +16,7 @@ Honest bit counts, per row of d entries (float32 = 32 bits, an index = ceil(log2
 | ``RandomK(k)`` | 32 k (indices from a seed the server shares: not sent) |
 | ``Cast(dtype)`` | d * bits of the dtype |
 """
+import abc
 import math
 
 import torch
@@ -77,7 +78,7 @@ def error_feedback_memory(U: torch.Tensor, error: torch.Tensor, k: int) -> torch
     return p - top_k(p, k)
 
 
-class Compressor:
+class Compressor(abc.ABC):
     """A row-wise compressor of the client matrix that counts the bits it sends.
 
     Subclasses implement ``compress(X) -> (k, d)`` (what the receiver decodes) and
@@ -95,11 +96,13 @@ class Compressor:
         self.bits_sent = 0
         self.rows_sent = 0
 
+    @abc.abstractmethod
     def compress(self, X: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        """What the receiver decodes from the rows of X (k, d), as a (k, d) matrix."""
 
+    @abc.abstractmethod
     def bits_per_row(self, d: int) -> int:
-        raise NotImplementedError
+        """The bits one row of d entries costs on the wire."""
 
     def __call__(self, X: torch.Tensor) -> torch.Tensor:
         """Compress the (k, d) rows of X, count their bits, return the decoded (k, d) matrix."""
