@@ -15,7 +15,7 @@ import time
 import nbformat
 import pytest
 
-from lab_server import TOKEN, running_lab
+from lab_server import TOKEN, running_lab, start_kernel_session
 from notebooks import ROOT, code_cells
 
 CHROMIUM = shutil.which("chromium")
@@ -65,17 +65,19 @@ def lab_page(tmp_path_factory):
 def open_notebook(browser, base: str, relative: str):
     """A fresh page showing only this notebook (`reset` drops the tabs of the last page),
     its kernel started and idle."""
+    start_kernel_session(base, relative)
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     page.goto(f"{base}/lab/tree/{relative}?reset&token={TOKEN}")
     page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=90_000)
     idle = page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']")
     deadline = time.monotonic() + 180  # generous: nbval keeps the other core busy
-    while idle.count() == 0 and time.monotonic() < deadline:
+    steady = 0  # the kernel reports idle, connects, then idle again: wait for 2 s of idle
+    while steady < 4 and time.monotonic() < deadline:
         accept_dialogs(page)
-        page.wait_for_timeout(250)
-    assert idle.count() == 1, f"the kernel of {relative} did not start"
-    page.wait_for_timeout(1_000)
-    accept_dialogs(page)
+        steady = steady + 1 if idle.count() else 0
+        page.wait_for_timeout(500)
+    states = [e.get_attribute("data-status") for e in page.locator(".jp-Notebook-ExecutionIndicator").all()]
+    assert steady >= 4, f"the kernel of {relative} did not start (status {states})"
     return page
 
 
