@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml constraints.txt
 	  grep -v '^torch==' constraints.txt > $(VENV)/constraints.txt; \
 	else cp constraints.txt $(VENV)/constraints.txt; fi
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check \
-	  -c $(VENV)/constraints.txt -e ".[dev]"
+	  -c $(VENV)/constraints.txt -e ".[dev,flower]"
 	# Build matplotlib's font cache now, not in a notebook cell whose stderr nbval compares.
 	MPLBACKEND=Agg $(BIN)/python -c "import matplotlib.pyplot"
 	touch $@

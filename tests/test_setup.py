@@ -23,7 +23,8 @@ def conda_packages() -> set[str]:
 
 
 def test_environment_yml_lists_the_packages_of_pyproject():
-    wanted = PYPROJECT["dependencies"] + PYPROJECT["optional-dependencies"]["dev"]
+    extras = PYPROJECT["optional-dependencies"]
+    wanted = PYPROJECT["dependencies"] + extras["dev"] + extras["flower"]
     assert conda_packages() == {CONDA_NAMES.get(package_name(r), package_name(r)) for r in wanted}
 
 
