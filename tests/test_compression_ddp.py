@@ -6,7 +6,7 @@ from mllib.compression.ddp import PowerSGDHook, run_ddp
 
 @pytest.fixture(scope="module")
 def powersgd_and_sign():
-    return run_ddp(hook=("mllib", "sign+ef"), world_size=2, rank=2, steps=30)
+    return run_ddp(hook=("mllib", "sign+ef", "torch"), world_size=2, rank=2, steps=30)
 
 
 @pytest.fixture(scope="module")
@@ -28,6 +28,17 @@ def test_compression_hook_with_sign_and_error_feedback_trains(powersgd_and_sign)
     result = powersgd_and_sign["sign+ef"]
     assert (result["rows"][0] == result["rows"][1]).all()
     assert result["accuracy"][0] > 0.7
+
+
+def test_pytorch_powersgd_hook_trains_beside_ours(powersgd_and_sign):
+    result = powersgd_and_sign["torch"]
+    assert (result["rows"][0] == result["rows"][1]).all()
+    assert abs(result["accuracy"][0] - powersgd_and_sign["mllib"]["accuracy"][0]) < 0.1
+
+
+def test_a_failing_process_sends_its_traceback_to_the_caller():
+    with pytest.raises(RuntimeError, match=r"DDP process \d failed:\n(.|\n)*Invalid learning rate: -1.0"):
+        run_ddp(hook="none", steps=1, lr=-1.0)
 
 
 def test_bad_hook_and_rank_raise():

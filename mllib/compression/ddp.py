@@ -7,6 +7,7 @@
 import os
 import socket
 import time
+import traceback
 from collections.abc import Callable
 
 import torch
@@ -117,7 +118,18 @@ def free_port() -> int:
 HOOKS = ("mllib", "torch", "sign+ef", "none")
 
 
-def _train(rank: int, world: int, port: int, hooks: tuple, powersgd_rank: int, steps: int, lr: float, queue) -> None:
+def _train(rank: int, *args) -> None:
+    """One process of ``run_ddp``; a failure travels to the parent as its traceback, because
+    the children's stderr goes to the kernel's terminal, not to the notebook cell."""
+    queue = args[-1]
+    try:
+        _train_hooks(rank, *args)
+    except BaseException:
+        queue.put((rank, "error", traceback.format_exc()))
+        raise
+
+
+def _train_hooks(rank: int, world: int, port: int, hooks: tuple, powersgd_rank: int, steps: int, lr: float, queue) -> None:
     import mllib  # imported here: mllib.compression must not import the whole package at load time
     from torch.nn.parallel import DistributedDataParallel as DDP
 
@@ -193,6 +205,8 @@ def run_ddp(
         while len(results) < world_size * len(hooks):
             if not queue.empty():
                 results.append(queue.get())
+                if results[-1][1] == "error":
+                    raise RuntimeError(f"DDP process {results[-1][0]} failed:\n{results[-1][2]}")
             elif any(p.exitcode not in (None, 0) for p in procs):
                 raise RuntimeError(f"a DDP process failed (exit codes {[p.exitcode for p in procs]}); see its traceback above")
             else:

@@ -10,7 +10,7 @@ from . import autodiff, bits, formats, hashing, summation, systems, training
 from .autodiff import Value
 from .bits import bit_rows, bit_string, bit_table, decode, decode_ieee, encode, format_table
 from .formats import (
-    FORMATS, FloatFormat, IntFormat, amax_scale, get_format, round_to, scaled_round, stochastic_round_grid,
+    FORMATS, FloatFormat, IntFormat, amax_scale, get_format, round_to, scaled_round, stochastic_round_grid, torch_cast,
 )
 from .hashing import collision_rate, hash_features, murmurhash3_32, signed_hash_vector
 from .summation import kahan_sum, naive_sum, pairwise_sum, summation_errors
@@ -20,5 +20,5 @@ __all__ = [
     "FORMATS", "FloatFormat", "IntFormat", "Precision", "Value", "amax_scale", "bit_rows", "bit_string",
     "bit_table", "collision_rate", "compression_sweep", "decode", "decode_ieee", "encode", "format_table",
     "get_format", "hash_features", "kahan_sum", "murmurhash3_32", "naive_sum", "pairwise_sum", "round_to",
-    "scaled_round", "signed_hash_vector", "stochastic_round_grid", "summation_errors", "train_limited",
+    "scaled_round", "signed_hash_vector", "stochastic_round_grid", "summation_errors", "torch_cast", "train_limited",
 ]

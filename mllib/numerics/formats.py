@@ -146,8 +146,8 @@ def round_to(
 
     Overflow follows torch 2.13's casts: IEEE-style formats round to +-inf once x reaches
     max + q/2 (the tie goes to the even neighbour 2^(emax+1)); FP8 E4M3 (FN) *saturates* to
-    +-448, infinity included, where ml_dtypes (and the OCP FP8 spec's non-saturating mode)
-    gives NaN. NaN stays NaN. INT8 rounds to an integer and saturates to [-128, 127].
+    +-448, infinity included, where ml_dtypes, torch 2.11 (seen) and the OCP FP8 spec's
+    non-saturating mode give NaN (``torch_cast`` saturates on every torch version). NaN stays NaN. INT8 rounds to an integer and saturates to [-128, 127].
 
     Stochastic rounding (Gupta et al. 2015, "Deep learning with limited numerical precision",
     Eq. 5) rounds up with probability (x - down) / q, so E[round(x)] = x: floor(x / q + u) q,
@@ -194,6 +194,22 @@ def round_to(
         # overflow (and inf, nan: inf / q = inf) -> +-inf; nan stays nan (nan > max is False)
         y = torch.where(y.abs() > f.max, z * math.inf, y)
     return y.to(out_dtype)
+
+
+def torch_cast(x: torch.Tensor, fmt: str | Format) -> torch.Tensor:
+    """``x`` cast to ``fmt``'s torch dtype and back to x's dtype: ``round_to`` bit for bit, faster.
+
+    Formats without infinity are clipped to +-max first, because torch's E4M3 cast of an
+    overflow is version-dependent: 2.13 saturates, 2.11 gives NaN. NaN stays NaN.
+
+    Raises:
+        ValueError: if torch has no dtype for ``fmt``.
+    """
+    f = get_format(fmt)
+    if not isinstance(f, FloatFormat) or f.torch_dtype is None:
+        raise ValueError(f"torch has no dtype for {f.name}; use round_to")
+    saturated = x if f.has_inf else x.clamp(-f.max, f.max)
+    return saturated.to(f.torch_dtype).to(x.dtype)
 
 
 def amax_scale(x: torch.Tensor, fmt: str | Format, *, margin: float = 1.0) -> torch.Tensor:
