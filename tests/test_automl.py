@@ -1,6 +1,7 @@
 import math
 
 import matplotlib.pyplot as plt
+import optuna
 import pytest
 import torch
 from hypothesis import given, settings
@@ -8,7 +9,7 @@ from hypothesis import strategies as st
 
 import mllib
 from mllib import automl
-from mllib.automl import meta, nas, search, zeroorder
+from mllib.automl import meta, nas, optuna_replay, search, zeroorder
 from mllib.checks import CheckFailed
 from mllib.checks import automl as check
 
@@ -32,6 +33,8 @@ def test_hyperband_brackets_match_the_paper():
     lambda: automl.successive_halving(torch.rand(4, 9), torch.arange(4), 0, 3),
     lambda: automl.successive_halving(torch.rand(4, 9), torch.arange(4), 1, 1),
     lambda: automl.search_trace("random", torch.rand(4, 9), torch.arange(4), 0, torch.Generator()),
+    lambda: optuna_replay.optuna_trace(torch.rand(4, 9), torch.arange(4), 0, seed=0),
+    lambda: optuna_replay.optuna_trace(torch.rand(4, 9), torch.arange(4), 10, seed=0, eta=1),
     lambda: automl.gaussian_smoothing_gradient(lambda x: x.sum(1), torch.zeros(1, 2), 0.0, torch.Generator()),
     lambda: automl.gaussian_smoothing_gradient(lambda x: x.sum(1), torch.zeros(1, 2), -1.0, torch.Generator()),
     lambda: automl.finite_difference_gradient(lambda x: x.sum(1), torch.zeros(1, 2), 0.0),
@@ -73,6 +76,40 @@ def test_hyperband_spends_at_most_its_budget():
     curves = torch.rand(50, 27)
     trace = automl.search_trace("hyperband", curves, torch.arange(50), 1000, torch.Generator().manual_seed(0))
     assert trace and trace[-1][0] <= 1000 and all(a[0] < b[0] for a, b in zip(trace, trace[1:]))
+
+
+def _epochs_paid(study):
+    return sum(len(t.intermediate_values) for t in study.trials)
+
+
+@given(st.integers(1, 300), st.integers(0, 10**6))
+@settings(max_examples=20, deadline=None)
+def test_optuna_replay_spends_exactly_its_budget(budget, seed):
+    curves = torch.rand(30, 9, generator=torch.Generator().manual_seed(seed))
+    trace, study = optuna_replay.optuna_trace(curves, torch.arange(30), budget, seed)
+    assert _epochs_paid(study) == budget
+    assert all(spent <= budget for spent, _ in trace) and all(a[0] < b[0] for a, b in zip(trace, trace[1:]))
+
+
+def test_optuna_replay_without_pruning_is_random_search_over_its_draws():
+    curves, pool = torch.rand(40, 9), torch.arange(10, 40)
+    trace, study = optuna_replay.optuna_trace(curves, pool, 50, seed=3, pruner=optuna.pruners.NopPruner())
+    drawn = [int(pool[t.params["config"]]) for t in study.trials]
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 5 + [optuna.trial.TrialState.FAIL]
+    assert trace == [(9 * (i + 1), c) for i, c in enumerate(drawn[:5])]  # five full trainings of R = 9 epochs
+    assert automl.best_found(curves, trace, [50])[0] == curves[drawn[:5], -1].max()
+
+
+def test_optuna_hyperband_pruner_stops_bad_curves_early():
+    quality = torch.rand(80, generator=torch.Generator().manual_seed(0))
+    curves = quality[:, None] * (1 - torch.exp(-torch.arange(1, 28).float() / 4))  # the ranking holds at every epoch
+    _, plain = optuna_replay.optuna_trace(curves, torch.arange(80), 16 * 27, seed=0, pruner=optuna.pruners.NopPruner())
+    trace, study = optuna_replay.optuna_trace(curves, torch.arange(80), 16 * 27, seed=0)
+    pruned = [t for t in study.trials if t.state == optuna.trial.TrialState.PRUNED]
+    assert pruned and len(study.trials) > len(plain.trials)  # pruning buys more configurations
+    assert all(len(t.intermediate_values) < 27 for t in pruned)
+    assert automl.best_found(curves, trace, [16 * 27])[0] >= automl.best_found(
+        curves, [(27 * (i + 1), int(t.params["config"])) for i, t in enumerate(plain.trials)], [16 * 27])[0] - 0.05
 
 
 def test_random_search_tries_more_values_of_the_parameter_that_matters():

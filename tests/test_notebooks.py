@@ -3,10 +3,15 @@ import re
 import subprocess
 import sys
 import tomllib
+from types import SimpleNamespace
 
+import conftest
+import nbformat
 import pytest
+import torch
 from nbval.plugin import get_sanitize_patterns
 
+import mllib
 from notebooks import IGNORED, LECTURES, ROOT, VALIDATED, code_cells, is_compared, nbval_tags, read
 
 CLAIMS = {path.stem: tomllib.loads(path.read_text()) for path in sorted((ROOT / "tests" / "claims").glob("*.toml"))}
@@ -46,6 +51,19 @@ def test_nbval_runs_strict_everywhere():
     files = [ROOT / "Makefile", ROOT / "pyproject.toml", ROOT / ".ci" / "run", *VALIDATED]
     assert not [f.name for f in files if lax in f.read_text()]
     assert "--nbval " in (ROOT / "pyproject.toml").read_text()
+
+
+def test_on_cuda_only_tagged_cells_stop_comparing_text(monkeypatch):
+    def item(tags):
+        return SimpleNamespace(cell=nbformat.v4.new_code_cell(metadata={"tags": tags}), options={"check": True})
+
+    tagged, plain = item([conftest.CUDA_DIGITS_DIFFER]), item([])
+    monkeypatch.setattr(mllib, "device", lambda: torch.device("cpu"))
+    conftest.pytest_collection_modifyitems([tagged, plain])
+    assert tagged.options["check"] and plain.options["check"]
+    monkeypatch.setattr(mllib, "device", lambda: torch.device("cuda"))
+    conftest.pytest_collection_modifyitems([tagged, plain])
+    assert not tagged.options["check"] and plain.options["check"]
 
 
 def test_nbval_collects_every_notebook():

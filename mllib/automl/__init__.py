@@ -2,6 +2,8 @@
 
 - ``search``: grid, random search, successive halving and Hyperband replayed on a table of
   learning curves trained all at once on the client matrix.
+- ``optuna_replay``: the same replay through Optuna's random sampler and HyperbandPruner
+  (imported on its own: ``from mllib.automl import optuna_replay``).
 - ``zeroorder``: finite differences, Gaussian smoothing, zero-order SGD.
 - ``adaptive``: SGD, AdaGrad, Adam and hypergradient descent as step-size learners.
 - ``meta``: first-order MAML and Reptile on few-shot sinusoid regression.

@@ -122,6 +122,10 @@ def _train(rank: int, *args) -> None:
     """One process of ``run_ddp``; a failure travels to the parent as its traceback, because
     the children's stderr goes to the kernel's terminal, not to the notebook cell."""
     queue = args[-1]
+    # The processes train on the CPU over gloo. PyTorch's powerSGD_hook calls
+    # torch.cuda.synchronize() whenever CUDA is present, which fails for CPU tensors
+    # ("Expected a cuda device, but got: cpu", torch 2.11 on an H100): hide the GPU.
+    os.environ["CUDA_VISIBLE_DEVICES"] = ""
     try:
         _train_hooks(rank, *args)
     except BaseException:
