@@ -51,7 +51,7 @@ def local_sgd(
     steps: int,
     lr: float,
     batch_size: int,
-    gen: torch.Generator,
+    gen: torch.Generator | Sequence[torch.Generator],
     among: torch.Tensor | None = None,
     correction: torch.Tensor | None = None,
 ) -> torch.Tensor:
@@ -65,7 +65,7 @@ def local_sgd(
         X: (k, d) client matrix; row j belongs to client ``among[j]`` (default: all n).
         clients: the clients' data.
         steps, lr, batch_size: local SGD's hyperparameters.
-        gen: CPU generator for the minibatches.
+        gen: CPU generator for the minibatches, or one per client (see ``Clients.batches``).
         among: (k,) indices of the clients that train.
         correction: (k, d) or (d,) term added to every gradient.
 
@@ -134,6 +134,7 @@ def run_rounds(
     server_lr: float = 1.0,
     eval_every: int = 1,
     progress: bool = False,
+    batch_gen: Sequence[torch.Generator] | None = None,
 ) -> History:
     """Federated rounds on the client matrix, with plug-in steps for later topics.
 
@@ -151,6 +152,8 @@ def run_rounds(
         transforms: functions (|S|, d) -> (|S|, d) applied to the updates.
         aggregate: function (|S|, d) -> (d,), e.g. a robust aggregator.
         eval_every: evaluate each client's accuracy every this many rounds (and at the end).
+        batch_gen: one generator per client for the minibatches, as on separate machines
+            (``mllib.flower`` runs so); default: ``gen`` draws them for all clients.
 
     Returns:
         The ``History``; ``History.model`` is the final server model.
@@ -166,7 +169,8 @@ def run_rounds(
     for r in tqdm(range(1, rounds + 1), desc="rounds", disable=not progress):
         sampled = torch.randperm(clients.n, generator=gen)[:n_sampled].sort().values
         X = x.expand(n_sampled, -1)
-        Y = local_sgd(model, X, clients, steps=local_steps, lr=lr, batch_size=batch_size, gen=gen, among=sampled)
+        Y = local_sgd(model, X, clients, steps=local_steps, lr=lr, batch_size=batch_size, gen=batch_gen or gen,
+                      among=sampled)  # fmt: skip
         U = Y - X
         for transform in transforms:
             U = transform(U)

@@ -3,6 +3,7 @@
 ``Clients`` stores every client's training data in one tensor, client i owning the rows
 ``offsets[i] : offsets[i] + sizes[i]``, so that all clients draw their minibatches at once.
 """
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import torch
@@ -52,13 +53,14 @@ class Clients:
         return counts.index_put_((owner.to(labels.device), labels), torch.ones_like(labels), accumulate=True)
 
     def batches(
-        self, batch_size: int, gen: torch.Generator, among: torch.Tensor | None = None
+        self, batch_size: int, gen: torch.Generator | Sequence[torch.Generator], among: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """One minibatch per client, drawn uniformly with replacement from its own samples.
 
         Args:
             batch_size: samples per client.
-            gen: CPU generator.
+            gen: a CPU generator for all clients, or one per client (n of them, indexed by
+                client): each client then draws its minibatches alone, as on its own machine.
             among: indices of the clients to draw for (default: all).
 
         Returns:
@@ -68,7 +70,12 @@ class Clients:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         chosen = torch.arange(self.n) if among is None else among.cpu()
         sizes, offsets = self.sizes.cpu()[chosen], self.offsets.cpu()[chosen]
-        u = torch.rand(len(chosen), batch_size, generator=gen)
+        if isinstance(gen, torch.Generator):
+            u = torch.rand(len(chosen), batch_size, generator=gen)
+        elif len(gen) == self.n:
+            u = torch.stack([torch.rand(batch_size, generator=gen[i]) for i in chosen.tolist()])
+        else:
+            raise ValueError(f"gen must be a generator or one per client ({self.n}), got {len(gen)}")
         rows = (offsets[:, None] + (u * sizes[:, None]).long()).to(self.x.device)
         return self.x[rows], self.y[rows]
 

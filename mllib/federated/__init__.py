@@ -10,13 +10,14 @@ clients with exact gradients (``QuadraticProblem``), where client drift has a cl
 (``fedavg_fixed_point``).
 """
 from .algorithms import (
-    FedAvg, FedSGD, Mime, Scaffold, Trace, best_rate, momentum_step, run, scaffold_control_update, server_step,
-)
+    FedAvg, FedSGD, Mime, Scaffold, Trace, best_rate, control_variate_step, momentum_step, run,
+    scaffold_control_update, server_step,
+)  # fmt: skip
 from .drift import drift_trajectories, plot_drift, scalar_quadratics
 from .problems import DataProblem, QuadraticProblem, fedavg_fixed_point, sample_clients
 
 __all__ = [
     "DataProblem", "FedAvg", "FedSGD", "Mime", "QuadraticProblem", "Scaffold", "Trace", "best_rate",
-    "drift_trajectories", "fedavg_fixed_point", "momentum_step", "plot_drift", "run", "sample_clients",
+    "control_variate_step", "drift_trajectories", "fedavg_fixed_point", "momentum_step", "plot_drift", "run", "sample_clients",
     "scaffold_control_update", "scalar_quadratics", "server_step",
 ]

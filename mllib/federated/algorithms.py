@@ -33,6 +33,16 @@ def scaffold_control_update(c_i, c, x, Y, local_steps, lr) -> torch.Tensor:
     return c_i - c + (x - Y) / (local_steps * lr)
 
 
+def control_variate_step(c: torch.Tensor, delta: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """SCAFFOLD's server control variate: c + sum_{i in S} p_i (c_i+ - c_i) (Alg. 1, line 17, with
+    the clients' shares p_i in place of 1/N, so that c stays sum_i p_i c_i).
+
+    Args:
+        c: (d,); delta: (k, d) the sampled clients' c_i+ - c_i; weights: (k,) their shares p_i.
+    """
+    return c + weights.to(delta.dtype) @ delta
+
+
 def momentum_step(Y, g, m, lr, momentum) -> torch.Tensor:
     """One local step of MIME/MimeLite with SGD+momentum as base optimizer, state frozen:
     y <- y - lr ((1 - beta) g + beta m) (Karimireddy et al. 2020, "Mime", Algorithm 1 with
@@ -129,7 +139,7 @@ class Scaffold(FedAvg):
         Y = problem.local_sgd(X, sampled, steps=self.local_steps, lr=self.lr, gen=gen, correction=self.c - c_i)
         c_new = self.control_update(c_i, self.c, x, Y, self.local_steps, self.lr)
         p = problem.weights[sampled]
-        self.c = self.c + p @ (c_new - c_i)
+        self.c = control_variate_step(self.c, c_new - c_i, p)
         self.c_clients = self.c_clients.index_copy(0, sampled.to(x.device), c_new)
         return server_step(x, Y, p, self.server_lr)
 

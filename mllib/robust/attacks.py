@@ -14,13 +14,18 @@ from ..partition import Clients
 from ..runtime import randn
 
 
-def _split(U: torch.Tensor, f: int, name: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Check U (n, d) and f; return a copy of U and its honest rows (n - f, d)."""
+def _split(U: torch.Tensor, f: int, name: str, *, local: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Check U (n, d) and f; return a copy of U and its honest rows (n - f, d).
+
+    A ``local`` attack reads no honest row, so it runs on the attacker's own machine too,
+    where U is its one row and f = n = 1 (``mllib.flower``'s Byzantine SuperNode).
+    """
     if U.dim() != 2:
         raise ValueError(f"{name}: U must be a client matrix of shape (n_clients, d), got shape {tuple(U.shape)}")
     n = len(U)
-    if not 0 <= f < n:
-        raise ValueError(f"{name}: f (Byzantine rows) must be in [0, n) = [0, {n}), got f={f}")
+    if not 0 <= f <= n if local else not 0 <= f < n:
+        bound = f"[0, n] = [0, {n}]" if local else f"[0, n) = [0, {n}); this attack reads the honest rows"
+        raise ValueError(f"{name}: f (Byzantine rows) must be in {bound}, got f={f}")
     return U.clone(), U[: n - f]
 
 
@@ -40,7 +45,7 @@ def sign_flip(U: torch.Tensor, f: int, scale: float = 1.0) -> torch.Tensor:
     Returns:
         (n, d) a new matrix, rows n - f.. replaced by -scale * U[n - f:].
     """
-    out, _ = _split(U, f, "sign_flip")
+    out, _ = _split(U, f, "sign_flip", local=True)
     n = len(U)
     out[n - f :] = -scale * U[n - f :]
     return out
@@ -54,14 +59,14 @@ def gaussian(U: torch.Tensor, f: int, *, sigma: float, gen: torch.Generator) -> 
     """
     if sigma < 0:
         raise ValueError(f"gaussian: sigma must be >= 0, got {sigma}")
-    out, _ = _split(U, f, "gaussian")
+    out, _ = _split(U, f, "gaussian", local=True)
     out[len(U) - f :] = sigma * randn(f, U.shape[1], gen=gen, device=U.device).to(U.dtype)
     return out
 
 
 def constant(U: torch.Tensor, f: int, value: float) -> torch.Tensor:
     """Byzantine rows filled with ``value``: huge (1e30), ``float('inf')`` or ``float('nan')``."""
-    out, _ = _split(U, f, "constant")
+    out, _ = _split(U, f, "constant", local=True)
     out[len(U) - f :] = value
     return out
 

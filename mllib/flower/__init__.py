@@ -1,0 +1,20 @@
+"""Beyond one machine, server side: the course's federated algorithms as a Flower app.
+
+The client matrix of the simulation maps onto Flower's messages:
+
+- row i of the client matrix is SuperNode i (node config ``partition-id=i``), which holds
+  only its partition of the digits and its own minibatch generator;
+- the server broadcast "every row starts from x" is one train ``Message`` per SuperNode,
+  whose ``ArrayRecord`` carries x (and SCAFFOLD's server control variate c);
+- each reply carries the row's update U_i = y_i - x (an ``ArrayRecord``), its size and
+  partition id (a ``MetricRecord``), and SCAFFOLD's c_i+ - c_i; a node keeps c_i and its
+  generators in ``context.state`` between rounds;
+- the server stacks the replies into U (n, d) in partition order and takes the same step
+  as the simulation: ``weighted_average``, a ``mllib.robust`` aggregator,
+  ``privacy.dp_fedavg_aggregate``, or SCAFFOLD's ``server_step`` and ``control_variate_step``.
+
+Modules: ``task`` (settings, federation, generators, the in-process ``simulate``),
+``client_app`` (the ClientApp), ``server_app`` (the ServerApp and its strategy), ``deploy``
+(a SuperLink and SuperNodes on loopback, ``flwr run``). The Flower app's configuration is
+``mllib/flower/app/pyproject.toml``. Needs the ``flower`` extra: ``pip install -e ".[flower]"``.
+"""

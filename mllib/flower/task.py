@@ -1,0 +1,170 @@
+"""What the Flower server, the Flower clients and the in-process simulation share.
+
+``Settings`` is the run configuration (``[tool.flwr.app.config]`` and ``flwr run -c``).
+``federation`` builds the same digits split on every machine from the seed, so each
+SuperNode keeps its own partition without any data travelling. Every client draws its
+minibatches from its own generator (``client_generators``): a SuperNode owns row i's
+generator, and ``simulate`` hands the simulation the same n generators, which is what
+makes a Flower run and the simulation give the same model.
+"""
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields
+
+import numpy as np
+import torch
+
+import mllib
+from mllib import federated, privacy, robust
+from mllib.personalized import restrict
+
+ALGORITHMS = ("fedavg", "scaffold", "dp-fedavg")
+AGGREGATORS = ("mean", "median", "trimmed mean", "krum", "geometric median")
+# Roles in the seed of a generator: one stream per purpose, per client.
+BATCHES, ATTACK, SERVER_NOISE = 0, 1, 2
+
+
+@dataclass(frozen=True)
+class Settings:
+    """One federated run on the digits (an MLP 64-64-10), FedAvg by default.
+
+    Attributes:
+        rounds, clients: rounds, and clients (SuperNodes) that all take part in each one.
+        local_steps, lr, batch_size: each client's local SGD.
+        seed: seeds the split, the initial model and every generator.
+        partition, alpha: "iid" or "dirichlet" (with concentration alpha).
+        algorithm: "fedavg", "scaffold" (option II control variates) or "dp-fedavg"
+            (client-level clipping to ``clip`` and Gaussian noise ``noise`` * clip).
+        aggregator: FedAvg's server rule: "mean" (weighted by client size) or a robust
+            rule of ``mllib.robust`` expecting ``byzantine`` Byzantine clients.
+        delta: the DP delta the accountant reports epsilon at.
+        timeout: seconds the server waits for the SuperNodes each round.
+        output: where the server saves the final model and accuracies (.npz), or "".
+    """
+
+    rounds: int = 3
+    clients: int = 4
+    local_steps: int = 20
+    lr: float = 0.5
+    batch_size: int = 32
+    seed: int = 0
+    partition: str = "iid"
+    alpha: float = 0.5
+    algorithm: str = "fedavg"
+    aggregator: str = "mean"
+    byzantine: int = 0
+    clip: float = 1.0
+    noise: float = 1.0
+    delta: float = 1e-5
+    timeout: float = 60.0
+    output: str = ""
+
+    def __post_init__(self):
+        if self.algorithm not in ALGORITHMS:
+            raise ValueError(f"algorithm must be one of {ALGORITHMS}, got {self.algorithm!r}")
+        if self.aggregator not in AGGREGATORS:
+            raise ValueError(f"aggregator must be one of {AGGREGATORS}, got {self.aggregator!r}")
+        if self.aggregator != "mean" and self.algorithm != "fedavg":
+            raise ValueError(f"a robust aggregator replaces FedAvg's mean; algorithm={self.algorithm!r} keeps its own")
+        if min(self.rounds, self.clients, self.local_steps, self.batch_size) < 1:
+            raise ValueError("rounds, clients, local-steps and batch-size must be >= 1")
+        if not 0 <= self.byzantine < self.clients:
+            raise ValueError(f"byzantine must be in [0, clients), got {self.byzantine}")
+        if min(self.lr, self.clip, self.noise, self.timeout) <= 0:
+            raise ValueError("lr, clip, noise and timeout must be > 0")
+
+    @classmethod
+    def from_config(cls, config: Mapping) -> "Settings":
+        """From Flower's run config, whose keys use dashes (``local-steps``); unknown keys raise."""
+        names = {f.name for f in fields(cls)}
+        values = {key.replace("-", "_"): value for key, value in config.items()}
+        if unknown := set(values) - names:
+            raise ValueError(f"unknown settings {sorted(unknown)}; known: {sorted(names)}")
+        return cls(**values)
+
+    def to_config(self) -> str:
+        """The settings as ``flwr run --run-config`` reads them: ``key=value`` separated by spaces."""
+        return " ".join(f"{k.replace('_', '-')}={v!r}" if isinstance(v, str) else f"{k.replace('_', '-')}={v}"
+                        for k, v in asdict(self).items())  # fmt: skip
+
+
+def derived_generator(seed: int, role: int, index: int = 0) -> torch.Generator:
+    """A CPU generator for one purpose of one party, independent of all others (NumPy's SeedSequence)."""
+    return mllib.generator(int(np.random.SeedSequence([seed, role, index]).generate_state(1)[0]))
+
+
+def client_generators(settings: Settings) -> list[torch.Generator]:
+    """One minibatch generator per client: client i's is also SuperNode i's."""
+    return [derived_generator(settings.seed, BATCHES, i) for i in range(settings.clients)]
+
+
+def federation(settings: Settings) -> tuple[mllib.FlatModel, mllib.Clients]:
+    """The model and the split of the digits into ``settings.clients`` clients, the same on every machine."""
+    gen = mllib.generator(settings.seed)
+    data = mllib.load("digits", gen=gen)
+    clients = mllib.split(data, settings.clients, settings.partition, alpha=settings.alpha, gen=gen)
+    return mllib.FlatModel(mllib.mlp(data.n_features, data.n_classes, hidden=(64,))), clients
+
+
+def client_share(settings: Settings, partition: int) -> tuple[mllib.FlatModel, mllib.Clients]:
+    """The model and the one client a SuperNode holds."""
+    if not 0 <= partition < settings.clients:
+        raise ValueError(f"partition-id must be in [0, {settings.clients}), got {partition}")
+    model, clients = federation(settings)
+    return model, restrict(clients, [partition])
+
+
+def initial_model(model: mllib.FlatModel, settings: Settings) -> torch.Tensor:
+    return model.init(mllib.generator(settings.seed))
+
+
+def server_rule(settings: Settings):
+    """The server's rule U (k, d) -> delta (d,) for FedAvg and DP-FedAvg, given the client sizes."""
+    if settings.algorithm == "dp-fedavg":
+        dp = privacy.dp_fedavg_aggregate(clip=settings.clip, sigma=settings.noise,
+                                         gen=derived_generator(settings.seed, SERVER_NOISE))  # fmt: skip
+        return lambda U, sizes: dp(U)
+    if settings.aggregator == "mean":
+        return mllib.weighted_average
+    rule = robust.make(settings.aggregator, settings.byzantine)
+    return lambda U, sizes: rule(U)
+
+
+def attacker(attack: str, gen: torch.Generator):
+    """A Byzantine client's attack from lecture 05, a local one (the node sees no other
+    client's update): U (k, d) -> U with its last row replaced."""
+    return robust.make_attack(attack, 1, gen=gen)
+
+
+def attack_generator(settings: Settings, partition: int) -> torch.Generator:
+    return derived_generator(settings.seed, ATTACK, partition)
+
+
+def epsilon(settings: Settings, rounds: int) -> float:
+    """DP-FedAvg's epsilon after ``rounds`` rounds with every client taking part (q = 1)."""
+    return privacy.epsilon(q=1.0, sigma=settings.noise, steps=rounds, delta=settings.delta)
+
+
+def simulate(settings: Settings, attack: str = "none") -> torch.Tensor:
+    """The run in one process with mllib's own loops: the final server model (d,).
+
+    FedAvg, DP-FedAvg and robust aggregation go through ``mllib.run_rounds``; SCAFFOLD
+    through ``mllib.federated.run``. With ``attack``, the last client is Byzantine.
+    """
+    model, clients = federation(settings)
+    x0, gens = initial_model(model, settings), client_generators(settings)
+    common = dict(rounds=settings.rounds, gen=mllib.generator(settings.seed))
+    if settings.algorithm == "scaffold":
+        algorithm = federated.Scaffold(local_steps=settings.local_steps, lr=settings.lr)
+        problem = federated.DataProblem(model, clients, settings.batch_size)
+        return federated.run(algorithm, problem, x0, clients_per_round=clients.n, sample_gen=common.pop("gen"),
+                             gen=gens, **common).model  # fmt: skip
+    transforms = []
+    if settings.algorithm == "dp-fedavg":
+        transforms.append(lambda U: privacy.clip_rows(U, settings.clip))
+    if attack != "none":
+        transforms.append(attacker(attack, attack_generator(settings, clients.n - 1)))
+    rule, sizes = server_rule(settings), clients.sizes.to(x0.dtype)
+    history = mllib.run_rounds(model, clients, local_steps=settings.local_steps, lr=settings.lr,
+                               batch_size=settings.batch_size, x0=x0, batch_gen=gens, transforms=transforms,
+                               aggregate=lambda U: rule(U, sizes), eval_every=settings.rounds, **common)  # fmt: skip
+    return history.model
