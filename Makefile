@@ -8,7 +8,7 @@ LAB_ARGS ?=
 # Jupyter refuses to run as root (containers, CI) without this flag.
 ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root)
 
-.PHONY: lab test test-fast labs execute bench site slides clean
+.PHONY: lab test test-fast labs execute bench flower site slides clean
 
 # Install under constraints.txt (torch==2.13.0, the CPU build). A torch already in .venv
 # (a GPU build, or the CPU wheel from PyTorch's index) is kept: its pin is dropped.
@@ -49,6 +49,12 @@ bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps torchattacks==3.5.1
 	for module in $(basename $(notdir $(filter-out benchmarks/__init__.py,$(wildcard benchmarks/*.py)))); do \
 	  echo "== benchmarks/$$module.py"; $(BIN)/python -m benchmarks.$$module || exit 1; done
+
+# The course's FedAvg on Flower's deployment runtime: one SuperLink and 4 SuperNodes on
+# loopback, per-round test accuracy. Options: make flower FLOWER_ARGS="--algorithm scaffold"
+FLOWER_ARGS ?=
+flower: $(STAMP)
+	$(BIN)/python -m mllib.flower $(FLOWER_ARGS)
 
 # The lectures and solutions as static HTML with their outputs: open build/site/index.html.
 site: $(STAMP)

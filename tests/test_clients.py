@@ -116,6 +116,19 @@ def test_round_loop_plugs_in_transforms_and_aggregators(digits, gen):
     assert history.rounds == [1, 2, 3] and len(history.accuracy) == 3
 
 
+def test_round_loop_draws_minibatches_from_the_clients_own_generators(digits, gen):
+    clients = mllib.split(digits, 3, gen=gen)
+    model = mllib.FlatModel(mllib.logistic_regression(64, 10))
+    x0 = model.init(gen)
+
+    def run(seed):
+        gens = [mllib.generator(i) for i in range(3)]
+        return mllib.run_rounds(model, clients, rounds=2, local_steps=3, lr=0.1, batch_size=4,
+                                gen=mllib.generator(seed), x0=x0, batch_gen=gens).model  # fmt: skip
+
+    assert torch.equal(run(1), run(2))  # full participation: gen draws no minibatch
+
+
 def test_round_loop_rejects_bad_participation(digits, gen):
     clients = mllib.split(digits, 4, gen=gen)
     model = mllib.FlatModel(mllib.logistic_regression(64, 10))

@@ -4,6 +4,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import mllib
+from mllib import personalized
 from mllib.partition import test_weights as reweight
 
 
@@ -71,6 +72,17 @@ def test_batches_among_a_subset(digits, gen):
     clients = mllib.split(digits, 7, gen=gen)
     xb, yb = clients.batches(4, gen, among=torch.tensor([2, 5]))
     assert xb.shape[0] == yb.shape[0] == 2
+
+
+def test_per_client_generators_let_each_client_draw_alone(digits, gen):
+    clients = mllib.split(digits, 3, gen=gen)
+    gens = [mllib.generator(10 + i) for i in range(3)]
+    together = clients.batches(5, gens)
+    for i in range(3):  # client i on its own machine: its data alone, its generator alone
+        alone = personalized.restrict(clients, [i]).batches(5, [mllib.generator(10 + i)])
+        assert torch.equal(together[0][i], alone[0][0]) and torch.equal(together[1][i], alone[1][0])
+    with pytest.raises(ValueError, match=r"one per client \(3\), got 2"):
+        clients.batches(5, gens[:2])
 
 
 def test_test_weights_follow_the_client_label_distribution(digits):

@@ -236,9 +236,19 @@ def test_label_flip_flips_only_the_chosen_clients(digits):
         assert torch.equal(y2, 9 - y if i >= 3 else y)
 
 
+def test_local_attacks_run_on_the_attackers_own_row_alone():
+    own = torch.tensor([[1.0, -2.0]])
+    assert torch.equal(robust.sign_flip(own, 1), -own)
+    assert torch.equal(robust.constant(own, 1, 5.0), torch.full_like(own, 5.0))
+    noisy = robust.make_attack("noise", 1, gen=mllib.generator(0))(own)
+    assert noisy.shape == own.shape and not torch.equal(noisy, own)
+
+
 def test_attacks_check_f():
-    with pytest.raises(ValueError, match="f=6"):
-        robust.sign_flip(torch.zeros(6, 2), 6)
+    with pytest.raises(ValueError, match="f=7"):
+        robust.sign_flip(torch.zeros(6, 2), 7)
+    with pytest.raises(ValueError, match="this attack reads the honest rows, got f=6"):
+        robust.alie(torch.zeros(6, 2), 6)
     with pytest.raises(ValueError, match="outside"):
         robust.alie_z(10, 7)
 
