@@ -29,9 +29,9 @@ lab: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 --dist loadscope -rs
 
-# Unit tests only (no notebooks): the quick loop while developing.
+# Unit tests only (no notebooks, no Flower deployment): the quick loop while developing.
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -n 2 tests
+	$(BIN)/python -m pytest -n 2 tests -m "not deployment"
 
 # labs/ is generated from solutions/: run after every change to a solution.
 labs: $(STAMP)

@@ -52,12 +52,14 @@ def final_model(deployment, settings):
     return torch.from_numpy(deployment.run(settings, timeout=240)["model"])
 
 
+@pytest.mark.deployment
 @pytest.mark.parametrize("algorithm", ["fedavg", "scaffold"])
 def test_three_rounds_on_three_supernodes_equal_the_simulation(honest, algorithm):
     settings = Settings(rounds=3, clients=3, algorithm=algorithm)
     assert (final_model(honest, settings) - simulate(settings)).abs().max() < 1e-5
 
 
+@pytest.mark.deployment
 def test_dp_fedavg_equals_the_simulation_and_reports_the_accountants_epsilon(honest):
     settings = Settings(rounds=2, clients=3, algorithm="dp-fedavg", clip=0.5, noise=0.8)  # q = 1: no amplification
     result = honest.run(settings, timeout=240)
@@ -65,6 +67,7 @@ def test_dp_fedavg_equals_the_simulation_and_reports_the_accountants_epsilon(hon
     assert "round 2: test accuracy" in result["log"] and "epsilon 9.23 at delta 1e-05" in result["log"]
 
 
+@pytest.mark.deployment
 def test_the_median_resists_a_byzantine_supernode_that_throws_plain_averaging_off(with_byzantine):
     honest = Settings(rounds=2, clients=3)
     model, clients = federation(honest)
@@ -79,6 +82,7 @@ def test_the_median_resists_a_byzantine_supernode_that_throws_plain_averaging_of
     assert accuracy["mean"] < band - 0.4, accuracy
 
 
+@pytest.mark.deployment
 def test_a_supernode_that_dies_mid_round_fails_the_run_with_a_clear_error_in_bounded_time(tmp_path):
     settings = Settings(rounds=3, clients=3, timeout=20)
     with Deployment(NODES, tmp_path) as deployment:

@@ -133,7 +133,9 @@ def _train(rank: int, *args) -> None:
         raise
 
 
-def _train_hooks(rank: int, world: int, port: int, hooks: tuple, powersgd_rank: int, steps: int, lr: float, queue) -> None:
+def _train_hooks(
+    rank: int, world: int, port: int, hooks: tuple, powersgd_rank: int, steps: int, lr: float, queue
+) -> None:
     import mllib  # imported here: mllib.compression must not import the whole package at load time
     from torch.nn.parallel import DistributedDataParallel as DDP
 

@@ -10,6 +10,9 @@ Node config (``flower-supernode --node-config``): ``partition-id`` (required) an
 ``attack`` (default "none"): a Byzantine node sends lecture 05's "sign flip", "noise",
 "NaN" or "huge" instead of its update.
 """
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
@@ -17,7 +20,7 @@ from flwr.clientapp import ClientApp
 import mllib
 from mllib import federated, privacy
 
-from .task import BATCHES, Settings, attack_generator, attacker, client_share, derived_generator
+from .task import Settings, attack_generator, attacker, batch_generator, client_share
 
 app = ClientApp()
 
@@ -30,41 +33,46 @@ def to_record(row: torch.Tensor) -> ArrayRecord:
     return ArrayRecord([row.detach().cpu().numpy()])
 
 
-def restored(state: RecordDict, key: str, fresh: torch.Generator) -> torch.Generator:
-    """The generator saved under ``key`` in the node's state, or ``fresh`` on the first round."""
+@contextmanager
+def kept(state: RecordDict, key: str, fresh: torch.Generator) -> Iterator[torch.Generator]:
+    """A generator that lives on in the node's state from round to round (``fresh`` at first)."""
     if key in state:
         fresh.set_state(to_tensor(state[key]).to(torch.uint8))
-    return fresh
+    yield fresh
+    state[key] = to_record(fresh.get_state())
+
+
+def update(settings: Settings, msg: Message, context: Context, reply: RecordDict) -> torch.Tensor:
+    """Local SGD from the server model on this node's partition: the update U = y - x, (1, d).
+    SCAFFOLD corrects every step by c - c_i, keeps c_i+ and replies c_i+ - c_i."""
+    partition = int(context.node_config["partition-id"])
+    model, mine = client_share(settings, partition)
+    x, correction = to_tensor(msg.content["arrays"]), None
+    if settings.algorithm == "scaffold":
+        c = to_tensor(msg.content["control"])
+        c_i = to_tensor(context.state["control"]) if "control" in context.state else torch.zeros_like(c)
+        correction = (c - c_i)[None]
+    with kept(context.state, "batch-generator", batch_generator(settings, partition)) as gen:
+        Y = mllib.local_sgd(model, x[None], mine, steps=settings.local_steps, lr=settings.lr,
+                            batch_size=settings.batch_size, gen=[gen], correction=correction)  # fmt: skip
+    if settings.algorithm == "scaffold":
+        c_new = federated.scaffold_control_update(c_i[None], c, x, Y, settings.local_steps, settings.lr)[0]
+        context.state["control"] = to_record(c_new)
+        reply["control"] = to_record(c_new - c_i)
+    reply["metrics"] = MetricRecord({"num-examples": int(mine.sizes[0]), "partition-id": partition})
+    return Y - x
 
 
 @app.train()
 def train(msg: Message, context: Context) -> Message:
     settings = Settings.from_config(context.run_config)
-    partition = int(context.node_config["partition-id"])
-    attack = str(context.node_config.get("attack", "none"))
-    model, mine = client_share(settings, partition)
-    batch_gen = restored(context.state, "batch-generator", derived_generator(settings.seed, BATCHES, partition))
-    x = to_tensor(msg.content["arrays"])
     reply = RecordDict()
-    correction = None
-    if settings.algorithm == "scaffold":
-        c = to_tensor(msg.content["control"])
-        c_i = to_tensor(context.state["control"]) if "control" in context.state else torch.zeros_like(c)
-        correction = (c - c_i)[None]
-    Y = mllib.local_sgd(model, x[None], mine, steps=settings.local_steps, lr=settings.lr,
-                        batch_size=settings.batch_size, gen=[batch_gen], correction=correction)  # fmt: skip
-    context.state["batch-generator"] = to_record(batch_gen.get_state())
-    if settings.algorithm == "scaffold":
-        c_new = federated.scaffold_control_update(c_i[None], c, x, Y, settings.local_steps, settings.lr)[0]
-        reply["control"] = to_record(c_new - c_i)
-        context.state["control"] = to_record(c_new)
-    U = Y - x
+    U = update(settings, msg, context, reply)
     if settings.algorithm == "dp-fedavg":
         U = privacy.clip_rows(U, settings.clip)  # client-level DP: the whole update has norm <= C
-    if attack != "none":
-        gen = restored(context.state, "attack-generator", attack_generator(settings, partition))
-        U = attacker(attack, gen)(U)
-        context.state["attack-generator"] = to_record(gen.get_state())
+    if (attack := str(context.node_config.get("attack", "none"))) != "none":
+        partition = int(context.node_config["partition-id"])
+        with kept(context.state, "attack-generator", attack_generator(settings, partition)) as gen:
+            U = attacker(attack, gen)(U)
     reply["arrays"] = to_record(U[0])
-    reply["metrics"] = MetricRecord({"num-examples": int(mine.sizes[0]), "partition-id": partition})
     return Message(reply, reply_to=msg)

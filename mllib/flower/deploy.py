@@ -24,7 +24,7 @@ import numpy as np
 
 from mllib.compression.ddp import free_port
 
-from .task import Settings
+from .task import Settings, flower_config
 
 APP = pathlib.Path(__file__).parent / "app"
 BIN = pathlib.Path(sys.executable).parent  # flower-superlink, flower-supernode, flwr
@@ -43,14 +43,16 @@ class Deployment:
         self.nodes, self.workdir = list(nodes), pathlib.Path(workdir)
         self.port = free_port()
         self.processes: list[subprocess.Popen] = []
-        self.env = {**os.environ, "FLWR_HOME": str(self.workdir / "flwr"), "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+        path = f"{BIN}{os.pathsep}{os.environ['PATH']}"  # the SuperLink starts flower-superexec from PATH
+        self.env = {**os.environ, "FLWR_HOME": str(self.workdir / "flwr"), "PATH": path}
 
     def __enter__(self) -> "Deployment":
         home = self.workdir / "flwr"
         home.mkdir(parents=True, exist_ok=True)
         # The CLI reads its SuperLink connections from FLWR_HOME/config.toml.
         (home / "config.toml").write_text(
-            f'[superlink]\ndefault = "loopback"\n\n[superlink.loopback]\naddress = "127.0.0.1:{self.port}"\ninsecure = true\n'
+            '[superlink]\ndefault = "loopback"\n\n'
+            f'[superlink.loopback]\naddress = "127.0.0.1:{self.port}"\ninsecure = true\n'
         )
         try:
             # A database file: with ":memory:", concurrent replies failed ("cannot start a
@@ -59,9 +61,8 @@ class Deployment:
                        "--database", str(self.workdir / "superlink.db"), "--disable-runtime-dependency-installation")
             self.wait_for_superlink()
             for i, config in enumerate(self.nodes):
-                node_config = " ".join(f"{k}={v!r}" if isinstance(v, str) else f"{k}={v}" for k, v in config.items())
                 self.start(f"supernode{i}", "flower-supernode", "--insecure", "--superlink", f"127.0.0.1:{self.port}",
-                           "--port", str(free_port()), "--node-config", node_config)  # fmt: skip
+                           "--port", str(free_port()), "--node-config", flower_config(config))  # fmt: skip
         except BaseException:
             self.stop()
             raise
@@ -126,7 +127,8 @@ class Deployment:
         threading.Thread(target=_pump, args=(process.stdout, stream), daemon=True).start()
         lines, deadline = [], time.monotonic() + timeout
         try:
-            while (line := stream.get(timeout=max(0.0, deadline - time.monotonic()))) is not None:  # None: the run ended
+            # the stream ends (None) when the run does
+            while (line := stream.get(timeout=max(0.0, deadline - time.monotonic()))) is not None:
                 lines.append(line)
                 if on_line is not None:
                     on_line(line)

@@ -38,7 +38,9 @@ class CourseStrategy(Strategy):
     def summary(self) -> None:
         print(f"mllib strategy: {self.settings}", flush=True)
 
-    def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid) -> Iterable[Message]:
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
         self.x = to_tensor(arrays)
         content = RecordDict({"arrays": arrays, "config": ConfigRecord({"server-round": server_round})})
         if self.settings.algorithm == "scaffold":
@@ -68,7 +70,8 @@ class CourseStrategy(Strategy):
         if self.settings.algorithm == "scaffold":
             p = sizes / sizes.sum()
             x = federated.server_step(self.x, self.x + U, p)
-            self.c = federated.control_variate_step(self.c, torch.stack([to_tensor(m.content["control"]) for m in replies]), p)
+            delta_c = torch.stack([to_tensor(m.content["control"]) for m in replies])  # (n, d)
+            self.c = federated.control_variate_step(self.c, delta_c, p)
         else:
             x = self.x + self.rule(U, sizes)
         return to_record(x), MetricRecord({"clients": len(replies)})

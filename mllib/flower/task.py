@@ -82,9 +82,13 @@ class Settings:
         return cls(**values)
 
     def to_config(self) -> str:
-        """The settings as ``flwr run --run-config`` reads them: ``key=value`` separated by spaces."""
-        return " ".join(f"{k.replace('_', '-')}={v!r}" if isinstance(v, str) else f"{k.replace('_', '-')}={v}"
-                        for k, v in asdict(self).items())  # fmt: skip
+        """The settings as ``flwr run --run-config`` reads them."""
+        return flower_config({key.replace("_", "-"): value for key, value in asdict(self).items()})
+
+
+def flower_config(values: Mapping) -> str:
+    """``key=value`` pairs separated by spaces, strings quoted: Flower's --run-config and --node-config."""
+    return " ".join(f"{key}={value!r}" if isinstance(value, str) else f"{key}={value}" for key, value in values.items())
 
 
 def derived_generator(seed: int, role: int, index: int = 0) -> torch.Generator:
@@ -92,9 +96,13 @@ def derived_generator(seed: int, role: int, index: int = 0) -> torch.Generator:
     return mllib.generator(int(np.random.SeedSequence([seed, role, index]).generate_state(1)[0]))
 
 
+def batch_generator(settings: Settings, partition: int) -> torch.Generator:
+    """Client ``partition``'s minibatch generator, on its SuperNode and in the simulation alike."""
+    return derived_generator(settings.seed, BATCHES, partition)
+
+
 def client_generators(settings: Settings) -> list[torch.Generator]:
-    """One minibatch generator per client: client i's is also SuperNode i's."""
-    return [derived_generator(settings.seed, BATCHES, i) for i in range(settings.clients)]
+    return [batch_generator(settings, i) for i in range(settings.clients)]
 
 
 def federation(settings: Settings) -> tuple[mllib.FlatModel, mllib.Clients]:

@@ -147,7 +147,8 @@ def round_to(
     Overflow follows torch 2.13's casts: IEEE-style formats round to +-inf once x reaches
     max + q/2 (the tie goes to the even neighbour 2^(emax+1)); FP8 E4M3 (FN) *saturates* to
     +-448, infinity included, where ml_dtypes, torch 2.11 (seen) and the OCP FP8 spec's
-    non-saturating mode give NaN (``torch_cast`` saturates on every torch version). NaN stays NaN. INT8 rounds to an integer and saturates to [-128, 127].
+    non-saturating mode give NaN (``torch_cast`` saturates on every torch version). NaN stays NaN.
+    INT8 rounds to an integer and saturates to [-128, 127].
 
     Stochastic rounding (Gupta et al. 2015, "Deep learning with limited numerical precision",
     Eq. 5) rounds up with probability (x - down) / q, so E[round(x)] = x: floor(x / q + u) q,
