@@ -4,8 +4,8 @@ import torch
 
 import mllib
 from mllib import introduction as intro
-from mllib.checks import CheckFailed
 from mllib.checks import introduction as check
+from selfchecks import assert_passes, assert_rejects
 
 
 def solution(X, weights):
@@ -22,14 +22,12 @@ WRONG = {
 
 
 def test_weighted_average_check_passes_the_solution(capsys):
-    check.weighted_average(solution)
-    assert "✔ weighted_average" in capsys.readouterr().out
+    assert_passes(check.weighted_average, solution, capsys)
 
 
 @pytest.mark.parametrize("wrong", list(WRONG))
 def test_weighted_average_check_rejects_wrong_answers(wrong):
-    with pytest.raises(CheckFailed, match=r"weighted_average, on input #\d+ \(X="):
-        check.weighted_average(WRONG[wrong])
+    assert_rejects(check.weighted_average, WRONG[wrong])
 
 
 @pytest.fixture(scope="module")

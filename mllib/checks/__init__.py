@@ -32,7 +32,7 @@ def self_check(reference: Callable) -> Callable:
                 compare_on_case(make_cases.__name__, answer, reference, case, number, atol=atol, rtol=rtol)
             print(f"✔ {make_cases.__name__}: matches the reference on {len(cases)} inputs")
 
-        check.reference = reference
+        check.reference, check.make_cases = reference, make_cases
         return check
 
     return wrap

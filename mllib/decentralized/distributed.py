@@ -38,7 +38,7 @@ from ..data import Dataset, load
 from ..models import FlatModel, mlp
 from ..partition import split
 from ..runtime import generator, setup
-from .gossip import consensus_distance, dpsgd, gossip
+from .gossip import dpsgd, gossip
 from .topology import TOPOLOGIES, mixing_matrix
 
 ALGORITHMS = ("dpsgd", "gossip")

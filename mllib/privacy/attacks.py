@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch.func import functional_call, grad
 
 from ..models import FlatModel
-from ..runtime import rand, randn
+from ..runtime import randn
 from .accountant import calibrate_sigma
 from .dp import clip_rows, dp_sgd
 

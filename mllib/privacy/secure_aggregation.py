@@ -9,7 +9,6 @@ Simplifications (said so in the lecture): shares travel in the clear inside this
 (the paper encrypts them with a second key pair and authenticated encryption), and there
 is no signature/consistency round (the paper's active-adversary variant).
 """
-import hashlib
 import os
 from dataclasses import dataclass, field
 
