@@ -13,7 +13,7 @@ from sklearn.utils import murmurhash3_32 as sk_murmur
 
 import mllib
 from benchmarks import best_time
-from mllib.numerics import FORMATS, hashing, round_to, systems
+from mllib.numerics import FORMATS, hashing, round_to, sparse
 
 
 def rounding(gen):
@@ -35,7 +35,7 @@ def rounding(gen):
 
 def sparse(gen):
     densities = (0.5, 0.2, 0.1, 0.05, 0.02, 0.01, 0.005)
-    times = systems.sparse_vs_dense(n=1024, k=64, densities=densities, gen=gen)  # checks equality first
+    times = sparse.sparse_vs_dense(n=1024, k=64, densities=densities, gen=gen)  # checks equality first
     print("(1024 x 1024) @ (1024 x 64): dense time / CSR time (above 1: sparse pays)")
     for d, dense, csr in zip(times["density"], times["dense"], times["sparse"]):
         print(f"  density {d:6.3f}: {dense / csr:6.2f}x")

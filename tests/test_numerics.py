@@ -11,7 +11,7 @@ from sklearn.utils import murmurhash3_32 as sk_murmur
 
 import mllib
 from mllib.checks import numerics as check
-from mllib.numerics import FORMATS, autodiff, bits, formats, hashing, summation, systems, training
+from mllib.numerics import FORMATS, autodiff, bits, formats, hashing, sparse, summation, training
 from selfchecks import assert_passes, assert_rejects
 
 TORCH_TYPED = ["fp32", "fp16", "bf16", "fp8_e5m2", "fp8_e4m3"]
@@ -369,19 +369,19 @@ def test_check_rejects_wrong_answers(name, wrong):
     assert_rejects(getattr(check, name), WRONG[name][wrong])
 
 
-# systems and remaining input checks
+# sparse products and remaining input checks
 
 def test_sparse_vs_dense_times_both_products():
-    times = systems.sparse_vs_dense(64, 8, (0.5, 0.1), gen=torch.Generator().manual_seed(0), repeats=1)
+    times = sparse.sparse_vs_dense(64, 8, (0.5, 0.1), gen=torch.Generator().manual_seed(0), repeats=1)
     assert times["density"] == [0.5, 0.1] and len(times["dense"]) == len(times["sparse"]) == 2
     assert all(t > 0 for t in times["dense"] + times["sparse"])
 
 
 def test_sparse_operands_have_the_density():
-    A, B = systems.sparse_operands(200, 3, 0.1, gen=torch.Generator().manual_seed(0))
+    A, B = sparse.sparse_operands(200, 3, 0.1, gen=torch.Generator().manual_seed(0))
     assert abs((A != 0).float().mean().item() - 0.1) < 0.01 and B.shape == (200, 3)
     with pytest.raises(ValueError, match="density"):
-        systems.sparse_operands(10, 3, 0.0, gen=torch.Generator())
+        sparse.sparse_operands(10, 3, 0.0, gen=torch.Generator())
 
 
 def test_more_bad_input_raises(digits):

@@ -4,9 +4,10 @@
 rounding any tensor into them (nearest even, stochastic, per-tensor scaled); ``bits``:
 encoding and decoding patterns, the format table; ``summation``: accumulation error;
 ``training``: simulated limited-precision training and model compression; ``hashing``: the
-hashing trick, exactly as scikit-learn's ``FeatureHasher``; ``autodiff``: reverse mode on scalars.
+hashing trick, exactly as scikit-learn's ``FeatureHasher``; ``autodiff``: reverse mode on scalars;
+``sparse``: when sparse matrix products beat dense ones.
 """
-from . import autodiff, bits, formats, hashing, summation, systems, training
+from . import autodiff, bits, formats, hashing, sparse, summation, training
 from .autodiff import Value
 from .bits import bit_rows, bit_string, bit_table, decode, decode_ieee, encode, format_table
 from .formats import (
