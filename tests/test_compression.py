@@ -1,3 +1,4 @@
+import copy
 import math
 
 import matplotlib.pyplot as plt
@@ -122,6 +123,28 @@ def test_compressors_never_modify_their_input(compressor):
 
 
 # Error feedback.
+
+
+@given(matrices(max_d=70))
+def test_sign_bits_pack_eight_to_a_byte_and_unpack(X):
+    packed = C.pack_bits(X >= 0)
+    assert packed.dtype == torch.uint8 and packed.shape == (len(X), math.ceil(X.shape[1] / 8))
+    assert torch.equal(C.unpack_bits(packed, X.shape[1]), X >= 0)
+
+
+WIRE = [C.Identity(), C.ScaledSign(), C.QSGD(4), C.TopK(k=10), C.RandomK(k=10), C.Cast(torch.bfloat16),
+        C.Cast(torch.float8_e4m3fn), C.ErrorFeedback(C.TopK(k=10))]  # fmt: skip
+
+
+@pytest.mark.parametrize("compressor", WIRE, ids=repr)
+def test_the_wire_format_is_what_compress_decodes_and_about_as_small_as_counted(compressor):
+    X = torch.randn(3, D, generator=torch.Generator().manual_seed(0))
+    twin = copy.deepcopy(compressor)  # the same state: RandomK's shared seed, EF's memory
+    payload = compressor.encode(X)
+    assert torch.equal(compressor.decode(payload, D), twin.compress(X))
+    sent_bits = 8 * sum(part.numel() * part.element_size() for part in payload) / len(X)
+    # whole bytes on the wire: int32 indices, int8 QSGD levels, at most 2.2x the tight count
+    assert compressor.bits_per_row(D) <= sent_bits + 32 <= 2.2 * compressor.bits_per_row(D) + 32
 
 
 @given(matrices(), st.integers(1, 3))

@@ -1,7 +1,8 @@
 """mllib compressors inside a real DistributedDataParallel model: 2 processes, gloo, loopback."""
 import pytest
+import torch
 
-from mllib.compression.ddp import PowerSGDHook, run_ddp
+from mllib.compression.ddp import PowerSGDHook, free_port, run_ddp
 
 
 @pytest.fixture(scope="module")
@@ -22,6 +23,35 @@ def test_powersgd_hook_trains_the_model(powersgd):
     losses = powersgd["losses"]
     assert sum(losses[-5:]) / 5 < 0.75 * losses[0]
     assert powersgd["accuracy"][0] > 0.7
+
+
+def test_compression_hook_sends_the_encoded_payload_not_the_dense_bucket():
+    import torch.distributed as dist
+
+    from mllib.compression import ErrorFeedback, PowerSGD, ScaledSign
+    from mllib.compression.ddp import compression_hook
+
+    class Bucket:  # what DDP hands a hook
+        def __init__(self, grad):
+            self.grad = grad
+
+        def buffer(self):
+            return self.grad
+
+        def index(self):
+            return 0
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{free_port()}", rank=0, world_size=1)
+    try:
+        hook = compression_hook(lambda: ErrorFeedback(ScaledSign()))
+        grad = torch.randn(1000, generator=torch.Generator().manual_seed(0))
+        averaged = hook(None, Bucket(grad)).wait()
+        assert torch.equal(averaged, ScaledSign().compress(grad[None])[0])  # one process: its own message
+        assert hook.bytes_sent == 1000 / 8 + 4  # packed signs and one float32 scale, not 4000 bytes
+        with pytest.raises(ValueError, match="use PowerSGDHook"):
+            compression_hook(lambda: PowerSGD([(10, 100)], 1))(None, Bucket(grad))
+    finally:
+        dist.destroy_process_group()
 
 
 def test_compression_hook_with_sign_and_error_feedback_trains(powersgd_and_sign):

@@ -6,9 +6,9 @@ the lecture's experiments and plots (``lecture``).
 """
 from .choco import choco_gossip, choco_sgd, consensus_error, naive_compressed_gossip
 from .compressors import (
-    QSGD, Cast, Compressor, ErrorFeedback, Identity, RandomK, ScaledSign, TopK, error_feedback_memory, index_bits,
-    random_k, top_k,
-)
+    QSGD, Cast, Compressor, ErrorFeedback, Identity, MessageCompressor, RandomK, ScaledSign, TopK,
+    error_feedback_memory, index_bits, pack_bits, random_k, top_k, unpack_bits,
+)  # fmt: skip
 from .powersgd import (
     PowerSGD,
     flops_power_iteration,
@@ -21,8 +21,8 @@ from .powersgd import (
 )
 
 __all__ = [
-    "Cast", "Compressor", "ErrorFeedback", "Identity", "PowerSGD", "QSGD", "RandomK", "ScaledSign", "TopK",
-    "choco_gossip", "choco_sgd", "consensus_error", "flops_power_iteration", "flops_svd", "flops_svd_lowrank",
-    "error_feedback_memory", "index_bits", "naive_compressed_gossip", "orthogonalize", "power_iteration",
-    "powersgd_step", "random_k", "top_k", "truncated_svd",
+    "Cast", "Compressor", "ErrorFeedback", "Identity", "MessageCompressor", "PowerSGD", "QSGD", "RandomK",
+    "ScaledSign", "TopK", "choco_gossip", "choco_sgd", "consensus_error", "flops_power_iteration", "flops_svd", "flops_svd_lowrank",
+    "error_feedback_memory", "index_bits", "naive_compressed_gossip", "orthogonalize", "pack_bits",
+    "power_iteration", "powersgd_step", "random_k", "top_k", "truncated_svd", "unpack_bits",
 ]

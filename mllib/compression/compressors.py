@@ -5,6 +5,12 @@ the server decodes, and adds to ``bits_sent`` what the k messages cost on the wi
 indices, norms and scales all counted, 32 bits for each float32. A compressor is a
 transform for ``mllib.run_rounds(transforms=[...])``.
 
+A ``MessageCompressor`` (all but PowerSGD, whose workers talk twice per step) also has a wire
+format: ``encode(X)`` gives the tensors a worker really sends (packed sign bits, int8 levels,
+values and int32 indices, 8- or 16-bit casts) and ``decode(payload, d)`` what a receiver makes
+of them; ``compress`` is exactly ``decode(encode(X))``. ``ddp.compression_hook`` all-gathers
+these payloads between real processes.
+
 Honest bit counts, per row of d entries (float32 = 32 bits, an index = ceil(log2 d) bits):
 
 | compressor | bits per row |
@@ -23,6 +29,7 @@ import torch
 
 from ..runtime import generator
 
+INTEGER_OF_WIDTH = {1: torch.uint8, 2: torch.int16, 4: torch.int32}
 CAST_BITS = {torch.float32: 32, torch.float16: 16, torch.bfloat16: 16, torch.float8_e4m3fn: 8, torch.float8_e5m2: 8}
 
 
@@ -123,19 +130,55 @@ class Compressor(abc.ABC):
         return f"{type(self).__name__}()"
 
 
-class Identity(Compressor):
+class MessageCompressor(Compressor):
+    """A compressor whose rows are messages the workers send on their own, with a wire format.
+
+    Subclasses implement ``encode(X)`` -> the payload, a list of tensors whose first
+    dimension is the k rows, and ``decode(payload, d)`` -> (k, d); a receiver that holds
+    the sender's shared seed (RandomK) decodes with its own copy of the compressor.
+    """
+
+    @abc.abstractmethod
+    def encode(self, X: torch.Tensor) -> list[torch.Tensor]:
+        """The tensors the rows of X (k, d) travel as."""
+
+    @abc.abstractmethod
+    def decode(self, payload: list[torch.Tensor], d: int) -> torch.Tensor:
+        """The (k, d) rows a receiver decodes from ``payload``."""
+
+    def compress(self, X):
+        return self.decode(self.encode(X), X.shape[1]).to(X.dtype)
+
+
+def pack_bits(bits: torch.Tensor) -> torch.Tensor:
+    """A bool (k, d) matrix as (k, ceil(d / 8)) uint8, 8 entries per byte, first entry highest."""
+    k, d = bits.shape
+    padded = torch.nn.functional.pad(bits.to(torch.uint8), (0, -d % 8)).reshape(k, -1, 8)
+    return (padded << torch.arange(7, -1, -1, device=bits.device, dtype=torch.uint8)).sum(2, dtype=torch.uint8)
+
+
+def unpack_bits(packed: torch.Tensor, d: int) -> torch.Tensor:
+    """The inverse of ``pack_bits``: (k, ceil(d / 8)) uint8 -> bool (k, d)."""
+    shifts = torch.arange(7, -1, -1, device=packed.device, dtype=torch.uint8)
+    return ((packed[..., None] >> shifts) & 1).reshape(len(packed), -1)[:, :d].bool()
+
+
+class Identity(MessageCompressor):
     """No compression: every entry sent as float32 (the baseline)."""
 
     unbiased = True
 
-    def compress(self, X):
-        return X.clone()
+    def encode(self, X):
+        return [X.clone()]
+
+    def decode(self, payload, d):
+        return payload[0]
 
     def bits_per_row(self, d):
         return 32 * d
 
 
-class ScaledSign(Compressor):
+class ScaledSign(MessageCompressor):
     """Scaled sign (1-bit) compression: C(x) = ||x||_1 / d * sign(x).
 
     The scale makes C a contraction, ||C(x) - x||^2 <= (1 - ||x||_1^2 / (d ||x||_2^2)) ||x||^2
@@ -143,15 +186,18 @@ class ScaledSign(Compressor):
     sign +1 (one bit cannot say 0).
     """
 
-    def compress(self, X):
-        scale = X.abs().mean(1, keepdim=True)  # (k, 1)
-        return torch.where(X >= 0, scale, -scale)  # (k, d)
+    def encode(self, X):
+        return [pack_bits(X >= 0), X.abs().mean(1, keepdim=True)]  # signs (k, d/8) uint8, scales (k, 1)
+
+    def decode(self, payload, d):
+        signs, scale = payload
+        return torch.where(unpack_bits(signs, d), scale, -scale)  # (k, d)
 
     def bits_per_row(self, d):
         return d + 32
 
 
-class QSGD(Compressor):
+class QSGD(MessageCompressor):
     """QSGD stochastic quantization with s levels (Alistarh et al. 2017, Section 3.1).
 
     Q_s(x)_j = ||x||_2 * sign(x_j) * xi_j / s, where xi_j = l + 1 with probability
@@ -177,12 +223,17 @@ class QSGD(Compressor):
         self.s = s
         self.gen = generator(seed)  # State: own generator
 
-    def compress(self, X):
+    def encode(self, X):
         norm = X.norm(dim=1, keepdim=True)  # (k, 1)
         level = X.abs() / norm.clamp_min(torch.finfo(X.dtype).tiny) * self.s  # (k, d) in [0, s]
         low = level.floor()
         up = torch.rand(X.shape, generator=self.gen).to(X.device) < (level - low)
-        return norm * X.sign() * (low + up.to(X.dtype)) / self.s
+        signed = X.sign() * (low + up.to(X.dtype))  # integers in [-s, s]
+        return [norm, signed.to(torch.int8 if self.s <= 127 else torch.int32)]
+
+    def decode(self, payload, d):
+        norm, signed = payload
+        return norm * signed.to(norm.dtype) / self.s
 
     def bits_per_row(self, d):
         return 32 + d * (1 + math.ceil(math.log2(self.s + 1)))
@@ -191,7 +242,7 @@ class QSGD(Compressor):
         return f"QSGD(s={self.s})"
 
 
-class _Sparsifier(Compressor):
+class _Sparsifier(MessageCompressor):
     def __init__(self, k: int | None = None, fraction: float | None = None):
         super().__init__()
         if (k is None) == (fraction is None):
@@ -227,8 +278,15 @@ class TopK(_Sparsifier):
         ValueError: for k < 1, k > d, or both or neither of k and fraction.
     """
 
-    def compress(self, X):
-        return top_k(X, self.k(X.shape[1]))
+    def encode(self, X):
+        k = self.k(X.shape[1])
+        _check_matrix(X)
+        idx = X.abs().topk(k, dim=1).indices  # (rows, k), as top_k picks them
+        return [X.gather(1, idx), idx.to(torch.int32)]
+
+    def decode(self, payload, d):
+        values, idx = payload
+        return torch.zeros(len(values), d, dtype=values.dtype, device=values.device).scatter_(1, idx.long(), values)
 
     def bits_per_row(self, d):
         return self.k(d) * (32 + index_bits(d))
@@ -256,15 +314,21 @@ class RandomK(_Sparsifier):
         self.unbiased = unbiased
         self.gen = generator(seed)  # State: own generator
 
-    def compress(self, X):
+    def encode(self, X):
         u = torch.rand(X.shape, generator=self.gen).to(X.device)  # (rows, d)
-        return random_k(X, self.k(X.shape[1]), u, unbiased=self.unbiased)
+        self.indices = u.topk(self.k(X.shape[1]), dim=1).indices  # the receiver draws the same
+        scale = X.shape[1] / self.indices.shape[1] if self.unbiased else 1.0
+        return [scale * X.gather(1, self.indices)]  # values only
+
+    def decode(self, payload, d):
+        values = payload[0]
+        return torch.zeros(len(values), d, dtype=values.dtype, device=values.device).scatter_(1, self.indices, values)
 
     def bits_per_row(self, d):
         return 32 * self.k(d)
 
 
-class Cast(Compressor):
+class Cast(MessageCompressor):
     """Low-precision cast: round every entry to ``dtype`` (bfloat16, float16, float8) and back.
 
     Deterministic round-to-nearest; biased. Sends d entries of the dtype's width.
@@ -279,8 +343,12 @@ class Cast(Compressor):
             raise ValueError(f"dtype must be one of {sorted(map(str, CAST_BITS))}, got {dtype}")
         self.dtype = dtype
 
-    def compress(self, X):
-        return X.to(self.dtype).to(X.dtype)
+    def encode(self, X):
+        cast = X.to(self.dtype)
+        return [cast.view(INTEGER_OF_WIDTH[cast.element_size()])]  # as integers: gloo carries no float8
+
+    def decode(self, payload, d):
+        return payload[0].view(self.dtype).float()
 
     def bits_per_row(self, d):
         return CAST_BITS[self.dtype] * d
@@ -289,7 +357,7 @@ class Cast(Compressor):
         return f"Cast({str(self.dtype).removeprefix('torch.')})"
 
 
-class ErrorFeedback(Compressor):
+class ErrorFeedback(MessageCompressor):
     """Error feedback around any compressor (EF-SGD, Karimireddy et al. 2019, Algorithm 2).
 
     Each row i keeps a memory e_i of what compression dropped so far:
@@ -297,7 +365,7 @@ class ErrorFeedback(Compressor):
         2. delta_i = C(p_i)         (what is sent)
         3. e_i <- p_i - delta_i     (what was not sent)
     so that e_i + u_i == delta_i + e_i' holds exactly. Row i must be the same client every
-    call (full participation). The bits are those of the inner compressor.
+    call (full participation). The bits and the wire format are those of the inner compressor.
 
     Args:
         inner: the compressor to wrap.
@@ -313,21 +381,31 @@ class ErrorFeedback(Compressor):
         self.inner = inner
         self.error: torch.Tensor | None = None  # State
 
-    def compress(self, X):
+    def corrected(self, X: torch.Tensor) -> torch.Tensor:
+        """Step 1: p = X + e."""
         if self.error is None:
             self.error = torch.zeros_like(X)
         if self.error.shape != X.shape:
-            raise ValueError(f"ErrorFeedback keeps one memory row per client: expected shape {tuple(self.error.shape)}, got {tuple(X.shape)}")
-        p = X + self.error  # 1.
-        delta = self.inner(p)  # 2.
+            raise ValueError(f"ErrorFeedback keeps one memory row per client: expected shape "
+                             f"{tuple(self.error.shape)}, got {tuple(X.shape)}")  # fmt: skip
+        return X + self.error
+
+    def compress(self, X):
+        p = self.corrected(X)
+        delta = self.inner.compress(p)  # 2.
         self.error = p - delta  # 3.
         return delta
 
-    def __call__(self, X):
-        _check_matrix(X)
-        out = self.compress(X)  # the inner compressor counts the bits
-        self.bits_sent, self.rows_sent = self.inner.bits_sent, self.inner.rows_sent
-        return out
+    def encode(self, X):
+        if not isinstance(self.inner, MessageCompressor):
+            raise ValueError(f"{self.inner!r} has no wire format of its own messages")
+        p = self.corrected(X)
+        payload = self.inner.encode(p)  # 2.
+        self.error = p - self.inner.decode(payload, X.shape[1])  # 3.
+        return payload
+
+    def decode(self, payload, d):
+        return self.inner.decode(payload, d)
 
     def bits_per_row(self, d):
         return self.inner.bits_per_row(d)

@@ -14,7 +14,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from .compressors import Compressor, ErrorFeedback, ScaledSign
+from .compressors import ErrorFeedback, MessageCompressor, ScaledSign
 from .powersgd import PowerSGD, orthogonalize
 
 
@@ -24,33 +24,47 @@ def _done(tensor: torch.Tensor) -> torch.futures.Future:
     return fut
 
 
-def compression_hook(make: Callable[[], Compressor]) -> Callable:
-    """A DDP communication hook that compresses each gradient bucket with ``make()``.
+def compression_hook(make: Callable[[], MessageCompressor]) -> Callable:
+    """A DDP communication hook that sends each gradient bucket compressed by ``make()``.
 
-    Each process compresses its bucket (one row of ``bucket.numel()`` entries, one
-    compressor, error feedback included, per bucket), then the decoded rows are averaged
-    by an all-reduce. The all-reduce moves the decoded dense tensor: the compressor's
-    ``bits_sent`` says what a packed encoding would send, not what gloo sends here.
+    Each process encodes its bucket (one row of ``bucket.numel()`` entries; one compressor,
+    error feedback included, per bucket), the processes all-gather the encoded payloads
+    (packed sign bits, int8 levels, values and int32 indices: what ``encode`` returns), and
+    every process decodes each one and averages them in rank order, so all replicas stay
+    identical. RandomK's receivers draw the sender's indices from the seed they share.
 
     Args:
         make: builds a fresh compressor, e.g. ``lambda: ErrorFeedback(TopK(fraction=0.01))``.
 
     Returns:
         hook(state, bucket) for ``DistributedDataParallel.register_comm_hook(None, hook)``;
-        its ``compressors`` dict maps (bucket index, size) to the compressor used.
+        its ``compressors`` dict maps (bucket index, size) to the compressor used, and its
+        ``bytes_sent`` counts the bytes this process put on the wire.
+
+    Raises:
+        ValueError: (from the hook) if ``make()`` is not a ``MessageCompressor`` (PowerSGD
+            has ``PowerSGDHook``).
     """
-    compressors: dict[tuple[int, int], Compressor] = {}
+    compressors: dict[tuple[int, int], MessageCompressor] = {}
 
     def hook(process_group, bucket):
         flat = bucket.buffer()  # (numel,)
         key = (bucket.index(), flat.numel())
         if key not in compressors:
             compressors[key] = make()
-        decoded = compressors[key](flat[None])[0]
-        dist.all_reduce(decoded, group=process_group)
-        return _done(decoded.div_(dist.get_world_size(process_group)))
+            if not isinstance(compressors[key], MessageCompressor):
+                raise ValueError(f"{compressors[key]!r} has no wire format; use PowerSGDHook for PowerSGD")
+        compressor = compressors[key]
+        payload = compressor.encode(flat[None])
+        world = dist.get_world_size(process_group)
+        gathered = [[torch.empty_like(part) for _ in range(world)] for part in payload]
+        for part, received in zip(payload, gathered):
+            dist.all_gather(received, part, group=process_group)
+        hook.bytes_sent += sum(part.numel() * part.element_size() for part in payload)
+        rows = [compressor.decode([received[r] for received in gathered], flat.numel()) for r in range(world)]
+        return _done((torch.stack(rows).sum(0)[0] / world).to(flat.dtype))
 
-    hook.compressors = compressors
+    hook.compressors, hook.bytes_sent = compressors, 0
     return hook
 
 
