@@ -7,12 +7,14 @@ A round runs a fixed pipeline, each stage taken from its topic's module (nothing
 | 1 | local steps | ``mllib.local_sgd`` (+ ``robust.worker_momentum``) | U = local_sgd(x) - x, then M <- beta M + (1 - beta) U |
 | 2 | compression | ``mllib.compression`` (``TopK``, ``QSGD``, ..., ``ErrorFeedback``) | U <- C(U), bits counted |
 | 3 | attack | ``mllib.robust.make_attack`` | the last f rows overwritten |
-| 4 | aggregation | ``mllib.robust.make`` or gossip ``mllib.decentralized.gossip`` | (n, d) -> (d,) or X <- W (X + U) |
+| 4 | aggregation | ``mllib.robust.make``, or gossip ``mllib.decentralized.gossip`` / ``compression.choco_step`` | (n, d) -> (d,), or X <- W (X + U) |
 | 5 | DP noise | ``mllib.privacy`` (``dp_fedavg_aggregate``, ``clip_rows``) | clip rows to C, add N(0, (sigma C / n)^2 I) |
 
 With a server the round is ``mllib.run_rounds`` (McMahan et al. 2017, FedAvg) with stages 1-3 as
 its ``transforms`` and 4-5 as its ``aggregate``; with a topology it is D-PSGD with local steps
-(Lian et al. 2017): X <- W (X + U). With f = 0, no compression, no momentum and no noise the
+(Lian et al. 2017): X <- W (X + U), and with a compressor the nodes gossip their models with
+CHOCO-Gossip (Koloskova et al. 2019): X <- X + U, then one ``compression.choco_step`` (each node
+sends C(X - X_hat) to its neighbours). With f = 0, no compression, no momentum and no noise the
 server playground *is* ``run_rounds``.
 """
 from __future__ import annotations
@@ -33,6 +35,8 @@ PIPELINE = ("local steps", "compression", "attack", "aggregation", "DP noise")
 PARTITIONS = ("iid", "dirichlet", "shards")
 TOPOLOGIES = ("server", "complete", "ring", "star")
 COMPRESSORS = ("none", "top-k 10%", "random-k 10%", "sign", "qsgd 4 levels", "bfloat16")
+# CHOCO-Gossip needs a contraction: not the unbiased random-k and QSGD (whose variance exceeds ||x||^2).
+GOSSIP_COMPRESSORS = ("none", "top-k 10%", "sign", "bfloat16")
 ATTACKS = tuple(a for a in robust.ATTACKS if a != "huge")
 AGGREGATORS = ("mean", "median", "trimmed mean", "krum", "geometric median", "centered clipping")
 
@@ -42,8 +46,9 @@ class Config:
     """One playground setting (defaults: the lecture's default run).
 
     Topics: data (partition, alpha, n_clients), server or gossip topology, local steps, compressor
-    (with error feedback), attack with f Byzantine clients (the last f), aggregator, worker momentum,
-    client-level DP (noise multiplier sigma, clip C). Training: rounds, lr, batch_size, hidden, seed.
+    (with error feedback; on a topology, CHOCO-Gossip with consensus step ``choco_gamma``), attack
+    with f Byzantine clients (the last f), aggregator, worker momentum, client-level DP (noise
+    multiplier sigma, clip C). Training: rounds, lr, batch_size, hidden, seed.
     """
 
     partition: str = "dirichlet"
@@ -59,6 +64,7 @@ class Config:
     momentum: float = 0.0
     dp_sigma: float = 0.0
     dp_clip: float = 1.0
+    choco_gamma: float = 0.5
     rounds: int = 30
     lr: float = 0.1
     batch_size: int = 16
@@ -102,10 +108,11 @@ def allowed(config: Config) -> dict[str, tuple]:
     gossip = config.topology != "server"
     return {
         "partition": PARTITIONS, "topology": TOPOLOGIES, "attack": ATTACKS,
-        "compressor": ("none",) if gossip else COMPRESSORS,
+        "compressor": GOSSIP_COMPRESSORS if gossip else COMPRESSORS,
         "aggregator": ("mean",) if gossip else AGGREGATORS,
         "f": tuple(range(max_f(config.aggregator, config.n_clients) + 1)),
-        "error_feedback": (False,) if config.compressor == "none" else (False, True),
+        # CHOCO's public copies X_hat already keep what compression held back
+        "error_feedback": (False,) if gossip or config.compressor == "none" else (False, True),
     }  # fmt: skip
 
 
@@ -133,14 +140,17 @@ def validate(config: Config) -> Config:
         raise ValueError(f"need dp_sigma >= 0 and dp_clip > 0, got dp_sigma={c.dp_sigma}, dp_clip={c.dp_clip}")
     if not c.lr > 0:
         raise ValueError(f"lr must be > 0, got lr={c.lr}")
+    if not 0 < c.choco_gamma <= 1:
+        raise ValueError(f"choco_gamma must be in (0, 1], got choco_gamma={c.choco_gamma}")
     options = allowed(c)
     if c.topology != "server":
-        for name in ("compressor", "aggregator"):
-            if getattr(c, name) not in options[name]:
-                raise ValueError(
-                    f"{name}={getattr(c, name)!r} needs a server; with topology={c.topology!r} pass {name}="
-                    f"{options[name][0]!r} (gossip averages uncompressed models)"
-                )
+        if c.aggregator != "mean":
+            raise ValueError(f"aggregator={c.aggregator!r} needs a server; with topology={c.topology!r} pass 'mean'")
+        if c.compressor not in options["compressor"]:
+            raise ValueError(f"compressor={c.compressor!r} is not a contraction, which CHOCO-Gossip needs; with "
+                             f"topology={c.topology!r} pass one of {options['compressor']}")  # fmt: skip
+        if c.error_feedback:
+            raise ValueError("error_feedback=True needs a server (CHOCO-Gossip keeps its own memory); pass False")
         if c.dp_sigma > 0:
             raise ValueError(f"dp_sigma={c.dp_sigma} needs a server (the noise is added to the aggregate); pass 0")
     if not 0 <= c.f <= options["f"][-1]:
@@ -224,25 +234,31 @@ def run(config: Config, data, gen: torch.Generator | None = None) -> Result:
         return out
 
     attack = robust.make_attack(c.attack, c.f, gen=generator(c.seed + 2))
-    transforms = ([worker_momentum] if c.momentum > 0 else []) + [compress, attack]
+    momenta = [worker_momentum] if c.momentum > 0 else []
     if c.topology == "server":
+        transforms = [*momenta, compress, attack]
         history = run_rounds(
             model, clients, rounds=c.rounds, local_steps=c.local_steps, lr=c.lr, batch_size=c.batch_size, gen=gen,
             transforms=transforms, aggregate=make_aggregate(c, generator(c.seed + 3)),
         )  # fmt: skip
         result.rounds, result.accuracy, result.model = list(history.rounds), list(history.accuracy), history.model
         return result
-    # 4. gossip: D-PSGD with local steps, every node sends its model to each neighbour
+    # 4. gossip: D-PSGD with local steps, every node sends its model (CHOCO: its compressed
+    # change) to each neighbour
     W = decentralized.mixing_matrix(c.topology, c.n_clients)  # (n, n)
-    edges = int((W - torch.diag(torch.diag(W))).ne(0).sum())  # directed links, one model each per round
+    edges = int((W - torch.diag(torch.diag(W))).ne(0).sum())  # directed links, one message each per round
     X = model.init(gen, clients.x.device).expand(c.n_clients, -1).clone()  # (n, d)
+    X_hat = torch.zeros_like(X)  # CHOCO's public copies
     weights = clients.weights.to(X.device)
     for r in range(1, c.rounds + 1):
         U = local_sgd(model, X, clients, steps=c.local_steps, lr=c.lr, batch_size=c.batch_size, gen=gen) - X
-        for t in transforms:
+        for t in [*momenta, attack]:
             U = t(U)
-        X = decentralized.gossip(X + U, W)
-        result.bits[-1] = edges * compressor.bits_per_row(X.shape[1]) * r
+        if c.compressor == "none":
+            X = decentralized.gossip(X + U, W)
+        else:
+            X, X_hat = compression.choco_step(X + U, X_hat, W, compressor, c.choco_gamma)
+        result.bits.append(edges * compressor.bits_per_row(X.shape[1]) * r)
         result.rounds.append(r)
         result.accuracy.append(float(evaluate(model, X, clients) @ weights))
     result.model = X

@@ -1,4 +1,5 @@
 """Tests of mllib.playground: the composed pipeline of lecture 11."""
+import dataclasses
 import itertools
 
 import matplotlib
@@ -49,6 +50,14 @@ def test_bits_cut_by_the_compressor_ratio(data):
         assert squeezed.total_bits * comp.ratio(d) == pytest.approx(plain.total_bits)
 
 
+def test_choco_gossip_keeps_gossips_accuracy_for_a_fraction_of_the_bits(data):
+    ring = pg.Config(topology="ring")
+    plain, choco = pg.run(ring, data), pg.run(dataclasses.replace(ring, compressor="top-k 10%"), data)
+    d = len(choco.model[0])
+    assert plain.total_bits / choco.total_bits == pytest.approx(pg.make_compressor("top-k 10%").ratio(d))
+    assert choco.final_accuracy > plain.final_accuracy - 0.05
+
+
 def test_gossip_bits_count_each_link(data):
     ring = pg.run(pg.Config(rounds=2, topology="ring"), data)
     d = ring.model.shape[1]
@@ -75,7 +84,8 @@ def test_allowed_offers_only_valid_combinations():
         for agg in options["aggregator"]:
             for f in pg.allowed(pg.Config(topology=topology, aggregator=agg, n_clients=n))["f"]:
                 assert pg.is_valid(pg.Config(topology=topology, aggregator=agg, n_clients=n, f=f))
-    assert pg.allowed(pg.Config(topology="ring"))["compressor"] == ("none",)
+    assert pg.allowed(pg.Config(topology="ring"))["compressor"] == ("none", "top-k 10%", "sign", "bfloat16")
+    assert pg.allowed(pg.Config(topology="ring", compressor="sign"))["error_feedback"] == (False,)
     assert pg.allowed(pg.Config(aggregator="krum", n_clients=10))["f"] == (0, 1, 2, 3)
 
 
@@ -118,7 +128,9 @@ def test_all_pairs_sweep_runs(data):
     (dict(partition="sorted"), "partition"), (dict(aggregator="mode"), "aggregator"), (dict(n_clients=1), "n_clients"),
     (dict(alpha=0.0), "alpha"), (dict(momentum=1.0), "momentum"), (dict(dp_sigma=-1.0), "dp_sigma"),
     (dict(f=5), "f=5"), (dict(aggregator="krum", f=4), "krum"), (dict(topology="ring", aggregator="median"), "aggregator"),
-    (dict(topology="ring", compressor="sign"), "compressor"), (dict(topology="ring", dp_sigma=1.0), "dp_sigma"),
+    (dict(topology="ring", compressor="qsgd 4 levels"), "not a contraction"),
+    (dict(topology="ring", dp_sigma=1.0), "dp_sigma"), (dict(choco_gamma=0), "choco_gamma"),
+    (dict(topology="ring", compressor="sign", error_feedback=True), "error_feedback"),
     (dict(error_feedback=True), "error_feedback"), (dict(compressor="zip"), "compressor"), (dict(rounds=0), "rounds"),
 ])  # fmt: skip
 def test_bad_input_raises_naming_the_option(data, change, word):
@@ -147,7 +159,7 @@ def test_panel_constrains_and_runs(data):
     controls["aggregator"].value = "krum"
     assert controls["f"].max == 3
     controls["topology"].value = "ring"
-    assert controls["aggregator"].options == ("mean",) and controls["compressor"].options == ("none",)
+    assert controls["aggregator"].options == ("mean",) and controls["compressor"].options == pg.GOSSIP_COMPRESSORS
     controls["Run"].click()
     assert len(box.results) == 1 and box.results[0].config.topology == "ring"
 

@@ -27,6 +27,20 @@ def consensus_error(X: torch.Tensor) -> float:
     return float((X - X.mean(0)).pow(2).sum(1).mean())
 
 
+def choco_step(
+    X: torch.Tensor, X_hat: torch.Tensor, W: torch.Tensor, compressor: Compressor, gamma: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One CHOCO-Gossip step (Koloskova et al. 2019, Algorithm 1, lines 3-8) in matrix form:
+    Q = C(X - X_hat) (each node compresses its change); X_hat <- X_hat + Q (every neighbour
+    updates its copy); X <- X + gamma (W - I) X_hat (gossip on the public copies).
+
+    Returns:
+        The new X and X_hat, (n, d) each.
+    """
+    X_hat = X_hat + compressor(X - X_hat)
+    return X + gamma * (W @ X_hat - X_hat), X_hat
+
+
 def choco_gossip(
     X: torch.Tensor, W: torch.Tensor, compressor: Compressor, *, gamma: float, steps: int
 ) -> tuple[torch.Tensor, list[float]]:
@@ -51,8 +65,7 @@ def choco_gossip(
     X_hat = torch.zeros_like(X)
     errors = [consensus_error(X)]
     for _ in range(steps):
-        X_hat = X_hat + compressor(X - X_hat)  # 1.-2.
-        X = X + gamma * (W @ X_hat - X_hat)  # 3.
+        X, X_hat = choco_step(X, X_hat, W, compressor, gamma)  # 1.-3.
         errors.append(consensus_error(X))
     return X, errors
 
@@ -105,6 +118,5 @@ def choco_sgd(
     X_hat = torch.zeros_like(X)
     for _ in range(steps):
         X = X - lr * grad(X)  # 1.
-        X_hat = X_hat + compressor(X - X_hat)  # 2.
-        X = X + gamma * (W @ X_hat - X_hat)  # 3.
+        X, X_hat = choco_step(X, X_hat, W, compressor, gamma)  # 2.-3.
     return X
