@@ -51,18 +51,26 @@ def reload_loop(model, module, X, clients, gen):
 METHODS = {"vectorized": vectorized, "deep copy": deep_copy_loop, "reload": reload_loop}
 
 
+def synchronized(result: torch.Tensor) -> torch.Tensor:
+    """Wait for the GPU's queued kernels, so that a timing counts them."""
+    if result.is_cuda:
+        torch.cuda.synchronize()
+    return result
+
+
 def main() -> None:
     gen = mllib.setup(seed=0, threads=1)
-    data = mllib.load("digits", gen=gen)
-    module = mllib.mlp(data.n_features, data.n_classes, hidden=(64,))
+    device = mllib.device()  # MLLIB_DEVICE=cpu to compare on the CPU of a GPU machine
+    data = mllib.load("digits", gen=gen).to(device)
+    module = mllib.mlp(data.n_features, data.n_classes, hidden=(64,)).to(device)
     model = mllib.FlatModel(module)
-    print(f"{STEPS} local SGD steps of batch {BATCH}, MLP with d={model.dim}, 1 thread, best of 3\n")
+    print(f"{STEPS} local SGD steps of batch {BATCH}, MLP with d={model.dim}, on {device}, 1 CPU thread, best of 3\n")
     print(f"{'clients':>8} {'vectorized s':>13} {'deep copy s':>12} {'reload s':>9} {'deep copy / vec':>16} {'reload / vec':>13}")
     for n in CLIENT_COUNTS:
         clients = mllib.split(data, n, "iid", gen=gen)
-        X = model.init(gen).expand(n, -1).contiguous()
+        X = model.init(gen, device).expand(n, -1).contiguous()
         timed = {  # each method on the same minibatches: generator(1)
-            name: best_time(lambda: method(model, module, X, clients, gen=mllib.generator(1)))
+            name: best_time(lambda: synchronized(method(model, module, X, clients, gen=mllib.generator(1))), warm_up=True)
             for name, method in METHODS.items()
         }
         reference = timed["vectorized"][1]

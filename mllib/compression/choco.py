@@ -37,6 +37,7 @@ def choco_step(
     Returns:
         The new X and X_hat, (n, d) each.
     """
+    W = W.to(X.device, X.dtype)
     X_hat = X_hat + compressor(X - X_hat)
     return X + gamma * (W @ X_hat - X_hat), X_hat
 
