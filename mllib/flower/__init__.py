@@ -14,7 +14,8 @@ The client matrix of the simulation maps onto Flower's messages:
   ``privacy.dp_fedavg_aggregate``, or SCAFFOLD's ``server_step`` and ``control_variate_step``.
 
 Modules: ``task`` (settings, federation, generators, the in-process ``simulate``),
-``client_app`` (the ClientApp), ``server_app`` (the ServerApp and its strategy), ``deploy``
-(a SuperLink and SuperNodes on loopback, ``flwr run``). The Flower app's configuration is
-``mllib/flower/app/pyproject.toml``. Needs the ``flower`` extra: ``pip install -e ".[flower]"``.
+``client_app`` (the ClientApp), ``server_app`` (the ServerApp and its strategy), ``records``
+(rows in and out of ``ArrayRecord``), ``deploy`` (a SuperLink and SuperNodes on loopback,
+``flwr run``). The Flower app's configuration is ``mllib/flower/app/pyproject.toml``. Needs
+the ``flower`` extra: ``pip install -e ".[flower]"``.
 """

@@ -14,23 +14,16 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import torch
-from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 import mllib
 from mllib import federated, privacy
 
+from .records import to_record, to_tensor
 from .task import Settings, attack_generator, attacker, batch_generator, client_share
 
 app = ClientApp()
-
-
-def to_tensor(record: ArrayRecord) -> torch.Tensor:
-    return torch.from_numpy(record.to_numpy_ndarrays()[0])
-
-
-def to_record(row: torch.Tensor) -> ArrayRecord:
-    return ArrayRecord([row.detach().cpu().numpy()])
 
 
 @contextmanager

@@ -20,7 +20,7 @@ from flwr.serverapp.strategy import Strategy
 import mllib
 from mllib import federated
 
-from .client_app import to_record, to_tensor
+from .records import to_record, to_tensor
 from .task import Settings, epsilon, federation, initial_model, server_rule
 
 app = ServerApp()

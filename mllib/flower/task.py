@@ -160,19 +160,19 @@ def simulate(settings: Settings, attack: str = "none") -> torch.Tensor:
     """
     model, clients = federation(settings)
     x0, gens = initial_model(model, settings), client_generators(settings)
-    common = dict(rounds=settings.rounds, gen=mllib.generator(settings.seed))
     if settings.algorithm == "scaffold":
         algorithm = federated.Scaffold(local_steps=settings.local_steps, lr=settings.lr)
         problem = federated.DataProblem(model, clients, settings.batch_size)
-        return federated.run(algorithm, problem, x0, clients_per_round=clients.n, sample_gen=common.pop("gen"),
-                             gen=gens, **common).model  # fmt: skip
+        return federated.run(algorithm, problem, x0, rounds=settings.rounds, clients_per_round=clients.n, gen=gens,
+                             sample_gen=mllib.generator(settings.seed)).model  # fmt: skip
     transforms = []
     if settings.algorithm == "dp-fedavg":
         transforms.append(lambda U: privacy.clip_rows(U, settings.clip))
     if attack != "none":
         transforms.append(attacker(attack, attack_generator(settings, clients.n - 1)))
     rule, sizes = server_rule(settings), clients.sizes.to(x0.dtype)
-    history = mllib.run_rounds(model, clients, local_steps=settings.local_steps, lr=settings.lr,
-                               batch_size=settings.batch_size, x0=x0, batch_gen=gens, transforms=transforms,
-                               aggregate=lambda U: rule(U, sizes), eval_every=settings.rounds, **common)  # fmt: skip
+    history = mllib.run_rounds(model, clients, rounds=settings.rounds, local_steps=settings.local_steps, lr=settings.lr,
+                               batch_size=settings.batch_size, gen=mllib.generator(settings.seed), x0=x0,
+                               batch_gen=gens, transforms=transforms, aggregate=lambda U: rule(U, sizes),
+                               eval_every=settings.rounds)  # fmt: skip
     return history.model
