@@ -5,10 +5,16 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 NOTEBOOKS := $(wildcard lectures/*.ipynb solutions/*.ipynb)
 LAB_ARGS ?=
+BENCHMARKS := $(basename $(notdir $(filter-out benchmarks/__init__.py,$(wildcard benchmarks/*.py))))
 # Jupyter refuses to run as root (containers, CI) without this flag.
 ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root)
 
-.PHONY: lab test test-fast labs execute bench flower site slides clean
+# The perturbation pass: other floating-point kernels (MKL's conditional-numerical-
+# reproducibility mode, ATen's portable vector code) and another thread count. Every compared
+# output must hold under it, as on any other CPU or GPU.
+PERTURBED := MKL_CBWR=COMPATIBLE ATEN_CPU_CAPABILITY=default MLLIB_THREADS=2
+
+.PHONY: lab test test-fast test-portable labs execute survey bench bench-quick flower site slides clean
 
 # Install under constraints.txt (torch==2.13.0, the CPU build). A torch already in .venv
 # (a GPU build, or the CPU wheel from PyTorch's index) is kept: its pin is dropped.
@@ -26,8 +32,15 @@ $(STAMP): pyproject.toml constraints.txt
 lab: $(STAMP)
 	$(BIN)/jupyter lab --ip=127.0.0.1 --ServerApp.root_dir=. $(ROOT_FLAG) $(LAB_ARGS)
 
+# Everything: unit tests and notebooks, the notebooks again with the kernels switched, and
+# every benchmark at a tiny size (a crashing benchmark fails CI).
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 --dist loadscope -rs
+	$(MAKE) --no-print-directory test-portable bench-quick
+
+# The lectures and solutions under the perturbed kernels alone.
+test-portable: $(STAMP)
+	$(PERTURBED) $(BIN)/python -m pytest -n 2 --dist loadscope -q lectures solutions
 
 # Unit tests only (no notebooks, no Flower deployment): the quick loop while developing.
 test-fast: $(STAMP)
@@ -37,18 +50,32 @@ test-fast: $(STAMP)
 labs: $(STAMP)
 	$(BIN)/python -m mllib.labs solutions labs
 
-# Re-run notebooks in place and keep their outputs (nbval compares against them).
-# One notebook: make execute NOTEBOOKS=lectures/00_introduction.ipynb
+# Re-run notebooks in place and keep their outputs (nbval compares against them); twice in a
+# row on one machine, it changes nothing. One notebook: make execute NOTEBOOKS=lectures/00_introduction.ipynb
 execute: $(STAMP)
-	$(BIN)/jupyter nbconvert --to notebook --execute --inplace \
-	  --ExecutePreprocessor.timeout=120 $(NOTEBOOKS)
+	$(BIN)/python tests/recording.py execute $(NOTEBOOKS)
 
-# Every benchmarks/*.py in turn; torchattacks comes without its dependencies (they would
+# Rerun notebooks under other kernel settings and thread counts and report every number that
+# moves, whether a declared tolerance covers it, and the measured spreads (README: tolerances).
+survey: $(STAMP)
+	$(BIN)/python tests/recording.py survey $(NOTEBOOKS)
+
+# Peer libraries of the benchmarks; torchattacks comes without its dependencies (they would
 # replace the CPU build of torch).
-bench: $(STAMP)
+BENCH_STAMP := $(VENV)/.bench-installed
+$(BENCH_STAMP): $(STAMP)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps torchattacks==3.5.1
-	for module in $(basename $(notdir $(filter-out benchmarks/__init__.py,$(wildcard benchmarks/*.py)))); do \
+	touch $@
+
+# Every benchmarks/*.py in turn.
+bench: $(BENCH_STAMP)
+	for module in $(BENCHMARKS); do \
 	  echo "== benchmarks/$$module.py"; $(BIN)/python -m benchmarks.$$module || exit 1; done
+
+# Every benchmark at a tiny size: checks that each runs and agrees with its reference, not speed.
+bench-quick: $(BENCH_STAMP)
+	for module in $(BENCHMARKS); do \
+	  echo "== benchmarks/$$module.py (quick)"; BENCH_QUICK=1 $(BIN)/python -m benchmarks.$$module || exit 1; done
 
 # The course's FedAvg on Flower's deployment runtime: one SuperLink and 4 SuperNodes on
 # loopback, per-round test accuracy. Options: make flower FLOWER_ARGS="--algorithm scaffold"

@@ -44,3 +44,15 @@ def test_device_rejects_unknown_names(monkeypatch, value):
     monkeypatch.setenv("MLLIB_DEVICE", value)
     with pytest.raises(ValueError, match="MLLIB_DEVICE"):
         mllib.device()
+
+
+def test_thread_count_comes_from_the_environment(monkeypatch):
+    monkeypatch.setenv("MLLIB_THREADS", "2")
+    mllib.setup(seed=0)
+    assert torch.get_num_threads() == 2
+    monkeypatch.setenv("MLLIB_THREADS", "two")
+    with pytest.raises(ValueError, match="MLLIB_THREADS must be a whole number >= 1, got 'two'"):
+        mllib.setup(seed=0)
+    monkeypatch.delenv("MLLIB_THREADS")
+    mllib.setup(seed=0)
+    assert torch.get_num_threads() == 1
