@@ -112,7 +112,7 @@ def survey(path: pathlib.Path, parallel: int = 2) -> bool:
     """Print how the numbers of ``path`` move under every variant; True when all stay covered."""
     recorded = nbformat.read(path, as_version=4)
     runs = run_variants(path, parallel)
-    print(f"== {path.relative_to(ROOT)}, {len(runs)} kernel settings: {', '.join(runs)}")
+    print(f"== {path.name}, {len(runs)} kernel settings: {', '.join(runs)}")
     covered = True
     code_index = {i: n for n, i in enumerate(i for i, c in enumerate(recorded.cells) if c.cell_type == "code")}
     for index, number in code_index.items():

@@ -18,7 +18,8 @@ import pytest
 from lab_server import TOKEN, running_lab, start_kernel_session
 from notebooks import ROOT, code_cells
 
-CHROMIUM = shutil.which("chromium")
+# Debian names it chromium; elsewhere point CHROMIUM at a Chromium or Chrome binary.
+CHROMIUM = os.environ.get("CHROMIUM") or shutil.which("chromium")
 FLAGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
          "--disable-quic", "--no-first-run", "--disable-component-update", "--disable-sync"]  # fmt: skip
 WIDGET = "application/vnd.jupyter.widget-view+json"
@@ -37,7 +38,7 @@ try:
 except ImportError:  # pragma: no cover - the dev extra installs it
     sync_playwright = None
 
-missing = None if CHROMIUM and sync_playwright else "Chromium (apt-get install chromium) or playwright is missing"
+missing = None if CHROMIUM and sync_playwright else "Chromium (apt-get install chromium, or CHROMIUM=path) or playwright is missing"
 if missing and os.environ.get("CI") == "true":
     raise RuntimeError(f"the browser test cannot run in CI: {missing}")
 pytestmark = pytest.mark.skipif(missing is not None, reason=f"browser test skipped: {missing}")

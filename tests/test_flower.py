@@ -48,6 +48,13 @@ def with_byzantine(tmp_path_factory):
         yield deployment
 
 
+def assert_same_model(flower, simulated, operations=64):
+    """Flower's run and the simulation sum in other orders: allow float32 rounding (2^-23
+    relative) accumulated over ``operations`` steps, relative to the largest weight."""
+    gap, scale = float((flower - simulated).abs().max()), float(simulated.abs().max())
+    assert gap <= operations * torch.finfo(torch.float32).eps * scale, f"max |flower - simulation| = {gap:.2e}"
+
+
 def final_model(deployment, settings):
     return torch.from_numpy(deployment.run(settings, timeout=240)["model"])
 
@@ -56,14 +63,14 @@ def final_model(deployment, settings):
 @pytest.mark.parametrize("algorithm", ["fedavg", "scaffold"])
 def test_three_rounds_on_three_supernodes_equal_the_simulation(honest, algorithm):
     settings = Settings(rounds=3, clients=3, algorithm=algorithm)
-    assert (final_model(honest, settings) - simulate(settings)).abs().max() < 1e-5
+    assert_same_model(final_model(honest, settings), simulate(settings))
 
 
 @pytest.mark.deployment
 def test_dp_fedavg_equals_the_simulation_and_reports_the_accountants_epsilon(honest):
     settings = Settings(rounds=2, clients=3, algorithm="dp-fedavg", clip=0.5, noise=0.8)  # q = 1: no amplification
     result = honest.run(settings, timeout=240)
-    assert (torch.from_numpy(result["model"]) - simulate(settings)).abs().max() < 1e-5
+    assert_same_model(torch.from_numpy(result["model"]), simulate(settings))
     assert "round 2: test accuracy" in result["log"] and "epsilon 9.23 at delta 1e-05" in result["log"]
 
 
@@ -76,7 +83,7 @@ def test_the_median_resists_a_byzantine_supernode_that_throws_plain_averaging_of
     for aggregator, byzantine in (("median", 1), ("mean", 0)):
         settings = Settings(rounds=2, clients=3, aggregator=aggregator, byzantine=byzantine)
         result = with_byzantine.run(settings, timeout=240)
-        assert (torch.from_numpy(result["model"]) - simulate(settings, attack="noise")).abs().max() < 1e-5
+        assert_same_model(torch.from_numpy(result["model"]), simulate(settings, attack="noise"))
         accuracy[aggregator] = result["accuracy"][-1]
     assert abs(accuracy["median"] - band) < 0.05, accuracy
     assert accuracy["mean"] < band - 0.4, accuracy

@@ -4,6 +4,7 @@ import tomllib
 import urllib.request
 
 import pytest
+import yaml
 
 from lab_server import TOKEN, running_lab, status
 from notebooks import ROOT
@@ -39,6 +40,22 @@ def test_ci_runs_the_readme_test_command():
     assert (ROOT / ".ci" / "run").read_text().strip().endswith("make test")
     readme = (ROOT / "README.md").read_text()
     assert "make lab" in readme and "make test" in readme
+
+
+def test_the_github_workflow_runs_make_test_on_linux_and_macos_arm64_with_two_pythons():
+    workflow = yaml.safe_load((ROOT / ".github" / "workflows" / "test.yml").read_text())
+    (job,) = workflow["jobs"].values()
+    assert [step["run"] for step in job["steps"] if "run" in step] == ["make test"]
+    matrix = job["strategy"]["matrix"]
+    assert any(os.startswith("ubuntu") for os in matrix["os"]) and "macos-14" in matrix["os"]  # macos-14: arm64
+    oldest = PYPROJECT["requires-python"].removeprefix(">=")
+    assert len(matrix["python"]) == 2 and oldest in matrix["python"]
+
+
+def test_readme_pyproject_and_environment_name_the_same_oldest_python():
+    oldest = PYPROJECT["requires-python"].removeprefix(">=")
+    assert f"Python {oldest}+" in (ROOT / "README.md").read_text()
+    assert f"python>={oldest}" in (ROOT / "environment.yml").read_text()
 
 
 def test_jupyterlab_starts_as_make_lab_starts_it():
