@@ -16,7 +16,7 @@ import torch
 import torchattacks
 
 import mllib
-from benchmarks import best_time
+from benchmarks import best_time, size
 from mllib import adversarial as adv
 
 SETTINGS = {  # name: (mllib attack, torchattacks attack factory)
@@ -32,9 +32,9 @@ SETTINGS = {  # name: (mllib attack, torchattacks attack factory)
 }
 
 
-def trained(model: mllib.FlatModel, data, epochs: int) -> torch.nn.Module:
+def trained(model: mllib.FlatModel, x: torch.Tensor, y: torch.Tensor, epochs: int) -> torch.nn.Module:
     gen = mllib.generator(0)
-    row = adv.adversarial_training(model, model.init(gen), data.x_train, data.y_train, attack=None,
+    row = adv.adversarial_training(model, model.init(gen), x, y, attack=None,
                                    epochs=epochs, lr=0.3, batch_size=32, gen=gen)  # fmt: skip
     return model.load(copy.deepcopy(model.module), row).eval()
 
@@ -42,10 +42,12 @@ def trained(model: mllib.FlatModel, data, epochs: int) -> torch.nn.Module:
 def main() -> None:
     gen = mllib.setup(seed=0, threads=1)
     data = mllib.load("mnist", gen=gen)
-    x, y = data.x_test, data.y_test
+    n_train, n_test = size(len(data.y_train), 500), size(len(data.y_test), 200)
+    train = data.x_train[:n_train], data.y_train[:n_train]
+    x, y = data.x_test[:n_test], data.y_test[:n_test]
     models = {
-        "MLP": trained(mllib.FlatModel(mllib.mlp(784, 10, hidden=(64,))), data, 4),
-        "CNN": trained(mllib.FlatModel(adv.small_cnn()), data, 1),
+        "MLP": trained(mllib.FlatModel(mllib.mlp(784, 10, hidden=(64,))), *train, size(4, 1)),
+        "CNN": trained(mllib.FlatModel(adv.small_cnn()), *train, 1),
     }
     print(f"{len(y)} MNIST test images, no random start, 1 thread, best of 3\n")
     print(f"{'model':>5} {'attack':>28} {'mllib acc':>10} {'torchattacks acc':>17} {'max |dx|':>9} "

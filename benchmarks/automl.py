@@ -9,7 +9,7 @@ results are checked to agree before the times mean anything. Run: ``make bench``
 import torch
 
 import mllib
-from benchmarks import best_time
+from benchmarks import best_time, size
 from mllib.automl import sample_configs
 
 
@@ -27,7 +27,7 @@ def main():
     gen = mllib.setup(seed=0)
     data = mllib.load("digits", gen=gen)
     print("one epoch of SGD on the digits MLP (64 -> 32 -> 10), batch 64, per-configuration lr and weight decay")
-    for n in (8, 32, 128):
+    for n in size((8, 32, 128), (8,)):
         model = mllib.FlatModel(mllib.mlp(64, 10, hidden=(32,)))
         lr, _, wd = sample_configs(n, gen, lr_range=(1e-2, 1.0))
         X0 = torch.stack([model.init(gen) for _ in range(n)])

@@ -14,10 +14,10 @@ import copy
 import torch
 
 import mllib
-from benchmarks import best_time
+from benchmarks import best_time, size
 
 STEPS, BATCH, LR = 10, 32, 0.1
-CLIENT_COUNTS = (10, 100, 1000)
+CLIENT_COUNTS = size((10, 100, 1000), (10,))
 
 
 def vectorized(model, module, X, clients, gen):

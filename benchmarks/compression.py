@@ -19,12 +19,12 @@ once at n >= 2048 (about 45 s at 4096, 70 s in all, on this 2-core machine), the
 import torch
 
 import mllib
-from benchmarks import best_time
+from benchmarks import best_time, size
 from mllib.compression import power_iteration, truncated_svd
 
 RANK = 4
 OVERSAMPLE = 4  # Halko et al. 2011 oversample; with q = 4 alone svd_lowrank's error is 15% above the optimum at n = 1024
-SIZES = (256, 1024, 2048, 4096)
+SIZES = size((256, 1024, 2048, 4096), (256,))
 
 
 def test_matrix(n: int, gen: torch.Generator) -> torch.Tensor:

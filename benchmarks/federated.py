@@ -15,11 +15,11 @@ import copy
 import torch
 
 import mllib
-from benchmarks import best_time
+from benchmarks import best_time, size
 from mllib import federated as fl
 
 K, BATCH, LR, BETA = 10, 32, 0.1, 0.9
-SAMPLED = (10, 100)
+SAMPLED = size((10, 100), (10,))
 
 
 def flat_grad(module, x, y):

@@ -12,13 +12,13 @@ import torch
 from sklearn.utils import murmurhash3_32 as sk_murmur
 
 import mllib
-from benchmarks import best_time
+from benchmarks import best_time, size
 from mllib.numerics import FORMATS, hashing, round_to, sparse
 
 
 def rounding(gen):
-    x = torch.randn(1_000_000, generator=gen) * 100
-    print("rounding 1e6 float32 values (ours: float64 arithmetic, pure torch)")
+    x = torch.randn(size(1_000_000, 10_000), generator=gen) * 100
+    print(f"rounding {len(x) / 1e6:g}e6 float32 values (ours: float64 arithmetic, pure torch)")
     for fmt in ("fp16", "bf16", "fp8_e5m2", "fp8_e4m3"):
         dtype = FORMATS[fmt].torch_dtype
         assert torch.equal(round_to(x, fmt), x.to(dtype).float()), fmt
@@ -33,26 +33,27 @@ def rounding(gen):
     print(f"  fp8_e3m4  ours {ours * 1e3:7.2f} ms   ml_dtypes  {theirs * 1e3:6.2f} ms   ours / ml_dtypes {ours / theirs:5.1f}x")
 
 
-def sparse(gen):
+def sparse_products(gen):
     densities = (0.5, 0.2, 0.1, 0.05, 0.02, 0.01, 0.005)
-    times = sparse.sparse_vs_dense(n=1024, k=64, densities=densities, gen=gen)  # checks equality first
-    print("(1024 x 1024) @ (1024 x 64): dense time / CSR time (above 1: sparse pays)")
+    n = size(1024, 128)
+    times = sparse.sparse_vs_dense(n=n, k=64, densities=densities, gen=gen, repeats=size(5, 1))  # checks equality first
+    print(f"({n} x {n}) @ ({n} x 64): dense time / CSR time (above 1: sparse pays)")
     for d, dense, csr in zip(times["density"], times["dense"], times["sparse"]):
         print(f"  density {d:6.3f}: {dense / csr:6.2f}x")
 
 
 def murmur():
-    keys = [f"feature{i}=value{i % 97}" for i in range(20000)]
+    keys = [f"feature{i}=value{i % 97}" for i in range(size(20000, 500))]
     assert [hashing.murmurhash3_32(k) for k in keys] == [sk_murmur(k, seed=0) for k in keys]
     ours = best_time(lambda: [hashing.murmurhash3_32(k) for k in keys], 3)[0]
     theirs = best_time(lambda: [sk_murmur(k, seed=0) for k in keys], 3)[0]
-    print(f"MurmurHash3 of 20000 names: pure Python / scikit-learn (Cython) {ours / theirs:.1f}x")
+    print(f"MurmurHash3 of {len(keys)} names: pure Python / scikit-learn (Cython) {ours / theirs:.1f}x")
 
 
 def main():
     gen = mllib.setup(seed=0)
     rounding(gen)
-    sparse(gen)
+    sparse_products(gen)
     murmur()
 
 

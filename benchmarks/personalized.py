@@ -17,11 +17,11 @@ import copy
 import torch
 
 import mllib
-from benchmarks import best_time
+from benchmarks import best_time, size
 from mllib import personalized as pers
 
 STEPS, BATCH, LR, LAM = 10, 32, 0.1, 1.0
-CLIENT_COUNTS = (10, 100, 500)
+CLIENT_COUNTS = size((10, 100, 500), (10,))
 
 
 def vectorized(model, module, V, w, clients, gen):
@@ -50,7 +50,7 @@ def per_client_loop(model, module, V, w, clients, gen):
 METHODS = {"vectorized": vectorized, "per-client loop": per_client_loop}
 
 
-def shapley_cache(n_players: int = 8, permutations: int = 200) -> None:
+def shapley_cache(n_players: int = 8, permutations: int = size(200, 20)) -> None:
     """Monte Carlo Shapley with and without caching coalition values (same permutations)."""
     weights = torch.linspace(-1, 1, n_players).tolist()
     calls = {"count": 0}

@@ -17,10 +17,10 @@ import torch
 from torch import nn
 
 import mllib
-from benchmarks import best_time
+from benchmarks import best_time, size
 from mllib import privacy
 
-BATCH, CLIP, REPEATS = 256, 1.0, 5
+BATCH, CLIP, REPEATS = size(256, 32), 1.0, 5
 
 
 def opacus_step(module, x, y, mode: str):

@@ -13,10 +13,10 @@ import torch
 from scipy import stats
 
 import mllib
-from benchmarks import best_time
+from benchmarks import best_time, size
 from mllib import robust
 
-N, D, F = 50, 1_000_000, 10
+N, D, F = 50, size(1_000_000, 10_000), 10
 
 
 def krum_direct(X, f):

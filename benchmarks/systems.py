@@ -10,45 +10,46 @@ import torch
 from sklearn.linear_model import Lasso, Ridge
 
 import mllib
-from benchmarks import best_time
+from benchmarks import best_time, size
 from mllib import systems as sy
 
 
 def solvers(gen):
-    A, b = sy.sparse_problem(200, 400, informative=20, gen=gen)
+    n, d = size((200, 400), (40, 80))
+    A, b = sy.sparse_problem(n, d, informative=size(20, 5), gen=gen)
     lam = 0.5
     An, bn = A.numpy(), b.numpy()
     ridge_sk = lambda: Ridge(alpha=lam, fit_intercept=False, solver="cholesky").fit(An, bn).coef_  # noqa: E731
     assert torch.allclose(sy.solve(A, b, lam, "ridge"), torch.from_numpy(ridge_sk()), atol=1e-8)
     ours, theirs = best_time(lambda: sy.solve(A, b, lam, "ridge"), 3)[0], best_time(ridge_sk, 3)[0]
-    print(f"ridge (200 x 400), closed form: ours / scikit-learn Ridge(cholesky) {ours / theirs:5.2f}x")
-    lasso = Lasso(alpha=lam / 200, fit_intercept=False, tol=1e-12, max_iter=50_000)
+    print(f"ridge ({n} x {d}), closed form: ours / scikit-learn Ridge(cholesky) {ours / theirs:5.2f}x")
+    lasso = Lasso(alpha=lam / n, fit_intercept=False, tol=1e-12, max_iter=50_000)
     lasso_sk = lambda: lasso.fit(An, bn).coef_.copy()  # noqa: E731
     ours_coef = sy.solve(A, b, lam, "lasso", epochs=300)
     assert torch.allclose(ours_coef, torch.from_numpy(lasso_sk()), atol=1e-6)
     ours, theirs = best_time(lambda: sy.solve(A, b, lam, "lasso", epochs=300), 1)[0], best_time(lasso_sk, 3)[0]
-    print(f"Lasso (200 x 400), 300 epochs of Python-loop coordinate descent / scikit-learn's Cython CD "
+    print(f"Lasso ({n} x {d}), 300 epochs of Python-loop coordinate descent / scikit-learn's Cython CD "
           f"{ours / theirs:6.1f}x")
     alpha = ours_coef
     bound = sy.lasso_bound(A, b, lam)
     # coordinate i alone: the problem in alpha_i with the other coordinates' contribution moved into b
     rest = lambda i: b - A @ alpha + A[:, i] * alpha[i]  # noqa: E731
     one = lambda i: sy.coordinate_gaps(A[:, [i]], rest(i), alpha[[i]], lam, "lasso", bound)  # noqa: E731
-    loop = lambda: torch.cat([one(i) for i in range(400)])  # noqa: E731
+    loop = lambda: torch.cat([one(i) for i in range(d)])  # noqa: E731
     assert torch.allclose(loop(), sy.coordinate_gaps(A, b, alpha, lam, "lasso"), atol=1e-9)
     ours, theirs = best_time(lambda: sy.coordinate_gaps(A, b, alpha, lam, "lasso"), 3)[0], best_time(loop, 1)[0]
-    print(f"400 Lasso gaps: one matrix product / one coordinate at a time {ours / theirs:.3f}x")
+    print(f"{d} Lasso gaps: one matrix product / one coordinate at a time {ours / theirs:.3f}x")
 
 
 def importance(gen):
-    X, y = sy.heterogeneous_regression(10_000, 50, gen=gen)
+    X, y = sy.heterogeneous_regression(size(10_000, 1000), 50, gen=gen)
     p = sy.proportional(X.pow(2).sum(1))
-    idx = torch.multinomial(p, 512, replacement=True, generator=gen)
+    idx = torch.multinomial(p, size(512, 64), replacement=True, generator=gen)
     grads = sy.least_squares_grads(X[idx], y[idx], torch.ones(50, dtype=torch.float64))
     loop = lambda: sum(grads[b] / (len(p) * p[idx[b]]) for b in range(len(idx))) / len(idx)  # noqa: E731
     assert torch.allclose(loop(), sy.importance_gradient(grads, idx, p))
     ours, theirs = best_time(lambda: sy.importance_gradient(grads, idx, p), 20)[0], best_time(loop, 3)[0]
-    print(f"importance-sampled gradient, batch 512: vectorized / per-example loop {ours / theirs:.3f}x")
+    print(f"importance-sampled gradient, batch {len(idx)}: vectorized / per-example loop {ours / theirs:.3f}x")
 
 
 def main():
