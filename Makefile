@@ -14,7 +14,7 @@ ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root)
 # output must hold under it, as on any other CPU or GPU.
 PERTURBED := MKL_CBWR=COMPATIBLE ATEN_CPU_CAPABILITY=default MLLIB_THREADS=2
 
-.PHONY: lab test test-fast test-portable labs execute survey bench bench-quick flower site slides clean
+.PHONY: lab test test-fast test-portable labs update execute survey bench bench-quick flower site slides clean
 
 # Install under constraints.txt (torch==2.13.0, the CPU build). A torch already in .venv
 # (a GPU build, or the CPU wheel from PyTorch's index) is kept: its pin is dropped.
@@ -46,9 +46,18 @@ test-portable: $(STAMP)
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -n 2 tests -m "not deployment"
 
-# labs/ is generated from solutions/: run after every change to a solution.
+# labs/ is generated from solutions/: run after every change to a solution. A lab that differs
+# from what was generated last (a student edited or ran it) is kept; the new version goes
+# beside it (labs/NN_topic.new.ipynb), and stdout says so.
 labs: $(STAMP)
 	$(BIN)/python -m mllib.labs solutions labs
+
+# Students: take the course's fixes and new labs (git fetch + a merge that keeps every file
+# you changed; the course's version of such a file goes beside it). Options: make update
+# UPDATE_ARGS="--remote upstream --branch main"
+UPDATE_ARGS ?=
+update: $(STAMP)
+	$(BIN)/python -m mllib.update $(UPDATE_ARGS)
 
 # Re-run notebooks in place and keep their outputs (nbval compares against them); twice in a
 # row on one machine, it changes nothing. One notebook: make execute NOTEBOOKS=lectures/00_introduction.ipynb

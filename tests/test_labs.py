@@ -1,11 +1,12 @@
 """labs/ is generated from solutions/, its stubs are unfinished, and its checks are honest."""
 import re
+import shutil
 
 import nbformat
 import pytest
 
 from mllib.checks import CheckFailed
-from mllib.labs import MarkerError, make_lab, strip_solutions
+from mllib.labs import MarkerError, digest, main, make_lab, record, strip_solutions
 from notebooks import LABS, SOLUTIONS, check_modules, code_cells, names_used, read, solution_lines
 
 INDENTED = """def f(x):
@@ -91,3 +92,125 @@ def test_no_solution_calls_the_reference_its_check_compares_against(solution):
         if region:
             leaked = names_used(cell.source, region) & references
             assert not leaked, f"{solution.name}: a solution region calls {leaked}, the reference of its check"
+
+
+# ---- make labs never destroys a student's lab -------------------------------------------
+
+FIRST = next(p for p in SOLUTIONS if p.name.startswith("01_"))  # a real solution
+
+
+@pytest.fixture
+def course(tmp_path):
+    """A copy of one solution and its freshly generated lab in tmp_path (never the real labs/)."""
+    (tmp_path / "solutions").mkdir()
+    shutil.copy(FIRST, tmp_path / "solutions" / FIRST.name)
+    generate(tmp_path)
+    return tmp_path
+
+
+def generate(root, *names):
+    main(str(root / "solutions"), str(root / "labs"), *names)
+
+
+def snapshot(folder):
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def answer(lab):
+    """Fill in the first exercise as a student would."""
+    notebook = read(lab)
+    cell = next(c for c in notebook.cells if "raise NotImplementedError" in c.source)
+    cell.source = cell.source.replace("raise NotImplementedError", "return 42  # my answer")
+    nbformat.write(notebook, lab)
+
+
+def run(lab):
+    """Run the lab as a student would, without editing a cell: outputs and execution counts."""
+    notebook = read(lab)
+    for count, cell in enumerate((c for c in notebook.cells if c.cell_type == "code"), 1):
+        cell.execution_count = count
+        cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text=f"ran {count}\n")]
+    notebook.metadata.language_info = {"name": "python", "version": "3.11.9"}
+    nbformat.write(notebook, lab)
+
+
+def test_a_lab_records_what_was_generated():
+    lab = make_lab(read(FIRST), FIRST.name)
+    assert record(lab) == {"solution": FIRST.name, "sha256": digest(lab)}
+    assert len(digest(lab)) == 64 and digest(lab) == digest(nbformat.reads(nbformat.writes(lab), as_version=4))
+
+
+@pytest.mark.parametrize("work", [answer, run], ids=["answered", "only-run"])
+def test_a_students_lab_survives_make_labs(course, work, capsys):
+    lab = course / "labs" / FIRST.name
+    work(lab)
+    mine = lab.read_bytes()
+    capsys.readouterr()
+
+    generate(course)
+    assert lab.read_bytes() == mine
+    new = lab.with_name(lab.stem + ".new.ipynb")
+    assert new.read_text() == nbformat.writes(make_lab(read(FIRST), FIRST.name)) + "\n"
+    out = capsys.readouterr().out
+    assert f"kept {lab}: it differs from what `make labs` generated last" in out and str(new) in out
+
+    before = snapshot(course / "labs")  # twice changes nothing (the new version is not deleted)
+    generate(course)
+    assert snapshot(course / "labs") == before
+    assert f"a new version of {lab} waiting to be merged by hand" in capsys.readouterr().out
+
+
+def test_the_new_version_beside_a_lab_follows_the_solution_without_piling_up(course):
+    lab = course / "labs" / FIRST.name
+    answer(lab)
+    generate(course)
+    solution = course / "solutions" / FIRST.name
+    notebook = read(solution)
+    notebook.cells[0].source += "\n\nA fix from the instructor."
+    nbformat.write(notebook, solution)
+    generate(course)
+    assert sorted(p.name for p in (course / "labs").iterdir()) == [FIRST.name, lab.stem + ".new.ipynb"]
+    assert "A fix from the instructor." in lab.with_name(lab.stem + ".new.ipynb").read_text()
+    assert "# my answer" in lab.read_text()
+
+
+def test_an_untouched_lab_follows_its_solution_and_twice_changes_nothing(course, capsys):
+    solution, lab = course / "solutions" / FIRST.name, course / "labs" / FIRST.name
+    notebook = read(solution)
+    notebook.cells[0].source += "\n\nA fix from the instructor."
+    nbformat.write(notebook, solution)
+    capsys.readouterr()
+    generate(course)
+    assert capsys.readouterr().out == f"updated {lab}\n"
+    assert lab.read_text() == nbformat.writes(make_lab(read(solution), FIRST.name)) + "\n"
+    before = snapshot(course / "labs")
+    generate(course)
+    assert snapshot(course / "labs") == before and capsys.readouterr().out == ""
+
+
+def test_a_lab_written_before_the_record_existed_is_replaced(course):
+    lab = course / "labs" / FIRST.name
+    legacy = read(lab)
+    del legacy.metadata["mllib"]
+    nbformat.write(legacy, lab)
+    generate(course)
+    assert record(read(lab))["solution"] == FIRST.name
+    assert not lab.with_name(lab.stem + ".new.ipynb").exists()
+
+
+def test_make_labs_deletes_only_the_labs_it_generated(course, capsys):
+    labs = course / "labs"
+    for name in ("gone.ipynb", "gone_but_answered.ipynb"):
+        shutil.copy(FIRST, course / "solutions" / name)
+    generate(course)
+    answer(labs / "gone_but_answered.ipynb")
+    nbformat.write(nbformat.v4.new_notebook(), labs / "my_notes.ipynb")  # the student's own notebook
+    for name in ("gone.ipynb", "gone_but_answered.ipynb"):
+        (course / "solutions" / name).unlink()
+    capsys.readouterr()
+    generate(course)
+    assert sorted(p.name for p in labs.iterdir()) == [FIRST.name, "gone_but_answered.ipynb", "my_notes.ipynb"]
+    out = capsys.readouterr().out
+    assert f"removed {labs / 'gone.ipynb'}" in out
+    assert f"kept {labs / 'gone_but_answered.ipynb'}: {course / 'solutions' / 'gone_but_answered.ipynb'} is gone" in out
+    assert f"kept {labs / 'my_notes.ipynb'}: not generated by `make labs`" in out
