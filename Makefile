@@ -11,8 +11,9 @@ ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root)
 
 # The perturbation pass: other floating-point kernels (MKL's conditional-numerical-
 # reproducibility mode, ATen's portable vector code) and another thread count. Every compared
-# output must hold under it, as on any other CPU or GPU.
-PERTURBED := MKL_CBWR=COMPATIBLE ATEN_CPU_CAPABILITY=default MLLIB_THREADS=2
+# output must hold under it, as on any other CPU or GPU. Waiting threads sleep rather than spin
+# (OMP_WAIT_POLICY): two kernels of 2 threads each share the 2 cores.
+PERTURBED := MKL_CBWR=COMPATIBLE ATEN_CPU_CAPABILITY=default MLLIB_THREADS=2 OMP_WAIT_POLICY=PASSIVE
 
 .PHONY: lab test test-fast test-portable labs update execute survey bench bench-quick flower site slides clean
 

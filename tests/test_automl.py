@@ -196,6 +196,38 @@ def test_meta_learned_initializations_adapt_twice_as_well_as_joint_pretraining(a
     assert adaptation[method][steps] < 0.5 * adaptation["joint"][steps]
 
 
+@pytest.mark.parametrize("method", meta.METHODS)
+def test_seeds_meta_trained_together_are_the_runs_of_each_seed_alone(method):
+    model = meta.sinusoid_model((8,))
+    settings = dict(iterations=5, meta_batch=3, k=4, inner_steps=2, inner_lr=0.03, outer_lr=1e-2)
+    together = meta.meta_train_seeds(model, method, seeds=[3, 7], **settings)  # (2, d)
+    alone = torch.stack([meta.meta_train(model, method, gen=mllib.generator(s), **settings) for s in (3, 7)])
+    torch.testing.assert_close(together, alone, rtol=1e-4, atol=1e-6)
+    assert not torch.equal(together[0], together[1])
+
+
+@pytest.mark.parametrize("method", meta.METHODS)
+def test_meta_step_of_stacked_initializations_averages_each_block_of_tasks(method):
+    model, gen = meta.sinusoid_model((8,)), mllib.generator(0)
+    theta = torch.stack([model.init(gen), model.init(gen)])  # (2, d)
+    x, y = meta.sinusoid_batch(*meta.sinusoid_tasks(6, gen), 8, gen)  # 3 tasks per initialization
+    kw = dict(method=method, inner_steps=2, inner_lr=0.03)
+    both = meta.meta_step(model, theta, x[:, :4], y[:, :4], x[:, 4:], y[:, 4:], **kw)
+    each = [meta.meta_step(model, theta[i], x[b, :4], y[b, :4], x[b, 4:], y[b, 4:], **kw)
+            for i, b in enumerate((slice(0, 3), slice(3, 6)))]  # fmt: skip
+    torch.testing.assert_close(both, torch.stack(each), rtol=1e-5, atol=1e-7)
+
+
+def test_meta_training_rejects_no_seed_and_uneven_tasks():
+    model = meta.sinusoid_model((4,))
+    with pytest.raises(ValueError, match="seeds must name at least one seed"):
+        meta.meta_train_seeds(model, "maml", seeds=[], iterations=1, meta_batch=1, k=1, inner_steps=1, inner_lr=0.1,
+                              outer_lr=0.1)  # fmt: skip
+    with pytest.raises(ValueError, match="x must hold n tasks per initialization, got 3 tasks for 2"):
+        meta.meta_step(model, torch.zeros(2, 13), *[torch.zeros(3, 2, 1), torch.zeros(3, 2)] * 2, method="maml",
+                       inner_steps=1, inner_lr=0.1)  # fmt: skip
+
+
 @settings(max_examples=15)
 @given(st.integers(1, 12), st.integers(0, 20), st.integers(1, 8), st.integers(0, 1000))
 def test_widening_preserves_the_function(width, extra, second, seed):

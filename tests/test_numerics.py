@@ -268,6 +268,22 @@ def test_scaling_removes_gradient_underflow(digits):
     assert run(digits, grads="fp8_e4m3", scaled=True).underflow < 0.01
 
 
+@pytest.mark.parametrize("kw", [{}, dict(compute="fp8_e4m3", grads="fp8_e5m2", master="fp8_e4m3", scaled=True, stochastic=True)])
+def test_seeds_trained_together_are_the_runs_of_each_seed_alone(digits, kw):
+    settings = dict(hidden=8, steps=20, lr=0.1, batch_size=16)
+    together = training.train_limited_seeds(digits, training.Precision(**kw), seeds=[3, 7], **settings)
+    for seed, run in zip([3, 7], together):
+        alone = training.train_limited(digits, training.Precision(**kw), gen=mllib.generator(seed), **settings)
+        torch.testing.assert_close(torch.tensor(run.losses), torch.tensor(alone.losses), rtol=1e-3, atol=1e-4)
+        assert abs(run.accuracy - alone.accuracy) < 0.02 and run.skipped == alone.skipped == 0
+    assert together[0].losses != together[1].losses  # each seed its own initialization and batches
+
+
+def test_train_limited_seeds_needs_a_seed(digits):
+    with pytest.raises(ValueError, match="seeds must name at least one seed"):
+        training.train_limited_seeds(digits, training.Precision(), seeds=[], hidden=4, steps=1, lr=0.1, batch_size=1)
+
+
 def test_fast_cast_path_equals_round_to():
     x = hard_inputs("bf16", n=1000)
     for fmt in TORCH_TYPED:

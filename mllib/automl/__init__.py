@@ -10,7 +10,7 @@
 - ``nas``: architecture search with function-preserving warm start (Net2Net).
 """
 from .adaptive import SGD, AdaGrad, Adam, HypergradientSGD, optimize
-from .meta import adaptation_curve, meta_step, meta_train, reptile_update, sinusoid_model
+from .meta import adaptation_curve, meta_step, meta_train, meta_train_seeds, reptile_update, sinusoid_model
 from .nas import architecture_search, deepen, mutate, widen
 from .search import (
     CurveTable, anytime_curves, bergstra_objective, best_found, grid_configs, grid_points, hyperband_schedule,

@@ -9,6 +9,7 @@ import math
 import torch
 
 from ..models import FlatModel, mlp
+from ..runtime import generator
 from .adaptive import Adam
 
 METHODS = ("maml", "reptile", "joint")
@@ -52,25 +53,37 @@ def meta_step(model: FlatModel, theta: torch.Tensor, x, y, x_query, y_query, *, 
       with phi_i after ``inner_steps`` steps on the task's support and query points together.
     - ``"joint"``: joint pre-training, the mean over tasks of grad L_task(theta).
 
+    Several initializations at once (one per seed): theta (S, d) and S n tasks, the i-th
+    block of n tasks for theta[i]; each direction averages over its own block.
+
     Args:
-        x, y: support sets (n, k, 1), (n, k); x_query, y_query: query sets of the same tasks.
+        theta: (d,), or (S, d) for S initializations.
+        x, y: support sets (n, k, 1), (n, k) (S n tasks for S initializations);
+            x_query, y_query: query sets of the same tasks.
 
     Returns:
-        (d,) the direction; an outer optimizer steps theta <- theta - lr * direction.
+        The direction, of theta's shape; an outer optimizer steps theta <- theta - lr * direction.
 
     Raises:
-        ValueError: for an unknown method.
+        ValueError: for an unknown method, or a number of tasks that is not a multiple of S.
     """
-    rows = theta.expand(len(x), -1)  # (n, d) one copy per task
+    thetas = theta.reshape(-1, theta.shape[-1])  # (S, d)
+    if len(x) % len(thetas):
+        raise ValueError(f"x must hold n tasks per initialization, got {len(x)} tasks for {len(thetas)}")
+    rows = thetas.repeat_interleave(len(x) // len(thetas), 0)  # (S n, d) one copy per task
+
+    def per_initialization(t):  # (S n, d) -> theta's shape: the mean over each block of tasks
+        return t.view(len(thetas), -1, t.shape[-1]).mean(1).view(theta.shape)
+
     if method == "maml":
         phi = adapt(model, rows, x, y, steps=inner_steps, lr=inner_lr)
-        return model.grad(phi, x_query, y_query).mean(0)
+        return per_initialization(model.grad(phi, x_query, y_query))
     if method == "reptile":
         xs, ys = torch.cat([x, x_query], 1), torch.cat([y, y_query], 1)
         phi = adapt(model, rows, xs, ys, steps=inner_steps, lr=inner_lr)
-        return theta - phi.mean(0)
+        return theta - per_initialization(phi)
     if method == "joint":
-        return model.grad(rows, torch.cat([x, x_query], 1), torch.cat([y, y_query], 1)).mean(0)
+        return per_initialization(model.grad(rows, torch.cat([x, x_query], 1), torch.cat([y, y_query], 1)))
     raise ValueError(f"method must be one of {METHODS}, got {method!r}")
 
 
@@ -94,18 +107,67 @@ def reptile_update(model: FlatModel, theta: torch.Tensor, x, y, inner_steps: int
 def meta_train(model: FlatModel, method: str, *, iterations: int, meta_batch: int, k: int, inner_steps: int,
                inner_lr: float, outer_lr: float, gen: torch.Generator, device=None) -> torch.Tensor:  # fmt: skip
     """Meta-train an initialization with Adam on ``meta_step``'s direction (as the Reptile paper
-    suggests, Section 3). Returns theta (d,)."""
+    suggests, Section 3).
+
+    Per iteration: draw ``meta_batch`` tasks with 2k points each (k support, k query) from
+    ``gen``; theta <- Adam step on ``meta_step``'s direction.
+
+    Args:
+        model: the regressor (``sinusoid_model``).
+        method: one of ``METHODS``.
+        iterations, meta_batch, k: meta-iterations >= 0, tasks per iteration >= 1, support points >= 1.
+        inner_steps, inner_lr: the adaptation of each task; outer_lr: Adam's learning rate.
+        gen: CPU generator of the initialization and the tasks.
+
+    Returns:
+        theta (d,).
+
+    Raises:
+        ValueError: for iterations < 0, meta_batch < 1, k < 1 or an unknown method.
+    """
+    return _meta_train(model, method, [gen], iterations=iterations, meta_batch=meta_batch, k=k, inner_steps=inner_steps,
+                       inner_lr=inner_lr, outer_lr=outer_lr, device=device)[0]  # fmt: skip
+
+
+def meta_train_seeds(model: FlatModel, method: str, *, seeds, iterations: int, meta_batch: int, k: int,
+                     inner_steps: int, inner_lr: float, outer_lr: float, device=None) -> torch.Tensor:  # fmt: skip
+    """``meta_train`` once per seed, all seeds trained together (their tasks side by side).
+
+    Seed s draws its initialization and its tasks from ``mllib.generator(s)`` alone: row i is
+    ``meta_train(..., gen=mllib.generator(seeds[i]))``, up to the last bits of batched products.
+
+    Args:
+        seeds: the seeds (at least one), e.g. ``range(5)``; the other arguments as in ``meta_train``.
+
+    Returns:
+        (S, d): one initialization per seed.
+
+    Raises:
+        ValueError: for no seed, or the arguments ``meta_train`` rejects.
+    """
+    gens = [generator(s) for s in seeds]
+    if not gens:
+        raise ValueError("seeds must name at least one seed, got none")
+    return _meta_train(model, method, gens, iterations=iterations, meta_batch=meta_batch, k=k, inner_steps=inner_steps,
+                       inner_lr=inner_lr, outer_lr=outer_lr, device=device)  # fmt: skip
+
+
+def _meta_train(model: FlatModel, method: str, gens: list[torch.Generator], *, iterations: int, meta_batch: int,
+                k: int, inner_steps: int, inner_lr: float, outer_lr: float, device=None) -> torch.Tensor:  # fmt: skip
+    """The S = len(gens) runs of ``meta_train`` as rows of theta (S, d)."""
     if iterations < 0 or meta_batch < 1 or k < 1:
         raise ValueError(f"need iterations >= 0, meta_batch >= 1, k >= 1, got {iterations}, {meta_batch}, {k}")
-    theta = model.init(gen, device).unsqueeze(0)  # (1, d)
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    theta = torch.stack([model.init(g, device) for g in gens])  # (S, d)
     outer = Adam(outer_lr)
     for _ in range(iterations):
-        amp, phase = sinusoid_tasks(meta_batch, gen)
-        x, y = sinusoid_batch(amp, phase, 2 * k, gen, device)
-        direction = meta_step(model, theta[0], x[:, :k], y[:, :k], x[:, k:], y[:, k:], method=method,
+        batches = [sinusoid_batch(*sinusoid_tasks(meta_batch, g), 2 * k, g, device) for g in gens]
+        x, y = torch.cat([b[0] for b in batches]), torch.cat([b[1] for b in batches])  # (S n, 2k, 1), (S n, 2k)
+        direction = meta_step(model, theta, x[:, :k], y[:, :k], x[:, k:], y[:, k:], method=method,
                               inner_steps=inner_steps, inner_lr=inner_lr)  # fmt: skip
-        theta = outer.step(theta, direction.unsqueeze(0))
-    return theta[0]
+        theta = outer.step(theta, direction)
+    return theta
 
 
 @torch.no_grad()

@@ -15,11 +15,12 @@ from .formats import (
 )
 from .hashing import collision_rate, hash_features, murmurhash3_32, signed_hash_vector
 from .summation import kahan_sum, naive_sum, pairwise_sum, summation_errors
-from .training import Precision, compression_sweep, train_limited
+from .training import Precision, compression_sweep, train_limited, train_limited_seeds
 
 __all__ = [
     "FORMATS", "FloatFormat", "IntFormat", "Precision", "Value", "amax_scale", "bit_rows", "bit_string",
     "bit_table", "collision_rate", "compression_sweep", "decode", "decode_ieee", "encode", "format_table",
     "get_format", "hash_features", "kahan_sum", "murmurhash3_32", "naive_sum", "pairwise_sum", "round_to",
     "scaled_round", "signed_hash_vector", "stochastic_round_grid", "summation_errors", "torch_cast", "train_limited",
+    "train_limited_seeds",
 ]

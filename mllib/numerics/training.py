@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from ..data import Dataset
+from ..runtime import generator
 from .formats import FloatFormat, amax_scale, get_format, round_to, scaled_round, torch_cast
 
 
@@ -85,12 +86,23 @@ def mlp_accuracy(params: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tens
     return (mlp_logits(params, x, compute, scaled).argmax(1) == y).float().mean().item()
 
 
-def _rounder(fmt: str, scaled: bool):
+def _rounder(fmt: str, scaled: bool, per_row: bool = False):
+    """Round to ``fmt`` (per-tensor amax scaled if ``scaled``; with ``per_row``, one scale per
+    entry of the leading axis: one tensor per seed)."""
     if fmt == "fp32":
         return lambda t: t
+    if scaled and per_row:
+        return lambda t: _fast(t / (s := _row_scale(t, fmt)), fmt) * s
     if scaled:
         return lambda t: _fast(t / (s := amax_scale(t, fmt)).float(), fmt) * s.float()
     return lambda t: _fast(t, fmt)
+
+
+def _row_scale(t: torch.Tensor, fmt: str) -> torch.Tensor:
+    """``amax_scale(t[i], fmt)`` for every i at once, shaped to broadcast against t: (S, 1, ...), float32."""
+    amax = t.detach().abs().to(torch.float64).nan_to_num(0.0, posinf=0.0).flatten(1).amax(1)  # (S,)
+    s = torch.where(amax > 0, amax / get_format(fmt).max, torch.ones_like(amax))
+    return s.float().view(-1, *[1] * (t.dim() - 1))
 
 
 def _fast(t: torch.Tensor, fmt: str, *, stochastic: bool = False, gen: torch.Generator | None = None) -> torch.Tensor:
@@ -124,44 +136,88 @@ def train_limited(
 
     Returns:
         A ``TrainResult`` with the test accuracy in the compute format.
+
+    Raises:
+        ValueError: unless steps, batch_size, hidden >= 1 and lr > 0.
     """
+    return _train(data, precision, [gen], hidden=hidden, steps=steps, lr=lr, batch_size=batch_size)[0]
+
+
+def train_limited_seeds(
+    data: Dataset, precision: Precision, *, seeds, hidden: int, steps: int, lr: float, batch_size: int
+) -> list[TrainResult]:
+    """``train_limited`` once per seed, all seeds trained together (one batched matmul per step).
+
+    Seed s draws its initialization, minibatches and stochastic roundings from
+    ``mllib.generator(s)`` alone, and its per-tensor scales from its own tensors: the run of
+    seed s is ``train_limited(..., gen=mllib.generator(s))``, up to the last bits of the
+    batched matrix products.
+
+    Args:
+        data, precision, hidden, steps, lr, batch_size: as in ``train_limited``.
+        seeds: the seeds (at least one), e.g. ``range(5)``.
+
+    Returns:
+        One ``TrainResult`` per seed, in the order of ``seeds``.
+
+    Raises:
+        ValueError: for no seed, or the settings ``train_limited`` rejects.
+    """
+    gens = [generator(s) for s in seeds]
+    if not gens:
+        raise ValueError("seeds must name at least one seed, got none")
+    return _train(data, precision, gens, hidden=hidden, steps=steps, lr=lr, batch_size=batch_size)
+
+
+def _train(data: Dataset, p: Precision, gens: list[torch.Generator], *, hidden: int, steps: int, lr: float,
+           batch_size: int) -> list[TrainResult]:  # fmt: skip
+    """The S = len(gens) runs of ``train_limited``, stacked on a leading axis."""
     if steps < 1 or batch_size < 1 or hidden < 1 or not lr > 0:
         raise ValueError(f"steps, batch_size, hidden must be >= 1 and lr > 0, got {steps}, {batch_size}, {hidden}, {lr}")
-    p = precision
     device = data.x_train.device
     x_all = data.x_train.flatten(1)  # (N, n_in)
     n, n_in = x_all.shape
-    params = init_mlp(n_in, hidden, data.n_classes, gen=gen, device=device)
-    params = {k: _fast(v, p.master) for k, v in params.items()}
-    qc, qg = _rounder(p.compute, p.scaled), _rounder(p.grads, p.scaled)
-    losses, underflow, skipped = [], [], 0
+    runs = [init_mlp(n_in, hidden, data.n_classes, gen=g, device=device) for g in gens]
+    params = {k: _fast(torch.stack([r[k] for r in runs]), p.master) for k in runs[0]}  # (S, ...) each
+    qc, qg = _rounder(p.compute, p.scaled, per_row=True), _rounder(p.grads, p.scaled, per_row=True)
+    losses, underflow, skipped = [], [], torch.zeros(len(gens), dtype=torch.long)
     for _ in range(steps):
-        idx = torch.randint(n, (batch_size,), generator=gen).to(device)
-        x, y = qc(x_all[idx]), data.y_train[idx]  # (B, n_in), (B,)
+        idx = torch.stack([torch.randint(n, (batch_size,), generator=g) for g in gens]).to(device)  # (S, B)
+        x, y = qc(x_all[idx]), data.y_train[idx]  # (S, B, n_in), (S, B)
         # 1. forward
-        W1, W2 = qc(params["W1"]), qc(params["W2"])
-        z1 = x @ W1.T + params["b1"]  # (B, H)
+        W1, W2 = qc(params["W1"]), qc(params["W2"])  # (S, H, n_in), (S, C, H)
+        z1 = x @ W1.mT + params["b1"][:, None]  # (S, B, H)
         h = qc(torch.relu(z1))
-        logits = h @ W2.T + params["b2"]  # (B, C)
-        losses.append(F.cross_entropy(logits, y).item())
+        logits = h @ W2.mT + params["b2"][:, None]  # (S, B, C)
+        losses.append(F.cross_entropy(logits.mT, y, reduction="none").mean(1))  # (S,)
         # 2. backward, scaled by S and rounded
-        dlogits = qg((torch.softmax(logits, 1) - F.one_hot(y, data.n_classes)) * (p.loss_scale / batch_size))
-        dW2, db2 = qg(dlogits.T @ h), qg(dlogits.sum(0))
-        dh = qg(dlogits @ W2) * (z1 > 0)  # (B, H)
-        exact_dW1 = dh.T @ x  # (H, n_in)
-        dW1, db1 = qg(exact_dW1), qg(dh.sum(0))
+        dlogits = qg((torch.softmax(logits, -1) - F.one_hot(y, data.n_classes)) * (p.loss_scale / batch_size))
+        dW2, db2 = qg(dlogits.mT @ h), qg(dlogits.sum(1))  # (S, C, H), (S, C)
+        dh = qg(dlogits @ W2) * (z1 > 0)  # (S, B, H)
+        exact_dW1 = dh.mT @ x  # (S, H, n_in)
+        dW1, db1 = qg(exact_dW1), qg(dh.sum(1))
         nonzero = exact_dW1 != 0
-        underflow.append(((dW1 == 0) & nonzero).sum().item() / max(1, nonzero.sum().item()))
-        # 3. unscale
-        grads = dict(W1=dW1, b1=db1, W2=dW2, b2=db2)
-        grads = {k: g / p.loss_scale for k, g in grads.items()}
-        if not all(torch.isfinite(g).all() for g in grads.values()):
-            skipped += 1
-            continue
-        # 4. update the master weights
-        params = {k: _fast(params[k] - lr * grads[k], p.master, stochastic=p.stochastic, gen=gen) for k in params}
-    accuracy = mlp_accuracy(params, data.x_test.flatten(1), data.y_test, p.compute, p.scaled)
-    return TrainResult(accuracy, losses, sum(underflow) / len(underflow), skipped, params)
+        underflow.append(((dW1 == 0) & nonzero).flatten(1).sum(1) / nonzero.flatten(1).sum(1).clamp(min=1))
+        # 3. unscale; a run whose gradient is not finite skips the step
+        grads = {k: g / p.loss_scale for k, g in dict(W1=dW1, b1=db1, W2=dW2, b2=db2).items()}
+        finite = torch.stack([g.flatten(1).isfinite().all(1) for g in grads.values()]).all(0)  # (S,)
+        skipped += ~finite.cpu()
+        # 4. update the master weights (stochastic rounding draws from each run's own generator)
+        for k, w in params.items():
+            new = w - lr * grads[k]
+            if p.stochastic:
+                new = torch.stack([_fast(row, p.master, stochastic=True, gen=g) for row, g in zip(new, gens)])
+            else:
+                new = _fast(new, p.master)
+            params[k] = torch.where(finite.view(-1, *[1] * (w.dim() - 1)), new, w)
+    losses, underflow = torch.stack(losses).T.tolist(), torch.stack(underflow).mean(0).tolist()  # (S, steps), (S,)
+    x_test, y_test = data.x_test.flatten(1), data.y_test
+    results = []
+    for i in range(len(gens)):
+        run = {k: w[i] for k, w in params.items()}
+        results.append(TrainResult(mlp_accuracy(run, x_test, y_test, p.compute, p.scaled), losses[i], underflow[i],
+                                   int(skipped[i]), run))  # fmt: skip
+    return results
 
 
 def magnitude_prune(w: torch.Tensor, sparsity: float) -> torch.Tensor:
