@@ -245,10 +245,47 @@ def test_sgd_with_importance_sampling_records_lower_variance(regression):
     A, b = regression
     lr = 0.5 / A.pow(2).sum(1).max().item()
     runs = {s: sy.sgd(A, b, scheme=s, steps=100, batch=4, lr=lr, every=50, gen=mllib.generator(0)) for s in sy.SCHEMES}
-    assert runs["lipschitz"].variance[0] < runs["uniform"].variance[0]
-    assert all(r.suboptimality[-1] < r.suboptimality[0] for r in runs.values())
+    assert runs["lipschitz"].variance[0, 0] < runs["uniform"].variance[0, 0]
+    assert all(r.suboptimality[0, -1] < r.suboptimality[0, 0] for r in runs.values())
     with pytest.raises(ValueError, match="scheme must be one of"):
         sy.sgd(A, b, scheme="greedy", steps=1, batch=1, lr=0.1, gen=mllib.generator(0))
+    with pytest.raises(ValueError, match="runs must be >= 1"):
+        sy.sgd(A, b, scheme="uniform", steps=1, batch=1, lr=0.1, runs=0, gen=mllib.generator(0))
+
+
+@pytest.mark.parametrize("scheme", sy.SCHEMES)
+def test_sgd_runs_start_together_and_draw_apart(regression, scheme):
+    A, b = regression
+    lr = 0.5 / A.pow(2).sum(1).max().item()
+    trace = sy.sgd(A, b, scheme=scheme, steps=40, batch=2, lr=lr, every=20, runs=3, gen=mllib.generator(0))
+    assert trace.steps.tolist() == [0, 20, 40] and trace.suboptimality.shape == trace.variance.shape == (3, 3)
+    assert (trace.suboptimality[:, 0] == trace.suboptimality[0, 0]).all()  # all start at x = 0
+    assert (trace.variance[:, 0] == trace.variance[0, 0]).all()
+    assert len(set(trace.suboptimality[:, -1].tolist())) == 3  # their own draws
+    first = sy.sgd(A, b, scheme=scheme, steps=40, batch=2, lr=lr, every=20, gen=mllib.generator(0))
+    assert first.variance[0, 0].item() == pytest.approx(trace.variance[0, 0].item(), rel=1e-12)
+
+
+def test_log10_mean_is_the_log_of_the_geometric_mean_over_runs_and_steps():
+    trace = sy.SGDTrace("uniform", torch.tensor([0, 10, 20]), torch.tensor([[1e3, 1e1, 1e3], [1e3, 1e-1, 1e-3]]),
+                        torch.tensor([[1e2, 1e2, 1e2], [1e4, 1e4, 1e4]]))  # fmt: skip
+    assert trace.log10_mean("variance") == pytest.approx(3.0)
+    assert trace.log10_mean("suboptimality", start=10) == pytest.approx((1 + 3 - 1 - 3) / 4)
+    with pytest.raises(ValueError, match="field must be"):
+        trace.log10_mean("loss")
+    with pytest.raises(ValueError, match="start must be at most the last recorded step 20"):
+        trace.log10_mean("variance", start=21)
+
+
+def test_adaptive_sampler_keeps_one_memory_per_run():
+    sampler = sy.AdaptiveSampler(torch.ones(2, 4), mix=0.2)
+    sampler.update(torch.tensor([[0, 0], [3, 1]]), torch.tensor([[5.0, 5.0], [0.0, 2.0]]))
+    assert sampler.state_dict()["memory"].tolist() == [[5.0, 1.0, 1.0, 1.0], [1.0, 2.0, 1.0, 0.0]]
+    p = sampler.probabilities()
+    assert p.shape == (2, 4) and torch.allclose(p.sum(1), torch.ones(2, dtype=torch.float64))
+    assert p[1, 3] == pytest.approx(0.2 / 4)  # a forgotten example keeps the uniform share
+    with pytest.raises(ValueError, match="positive sum"):
+        sy.proportional(torch.tensor([[1.0, 1.0], [0.0, 0.0]]))
 
 
 # --- figures ------------------------------------------------------------------------------

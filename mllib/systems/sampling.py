@@ -40,14 +40,18 @@ def check_probabilities(p: torch.Tensor, n: int | None = None) -> None:
 def proportional(scores: torch.Tensor, *, mix: float = 0.0) -> torch.Tensor:
     """p_i = (1 - mix) s_i / sum_j s_j + mix / n: sampling proportional to non-negative scores.
 
+    Args:
+        scores: (n,) or (runs, n), one distribution per row (normalized along the last axis).
+
     Raises:
-        ValueError: for negative scores, scores that are all zero, or mix outside [0, 1].
+        ValueError: for negative scores, scores that are all zero (in some row), or mix outside [0, 1].
     """
     if not 0 <= mix <= 1:
         raise ValueError(f"mix must be in [0, 1], got {mix}")
-    if (scores < 0).any() or not float(scores.sum()) > 0:
+    total = scores.sum(-1, keepdim=True)
+    if (scores < 0).any() or not bool((total > 0).all()):
         raise ValueError("scores must be non-negative with a positive sum")
-    return (1 - mix) * scores / scores.sum() + mix / len(scores)
+    return (1 - mix) * scores / total + mix / scores.shape[-1]
 
 
 def importance_gradient(grads: torch.Tensor, idx: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
@@ -78,10 +82,14 @@ def gradient_variance(G: torch.Tensor, p: torch.Tensor) -> float:
         G: (n, d) all per-example gradients at one point. p: (n,) the distribution.
     """
     check_probabilities(p, len(G))
-    G, p = G.double(), p.double()
-    norms = G.pow(2).sum(1)  # (n,)
-    spent = torch.where(norms > 0, norms / p, torch.zeros_like(norms)).sum()
-    return float(spent / len(G) ** 2 - G.mean(0).pow(2).sum())
+    return float(_variances(G.double(), p.double()))
+
+
+def _variances(G: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+    """``gradient_variance`` of each run at once: G (..., n, d), p (..., n) -> (...)."""
+    norms = G.pow(2).sum(-1)  # (..., n)
+    spent = torch.where(norms > 0, norms / p, torch.zeros_like(norms)).sum(-1)
+    return spent / G.shape[-2] ** 2 - G.mean(-2).pow(2).sum(-1)
 
 
 def least_squares_grads(A: torch.Tensor, b: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -104,22 +112,51 @@ def heterogeneous_regression(n: int, d: int, *, spread: float = 1.0, noise: floa
 
 @dataclass
 class SGDTrace:
-    """An SGD run: suboptimality f(x) - f* and the estimator's exact variance, every ``every`` steps."""
+    """Independent SGD runs of one scheme, recorded every ``every`` steps.
+
+    Fields:
+        scheme: the sampling scheme. steps: (T,) the recorded steps.
+        suboptimality: (runs, T) f(x) - f*. variance: (runs, T) the estimator's exact
+        one-sample variance under the current p (``gradient_variance``).
+    """
 
     scheme: str
     steps: torch.Tensor
     suboptimality: torch.Tensor
     variance: torch.Tensor
 
+    def log10_mean(self, field: str, *, start: int = 0) -> float:
+        """The mean of log10 ``field`` over the runs and the records at steps >= ``start``.
+
+        That is the log10 of their geometric mean. A run at a large step can burst for a while
+        (adaptive sampling with stale norms): an arithmetic mean over a run is then set by one
+        burst, and whether a burst comes depends on the last bits of the arithmetic; the mean of
+        the logs moves far less.
+
+        Args:
+            field: "suboptimality" or "variance".
+            start: the first step to include (e.g. ``steps // 2``: the second half of the run).
+
+        Raises:
+            ValueError: for another field, or a start after the last recorded step.
+        """
+        if field not in ("suboptimality", "variance"):
+            raise ValueError(f"field must be 'suboptimality' or 'variance', got {field!r}")
+        kept = self.steps >= start
+        if not kept.any():
+            raise ValueError(f"start must be at most the last recorded step {int(self.steps[-1])}, got {start}")
+        return float(getattr(self, field)[:, kept].log10().mean())
+
 
 class AdaptiveSampler:
     """Sampling proportional to the last seen gradient norms, mixed with uniform.
 
     p = (1 - mix) m / sum(m) + mix / n, where m_i is the norm of grad f_i observed the last
-    time example i was sampled (initially ``initial``, e.g. the Lipschitz bounds).
+    time example i was sampled (initially ``initial``, e.g. the Lipschitz bounds). ``initial``
+    of shape (runs, n) keeps one memory per independent run.
 
     State:
-        memory: (n,) the remembered gradient norms.
+        memory: (n,) or (runs, n) the remembered gradient norms.
     """
 
     def __init__(self, initial: torch.Tensor, *, mix: float = 0.2):
@@ -133,50 +170,63 @@ class AdaptiveSampler:
         return proportional(self.memory, mix=self.mix)
 
     def update(self, idx: torch.Tensor, norms: torch.Tensor) -> None:
-        self.memory[idx] = norms.double()
+        """Remember ``norms`` for the examples ``idx``: both (B,), or (runs, B) for a (runs, n) memory."""
+        self.memory.scatter_(-1, idx, norms.double())
 
     def state_dict(self) -> dict:
         return {"memory": self.memory.clone(), "mix": self.mix}
 
 
 def sgd(A: torch.Tensor, b: torch.Tensor, *, scheme: str, steps: int, batch: int, lr: float,
-        every: int = 10, mix: float = 0.2, gen: torch.Generator) -> SGDTrace:  # fmt: skip
-    """Mini-batch SGD on least squares 1/(2n) ||A x - b||^2 with a sampling scheme.
+        every: int = 10, mix: float = 0.2, runs: int = 1, gen: torch.Generator) -> SGDTrace:  # fmt: skip
+    """Mini-batch SGD on least squares 1/(2n) ||A x - b||^2 with a sampling scheme, ``runs`` runs at once.
 
     x <- x - lr * mean_b grad f_{i_b}(x) / (n p_{i_b}),  i_b ~ p with replacement, where p is
     uniform, proportional to L_i = ||a_i||^2 ("lipschitz"), or ``AdaptiveSampler`` started at L_i.
     The step size ``lr`` is the same for every scheme. Every ``every`` steps it records f(x) - f*
-    and the exact one-sample variance under the current p (``gradient_variance``).
+    and the exact one-sample variance under the current p (``gradient_variance``). The runs
+    start at x = 0 and differ only in their draws (each its own row of indices and, for
+    "adaptive", its own memory).
+
+    Args:
+        A: (n, d) the examples; b: (n,) the targets.
+        runs: independent runs, batched as the rows of x (runs, d).
+
+    Returns:
+        An ``SGDTrace`` with (runs, T) records.
 
     Raises:
-        ValueError: for an unknown scheme, steps < 1 or batch < 1.
+        ValueError: for an unknown scheme, steps < 1, batch < 1 or runs < 1.
     """
     if scheme not in SCHEMES:
         raise ValueError(f"scheme must be one of {SCHEMES}, got {scheme!r}")
-    if steps < 1 or batch < 1:
-        raise ValueError(f"steps and batch must be >= 1, got steps={steps}, batch={batch}")
+    if steps < 1 or batch < 1 or runs < 1:
+        raise ValueError(f"steps, batch and runs must be >= 1, got steps={steps}, batch={batch}, runs={runs}")
     A, b = A.double(), b.double()
     n, d = A.shape
     x_star = torch.linalg.lstsq(A, b[:, None]).solution[:, 0]
-    loss = lambda x: float(0.5 * (A @ x - b).pow(2).mean())  # noqa: E731
-    f_star = loss(x_star)
+    loss = lambda x: 0.5 * (x @ A.T - b).pow(2).mean(-1)  # noqa: E731  (..., d) -> (...)
+    f_star = float(loss(x_star))
     lipschitz = A.pow(2).sum(1)  # (n,)
-    sampler = AdaptiveSampler(lipschitz, mix=mix) if scheme == "adaptive" else None
+    sampler = AdaptiveSampler(lipschitz.expand(runs, n), mix=mix) if scheme == "adaptive" else None
     fixed = torch.full((n,), 1.0 / n, dtype=torch.float64) if scheme == "uniform" else proportional(lipschitz)
-    x = torch.zeros(d, dtype=torch.float64)
+    fixed = fixed.expand(runs, n)
+    x = torch.zeros(runs, d, dtype=torch.float64)
     recorded, sub, var = [], [], []
     for t in range(steps + 1):
-        p = sampler.probabilities() if sampler else fixed
+        p = sampler.probabilities() if sampler else fixed  # (runs, n)
         if t % every == 0:
             recorded.append(t)
             sub.append(loss(x) - f_star)
-            var.append(gradient_variance(least_squares_grads(A, b, x), p))
+            var.append(_variances((x @ A.T - b)[..., None] * A, p))  # all (runs, n, d) gradients
         if t == steps:
             break
-        idx = torch.multinomial(p, batch, replacement=True, generator=gen)  # (batch,)
-        grads = least_squares_grads(A[idx], b[idx], x)  # (batch, d)
-        x = x - lr * importance_gradient(grads, idx, p)
+        idx = torch.multinomial(p, batch, replacement=True, generator=gen)  # (runs, batch)
+        rows = A[idx]  # (runs, batch, d)
+        residual = (rows * x[:, None]).sum(-1) - b[idx]  # (runs, batch)
+        grads = residual[..., None] * rows  # (runs, batch, d)
+        weights = 1 / (n * p.gather(-1, idx))  # (runs, batch)
+        x = x - lr * (weights[..., None] * grads).mean(1)  # importance_gradient of each run
         if sampler:
-            sampler.update(idx, grads.norm(dim=1))
-    as_tensor = lambda v: torch.tensor(v, dtype=torch.float64)  # noqa: E731
-    return SGDTrace(scheme, torch.tensor(recorded), as_tensor(sub), as_tensor(var))
+            sampler.update(idx, grads.norm(dim=-1))
+    return SGDTrace(scheme, torch.tensor(recorded), torch.stack(sub, 1), torch.stack(var, 1))
