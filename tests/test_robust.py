@@ -10,6 +10,7 @@ import mllib
 from mllib import robust
 from mllib.checks import robust as check
 from mllib.robust import figures
+from mllib.spread import Spread
 from selfchecks import assert_passes, assert_rejects
 
 NON_FINITE = [float("nan"), float("inf"), -float("inf"), 1e30]
@@ -134,6 +135,19 @@ def test_centered_clipping_refuses_half_byzantine_rows():
 def test_median_of_an_even_count_is_the_midpoint():
     X = torch.tensor([[1.0], [2.0], [4.0], [10.0]])
     assert robust.coordinate_median(X).item() == 3.0
+
+
+@given(seed=st.integers(0, 10_000), stack=st.booleans())
+def test_columns_sort_like_torch_with_nan_and_inf_last(seed, stack):
+    gen = mllib.generator(seed)
+    X = torch.randn(3, 9, 5, generator=gen) if stack else torch.randn(9, 5, generator=gen)
+    X[..., 7:, :] = float("nan")
+    X[..., 0, :2] = float("inf")
+    X[..., 1, 1:3] = -float("inf")
+    expected = X.sort(-2).values
+    for Y in (X, X.double(), X[..., :1, :].expand(X.shape)):
+        assert torch.equal(robust.aggregators._sorted_columns(Y).nan_to_num(9.0), Y.sort(-2).values.nan_to_num(9.0))
+    assert torch.equal(robust.aggregators._sorted_columns(X.requires_grad_()).nan_to_num(9.0), expected.nan_to_num(9.0))
 
 
 def test_trimmed_mean_without_trimming_is_the_mean():
@@ -294,8 +308,37 @@ def test_the_grid_equals_single_runs(small):
         flipped = robust.label_flip(clients, torch.tensor([7, 8]))
         label = robust.byzantine_sgd(model, flipped, aggregate=robust.make("median", 2), momentum=beta,
                                      gen=mllib.generator(0), **kw)  # fmt: skip
-        assert grid[beta, "ALIE", "median"] == pytest.approx(alie.accuracy[-1], abs=0.02)
-        assert grid[beta, "label flip", "median"] == pytest.approx(label.accuracy[-1], abs=0.02)
+        assert grid[beta, "ALIE", "median"].values == pytest.approx([alie.accuracy[-1]], abs=0.02)
+        assert grid[beta, "label flip", "median"].values == pytest.approx([label.accuracy[-1]], abs=0.02)
+
+
+def test_a_grid_over_seeds_holds_each_seeds_own_grid(small):
+    model, clients = small
+    kw = dict(f=2, attacks=["none", "noise", "ALIE"], momenta=[0.0, 0.9], steps=4, lr=0.5, batch_size=4, average_last=2,
+              aggregators={"median": lambda: robust.make("median", 2), "cc": lambda: robust.CenteredClipping(f=2)})  # fmt: skip
+    grid = robust.attack_grid(model, clients, seeds=[0, 3], **kw)
+    assert grid.accuracy.shape == (2, 2, 3, 2) and grid.seeds == [0, 3]
+    for i, seed in enumerate([0, 3]):
+        assert torch.equal(grid.accuracy[i], robust.attack_grid(model, clients, seeds=[seed], **kw).accuracy[0])
+    spread = grid[0.9, "ALIE", "cc"]
+    assert spread.values == tuple(grid.accuracy[:, 1, 2, 1].tolist())
+    assert set(grid.spreads()) == {(b, a, g) for b in (0.0, 0.9) for a in ("none", "noise", "ALIE") for g in ("median", "cc")}
+    with pytest.raises(ValueError, match="seeds"):
+        robust.attack_grid(model, clients, seeds=[], **kw)
+
+
+def test_group_accuracies_gathers_one_run_per_seed(small):
+    model, clients = small
+    minority = torch.tensor([0, 1])
+    mixed = robust.with_minority(clients, minority)
+    kw = dict(steps=4, lr=0.5, batch_size=4)
+    groups = robust.group_accuracies(model, mixed, minority, {"median": lambda: robust.make("median", 2)}, seeds=[0, 1], **kw)
+    run = robust.byzantine_sgd(model, mixed, aggregate=robust.make("median", 2), gen=mllib.generator(1), **kw)
+    majority, minority_accuracy = robust.group_accuracy(model, run.model, mixed, minority)
+    assert groups["median"]["majority"].values[1] == majority
+    assert groups["median"]["minority"].values[1] == minority_accuracy
+    with pytest.raises(ValueError, match="seeds"):
+        robust.group_accuracies(model, mixed, minority, {"mean": lambda: robust.mean}, seeds=[], **kw)
 
 
 def test_robust_aggregators_plug_into_run_rounds(small):
@@ -350,10 +393,11 @@ def test_plots_are_titled_and_labelled():
     fig = figures.plot_points(torch.randn(6, 2, generator=mllib.generator(0)), torch.tensor([[3.0, 2.0]]))
     ax = fig.axes[0]
     assert ax.get_title() and ax.get_xlabel() and ax.get_ylabel()
-    grid = robust.Grid([0.0, 0.9], ["none", "ALIE"], ["mean"], torch.rand(2, 2, 1))
+    grid = robust.Grid([0, 1, 2], [0.0, 0.9], ["none", "ALIE"], ["mean"], torch.rand(3, 2, 2, 1))
     fig2 = figures.plot_grid(grid)
     assert [a.get_title() for a in fig2.axes[:2]] == ["worker momentum beta = 0", "worker momentum beta = 0.9"]
-    fig3 = figures.plot_groups({"mean": (0.9, 0.6), "Krum": (0.9, 0.4)})
+    fig3 = figures.plot_groups({name: {"majority": Spread([0.9, 0.92]), "minority": Spread([0.6, low])}
+                                for name, low in [("mean", 0.5), ("Krum", 0.3)]})  # fmt: skip
     assert fig3.axes[0].get_ylabel() == "mean test accuracy"
     plt.close("all")
 
@@ -435,6 +479,6 @@ def test_grid_averages_the_last_steps_like_a_single_run(small):
     grid = robust.attack_grid(model, clients, f=2, attacks=["none"], momenta=[0.0], average_last=3,
                               aggregators={"mean": lambda: robust.make("mean", 2)}, **kw)  # fmt: skip
     run = robust.byzantine_sgd(model, clients, aggregate=robust.make("mean", 2), gen=mllib.generator(0), eval_every=1, **kw)
-    assert grid[0.0, "none", "mean"] == pytest.approx(run.mean_last(3), abs=1e-5)
+    assert grid[0.0, "none", "mean"].median == pytest.approx(run.mean_last(3), abs=1e-5)
     with pytest.raises(ValueError, match="k=7"):
         run.mean_last(7)

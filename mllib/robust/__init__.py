@@ -13,13 +13,13 @@ from .aggregators import (
 )  # fmt: skip
 from .attacks import alie, alie_z, constant, gaussian, inner_product, label_flip, no_attack, sign_flip
 from .training import (
-    ATTACKS, QFFL, Grid, Run, attack_grid, byzantine_sgd, group_accuracy, make_attack, with_minority,
-    worker_momentum,
+    ATTACKS, QFFL, Grid, Run, attack_grid, byzantine_sgd, group_accuracies, group_accuracy, make_attack,
+    with_minority, worker_momentum,
 )  # fmt: skip
 
 __all__ = [
     "ATTACKS", "CenteredClipping", "Grid", "QFFL", "Run", "Zeno", "alie", "alie_z", "attack_grid",
-    "byzantine_sgd", "constant", "coordinate_median", "gaussian", "geometric_median", "group_accuracy",
-    "inner_product", "krum", "krum_scores", "label_flip", "make", "make_attack", "mean", "multi_krum",
+    "byzantine_sgd", "constant", "coordinate_median", "gaussian", "geometric_median", "group_accuracies",
+    "group_accuracy", "inner_product", "krum", "krum_scores", "label_flip", "make", "make_attack", "mean", "multi_krum",
     "no_attack", "pairwise_sq_distances", "sign_flip", "trimmed_mean", "with_minority", "worker_momentum",
 ]

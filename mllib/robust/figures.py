@@ -1,9 +1,10 @@
 """Pictures for lecture 05: aggregators of points in the plane, the attack x aggregator
-heatmaps, and majority vs minority accuracy."""
+heatmaps, and majority vs minority accuracy (medians and ranges over seeds)."""
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
+from ..spread import Spread
 from . import aggregators as agg
 from .training import Grid
 
@@ -35,28 +36,34 @@ def plot_points(honest: torch.Tensor, byzantine: torch.Tensor, limits: float = 1
 
 
 def plot_grid(grid: Grid) -> plt.Figure:
-    """One heatmap of test accuracy (attack x aggregator) per worker momentum."""
+    """One heatmap of test accuracy (attack x aggregator), the median over the grid's seeds,
+    per worker momentum."""
     fig, axes = plt.subplots(1, len(grid.momenta), figsize=(4.5 * len(grid.momenta) + 1, 4.2), layout="constrained",
                              squeeze=False)  # fmt: skip
-    for ax, beta, acc in zip(axes[0], grid.momenta, grid.accuracy.numpy()):
+    for ax, beta, acc in zip(axes[0], grid.momenta, grid.accuracy.median(0).values.numpy()):
         image = ax.imshow(acc, vmin=0, vmax=1, cmap="RdYlGn")
         for (i, j), value in np.ndenumerate(acc):
             ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=8)
         ax.set_xticks(range(len(grid.aggregators)), grid.aggregators, rotation=35, ha="right")
         ax.set_yticks(range(len(grid.attacks)), grid.attacks)
         ax.set(xlabel="aggregator", ylabel="attack", title=f"worker momentum beta = {beta:g}")
-    fig.colorbar(image, ax=axes[0].tolist(), label="test accuracy (end of training)", shrink=0.8)
+    label = "test accuracy" + (f" (median over {len(grid.seeds)} seeds)" if len(grid.seeds) > 1 else "")
+    fig.colorbar(image, ax=axes[0].tolist(), label=label, shrink=0.8)
     return fig
 
 
-def plot_groups(results: dict[str, tuple[float, float]]) -> plt.Figure:
-    """Bars of (majority, minority) test accuracy per aggregator."""
+def plot_groups(results: dict[str, dict[str, Spread]]) -> plt.Figure:
+    """Bars of majority and minority test accuracy per aggregator: the median over the seeds,
+    with the range [min, max] as error bars (``group_accuracies``'s result)."""
     fig, ax = plt.subplots(figsize=(8, 3.2))
     names = list(results)
     at = np.arange(len(names))
-    ax.bar(at - 0.2, [results[n][0] for n in names], width=0.4, label="majority clients")
-    ax.bar(at + 0.2, [results[n][1] for n in names], width=0.4, label="minority clients (rotated digits)")
+    for shift, group, label in [(-0.2, "majority", "majority clients"), (0.2, "minority", "minority clients (rotated digits)")]:
+        spreads = [results[name][group] for name in names]
+        medians = np.array([s.median for s in spreads])
+        ranges = np.array([[s.median - s.low for s in spreads], [s.high - s.median for s in spreads]])
+        ax.bar(at + shift, medians, width=0.4, yerr=ranges, capsize=3, label=label)
     ax.set_xticks(at, names)
-    ax.set(xlabel="aggregator", ylabel="mean test accuracy", ylim=(0, 1.25), title="who the aggregator serves")
+    ax.set(xlabel="aggregator", ylabel="mean test accuracy", ylim=(0, 1.25), title="who the aggregator serves (median and range over seeds)")
     ax.legend(fontsize=8, loc="upper center", ncol=2)
     return fig

@@ -16,6 +16,7 @@ from ..clients import evaluate, test_accuracy
 from ..models import FlatModel
 from ..partition import Clients
 from ..runtime import generator
+from ..spread import Spread, over_seeds
 from . import aggregators as agg
 from . import attacks as atk
 
@@ -167,16 +168,23 @@ def make_attack(name: str, f: int, *, gen: torch.Generator | None = None, sigma:
 
 @dataclass
 class Grid:
-    """Final test accuracy for every momentum x attack x aggregator."""
+    """Test accuracy for every seed x momentum x attack x aggregator."""
 
+    seeds: list[int]
     momenta: list[float]
     attacks: list[str]
     aggregators: list[str]
-    accuracy: torch.Tensor  # (len(momenta), len(attacks), len(aggregators))
+    accuracy: torch.Tensor  # (len(seeds), len(momenta), len(attacks), len(aggregators))
 
-    def __getitem__(self, key: tuple[float, str, str]) -> float:
+    def __getitem__(self, key: tuple[float, str, str]) -> Spread:
+        """The accuracies of one momentum x attack x aggregator over the seeds."""
         beta, attack, aggregator = key
-        return float(self.accuracy[self.momenta.index(beta), self.attacks.index(attack), self.aggregators.index(aggregator)])
+        i, j, k = self.momenta.index(beta), self.attacks.index(attack), self.aggregators.index(aggregator)
+        return Spread(self.accuracy[:, i, j, k].tolist())
+
+    def spreads(self) -> dict[tuple[float, str, str], Spread]:
+        """(momentum, attack, aggregator) -> its ``Spread`` over the seeds, for every cell."""
+        return {(b, a, g): self[b, a, g] for b in self.momenta for a in self.attacks for g in self.aggregators}
 
 
 def attack_grid(
@@ -190,59 +198,71 @@ def attack_grid(
     steps: int,
     lr: float,
     batch_size: int,
-    seed: int = 0,
+    seeds: Sequence[int] = (0,),
     sigma: float = 10.0,
     epsilon: float = 0.1,
     average_last: int = 1,
 ) -> Grid:
-    """``byzantine_sgd`` for every momentum x attack x aggregator, the last f workers Byzantine.
+    """``byzantine_sgd`` for every seed x momentum x attack x aggregator, the last f workers Byzantine.
 
-    For each aggregator the R = len(momenta) * len(attacks) runs train at once: their
-    gradients are one (R * n, d) client matrix and the aggregator gets the stack (R, n, d).
-    Every run starts from the same initialization and sees the same minibatches (both from
-    ``generator(seed)``), as ``byzantine_sgd`` with ``gen=generator(seed)`` does; the noise
-    attack draws from ``generator(seed + 1)``.
+    For each aggregator the R = len(seeds) * len(momenta) * len(attacks) runs train at once:
+    their gradients are one (R * n, d) client matrix and the aggregator gets the stack
+    (R, n, d). The runs of one seed start from the same initialization and see the same
+    minibatches (both from ``generator(seed)``), as ``byzantine_sgd`` with
+    ``gen=generator(seed)`` does; the noise attack draws from ``generator(seed + 1)``.
 
     Args:
         attacks: names from ``ATTACKS``.
         aggregators: name -> factory of a fresh aggregator taking (R, n, d) stacks.
         momenta: worker momentum values (0 = none).
+        seeds: one run of every cell per seed (initialization, minibatches, noise).
         sigma, epsilon: the noise attack's scale and inner-product manipulation's epsilon.
         average_last: report the mean test accuracy over the last this many steps (under
             attack, one step's accuracy jumps by tens of points from step to step).
 
     Returns:
         The ``Grid`` of test accuracies (a NaN model scores as the zero model).
+
+    Raises:
+        ValueError: for f outside [0, n/2), average_last outside [1, steps], or no seed.
     """
     if not 0 <= f < clients.n / 2:
         raise ValueError(f"attack_grid: f must be in [0, n/2) = [0, {clients.n / 2:g}), got f={f}")
     if not 1 <= average_last <= steps:
         raise ValueError(f"attack_grid: average_last must be in [1, steps={steps}], got {average_last}")
+    seeds = list(seeds)
+    if not seeds:
+        raise ValueError("attack_grid: seeds must name at least one seed, got none")
     device = clients.x.device
-    runs = [(beta, attack) for beta in momenta for attack in attacks]
-    R, n = len(runs), clients.n
-    beta = torch.tensor([b for b, _ in runs], device=device).view(R, 1, 1)
-    keep = torch.tensor([1 - b for b, _ in runs], device=device).view(R, 1, 1)
-    flip = torch.tensor([a == "label flip" for _, a in runs], device=device).view(R, 1, 1)
+    runs = [(beta, attack) for beta in momenta for attack in attacks]  # the runs of one seed
+    n_seeds, per_seed, n = len(seeds), len(runs), clients.n
+    R = n_seeds * per_seed
+    beta = torch.tensor([b for b, _ in runs], device=device).repeat(n_seeds).view(R, 1, 1)
+    keep = torch.tensor([1 - b for b, _ in runs], device=device).repeat(n_seeds).view(R, 1, 1)
+    flip = torch.tensor([a == "label flip" for _, a in runs], device=device).repeat(n_seeds).view(R, 1, 1)
     byzantine = (torch.arange(n) >= n - f).to(device).view(1, n, 1)
     x_test = clients.x_test.expand(R, *clients.x_test.shape)
     y_test = clients.y_test.expand(R, -1)
     acc = torch.zeros(len(aggregators), R)
     for k, factory in enumerate(aggregators.values()):
-        aggregate, gen = factory(), generator(seed)
-        transforms = [make_attack(a, f, gen=generator(seed + 1), sigma=sigma, epsilon=epsilon) for _, a in runs]
-        x = model.init(gen, device).expand(R, -1)  # (R, d)
+        aggregate, gens = factory(), [generator(seed) for seed in seeds]
+        transforms = [make_attack(a, f, gen=generator(seed + 1), sigma=sigma, epsilon=epsilon)
+                      for seed in seeds for _, a in runs]  # fmt: skip
+        x = torch.stack([model.init(gen, device) for gen in gens]).repeat_interleave(per_seed, 0)  # (R, d)
         M = torch.zeros(R, n, model.dim, device=device)
         for t in range(1, steps + 1):
-            xb, yb = clients.batches(batch_size, gen)  # (n, B, ...), (n, B)
+            xb, yb = zip(*(clients.batches(batch_size, gen) for gen in gens))  # per seed (n, B, ...), (n, B)
+            xb = torch.stack(xb).repeat_interleave(per_seed, 0)  # (R, n, B, ...)
+            yb = torch.stack(yb).repeat_interleave(per_seed, 0)  # (R, n, B)
             Y = torch.where(flip & byzantine, clients.n_classes - 1 - yb, yb)  # (R, n, B)
-            G = model.grad(x.repeat_interleave(n, 0), xb.repeat(R, *[1] * (xb.dim() - 1)), Y.flatten(0, 1))
+            G = model.grad(x.repeat_interleave(n, 0), xb.flatten(0, 1), Y.flatten(0, 1))  # (R * n, d)
             M = beta * M + keep * G.view(R, n, -1)  # (R, n, d)
             S = torch.stack([attack(M[r]) for r, attack in enumerate(transforms)])  # (R, n, d)
             x = x - lr * aggregate(S)
             if t > steps - average_last:
                 acc[k] += model.accuracy(x.nan_to_num(0.0), x_test, y_test).cpu() / average_last
-    return Grid(list(momenta), list(attacks), list(aggregators), acc.T.reshape(len(momenta), len(attacks), -1))
+    shape = (n_seeds, len(momenta), len(attacks), len(aggregators))
+    return Grid(seeds, list(momenta), list(attacks), list(aggregators), acc.T.reshape(shape))
 
 
 def with_minority(clients: Clients, minority: torch.Tensor, quarter_turns: int = 2) -> Clients:
@@ -263,3 +283,45 @@ def group_accuracy(model: FlatModel, x: torch.Tensor, clients: Clients, minority
     mine = torch.zeros(clients.n, dtype=torch.bool)
     mine[torch.as_tensor(minority).cpu()] = True
     return float(acc[~mine].mean()), float(acc[mine].mean())
+
+
+def group_accuracies(
+    model: FlatModel,
+    clients: Clients,
+    minority: torch.Tensor,
+    aggregators: dict[str, Callable[[], agg.Aggregator]],
+    *,
+    steps: int,
+    lr: float,
+    batch_size: int,
+    seeds: Sequence[int],
+) -> dict[str, dict[str, Spread]]:
+    """Majority and minority test accuracy after ``byzantine_sgd`` without an attack, for
+    every aggregator, over seeds: what a robust aggregator costs an honest minority.
+
+    Each run draws its initialization and minibatches from ``generator(seed)``.
+
+    Args:
+        model: the architecture.
+        clients: the n workers' data, the minority's transformed (``with_minority``).
+        minority: (m,) indices of the minority clients.
+        aggregators: name -> factory of a fresh aggregator (n, d) -> (d,), or of an object
+            with ``at(x, batch)`` (``QFFL``).
+        steps, lr, batch_size: SGD's hyperparameters, one step per round.
+        seeds: one run per aggregator and seed.
+
+    Returns:
+        name -> {"majority": Spread, "minority": Spread} of the mean test accuracies of the
+        two groups' clients at the final model (``group_accuracy``).
+
+    Raises:
+        ValueError: for no seed, or what ``byzantine_sgd`` raises.
+    """
+
+    def run(factory: Callable[[], agg.Aggregator], seed: int) -> dict[str, float]:
+        x = byzantine_sgd(model, clients, steps=steps, lr=lr, batch_size=batch_size, aggregate=factory(),
+                          gen=generator(seed)).model  # fmt: skip
+        majority, minority_accuracy = group_accuracy(model, x, clients, minority)
+        return {"majority": majority, "minority": minority_accuracy}
+
+    return {name: over_seeds(partial(run, factory), seeds) for name, factory in aggregators.items()}
