@@ -10,6 +10,7 @@ import mllib
 from mllib import federated as fl
 from mllib.checks import federated as check
 from mllib.data import Quadratics, quadratics
+from mllib.spread import Spread
 from selfchecks import assert_passes, assert_rejects
 
 
@@ -194,14 +195,17 @@ def test_rounds_to_target():
     assert trace.rounds_to(0.8) == 5 and trace.rounds_to(0.9) == 10 and trace.rounds_to(0.95) is None
 
 
-def test_best_rate_prefers_fewest_rounds_then_final_value():
-    T = fl.Trace
-    rounds = [0, 5, 10]
-    traces = {0.1: T(rounds, [0.1, 0.5, 0.95]), 0.3: T(rounds, [0.1, 0.9, 0.91]), 1.0: T(rounds, [0.1, 0.9, 0.93])}
-    assert fl.best_rate(traces, 0.9) == 1.0
-    assert fl.best_rate(traces, 0.99) == 0.1  # nobody reaches it: the best final value
-    with pytest.raises(ValueError, match="traces"):
-        fl.best_rate({}, 0.9)
+def test_best_rate_takes_the_highest_median_and_the_smallest_rate_among_printed_ties():
+    scores = {0.1: Spread([0.80, 0.99, 0.81]), 0.3: Spread([0.90, 0.91, 0.70]), 1.0: Spread([0.904, 0.95, 0.5])}
+    assert fl.best_rate(scores) == 0.3  # medians 0.81, 0.90, 0.904: 0.90 ties 0.904 at 2 decimals
+    assert fl.best_rate(scores, decimals=3) == 1.0
+    assert fl.best_rate({3.0: Spread([0.9]), 1.0: Spread([0.9])}) == 1.0  # dict order does not matter
+    with pytest.raises(ValueError, match="scores"):
+        fl.best_rate({})
+    with pytest.raises(ValueError, match="decimals"):
+        fl.best_rate(scores, decimals=-1)
+    with pytest.raises(ValueError, match="decimals"):
+        fl.best_rate(scores, decimals=1.5)
 
 
 def test_a_separate_sampling_generator_gives_every_algorithm_the_same_clients():
