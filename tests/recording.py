@@ -152,13 +152,17 @@ def survey(path: pathlib.Path, parallel: int = 2) -> bool:
 
 def report_moves(where: str, old: str, news: dict[str, str], rules: list) -> bool:
     """Print each number of ``old`` that moved in some variant; True when tolerances cover all."""
-    _, old_numbers = split_numbers(old)
+    old_text, old_numbers = split_numbers(old)
     allowed = allowed_moves(old, rules)
     moved = {}
     for variant, new in news.items():
-        _, new_numbers = split_numbers(new)
+        new_text, new_numbers = split_numbers(new)
         if len(new_numbers) != len(old_numbers):
             print(f"{where}: {variant} printed {len(new_numbers)} numbers, {len(old_numbers)} recorded: NOT COVERED")
+            return False
+        changed_text = [(a, b) for a, b in zip(old_text, new_text) if a.split() != b.split()]
+        if changed_text:
+            print(f"{where}: {variant} changed the text {changed_text[0][0]!r} to {changed_text[0][1]!r}: NOT COVERED")
             return False
         for i, (a, b) in enumerate(zip(old_numbers, new_numbers)):
             if a.group() != b.group():
