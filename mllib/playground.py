@@ -30,6 +30,7 @@ from .clients import evaluate, local_sgd, run_rounds
 from .models import FlatModel, mlp
 from .partition import split
 from .runtime import generator, randn
+from .spread import Spread
 
 PIPELINE = ("local steps", "compression", "attack", "aggregation", "DP noise")
 PARTITIONS = ("iid", "dirichlet", "shards")
@@ -265,6 +266,60 @@ def run(config: Config, data, gen: torch.Generator | None = None) -> Result:
     return result
 
 
+def run_seeds(config: Config, data, seeds) -> list[Result]:
+    """``run`` once per seed: ``config`` with its ``seed`` replaced, so that the split, the
+    initial model, the minibatches and the draws of the attack, the compressor and the DP
+    noise all change from run to run.
+
+    Args:
+        config: the setting; data: a ``mllib.Dataset``; seeds: e.g. ``range(5)``.
+
+    Returns:
+        One ``Result`` per seed, in the order of ``seeds``.
+
+    Raises:
+        ValueError: for no seed, or an invalid config (see ``validate``).
+    """
+    results = [run(replace(config, seed=s), data) for s in seeds]
+    if not results:
+        raise ValueError("seeds must name at least one seed, got none")
+    return results
+
+
+def final_accuracy(results: list[Result]) -> Spread:
+    """The final mean client accuracy of each run, over the seeds.
+
+    Args:
+        results: one ``Result`` per seed (``run_seeds``).
+
+    Returns:
+        A ``Spread`` (median [min–max]) of their ``final_accuracy``.
+
+    Raises:
+        ValueError: for no result.
+    """
+    return Spread(r.final_accuracy for r in results)
+
+
+def paired_difference(results: list[Result], others: list[Result]) -> Spread:
+    """Final accuracy of ``results`` minus that of ``others``, seed by seed: each difference
+    compares two settings on the same split and initial model.
+
+    Args:
+        results, others: ``run_seeds`` of two settings, over the same seeds.
+
+    Returns:
+        A ``Spread`` of the differences, one per seed.
+
+    Raises:
+        ValueError: if the two lists are not of the same seeds, or are empty.
+    """
+    if [r.config.seed for r in results] != [o.config.seed for o in others]:
+        raise ValueError(f"results and others must be runs of the same seeds, got {[r.config.seed for r in results]} "
+                         f"and {[o.config.seed for o in others]}")  # fmt: skip
+    return Spread(r.final_accuracy - o.final_accuracy for r, o in zip(results, others))
+
+
 def pairwise(options: dict[str, tuple], is_valid, *, tries: int = 1000, seed: int = 0) -> list[dict]:
     """A small set of valid settings covering every valid pair of option values (all-pairs testing).
 
@@ -385,8 +440,8 @@ def panel(data, config: Config | None = None):
         w["dp_sigma"].disabled = gossip
         if gossip:
             w["dp_sigma"].value = 0.0
-        w["error_feedback"].disabled = c.compressor == "none"
-        if c.compressor == "none":
+        w["error_feedback"].disabled = options["error_feedback"] == (False,)  # no compressor, or gossip
+        if w["error_feedback"].disabled:
             w["error_feedback"].value = False
 
     def on_run(_=None):
@@ -412,5 +467,6 @@ def panel(data, config: Config | None = None):
 
 __all__ = [
     "AGGREGATORS", "ATTACKS", "COMPRESSORS", "Config", "PARTITIONS", "PIPELINE", "Result", "TOPOLOGIES", "allowed",
-    "describe", "is_valid", "make_aggregate", "make_compressor", "max_f", "pairwise", "panel", "plot", "run", "validate",
+    "describe", "final_accuracy", "is_valid", "make_aggregate", "make_compressor", "max_f", "paired_difference",
+    "pairwise", "panel", "plot", "run", "run_seeds", "validate",
 ]

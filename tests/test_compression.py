@@ -12,6 +12,7 @@ from mllib import compression as C
 from mllib.checks import compression as check
 from mllib.compression import lecture
 from mllib.decentralized import mixing_matrix
+from mllib.spread import Spread
 from selfchecks import assert_passes, assert_rejects
 
 
@@ -203,8 +204,23 @@ def test_powersgd_error_feedback_memory_is_what_was_not_sent():
 def test_powersgd_step_is_the_mean_decoded_by_the_class():
     M = torch.randn(3, 5, 4, generator=torch.Generator().manual_seed(0))
     ps = C.PowerSGD([(5, 4)], rank=1, seed=7)
-    Q = ps.Q[0].clone()
+    Q = ps.Q[0][0].clone()
     assert torch.allclose(ps(M.reshape(3, -1)).mean(0), C.powersgd_step(M, Q).flatten(), atol=1e-6)
+
+
+def test_powersgd_groups_are_independent_runs_side_by_side():
+    """groups=2: each block of rows is compressed as its own PowerSGD with that group's Q."""
+    gen = torch.Generator().manual_seed(0)
+    shapes = [(6, 5), (6,)]
+    grouped = C.PowerSGD(shapes, rank=1, groups=2, seed=3)
+    alone = [C.PowerSGD(shapes, rank=1) for _ in range(2)]
+    for g, ps in enumerate(alone):
+        ps.Q = [q[g : g + 1].clone() if q is not None else None for q in grouped.Q]
+    for _ in range(3):  # warm starts and error memories carry over
+        X = torch.randn(6, 36, generator=gen)  # 2 groups of 3 workers
+        expected = torch.cat([ps(block) for ps, block in zip(alone, X.split(3))])
+        assert torch.allclose(grouped(X), expected, atol=1e-6)
+    assert grouped.bits_sent == sum(ps.bits_sent for ps in alone)
 
 
 def test_flops_of_power_iteration_grow_linearly_and_svd_cubically():
@@ -234,6 +250,8 @@ def test_low_rank_comparison_reaches_the_optimum_with_warm_iterations():
         (lambda: C.QSGD(0), r"s \(QSGD levels\) must be an integer >= 1, got s=0"),
         (lambda: C.PowerSGD([(4, 4)], rank=0), "rank must be an integer >= 1, got rank=0"),
         (lambda: C.PowerSGD([(4, 4)], rank=1)(torch.ones(2, 15)), "rows must have d = 16"),
+        (lambda: C.PowerSGD([(4, 4)], rank=1, groups=0), "groups must be an integer >= 1, got groups=0"),
+        (lambda: C.PowerSGD([(4, 4)], rank=1, groups=2)(torch.ones(3, 16)), "3 rows must split into groups=2"),
         (lambda: C.Cast(torch.int8), "dtype must be one of"),
         (lambda: C.ScaledSign()(torch.ones(3)), r"shape \(n_clients, d\)"),
         (lambda: C.choco_gossip(torch.ones(3, 2), torch.eye(4), C.ScaledSign(), gamma=0.1, steps=1), "W must have shape"),
@@ -349,8 +367,36 @@ def test_train_compressed_counts_megabits_per_client(digits):
     assert run.megabits == pytest.approx([2 * (model.dim + 32) / 1e6, 4 * (model.dim + 32) / 1e6])
 
 
+def test_train_compressed_runs_seeds_side_by_side_as_they_run_alone(digits):
+    clients = mllib.split(digits, 4, gen=mllib.generator(0))
+    model = mllib.FlatModel(mllib.mlp(64, 10, hidden=(8,)))
+
+    def train(seeds, compressor):
+        return lecture.train_compressed("top-k + EF", compressor, model, clients, rounds=6, lr=0.5, batch_size=8,
+                                        seeds=seeds, eval_every=3)  # fmt: skip
+
+    both = train((3, 5), C.ErrorFeedback(C.TopK(fraction=0.1)))
+    alone = [train((s,), C.ErrorFeedback(C.TopK(fraction=0.1))).final.values[0] for s in (3, 5)]
+    assert both.final.values == pytest.approx(alone, abs=1e-6)
+    assert both.final.values[0] != both.final.values[1]  # the seeds differ
+    assert len(both.accuracy) == 2 and all(len(a.values) == 2 for a in both.accuracy)
+    grouped = train((3, 5), C.PowerSGD(model.shapes, 1, groups=2))
+    assert grouped.megabits[-1] == pytest.approx(6 * C.PowerSGD(model.shapes, 1).bits_per_row(model.dim) / 1e6)
+
+
+@pytest.mark.parametrize("seeds, compressor, match", [
+    ((), None, "seeds must name at least one seed"),
+    ((0, 1), C.PowerSGD([(10, 64), (10,)], 1), "PowerSGD must have one group per seed: pass groups=2, got 1"),
+])  # fmt: skip
+def test_train_compressed_rejects_no_seeds_and_powersgd_groups_of_other_seeds(digits, seeds, compressor, match):
+    clients = mllib.split(digits, 4, gen=mllib.generator(0))
+    model = mllib.FlatModel(mllib.logistic_regression(64, 10))
+    with pytest.raises(ValueError, match=match):
+        lecture.train_compressed("x", compressor, model, clients, rounds=1, lr=0.1, batch_size=8, seeds=seeds)
+
+
 def test_widget_figure_is_labelled_and_rejects_unknown_values():
-    run = lecture.CompressedRun("a", [1, 2], [0.5, 0.6], [0.1, 0.2])
+    run = lecture.CompressedRun("a", [1, 2], [Spread([0.5, 0.55]), Spread([0.6, 0.62])], [0.1, 0.2])
     fig = lecture.plot_sweep({4: [run]}, 4, parameter="k", baseline=run)
     ax = fig.axes[0]
     assert ax.get_xlabel() == "megabits sent per client" and "accuracy" in ax.get_ylabel() and ax.get_title() == "k = 4"

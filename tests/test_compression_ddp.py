@@ -6,8 +6,13 @@ from mllib.compression.ddp import PowerSGDHook, free_port, run_ddp
 
 
 @pytest.fixture(scope="module")
-def powersgd_and_sign():
-    return run_ddp(hook=("mllib", "sign+ef", "torch"), world_size=2, rank=2, steps=30)
+def two_seeds():
+    return run_ddp(hook=("mllib", "sign+ef", "torch"), seed=(0, 1), world_size=2, rank=2, steps=30)
+
+
+@pytest.fixture(scope="module")
+def powersgd_and_sign(two_seeds):
+    return {hook: by_seed[0] for hook, by_seed in two_seeds.items()}
 
 
 @pytest.fixture(scope="module")
@@ -66,6 +71,13 @@ def test_pytorch_powersgd_hook_trains_beside_ours(powersgd_and_sign):
     assert abs(result["accuracy"][0] - powersgd_and_sign["mllib"]["accuracy"][0]) < 0.1
 
 
+def test_each_seed_trains_its_own_model_with_identical_replicas(two_seeds):
+    for hook, by_seed in two_seeds.items():
+        assert list(by_seed) == [0, 1]
+        assert all((run["rows"][0] == run["rows"][1]).all() for run in by_seed.values()), hook
+        assert not torch.equal(by_seed[0]["rows"][0], by_seed[1]["rows"][0]), hook
+
+
 def test_a_failing_process_sends_its_traceback_to_the_caller():
     with pytest.raises(RuntimeError, match=r"DDP process \d failed:\n(.|\n)*Invalid learning rate: -1.0"):
         run_ddp(hook="none", steps=1, lr=-1.0)
@@ -76,5 +88,7 @@ def test_bad_hook_and_rank_raise():
         run_ddp(hook="zip")
     with pytest.raises(ValueError, match="hook must be"):
         run_ddp(hook=())
+    with pytest.raises(ValueError, match=r"seed must be an integer >= 0 or a tuple of them, got \(\)"):
+        run_ddp(seed=())
     with pytest.raises(ValueError, match="rank must be an integer >= 1, got rank=0"):
         PowerSGDHook(0)

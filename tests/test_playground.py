@@ -89,6 +89,27 @@ def test_allowed_offers_only_valid_combinations():
     assert pg.allowed(pg.Config(aggregator="krum", n_clients=10))["f"] == (0, 1, 2, 3)
 
 
+def test_run_seeds_runs_each_seed_as_run_does(data):
+    c = pg.Config(rounds=2)
+    results = pg.run_seeds(c, data, [4, 7])
+    assert [r.config.seed for r in results] == [4, 7]
+    assert torch.equal(results[1].model, pg.run(dataclasses.replace(c, seed=7), data).model)
+    assert not torch.equal(results[0].model, results[1].model)
+    assert pg.final_accuracy(results).values == (results[0].final_accuracy, results[1].final_accuracy)
+    with pytest.raises(ValueError, match="at least one seed"):
+        pg.run_seeds(c, data, [])
+
+
+def test_paired_difference_is_taken_seed_by_seed(data):
+    c = pg.Config(rounds=2)
+    plain = pg.run_seeds(c, data, [0, 1])
+    attacked = pg.run_seeds(dataclasses.replace(c, attack="noise", f=3), data, [0, 1])
+    gap = pg.paired_difference(plain, attacked)
+    assert gap.values == tuple(p.final_accuracy - a.final_accuracy for p, a in zip(plain, attacked))
+    with pytest.raises(ValueError, match="same seeds"):
+        pg.paired_difference(plain, attacked[::-1])
+
+
 def test_pairwise_covers_every_valid_pair():
     options = {"a": (0, 1, 2), "b": ("x", "y"), "c": (True, False), "d": (0, 1)}
     valid = lambda s: not (s["a"] == 2 and s["b"] == "y")  # noqa: E731

@@ -14,6 +14,8 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from ..data import load
+from ..runtime import generator
 from .compressors import ErrorFeedback, MessageCompressor, ScaledSign
 from .powersgd import PowerSGD, orthogonalize
 
@@ -110,14 +112,14 @@ class PowerSGDHook:
                 ps.error[start : start + size] = 0
             else:
                 M = chunk.view(*nm)  # (n, m)
-                P = M @ ps.Q[j].to(M)  # (n, r)
+                P = M @ ps.Q[j][0].to(M)  # (n, r)
                 dist.all_reduce(P, group=process_group)
                 P = orthogonalize(P / world)
                 Q = M.T @ P  # (m, r)
                 ps.error[start : start + size] = (M - P @ Q.T).flatten()
                 dist.all_reduce(Q, group=process_group)
-                ps.Q[j] = Q / world
-                out[start : start + size] = (P @ ps.Q[j].T).flatten()
+                ps.Q[j] = (Q / world)[None]  # (1, m, r): one group
+                out[start : start + size] = (P @ ps.Q[j][0].T).flatten()
             start += size
         ps.bits_sent += ps.bits_per_row(flat.numel())
         return _done(out)
@@ -148,49 +150,57 @@ def _train(rank: int, *args) -> None:
 
 
 def _train_hooks(
-    rank: int, world: int, port: int, hooks: tuple, powersgd_rank: int, steps: int, lr: float, queue
-) -> None:
+    rank: int, world: int, port: int, hooks: tuple, seeds: tuple, powersgd_rank: int, steps: int, lr: float,
+    data, queue,
+) -> None:  # fmt: skip
     import mllib  # imported here: mllib.compression must not import the whole package at load time
     from torch.nn.parallel import DistributedDataParallel as DDP
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world)
     try:
-        gen = mllib.setup(seed=0)
-        data = mllib.load("digits", gen=gen)
-        for hook in hooks:  # one process group, one model per hook, each from the same start
-            module = mllib.mlp(data.n_features, data.n_classes, hidden=(64,))
-            mllib.FlatModel(module).load(module, mllib.FlatModel(module).init(mllib.generator(0)))
-            model = DDP(module)
-            if hook == "mllib":
-                model.register_comm_hook(None, PowerSGDHook(powersgd_rank).hook)
-            elif hook == "torch":
-                from torch.distributed.algorithms.ddp_comm_hooks import powerSGD_hook as tps
+        mllib.setup(seed=0)
+        for hook in hooks:  # one process group, one model per hook and seed
+            for seed in seeds:
+                module = mllib.mlp(data.n_features, data.n_classes, hidden=(64,))
+                mllib.FlatModel(module).load(module, mllib.FlatModel(module).init(mllib.generator(seed)))
+                model = DDP(module)
+                if hook == "mllib":
+                    model.register_comm_hook(None, PowerSGDHook(powersgd_rank, seed=seed).hook)
+                elif hook == "torch":
+                    from torch.distributed.algorithms.ddp_comm_hooks import powerSGD_hook as tps
 
-                state = tps.PowerSGDState(process_group=None, matrix_approximation_rank=powersgd_rank,
-                                          start_powerSGD_iter=2, min_compression_rate=1.0)  # fmt: skip
-                model.register_comm_hook(state, tps.powerSGD_hook)
-            elif hook == "sign+ef":
-                model.register_comm_hook(None, compression_hook(lambda: ErrorFeedback(ScaledSign())))
-            opt = torch.optim.SGD(model.parameters(), lr=lr)
-            batch_gen = mllib.generator(1 + rank)  # each process its own minibatches
-            losses = []
-            for _ in range(steps):
-                idx = torch.randint(len(data.y_train), (32,), generator=batch_gen)
-                loss = torch.nn.functional.cross_entropy(model(data.x_train[idx]), data.y_train[idx])
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                losses.append(float(loss.detach()))
-            with torch.no_grad():
-                accuracy = float((module(data.x_test).argmax(1) == data.y_test).float().mean())
-            queue.put((rank, hook, losses, accuracy, mllib.FlatModel(module).flatten(module).tolist()))
+                    state = tps.PowerSGDState(process_group=None, matrix_approximation_rank=powersgd_rank,
+                                              start_powerSGD_iter=2, min_compression_rate=1.0,
+                                              random_seed=seed)  # fmt: skip
+                    model.register_comm_hook(state, tps.powerSGD_hook)
+                elif hook == "sign+ef":
+                    model.register_comm_hook(None, compression_hook(lambda: ErrorFeedback(ScaledSign())))
+                opt = torch.optim.SGD(model.parameters(), lr=lr)
+                batch_gen = mllib.generator(1 + rank + world * seed)  # each process its own minibatches
+                losses = []
+                for _ in range(steps):
+                    idx = torch.randint(len(data.y_train), (32,), generator=batch_gen)
+                    loss = torch.nn.functional.cross_entropy(model(data.x_train[idx]), data.y_train[idx])
+                    opt.zero_grad()
+                    loss.backward()
+                    opt.step()
+                    losses.append(float(loss.detach()))
+                with torch.no_grad():
+                    accuracy = float((module(data.x_test).argmax(1) == data.y_test).float().mean())
+                queue.put((rank, (hook, seed), losses, accuracy, mllib.FlatModel(module).flatten(module).tolist()))
     finally:
         dist.destroy_process_group()
 
 
 def run_ddp(
-    *, hook: str | tuple[str, ...] = "mllib", world_size: int = 2, rank: int = 4, steps: int = 100, lr: float = 0.5
+    *,
+    hook: str | tuple[str, ...] = "mllib",
+    seed: int | tuple[int, ...] = 0,
+    world_size: int = 2,
+    rank: int = 4,
+    steps: int = 100,
+    lr: float = 0.5,
 ) -> dict:
     """Train an MLP (64-64-10) on digits with DDP in ``world_size`` processes on loopback.
 
@@ -199,30 +209,39 @@ def run_ddp(
             after 2 plain all-reduce steps), "sign+ef" (``compression_hook`` with scaled
             sign and error feedback) or "none" (plain all-reduce); or a tuple of them, all
             trained in the same processes (starting processes costs seconds).
+        seed: the initial model (``generator(seed)``), each process's minibatches
+            (``generator(1 + process + world_size * seed)``) and PowerSGD's first Q; or a
+            tuple of seeds, all trained in the same processes.
         rank: PowerSGD's rank. steps, lr: SGD on minibatches of 32 per process.
 
     Returns:
         {"losses": rank 0's minibatch losses, "accuracy": per process test accuracy,
          "rows": (world_size, d) final parameters of each process}; for a tuple of hooks,
-        a dict from each hook to such a dict.
+        a dict from each hook to such a dict; for a tuple of seeds, each such dict is
+        replaced by a dict from each seed to one.
 
     Raises:
-        ValueError: for an unknown hook; RuntimeError if a process fails.
+        ValueError: for an unknown hook or no seed; RuntimeError if a process fails.
     """
     hooks = (hook,) if isinstance(hook, str) else tuple(hook)
     if not hooks or any(h not in HOOKS for h in hooks):
         raise ValueError(f"hook must be one of {HOOKS} or a tuple of them, got {hook!r}")
+    seeds = (seed,) if isinstance(seed, int) else tuple(seed)
+    if not seeds or any(not isinstance(s, int) or s < 0 for s in seeds):
+        raise ValueError(f"seed must be an integer >= 0 or a tuple of them, got {seed!r}")
+    data = load("digits", gen=generator(0))  # loaded once here: the processes need not import scikit-learn
     # spawn, not fork: a forked Jupyter kernel shares its ZeroMQ sockets and output streams
     # with the children (a run hung that way); spawn costs a fresh import of torch per child
     ctx = mp.get_context("spawn")
     queue = ctx.SimpleQueue()
     port = free_port()
-    procs = [ctx.Process(target=_train, args=(r, world_size, port, hooks, rank, steps, lr, queue)) for r in range(world_size)]
+    args = (world_size, port, hooks, seeds, rank, steps, lr, data, queue)
+    procs = [ctx.Process(target=_train, args=(r, *args)) for r in range(world_size)]
     for p in procs:
         p.start()
     results = []
     try:
-        while len(results) < world_size * len(hooks):
+        while len(results) < world_size * len(hooks) * len(seeds):
             if not queue.empty():
                 results.append(queue.get())
                 if results[-1][1] == "error":
@@ -236,8 +255,10 @@ def run_ddp(
             p.join(timeout=30)
             if p.is_alive():
                 p.terminate()
-    by_hook = {}
-    for h in hooks:
-        mine = sorted((r for r in results if r[1] == h), key=lambda r: r[0])
-        by_hook[h] = {"losses": mine[0][2], "accuracy": [r[3] for r in mine], "rows": torch.tensor([r[4] for r in mine])}
+    by_run = {}
+    for key in {r[1] for r in results}:
+        mine = sorted((r for r in results if r[1] == key), key=lambda r: r[0])
+        by_run[key] = {"losses": mine[0][2], "accuracy": [r[3] for r in mine],
+                       "rows": torch.tensor([r[4] for r in mine])}  # fmt: skip
+    by_hook = {h: by_run[h, seeds[0]] if isinstance(seed, int) else {s: by_run[h, s] for s in seeds} for h in hooks}
     return by_hook[hook] if isinstance(hook, str) else by_hook

@@ -5,26 +5,27 @@ from dataclasses import dataclass
 import matplotlib.pyplot as plt
 import torch
 
-from ..clients import run_rounds
+from ..clients import evaluate
 from ..models import FlatModel
 from ..partition import Clients
 from ..runtime import generator
+from ..spread import Spread
 from .compressors import Compressor, Identity
-from .powersgd import flops_power_iteration, flops_svd, flops_svd_lowrank, power_iteration, truncated_svd
+from .powersgd import PowerSGD, flops_power_iteration, flops_svd, flops_svd_lowrank, power_iteration, truncated_svd
 
 
 @dataclass(frozen=True)
 class CompressedRun:
-    """One training run with a compressor: accuracy after each evaluated round and the
-    megabits each client had sent by then."""
+    """One training setting with a compressor, over several seeds: accuracy after each
+    evaluated round (a ``Spread`` over the seeds) and the megabits each client had sent by then."""
 
     name: str
     rounds: list[int]
-    accuracy: list[float]
-    megabits: list[float]  # per client, cumulative
+    accuracy: list[Spread]
+    megabits: list[float]  # per client, cumulative: the same for every seed
 
     @property
-    def final(self) -> float:
+    def final(self) -> Spread:
         return self.accuracy[-1]
 
 
@@ -37,30 +38,73 @@ def train_compressed(
     rounds: int,
     lr: float,
     batch_size: int,
-    seed: int = 1,
+    seeds: Sequence[int] = (1,),
     eval_every: int = 10,
 ) -> CompressedRun:
-    """Distributed SGD (one local step per round, every client) with compressed updates.
+    """Distributed SGD (one step per round, every client) with compressed updates, once per seed.
 
-    Every run draws the same initial model and minibatches (generator seeded ``seed``).
-    ``compressor=None`` sends float32 (counted as ``Identity``).
+    Per round, for the server model x of each seed (Karimireddy et al. 2019, Algorithm 2,
+    with the compressor's own error feedback if it has one):
+        1. every client i computes u_i = -lr * g_i(x; its minibatch of ``batch_size``);
+        2. the updates are compressed, C(U) for U (n, d), and their bits counted;
+        3. x <- x + sum_i w_i C(U)_i, w_i the clients' shares of the samples.
+    The seeds run side by side as blocks of rows of one (len(seeds) * n, d) client matrix,
+    which the compressor compresses in one call (row-wise compressors treat each row on its
+    own; give PowerSGD ``groups=len(seeds)``, so that its means stay within a seed's block).
+    Seed s draws the initial model and its minibatches from ``generator(s)``: the same draws
+    in every run of that seed, whatever the compressor.
+
+    Args:
+        compressor: the compressor, or None for float32 (counted as ``Identity``).
+        model, clients: the architecture and the n clients' data.
+        rounds, lr, batch_size: distributed SGD's hyperparameters.
+        seeds: one run per seed (at least one).
+        eval_every: evaluate every this many rounds (and at the end).
+
+    Returns:
+        A ``CompressedRun``: after each evaluated round the mean client test accuracy of every
+        seed (a ``Spread``), and the megabits per client (exact: every round sends the same bits).
+
+    Raises:
+        ValueError: for no seeds, rounds or eval_every < 1, or a PowerSGD whose groups are
+            not one per seed.
     """
+    seeds = list(seeds)
+    if not seeds:
+        raise ValueError("seeds must name at least one seed, got none")
+    if rounds < 1 or eval_every < 1:
+        raise ValueError(f"rounds and eval_every must be >= 1, got rounds={rounds}, eval_every={eval_every}")
+    if isinstance(compressor, PowerSGD) and compressor.groups != len(seeds):
+        raise ValueError(f"PowerSGD must have one group per seed: pass groups={len(seeds)}, got {compressor.groups}")
     compressor = compressor or Identity()
-    history = run_rounds(
-        model, clients, rounds=rounds, local_steps=1, lr=lr, batch_size=batch_size, gen=generator(seed),
-        transforms=[compressor], eval_every=eval_every,
-    )  # fmt: skip
-    per_round = compressor.bits_sent / rounds / clients.n
-    return CompressedRun(name, history.rounds, history.accuracy, [r * per_round / 1e6 for r in history.rounds])
+    device, n = clients.x.device, clients.n
+    gens = [generator(s) for s in seeds]
+    x = torch.stack([model.init(g, device) for g in gens])  # (S, d)
+    weights = clients.weights.to(device)  # (n,)
+    evaluated, accuracy = [], []
+    for r in range(1, rounds + 1):
+        batches = [clients.batches(batch_size, g) for g in gens]
+        xb, yb = torch.cat([b[0] for b in batches]), torch.cat([b[1] for b in batches])  # (S n, B, ...)
+        U = -lr * model.grad(x.repeat_interleave(n, 0), xb, yb)  # 1. (S n, d)
+        U = compressor(U)  # 2.
+        x = x + torch.einsum("i,sid->sd", weights, U.view(len(seeds), n, -1))  # 3. (S, d)
+        if r % eval_every == 0 or r == rounds:
+            evaluated.append(r)
+            accuracy.append(Spread(float(evaluate(model, row, clients) @ weights) for row in x))
+    per_round = compressor.bits_sent / rounds / (len(seeds) * n)
+    return CompressedRun(name, evaluated, accuracy, [r * per_round / 1e6 for r in evaluated])
 
 
 def plot_accuracy_vs_bits(runs: Sequence[CompressedRun], ax: plt.Axes | None = None, *, title: str = "") -> plt.Axes:
-    """Test accuracy against megabits sent per client, one line per run (log x axis)."""
+    """Test accuracy against megabits sent per client, one line per run: the median over the
+    seeds, and their range shaded (log x axis)."""
     ax = ax or plt.figure(figsize=(6, 3.5)).gca()
     for run in runs:
-        ax.plot(run.megabits, run.accuracy, marker=".", label=run.name)
+        (line,) = ax.plot(run.megabits, [a.median for a in run.accuracy], marker=".", label=run.name)
+        ax.fill_between(run.megabits, [a.low for a in run.accuracy], [a.high for a in run.accuracy],
+                        color=line.get_color(), alpha=0.2, linewidth=0)  # fmt: skip
     ax.set(xscale="log", xlabel="megabits sent per client", ylabel="mean client test accuracy",
-           title=title or "accuracy against communication")  # fmt: skip
+           title=title or "accuracy against communication (median, range over seeds)")  # fmt: skip
     ax.legend(fontsize=7)
     return ax
 

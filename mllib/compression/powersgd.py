@@ -96,54 +96,63 @@ class PowerSGD(Compressor):
         7. row i decodes to P Q_i^T, whose mean over workers is P (mean_i Q_i)^T;
         8. Q <- mean_i Q_i                          (all-reduce; the next warm start).
     Tensors with fewer than 2 dimensions, and layers where r (n + m) >= n m, are sent
-    uncompressed (float32).
+    uncompressed (float32). With ``groups`` g > 1 the k rows are g independent runs side by
+    side (e.g. seeds), k / g consecutive workers each: every group has its own Q, and the
+    means of steps 3, 7 and 8 stay within the group.
 
     Args:
         shapes: the parameter shapes of one row, in order.
         rank: r >= 1.
         error_feedback: keep the memory e (the paper always does).
         seed: seed of the generator drawing the first Q (standard normal).
+        groups: g >= 1, independent groups of workers; k must be a multiple of g.
 
     State:
-        Q: list of (m, r) warm starts, one per compressed layer.
+        Q: list of (g, m, r) warm starts, one per compressed layer.
         error: (k, d) memory.
 
     Raises:
-        ValueError: for rank < 1, or a row whose length is not the sum of the shapes.
+        ValueError: for rank < 1 or groups < 1, or rows whose length is not the sum of the
+            shapes or whose number is not a multiple of groups.
     """
 
-    def __init__(self, shapes, rank: int, *, error_feedback: bool = True, seed: int = 0):
+    def __init__(self, shapes, rank: int, *, error_feedback: bool = True, seed: int = 0, groups: int = 1):
         super().__init__()
         _check_rank(rank)
+        if not (isinstance(groups, int) and groups >= 1):
+            raise ValueError(f"groups must be an integer >= 1, got groups={groups!r}")
         self.shapes = [torch.Size(s) for s in shapes]
-        self.rank, self.error_feedback = rank, error_feedback
+        self.rank, self.error_feedback, self.groups = rank, error_feedback, groups
         self.sizes = [math.prod(s) for s in self.shapes]
         self.matrix = [(s[0], math.prod(s[1:])) if len(s) >= 2 else None for s in self.shapes]
         self.matrix = [nm if nm and rank * (nm[0] + nm[1]) < nm[0] * nm[1] else None for nm in self.matrix]
         gen = generator(seed)
         # State
-        self.Q = [torch.randn(nm[1], rank, generator=gen) if nm else None for nm in self.matrix]
+        self.Q = [torch.randn(groups, nm[1], rank, generator=gen) if nm else None for nm in self.matrix]
         self.error: torch.Tensor | None = None
 
     def compress(self, X):
         k, d = X.shape
         if d != sum(self.sizes):
             raise ValueError(f"rows must have d = {sum(self.sizes)} entries (the shapes given), got {d}")
+        if k % self.groups:
+            raise ValueError(f"the {k} rows must split into groups={self.groups} groups of equal size")
         if self.error is None or self.error.shape != X.shape:
             self.error = torch.zeros_like(X)
         M_all = X + self.error if self.error_feedback else X  # 1. (k, d)
         out = torch.empty_like(X)
+        g = self.groups
         for j, (chunk, nm) in enumerate(zip(M_all.split(self.sizes, 1), self.matrix)):
             start = sum(self.sizes[:j])
             if nm is None:
                 out[:, start : start + chunk.shape[1]] = chunk
                 continue
-            M = chunk.reshape(k, *nm)  # (k, n, m)
-            Q = self.Q[j].to(X.device, X.dtype)  # (m, r)
-            P = orthogonalize((M @ Q).mean(0))  # 2.-4. (n, r)
-            Qi = M.transpose(1, 2) @ P  # 5. (k, m, r)
-            out[:, start : start + chunk.shape[1]] = (P @ Qi.transpose(1, 2)).reshape(k, -1)  # 7.
-            self.Q[j] = Qi.mean(0)  # 8.
+            M = chunk.reshape(g, k // g, *nm)  # (g, k/g, n, m)
+            Q = self.Q[j].to(X.device, X.dtype)  # (g, m, r)
+            P = orthogonalize((M @ Q[:, None]).mean(1))  # 2.-4. (g, n, r)
+            Qi = M.transpose(2, 3) @ P[:, None]  # 5. (g, k/g, m, r)
+            out[:, start : start + chunk.shape[1]] = (P[:, None] @ Qi.transpose(2, 3)).reshape(k, -1)  # 7.
+            self.Q[j] = Qi.mean(1)  # 8. (g, m, r)
         if self.error_feedback:
             self.error = M_all - out  # 6.
         return out
@@ -155,4 +164,4 @@ class PowerSGD(Compressor):
         return {**super().state_dict(), "Q": self.Q, "error": self.error}
 
     def __repr__(self):
-        return f"PowerSGD(rank={self.rank})"
+        return f"PowerSGD(rank={self.rank}" + (f", groups={self.groups})" if self.groups > 1 else ")")
