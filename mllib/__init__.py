@@ -3,14 +3,15 @@
 The core (``runtime``, ``data``, ``partition``, ``models``, ``clients``) holds n clients'
 models as one (n, d) tensor; one module per topic of the course builds on it.
 """
-from .clients import History, evaluate, local_sgd, run_rounds, test_accuracy, weighted_average
+from .clients import LocalSGD, evaluate, local_sgd, run_rounds, test_accuracy, weighted_average
+from .engine import History
 from .data import Dataset, load
 from .models import FlatModel, cnn, logistic_regression, mlp
 from .partition import Clients, split, with_tasks
 from .runtime import device, generator, setup
 
 __all__ = [
-    "Clients", "Dataset", "FlatModel", "History", "cnn", "device", "evaluate", "generator",
+    "Clients", "Dataset", "FlatModel", "History", "LocalSGD", "cnn", "device", "evaluate", "generator",
     "load", "local_sgd", "logistic_regression", "mlp", "run_rounds", "setup", "split",
     "test_accuracy", "weighted_average", "with_tasks",
 ]

@@ -5,11 +5,10 @@ holds local training, evaluation, the weighted average, and the round loop into 
 later topics plug a compressor, an attack, noise or a robust aggregator.
 """
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 
 import torch
-from tqdm.auto import tqdm
 
+from .engine import Federated, History, move, run, uniform
 from .models import FlatModel
 from .partition import Clients
 
@@ -103,19 +102,28 @@ def test_accuracy(model: FlatModel, row: torch.Tensor, x_test: torch.Tensor, y_t
     return float(model.accuracy(row.unsqueeze(0), x_test.unsqueeze(0), y_test.unsqueeze(0))[0])
 
 
-@dataclass
-class History:
-    """What a run of rounds recorded: per evaluated round, each client's test accuracy."""
+class LocalSGD:
+    """The local update of FedAvg: K SGD steps of every selected client from the server model,
+    sent as the update U = y_i - x (McMahan et al. 2017, Algorithm 1, ClientUpdate).
 
-    rounds: list[int] = field(default_factory=list)
-    client_accuracy: list[torch.Tensor] = field(default_factory=list)  # each (n,)
-    weights: torch.Tensor | None = None  # (n,) client shares, for the mean
-    model: torch.Tensor | None = None  # (d,) the final server model
+    A part of ``engine.Federated``: (x (d,), S (|S|,)) -> U (|S|, d).
 
-    @property
-    def accuracy(self) -> list[float]:
-        """Mean client accuracy per evaluated round, weighted by client size."""
-        return [float(a @ self.weights) for a in self.client_accuracy]
+    Args:
+        model, clients: the architecture and the clients' data.
+        steps, lr, batch_size: local SGD's hyperparameters.
+        gen: CPU generator for the minibatches, or one per client (see ``Clients.batches``).
+    """
+
+    def __init__(self, model: FlatModel, clients: Clients, *, steps: int, lr: float, batch_size: int,
+                 gen: torch.Generator | Sequence[torch.Generator]):  # fmt: skip
+        self.model, self.clients, self.gen = model, clients, gen
+        self.steps, self.lr, self.batch_size = steps, lr, batch_size
+
+    def __call__(self, x: torch.Tensor, S: torch.Tensor) -> torch.Tensor:
+        X = x.expand(len(S), -1)  # broadcast
+        Y = local_sgd(self.model, X, self.clients, steps=self.steps, lr=self.lr, batch_size=self.batch_size,
+                      gen=self.gen, among=S)  # fmt: skip
+        return Y - X
 
 
 def run_rounds(
@@ -136,16 +144,16 @@ def run_rounds(
     progress: bool = False,
     batch_gen: Sequence[torch.Generator] | None = None,
 ) -> History:
-    """Federated rounds on the client matrix, with plug-in steps for later topics.
+    """FedAvg on the round engine, with plug-in steps for later topics.
 
-    One round (FedAvg, McMahan et al. 2017, Algorithm 1, with a server step size):
+    One round (FedAvg, McMahan et al. 2017, Algorithm 1, with a server step size), each step
+    a part of ``engine.Federated``:
         1. sample S, a share ``participation`` of the n clients, without replacement;
-        2. broadcast: every sampled client starts from the server model x;
-        3. local training: ``local_steps`` SGD steps each (``local_sgd``);
-        4. updates: U = Y - x, shape (|S|, d);
-        5. transforms: U <- t(U) for each t in order (compression, attack, noise, ...);
-        6. aggregate: delta = aggregate(U), by default the mean weighted by client size;
-        7. server step: x <- x + server_lr * delta.
+        2. local training: every sampled client starts from x and takes ``local_steps`` SGD
+           steps (``LocalSGD``), sending its update U = y - x, shape (|S|, d);
+        3. transforms: U <- t(U) for each t in order (compression, attack, noise, ...);
+        4. aggregate: delta = aggregate(U), by default the mean weighted by client size;
+        5. server step: x <- x + server_lr * delta.
 
     Args:
         x0: (d,) the initial server model (default: ``model.init(gen)``).
@@ -156,28 +164,21 @@ def run_rounds(
             (``mllib.flower`` runs so); default: ``gen`` draws them for all clients.
 
     Returns:
-        The ``History``; ``History.model`` is the final server model.
+        The ``History`` with metrics "client_accuracy" ((n,) per recorded round) and
+        "accuracy" (their mean weighted by client size); ``History.model`` is the final x.
     """
     if not 0 < participation <= 1:
         raise ValueError(f"participation must be in (0, 1], got {participation}")
-    if rounds < 1 or eval_every < 1:
-        raise ValueError(f"rounds and eval_every must be >= 1, got rounds={rounds}, eval_every={eval_every}")
     device = clients.x.device
     x = model.init(gen, device) if x0 is None else x0.to(device)
-    history = History(weights=clients.weights.to(device))
-    n_sampled = max(1, round(participation * clients.n))
-    for r in tqdm(range(1, rounds + 1), desc="rounds", disable=not progress):
-        sampled = torch.randperm(clients.n, generator=gen)[:n_sampled].sort().values
-        X = x.expand(n_sampled, -1)
-        Y = local_sgd(model, X, clients, steps=local_steps, lr=lr, batch_size=batch_size, gen=batch_gen or gen,
-                      among=sampled)  # fmt: skip
-        U = Y - X
-        for transform in transforms:
-            U = transform(U)
-        delta = weighted_average(U, clients.sizes[sampled].to(device)) if aggregate is None else aggregate(U)
-        x = x + server_lr * delta
-        if r % eval_every == 0 or r == rounds:
-            history.rounds.append(r)
-            history.client_accuracy.append(evaluate(model, x, clients))
-    history.model = x
+    federation = Federated(
+        x, select=uniform(clients.n, max(1, round(participation * clients.n)), gen), weights=clients.sizes.to(device),
+        local=LocalSGD(model, clients, steps=local_steps, lr=lr, batch_size=batch_size, gen=batch_gen or gen),
+        transforms=transforms, aggregate=None if aggregate is None else lambda U, p: aggregate(U),
+        server_step=move(server_lr),
+    )  # fmt: skip
+    history = run(federation, rounds, metrics={"client_accuracy": lambda f: evaluate(model, f.x, clients)},
+                  eval_every=eval_every, progress=progress)  # fmt: skip
+    weights = clients.weights.to(device)
+    history.metrics["accuracy"] = [float(a @ weights) for a in history["client_accuracy"]]
     return history
