@@ -114,3 +114,113 @@ def test_settings_reject_bad_values_with_clear_messages():
     with pytest.raises(ValueError, match=r"unknown settings \['rounds_per_epoch'\]"):
         Settings.from_config({"rounds-per-epoch": 2})
     assert Settings.from_config({"local-steps": 3, "algorithm": "scaffold"}).local_steps == 3
+
+
+# --- Flower's own secure aggregation, SecAgg+ (mllib.flower.secaggplus) -----------------------------
+# Each run below is one `flwr run` of the SecAgg+ app: about 25 s per round on a quiet 2-core
+# machine (4 round trips, each starting a fresh flwr-clientapp process per SuperNode).
+SECAGG_RUN_TIMEOUT = 160  # s: with the deployment's start, each test stays within 3 minutes
+
+
+def assert_within_the_quantization_step(settings, result, round_, partitions):
+    from mllib.flower.secaggplus import quantization_gap
+
+    gap, tolerance = quantization_gap(settings, result, round_, partitions)  # against plain FedAvg in-process
+    assert gap <= tolerance, f"max |SecAgg+ - plain FedAvg| = {gap:.2e} > {tolerance:.2e}"
+
+
+@pytest.mark.deployment
+def test_secaggplus_aggregate_equals_the_plain_aggregate_within_its_quantization_step(honest):
+    from mllib.flower import secaggplus
+
+    settings = secaggplus.SecAggPlusSettings(rounds=1, clients=3, num_shares=3, threshold=2)
+    result = secaggplus.run(honest, settings, timeout=SECAGG_RUN_TIMEOUT)
+    assert_within_the_quantization_step(settings, result, 1, [0, 1, 2])
+    entry = result["rounds"][1]
+    assert (entry["results"], entry["failures"], entry["messages"]) == (3, 0, 8 * 3)  # 4 round trips per node
+
+
+@pytest.mark.deployment
+def test_secaggplus_tolerates_a_supernode_stopped_mid_round_when_enough_remain(tmp_path):
+    """SuperNode 2 is stopped while it trains (the stage that collects masked vectors): the two
+    survivors (threshold 2) rebuild its pairwise masks and the round sums their models."""
+    from mllib.flower import secaggplus
+
+    settings = secaggplus.SecAggPlusSettings(rounds=1, clients=3, num_shares=3, threshold=2)
+    nodes = [*NODES[:2], {"partition-id": 2, "fit-delay": 600}]  # node 2 would train for 10 minutes
+    with Deployment(nodes, tmp_path) as deployment:
+        started = list(deployment.processes)
+
+        def stop_node_2_while_it_trains(line):
+            if "round 1: SecAgg+ stage collect masked vectors" in line:
+                deployment.stop_node(2)
+
+        result = secaggplus.run(deployment, settings, timeout=SECAGG_RUN_TIMEOUT, on_line=stop_node_2_while_it_trains)
+    assert stopped(started)
+    assert result["rounds"][1]["partitions"] == [0, 1]
+    assert_within_the_quantization_step(settings, result, 1, [0, 1])
+
+
+@pytest.mark.deployment
+def test_secaggplus_halts_a_round_whose_sampled_supernode_stops_before_sending_its_shares_and_says_so(tmp_path):
+    """Flower 1.42 tolerates a dropout only after the shares are out: SuperNode 2, sampled for round 1
+    and stopped during its first stages, sends no shares, yet Flower counts it among the dropped at
+    unmasking; every survivor fails looking up its shares (KeyError) and the round halts. (A node
+    stopped between rounds is sampled the same way while the SuperLink still lists it.) The run
+    reports the halted round (SecAggHalted: round, stage, failures) instead of passing over it."""
+    from mllib.flower import secaggplus
+
+    settings = secaggplus.SecAggPlusSettings(rounds=1, clients=3, num_shares=3, threshold=2)
+    with Deployment(NODES, tmp_path) as deployment:
+        started = list(deployment.processes)
+
+        def stop_node_2_once_round_1_starts(line):
+            if "round 1: SecAgg+ stage setup" in line:
+                deployment.stop_node(2)
+
+        with pytest.raises(secaggplus.SecAggHalted, match=r"round 1: Flower's secure aggregation halted at stage "
+                                                          r"'unmask' \(failures: .*KeyError") as halt:  # fmt: skip
+            secaggplus.run(deployment, settings, timeout=SECAGG_RUN_TIMEOUT, on_line=stop_node_2_once_round_1_starts)
+    assert stopped(started)
+    result = halt.value.result
+    assert result["models"] == {} and result["rounds"][1]["sampled"] == 3
+    assert "round 1: secure aggregation halted at stage 'unmask'" in result["log"]
+
+
+def test_secaggplus_settings_hold_what_flower_needs():
+    from mllib.flower.secaggplus import SecAggPlusSettings
+
+    with pytest.raises(ValueError, match="num_shares must be odd"):
+        SecAggPlusSettings(clients=5, num_shares=4)
+    with pytest.raises(ValueError, match=r"threshold must be in \[2, num_shares=3\)"):
+        SecAggPlusSettings(threshold=3)
+    with pytest.raises(ValueError, match="must not wrap modulo 2"):
+        SecAggPlusSettings(clients=3, quantization_range=2**31)
+    assert SecAggPlusSettings.from_config({"num-shares": 5, "clients": 5}).num_shares == 5
+
+
+def test_flowers_secaggplus_client_sends_both_secrets_of_a_node_named_active_and_dead():
+    """What Flower 1.42's client mod reveals to a lying server: asked in one unmask request for node
+    3 as active and as dead, it sends its shares of both node 3's self-mask seed and mask key, the
+    two secrets that together unmask node 3's vector. (The course's SecAggClient refuses such a
+    request: tests/test_secure_aggregation.py.)"""
+    from flwr.app import ConfigRecord
+    from flwr.client.mod.secure_aggregation.secaggplus_mod import SecAggPlusState, _unmask
+    from flwr.common.secure_aggregation.secaggplus_constants import Key
+
+    state = SecAggPlusState(nid=1, threshold=2, rd_seed_share_dict={1: b"b1", 2: b"b2", 3: b"b3"},
+                            sk1_share_dict={1: b"k1", 2: b"k2", 3: b"k3"})  # fmt: skip
+    lie = ConfigRecord({Key.ACTIVE_NODE_ID_LIST: [1, 2, 3], Key.DEAD_NODE_ID_LIST: [3]})
+    answer = _unmask(state, lie)
+    assert dict(zip(answer[Key.SHARE_LIST], answer[Key.NODE_ID_LIST], strict=True))[b"b3"] == 3
+    assert b"k3" in answer[Key.SHARE_LIST]
+
+
+def test_flowers_secaggplus_masks_come_from_a_32_bit_seed():
+    """Flower 1.42 folds a 32-byte mask seed into 32 bits (XOR of its words) and expands it with
+    NumPy's Mersenne Twister: seeds with the same fold give the same mask. (The course expands the
+    whole 32-byte seed with ChaCha20.)"""
+    from flwr.common.secure_aggregation.secaggplus_utils import pseudo_rand_gen
+
+    one, other = bytes(32), b"\x01\x00\x00\x00" * 2 + bytes(24)  # 1 XOR 1 = 0: the same 32-bit fold
+    assert (pseudo_rand_gen(one, 2**32, [(1000,)])[0] == pseudo_rand_gen(other, 2**32, [(1000,)])[0]).all()

@@ -1,4 +1,4 @@
-"""Lecture 07 privacy: secure aggregation, DP-SGD, the accountant, attacks, lab checks."""
+"""Lecture 07 privacy: DP-SGD, the accountant, attacks, lab checks (secure aggregation: test_secure_aggregation.py)."""
 import matplotlib.pyplot as plt
 import numpy as np
 import pytest
@@ -12,86 +12,6 @@ from mllib import privacy
 from mllib.checks import privacy as check
 from mllib.privacy import secure_aggregation as sa
 from selfchecks import assert_passes, assert_rejects
-
-
-# --- secure aggregation -----------------------------------------------------------------------
-def plain_sum(U, among):
-    return sa.decode(sum(sa.encode(U[i]) for i in among) % sa.MODULUS)
-
-
-@given(n=st.integers(2, 6), d=st.integers(1, 20), seed=st.integers(0, 2**16), data=st.data())
-def test_masked_sum_equals_the_plain_sum_exactly_with_dropouts_up_to_n_minus_t(n, d, seed, data):
-    t = data.draw(st.integers(n // 2 + 1, n))
-    dropped = data.draw(st.sets(st.integers(0, n - 1), max_size=n - t))
-    gen = torch.Generator().manual_seed(seed)
-    U = torch.randn(n, d, generator=gen) * 10
-    protocol = sa.SecureAggregation(n, t, d, gen=gen)
-    survivors = [i for i in range(n) if i not in dropped]
-    masked = {i: protocol.mask(i, U[i]) for i in survivors}
-    assert torch.equal(protocol.aggregate(masked), plain_sum(U, survivors))
-
-
-def test_fixed_point_sum_is_within_rounding_of_the_float_sum():
-    U = torch.randn(5, 100, generator=torch.Generator().manual_seed(0))
-    assert (plain_sum(U, range(5)) - U.double().sum(0)).abs().max() <= 5 * 2**-17
-
-
-def test_fewer_than_threshold_survivors_raise():
-    protocol = sa.SecureAggregation(5, 3, 4, gen=mllib.generator(0))
-    masked = {i: protocol.mask(i, torch.ones(4)) for i in (0, 1)}
-    with pytest.raises(ValueError, match="fewer than threshold=3"):
-        protocol.aggregate(masked)
-
-
-def test_shamir_needs_threshold_shares():
-    shares = sa.share(b"\x07" * 32, 5, 3, np.random.default_rng(0))
-    assert sa.reconstruct(shares[2:], 3) == b"\x07" * 32
-    assert sa.reconstruct([shares[0], shares[3], shares[4]], 3) == b"\x07" * 32
-    with pytest.raises(ValueError, match="at least threshold=3 shares"):
-        sa.reconstruct(shares[:2], 3)
-
-
-def test_two_shares_below_threshold_give_no_secret():
-    shares = sa.share(b"\x07" * 32, 5, 3, np.random.default_rng(0))
-    with pytest.raises(ValueError, match="do not reconstruct"):
-        sa.reconstruct(shares[:2], 2)
-
-
-def test_server_never_learns_both_seed_and_key_of_a_client():
-    protocol = sa.SecureAggregation(4, 3, 3, gen=mllib.generator(0))
-    masked = {i: protocol.mask(i, torch.ones(3)) for i in (0, 1, 2)}
-    protocol.aggregate(masked)
-    assert protocol.revealed == {0: "seed", 1: "seed", 2: "seed", 3: "key"}
-    with pytest.raises(ValueError, match="already holds client 3's key"):
-        protocol._reveal(3, "seed", [0, 1, 2])
-
-
-def test_a_masked_vector_is_indistinguishable_from_uniform():
-    protocol = sa.SecureAggregation(3, 2, 20000, gen=mllib.generator(0))
-    y = protocol.mask(0, torch.zeros(20000))  # even an all-zero update
-    assert stats.kstest((y.double() / 2**32).numpy(), "uniform").pvalue > 0.01
-    counts = np.bincount((y % 256).numpy(), minlength=256)  # low byte
-    assert stats.chisquare(counts).pvalue > 0.01
-
-
-def test_pairwise_masks_cancel_and_both_sides_agree_on_the_seed():
-    keys = [sa.private_key(mllib.generator(i)) for i in range(4)]
-    seeds = {i: {j: sa.agree(keys[i], keys[j].public_key()) for j in range(4) if j != i} for i in range(4)}
-    assert seeds[1][2] == seeds[2][1]
-    assert int(sum(sa.pairwise_mask(i, seeds[i], 8) for i in range(4)).remainder(sa.MODULUS).abs().sum()) == 0
-
-
-def test_prg_is_chacha20_and_seed_dependent():
-    assert torch.equal(sa.prg(b"\x01" * 32, 5), sa.prg(b"\x01" * 32, 5))
-    assert not torch.equal(sa.prg(b"\x01" * 32, 5), sa.prg(b"\x02" * 32, 5))
-    with pytest.raises(ValueError, match="32 bytes"):
-        sa.prg(b"\x01" * 16, 5)
-
-
-@pytest.mark.parametrize("n, t, match", [(5, 6, "threshold"), (5, 2, "threshold"), (1, 1, "n >= 2")])
-def test_bad_thresholds_raise(n, t, match):
-    with pytest.raises(ValueError, match=match):
-        sa.SecureAggregation(n, t, 3)
 
 
 # --- DP-SGD -----------------------------------------------------------------------------------
@@ -158,6 +78,34 @@ def test_dp_fedavg_clips_each_client_update():
     U = torch.tensor([[3.0, 4.0], [0.3, 0.4]])
     aggregate = privacy.dp_fedavg_aggregate(clip=1.0, sigma=0.0, gen=mllib.generator(0))
     torch.testing.assert_close(aggregate(U), torch.tensor([0.45, 0.6]))
+
+
+def test_dp_fedavg_runs_are_paired_by_the_seed_and_noise_costs_accuracy(digits):
+    model = mllib.FlatModel(mllib.mlp(64, 10, hidden=(16,)))
+    gen = mllib.generator(4)
+    state = gen.get_state()
+    kwargs = dict(clip=0.5, n_clients=10, rounds=5, local_steps=2, lr=0.5, batch_size=16, gen=gen)
+    accuracy = privacy.dp_fedavg_accuracy(digits, model, sigmas=[0.0, 64.0, 0.0], **kwargs)
+    assert torch.equal(gen.get_state(), state)  # gen is not advanced
+    assert list(accuracy) == [0.0, 64.0]
+    assert accuracy == privacy.dp_fedavg_accuracy(digits, model, sigmas=[0.0, 64.0], **kwargs)  # the same runs
+    assert accuracy[0.0] > accuracy[64.0] + 0.2  # noise of std 64 C / 10 on the average drowns the updates
+    with pytest.raises(ValueError, match="sigmas must be"):
+        privacy.dp_fedavg_accuracy(digits, model, sigmas=[0.0, -1.0], **kwargs)
+
+
+def test_privacy_utility_trains_the_seeds_at_once_each_from_its_own_model(digits):
+    model = mllib.FlatModel(mllib.mlp(64, 10, hidden=(16,)))
+    kwargs = dict(epsilons=[1.0], steps=20, lr=0.5, q=0.05, clip=1.0, delta=1e-5)
+    sigmas, accuracy = privacy.privacy_utility(digits, model, seeds=3, gen=mllib.generator(5), **kwargs)
+    assert sigmas[0] == 0.0 and sigmas[1] > 0
+    assert accuracy.shape == (2, 3)  # (1 + len(epsilons), seeds)
+    assert len(set(accuracy[0].tolist())) > 1  # the seeds differ
+    _, alone = privacy.privacy_utility(digits, model, gen=mllib.generator(5), **kwargs)
+    assert alone.shape == (2, 1)
+    assert float(alone[0, 0]) > 0.2  # 20 steps of SGD without DP: above chance (0.1)
+    with pytest.raises(ValueError, match="seeds must be an integer >= 1"):
+        privacy.privacy_utility(digits, model, seeds=0, gen=mllib.generator(5), **kwargs)
 
 
 def test_laplace_noise_has_scale_sensitivity_over_epsilon():
@@ -291,7 +239,3 @@ def test_check_passes_the_solution(name, capsys):
 def test_check_rejects_wrong_answers(name, wrong):
     assert_rejects(getattr(check, name), WRONG[name][wrong])
 
-
-def test_encoding_rejects_values_that_do_not_fit():
-    with pytest.raises(ValueError, match="values up to 32768"):
-        sa.encode(torch.tensor([40000.0]))

@@ -67,3 +67,28 @@ def test_dlg_survives_clipping_but_not_noise(dlg_setup):
     noisy = clipped + 0.1 * 0.5 * torch.randn(model.dim, generator=mllib.generator(2))
     x_hat, _ = privacy.dlg(model, row, noisy, (1, 8, 8), **kwargs)
     assert privacy.reconstruction_error(x_hat, x) > mean_error
+
+
+def test_inversion_experiment_reconstructs_without_defence_and_not_behind_noise(digits):
+    model = mllib.FlatModel(nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.Sigmoid(), nn.Linear(32, 10)))
+    kwargs = dict(clip=1.0, noises=(0.1,), batch=8, iterations=100)
+    result = privacy.inversion_experiment(digits, model, gen=mllib.generator(0), **kwargs)
+    assert list(result.errors) == ["no defence", "clipped, C=1", "clip + noise 0.1", "mean of 8"]
+    assert all(image.shape == result.original.shape == (1, 1, 8, 8) for image in result.images.values())
+    assert result.errors["no defence"] < 0.01 * result.mean_input_error
+    assert result.errors["clip + noise 0.1"] > result.mean_input_error
+    again = privacy.inversion_experiment(digits, model, gen=mllib.generator(0), **kwargs)
+    assert again.errors == result.errors  # the seed decides the model, the victim, the noise and DLG's start
+    other = privacy.inversion_experiment(digits, model, gen=mllib.generator(1), **kwargs)
+    assert not torch.equal(other.original, result.original) or other.errors != result.errors
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(clip=0.0, noises=(), batch=8), "clip must be > 0"),
+    (dict(clip=1.0, noises=(-0.1,), batch=8), "noises must be"),
+    (dict(clip=1.0, noises=(), batch=1), "batch must be in"),
+])  # fmt: skip
+def test_inversion_experiment_rejects_bad_input(digits, kwargs, match):
+    model = mllib.FlatModel(nn.Sequential(nn.Flatten(), nn.Linear(64, 10)))
+    with pytest.raises(ValueError, match=match):
+        privacy.inversion_experiment(digits, model, gen=mllib.generator(0), **kwargs)

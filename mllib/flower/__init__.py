@@ -16,6 +16,8 @@ The client matrix of the simulation maps onto Flower's messages:
 Modules: ``task`` (settings, federation, generators, the in-process ``simulate``),
 ``client_app`` (the ClientApp), ``server_app`` (the ServerApp and its strategy), ``records``
 (rows in and out of ``ArrayRecord``), ``deploy`` (a SuperLink and SuperNodes on loopback,
-``flwr run``). The Flower app's configuration is ``mllib/flower/app/pyproject.toml``. Needs
-the ``flower`` extra: ``pip install -e ".[flower]"``.
+``flwr run``). The Flower app's configuration is ``mllib/flower/app/pyproject.toml``.
+``secaggplus``: Flower's own secure aggregation (SecAgg+) around the same clients, a second app
+(``mllib/flower/secaggplus_app``) on the same deployment. Needs the ``flower`` extra:
+``pip install -e ".[flower]"``.
 """

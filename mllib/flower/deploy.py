@@ -120,7 +120,20 @@ class Deployment:
         """
         output = self.workdir / f"run-{time.monotonic_ns()}.npz"
         settings = Settings(**{**settings.__dict__, "output": str(output)})
-        command = [str(BIN / "flwr"), "run", str(APP), "--stream", "--run-config", settings.to_config()]
+        log = self.submit(APP, settings.to_config(), timeout=timeout, echo=echo, on_line=on_line)
+        if not output.exists():
+            raise RuntimeError(f"the Flower run failed; the end of its log:\n{log[-3000:]}")
+        saved = np.load(output)
+        return {"model": saved["model"], "accuracy": saved["accuracy"].tolist(), "log": log}
+
+    def submit(self, app: str | os.PathLike, run_config: str, *, timeout: float = 300, echo: bool = False,
+               on_line: Callable[[str], None] | None = None) -> str:  # fmt: skip
+        """``flwr run APP --stream --run-config RUN_CONFIG`` on this deployment; what it printed.
+
+        Raises:
+            RuntimeError: if the run takes over ``timeout`` s (the log's tail says where it was).
+        """
+        command = [str(BIN / "flwr"), "run", str(app), "--stream", "--run-config", run_config]
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=self.env,
                                    start_new_session=True)  # fmt: skip
         stream: queue.Queue[str | None] = queue.Queue()  # read in a thread, so that a silent hang still times out
@@ -139,11 +152,7 @@ class Deployment:
             raise RuntimeError(f"the Flower run took over {timeout} s; the end of its log:\n{tail}") from None
         finally:
             _kill(process)
-        log = "".join(lines)
-        if not output.exists():
-            raise RuntimeError(f"the Flower run failed; the end of its log:\n{log[-3000:]}")
-        saved = np.load(output)
-        return {"model": saved["model"], "accuracy": saved["accuracy"].tolist(), "log": log}
+        return "".join(lines)
 
 
 def _pump(lines: Iterable[str], stream: queue.Queue) -> None:

@@ -146,3 +146,65 @@ def dlg(
 def reconstruction_error(x_hat: torch.Tensor, x: torch.Tensor) -> float:
     """Mean squared error between a reconstruction and the original, pixel values clipped to [0, 1]."""
     return float((x_hat.clamp(0, 1) - x).pow(2).mean())
+
+
+@dataclass
+class InversionResult:
+    """DLG against one victim under each defence (one seed of ``inversion_experiment``)."""
+
+    original: torch.Tensor  # (1, *shape) the victim's input
+    images: dict[str, torch.Tensor]  # defence -> (1, *shape) the reconstruction
+    errors: dict[str, float]  # defence -> its ``reconstruction_error``
+    mean_input_error: float  # the error of the training set's mean input: a guess without the gradient
+
+
+def inversion_experiment(
+    data, model: FlatModel, *, clip: float, noises: tuple[float, ...], batch: int, gen: torch.Generator,
+    iterations: int = 200,
+) -> InversionResult:  # fmt: skip
+    """DLG (``dlg``) against one random victim, without defence and behind each defence.
+
+    From ``gen``, in this order: the shared model (``model.init``), a random batch of ``batch``
+    training examples whose first is the victim, one noise draw per noise level, and DLG's
+    dummy inputs. The defences (the keys of ``images`` and ``errors``):
+
+    - "no defence": the victim's gradient g;
+    - f"clipped, C={clip:g}": g scaled to norm at most C (the attacker clips its dummy gradient too);
+    - f"clip + noise {s:g}" for each s in ``noises``: the clipped g + N(0, (s C)^2) per coordinate,
+      the Gaussian mechanism of DP-SGD (Abadi et al. 2016) on one example;
+    - f"mean of {batch}": the mean gradient of the batch, as in FedSGD (Zhu et al. 2019, Sec. 4.2).
+
+    Args:
+        data: a data set with x_train (N, *shape) and y_train (N,).
+        model: a twice-differentiable model (DLG differentiates its gradient).
+        clip: the clipping norm C > 0. noises: noise multipliers s >= 0. batch: 1 < batch <= N.
+
+    Returns:
+        An ``InversionResult``.
+
+    Raises:
+        ValueError: if clip <= 0, a noise < 0, or batch is not in [2, N].
+    """
+    if not clip > 0:
+        raise ValueError(f"clip must be > 0, got {clip}; pass the clipping norm C, e.g. 1.0")
+    if any(not s >= 0 for s in noises):
+        raise ValueError(f"noises must be noise multipliers >= 0, got {noises}")
+    if not 2 <= batch <= len(data.y_train):
+        raise ValueError(f"batch must be in [2, {len(data.y_train)}] (the victim and others), got {batch}")
+    device = data.x_train.device
+    row = model.init(gen, device)
+    picked = torch.randperm(len(data.y_train), generator=gen)[:batch].to(device)  # picked[0]: the victim
+    x, y = data.x_train[picked[:1]], data.y_train[picked[:1]]
+    g = sample_gradient(model, row, x, y)
+    clipped = clip_rows(g.unsqueeze(0), clip)[0]
+    targets = {"no defence": (g, None), f"clipped, C={clip:g}": (clipped, clip)}
+    for s in noises:
+        targets[f"clip + noise {s:g}"] = (clipped + s * clip * randn(model.dim, gen=gen, device=device), clip)
+    targets[f"mean of {batch}"] = (sample_gradient(model, row, data.x_train[picked], data.y_train[picked]), None)
+    images = {
+        name: dlg(model, row, target, tuple(x.shape[1:]), n_classes=int(data.y_train.max()) + 1, gen=gen,
+                  iterations=iterations, clip=c)[0]
+        for name, (target, c) in targets.items()
+    }  # fmt: skip
+    errors = {name: reconstruction_error(image, x) for name, image in images.items()}
+    return InversionResult(x, images, errors, reconstruction_error(data.x_train.mean(0, keepdim=True), x))

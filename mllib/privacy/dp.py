@@ -14,7 +14,9 @@ import torch.nn.functional as F
 from scipy import optimize, stats
 from torch.func import functional_call, grad, vmap
 
+from ..clients import run_rounds
 from ..models import FlatModel, loss_gradient
+from ..partition import split
 from ..runtime import rand, randn
 
 
@@ -261,6 +263,45 @@ def dp_fedavg_aggregate(*, clip: float, sigma: float, gen: torch.Generator) -> C
     return aggregate
 
 
+def dp_fedavg_accuracy(
+    data, model: FlatModel, *, sigmas: list[float], clip: float, n_clients: int, rounds: int, local_steps: int,
+    lr: float, batch_size: int, gen: torch.Generator,
+) -> dict[float, float]:  # fmt: skip
+    """Accuracy of DP-FedAvg (``dp_fedavg_aggregate``) after ``rounds`` rounds at each noise multiplier.
+
+    Every run starts from a copy of ``gen``'s state, which draws the iid split into
+    ``n_clients`` clients, the initial model, the minibatches and the noise; the noise is drawn
+    also at sigma = 0, so the runs share the split, the model and the batches, and differ by
+    the noise alone (paired runs: their differences do not include the seed's luck). All
+    clients take part in every round.
+
+    Args:
+        data: a classification data set; model: the client model.
+        sigmas: noise multipliers >= 0 (0: FedAvg with client-level clipping only).
+        clip, n_clients, rounds, local_steps, lr, batch_size: as in ``dp_fedavg_aggregate``,
+            ``mllib.split`` and ``mllib.run_rounds``.
+        gen: CPU generator; it is not advanced.
+
+    Returns:
+        {sigma: final accuracy (mean client accuracy, weighted by client size)}.
+
+    Raises:
+        ValueError: for no sigmas, a sigma < 0 or clip <= 0.
+    """
+    _check_positive("clip", clip, "pass the clipping norm C of client updates")
+    if not sigmas or any(not s >= 0 for s in sigmas):
+        raise ValueError(f"sigmas must be a non-empty list of noise multipliers >= 0, got {sigmas}")
+    accuracy = {}
+    for sigma in sigmas:
+        run_gen = torch.Generator().set_state(gen.get_state())
+        clients = split(data, n_clients, "iid", gen=run_gen)
+        history = run_rounds(model, clients, rounds=rounds, local_steps=local_steps, lr=lr, batch_size=batch_size,
+                             gen=run_gen, eval_every=rounds,
+                             aggregate=dp_fedavg_aggregate(clip=clip, sigma=sigma, gen=run_gen))  # fmt: skip
+        accuracy[sigma] = history.accuracy[-1]
+    return accuracy
+
+
 def noisy_clipped_sum(G: torch.Tensor, clip: float, sigma: float, noise: torch.Tensor) -> torch.Tensor:
     """sum_i clip_C(g_i) + sigma C noise: DP-SGD's privatized sum (Abadi et al. 2016, Algorithm 1).
 
@@ -278,25 +319,40 @@ def noisy_clipped_sum(G: torch.Tensor, clip: float, sigma: float, noise: torch.T
 
 def privacy_utility(
     data, model: FlatModel, *, epsilons: list[float], steps: int, lr: float, q: float, clip: float,
-    delta: float, gen: torch.Generator,
+    delta: float, gen: torch.Generator, seeds: int = 1,
 ) -> tuple[list[float], torch.Tensor]:  # fmt: skip
     """Test accuracy of DP-SGD on the whole training set at each epsilon, and without DP (first).
 
-    All models start from the same row and train at once (one row each) on the same
-    Poisson batches; sigma for each epsilon from ``accountant.calibrate_sigma``.
+    Each seed draws one initial model, from which every configuration starts (paired runs);
+    each (seed, configuration) row then draws its own Poisson batches and noise. All
+    seeds x (1 + len(epsilons)) models train at once as the rows of one client matrix
+    (``dp_sgd``); sigma for each epsilon from ``accountant.calibrate_sigma``.
+
+    Args:
+        data: a classification data set; model: an MLP (``ghost_clipped_sum``).
+        epsilons: privacy budgets > 0, at ``delta``, for ``steps`` steps at Poisson rate ``q``.
+        steps, lr, q, clip: DP-SGD's (``dp_sgd``); the row without DP is not clipped.
+        gen: CPU generator: the initial models, then every row's batches and noise.
+        seeds: independent runs >= 1.
 
     Returns:
-        (sigmas with 0.0 first, (1 + len(epsilons),) test accuracies).
+        (sigmas with 0.0 first, (1 + len(epsilons), seeds) test accuracies).
+
+    Raises:
+        ValueError: for no epsilons, an epsilon <= 0 or seeds < 1.
     """
     from .accountant import calibrate_sigma
 
-    if not epsilons or any(e <= 0 for e in epsilons):
+    if not epsilons or any(not e > 0 for e in epsilons):
         raise ValueError(f"epsilons must be a non-empty list of values > 0, got {epsilons}")
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
+        raise ValueError(f"seeds must be an integer >= 1, got {seeds!r}")
     sigmas = [0.0] + [calibrate_sigma(target_epsilon=e, delta=delta, q=q, steps=steps) for e in epsilons]
-    k = len(sigmas)
-    X0 = model.init(gen, data.x_train.device).expand(k, -1)
-    x, y = data.x_train.expand(k, *data.x_train.shape), data.y_train.expand(k, -1)
-    clips = torch.tensor([float("inf")] + [clip] * len(epsilons))
-    X = dp_sgd(model, X0, x, y, steps=steps, lr=lr, q=q, clip=clips, sigma=torch.tensor(sigmas), gen=gen)
-    accuracy = model.accuracy(X, data.x_test.expand(k, *data.x_test.shape), data.y_test.expand(k, -1))
-    return sigmas, accuracy
+    configs, device = len(sigmas), data.x_train.device
+    n = seeds * configs  # row r: seed r // configs, configuration r % configs
+    X0 = torch.stack([model.init(gen, device) for _ in range(seeds)]).repeat_interleave(configs, 0)  # (n, d)
+    x, y = data.x_train.expand(n, *data.x_train.shape), data.y_train.expand(n, -1)
+    clips = torch.tensor([float("inf")] + [clip] * len(epsilons)).repeat(seeds)
+    X = dp_sgd(model, X0, x, y, steps=steps, lr=lr, q=q, clip=clips, sigma=torch.tensor(sigmas).repeat(seeds), gen=gen)
+    accuracy = model.accuracy(X, data.x_test.expand(n, *data.x_test.shape), data.y_test.expand(n, -1))
+    return sigmas, accuracy.reshape(seeds, configs).T
