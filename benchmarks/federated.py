@@ -1,7 +1,8 @@
 """SCAFFOLD and MIME rounds on the client matrix against per-client loops.
 
 Both compute the same round on the same minibatches (digits, MLP 64-64-10, K local steps):
-- vectorized: ``mllib.federated.Scaffold`` / ``Mime`` on the (|S|, d) client matrix;
+- vectorized: ``mllib.federated.Scaffold`` / ``Mime`` on the (|S|, d) client matrix, one round
+  of the round engine (``engine.Federated``);
 - loop: what tutorials and simulators write, one model copy per client trained in a Python
   loop with autograd, the correction (SCAFFOLD's c - c_i, MIME's - g_i(x) + c) added to
   each gradient by hand.
@@ -63,6 +64,13 @@ def loop_mime(model, module, x, clients, sampled, m, gen):
     return x + sum(pj * (y - x) for pj, y in zip(p, ys)) / p.sum(), (1 - BETA) * c + BETA * m
 
 
+def one_round(algorithm, problem, x, sampled):
+    """One round of the round engine with ``algorithm`` as local part, on the clients ``sampled``."""
+    federation = algorithm.federation(problem, x, select=lambda r: sampled, gen=mllib.generator(1))
+    federation.round(1)
+    return federation.x
+
+
 def main() -> None:
     gen = mllib.setup(seed=0, threads=1)
     data = mllib.load("digits", gen=gen)
@@ -80,14 +88,14 @@ def main() -> None:
         def vectorized_scaffold():
             scaffold = fl.Scaffold(local_steps=K, lr=LR)
             scaffold.c, scaffold.c_clients = state
-            return scaffold.round(problem, x, sampled, mllib.generator(1)), scaffold.c
+            return one_round(scaffold, problem, x, sampled), scaffold.c
 
         m = 0.01 * mllib.runtime.randn(model.dim, gen=gen)
 
         def vectorized_mime():
             mime = fl.Mime(local_steps=K, lr=LR, momentum=BETA)
             mime.m = m
-            return mime.round(problem, x, sampled, mllib.generator(1)), mime.m
+            return one_round(mime, problem, x, sampled), mime.m
 
         args = (model, module, x, clients, sampled)
         runs = {

@@ -24,6 +24,13 @@ def everyone(problem, algorithm, rounds, x0=None):
     return fl.run(algorithm, problem, x0, rounds=rounds, clients_per_round=problem.n, gen=mllib.generator(0)).model
 
 
+def one_round(algorithm, problem, x, sampled, gen):
+    """One round of the engine on the clients ``sampled``: the new server model (d,)."""
+    federation = algorithm.federation(problem, x, select=lambda r: sampled, gen=gen)
+    federation.round(1)
+    return federation.x
+
+
 # ---------------------------------------------------------------- FedAvg = GD for K = 1
 def test_fedavg_with_one_step_is_gradient_descent_on_the_pooled_objective():
     problem = quadratic_problem()
@@ -31,7 +38,7 @@ def test_fedavg_with_one_step_is_gradient_descent_on_the_pooled_objective():
     algorithm = fl.FedAvg(local_steps=1, lr=0.1)
     everyone_ = torch.arange(problem.n)
     for _ in range(30):
-        x = algorithm.round(problem, x, everyone_, mllib.generator(0))
+        x = one_round(algorithm, problem, x, everyone_, mllib.generator(0))
         gd = gd - 0.1 * problem.grad(gd.expand(problem.n, -1), everyone_, None).mean(0)
     assert torch.allclose(x, gd, atol=1e-6, rtol=0)
 
@@ -46,7 +53,7 @@ def test_fedsgd_on_data_is_one_sgd_step_on_the_pooled_minibatches(equal_clients)
     model = mllib.FlatModel(mllib.logistic_regression(64, 10))
     problem = fl.DataProblem(model, equal_clients, batch_size=8)
     x = model.init(mllib.generator(0)).double()
-    got = fl.FedSGD(lr=0.5).round(problem, x, torch.arange(10), mllib.generator(3))
+    got = one_round(fl.FedSGD(lr=0.5), problem, x, torch.arange(10), mllib.generator(3))
     xb, yb = equal_clients.batches(8, mllib.generator(3))  # the same draws
     pooled = model.grad(x[None], xb.reshape(1, 80, *xb.shape[2:]), yb.reshape(1, 80))[0]
     assert torch.allclose(got, x - 0.5 * pooled, atol=1e-6, rtol=0)
@@ -109,12 +116,12 @@ def test_mime_local_steps_never_change_the_optimizer_state():
     mime = fl.Mime(local_steps=5, lr=0.05, momentum=0.9)
     x = torch.zeros(problem.dim, dtype=torch.double)
     everyone_ = torch.arange(problem.n)
-    x = mime.round(problem, x, everyone_, mllib.generator(0))
+    x = one_round(mime, problem, x, everyone_, mllib.generator(0))
     before = mime.state_dict()["m"].clone()
     c = problem.full_grad(x, everyone_)
     mime.local_update(problem, x, everyone_, c, mllib.generator(0))
     assert torch.equal(mime.state_dict()["m"], before)
-    mime.round(problem, x, everyone_, mllib.generator(0))
+    one_round(mime, problem, x, everyone_, mllib.generator(0))
     assert torch.allclose(mime.state_dict()["m"], 0.1 * c + 0.9 * before)  # the full gradient at the old x
 
 
@@ -144,10 +151,10 @@ def test_scaffold_server_control_update_is_the_papers_with_equal_sizes():
     problem = quadratic_problem(n=10, d=2)
     scaffold = fl.Scaffold(local_steps=3, lr=0.05)
     x, gen = torch.zeros(2, dtype=torch.double), mllib.generator(0)
-    x = scaffold.round(problem, x, torch.tensor([0, 3, 7]), gen)
+    x = one_round(scaffold, problem, x, torch.tensor([0, 3, 7]), gen)
     c_old, ci_old = scaffold.c.clone(), scaffold.c_clients.clone()
     sampled = torch.tensor([1, 3, 8])
-    scaffold.round(problem, x, sampled, gen)
+    one_round(scaffold, problem, x, sampled, gen)
     delta = scaffold.c_clients[sampled] - ci_old[sampled]
     assert torch.allclose(scaffold.c, c_old + 3 / 10 * delta.mean(0))
     untouched = torch.tensor([0, 2, 4, 5, 6, 7, 9])
@@ -184,15 +191,24 @@ def test_partial_participation_is_reproducible_from_the_seed(digits):
 def test_run_leaves_its_inputs_alone_and_records_rounds():
     problem = quadratic_problem()
     x0 = torch.ones(problem.dim, dtype=torch.double)
-    trace = fl.run(fl.FedAvg(local_steps=2, lr=0.05), problem, x0, rounds=7, clients_per_round=3,
-                   gen=mllib.generator(0), evaluate=lambda x: float(x.norm()), eval_every=3)  # fmt: skip
+    history = fl.run(fl.FedAvg(local_steps=2, lr=0.05), problem, x0, rounds=7, clients_per_round=3,
+                     gen=mllib.generator(0), metrics={"norm": lambda x: float(x.norm())}, eval_every=3)  # fmt: skip
     assert torch.equal(x0, torch.ones(problem.dim, dtype=torch.double))
-    assert trace.rounds == [0, 3, 6, 7] and len(trace.values) == 4
+    assert history.rounds == [0, 3, 6, 7] and len(history["norm"]) == 4
 
 
-def test_rounds_to_target():
-    trace = fl.Trace(rounds=[0, 5, 10], values=[0.1, 0.85, 0.9])
-    assert trace.rounds_to(0.8) == 5 and trace.rounds_to(0.9) == 10 and trace.rounds_to(0.95) is None
+def test_run_returns_the_engines_history_with_the_algorithms_state():
+    problem = quadratic_problem()
+    optimum = problem.optimum()
+    scaffold = fl.Scaffold(local_steps=5, lr=0.05)
+    history = fl.run(scaffold, problem, torch.zeros(problem.dim, dtype=torch.double), rounds=40,
+                     clients_per_round=problem.n, gen=mllib.generator(0), eval_every=10,
+                     metrics={"closeness": lambda x: -float((x - optimum).norm())})  # fmt: skip
+    assert isinstance(history, mllib.engine.History) and history.rounds == [0, 10, 20, 30, 40]
+    assert history.closeness == history["closeness"] and history.rounds_to(history.closeness[-1], "closeness")
+    assert torch.equal(history.model, history.algorithm.x)
+    state = history.algorithm.state_dict()
+    assert set(state) == {"x", "c", "c_clients"} and state["c"] is scaffold.c
 
 
 def test_best_rate_takes_the_highest_median_and_the_smallest_rate_among_printed_ties():
@@ -214,13 +230,13 @@ def test_a_separate_sampling_generator_gives_every_algorithm_the_same_clients():
     seen = {}
     for algorithm in (fl.FedSGD(lr=0.1), fl.FedAvg(local_steps=7, lr=0.1)):
         calls = []
-        original = algorithm.round
+        original = algorithm.update
 
         def spy(p, x, s, g, original=original, calls=calls):
             calls.append(s.tolist())
             return original(p, x, s, g)
 
-        algorithm.round = spy
+        algorithm.update = spy
         fl.run(algorithm, problem, torch.zeros(2, dtype=torch.double), rounds=5, clients_per_round=3,
                gen=mllib.generator(0), sample_gen=mllib.generator(9))  # fmt: skip
         seen[algorithm.name] = calls
@@ -242,7 +258,7 @@ def test_server_step_ignores_the_scale_of_the_weights(scale):
     (lambda: fl.FedSGD(lr=-1.0), "lr"),
     (lambda: fl.Mime(local_steps=2, lr=0.1, momentum=1.0), "momentum"),
     (lambda: fl.FedAvg(local_steps=2, lr=0.1, server_lr=0.0), "server_lr"),
-    (lambda: fl.sample_clients(5, 6, mllib.generator(0)), "clients_per_round"),
+    (lambda: fl.sample_clients(5, 6, mllib.generator(0)), "clients per round"),
     (lambda: fl.fedavg_fixed_point(quadratic_problem(), local_steps=0, lr=0.1), "local_steps"),
     (lambda: fl.scalar_quadratics(torch.tensor([1.0, -1.0]), torch.zeros(2)), "curvature"),
 ])  # fmt: skip

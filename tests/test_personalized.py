@@ -26,12 +26,13 @@ def setting(digits):
 
 def test_ditto_with_lambda_zero_is_local_training(setting):
     model, clients, x0 = setting
-    result = pers.ditto(model, clients, rounds=3, local_steps=2, personal_steps=4, lr=LR, lam=0.0,
-                        batch_size=BATCH, gen=mllib.generator(5), x0=x0)  # fmt: skip
+    history = pers.ditto(model, clients, rounds=3, local_steps=2, personal_steps=4, lr=LR, lam=0.0,
+                         batch_size=BATCH, gen=mllib.generator(5), x0=x0)  # fmt: skip
     seed = int(torch.randint(0, 2**62, (1,), generator=mllib.generator(5)))
     local = mllib.local_sgd(model, x0.expand(clients.n, -1), clients, steps=12, lr=LR, batch_size=BATCH,
                             gen=torch.Generator().manual_seed(seed))  # fmt: skip
-    assert torch.equal(result.personal, local)
+    assert torch.equal(history.algorithm.local.personal, local)
+    assert torch.equal(history.algorithm.state_dict()["personal"], local)
 
 
 def test_ditto_with_huge_lambda_stays_at_the_global_model(setting):
@@ -47,9 +48,19 @@ def test_ditto_with_huge_lambda_scores_like_its_global_model(setting):
     model, clients, x0 = setting
     r = pers.ditto(model, clients, rounds=6, local_steps=5, personal_steps=5, lr=LR, lam=1e6, batch_size=BATCH,
                    gen=mllib.generator(0), x0=x0)  # fmt: skip
-    assert len(r.rounds) == 6 and r.personal.shape == (clients.n, model.dim)
+    assert r.rounds == [1, 2, 3, 4, 5, 6] and r.algorithm.local.personal.shape == (clients.n, model.dim)
+    assert r.model.shape == (model.dim,) and r.global_accuracy[-1].shape == (clients.n,)
     # the personal steps of round t pull toward w^t, the global model of the round before
     assert (r.personal_accuracy[-1] - r.global_accuracy[-2]).abs().max() < 0.01
+
+
+def test_the_ditto_part_moves_the_personal_models_of_the_selected_clients_only(setting):
+    model, clients, x0 = setting
+    part = pers.Ditto(model, clients, x0, steps=1, personal_steps=2, lr=LR, lam=1.0, batch_size=BATCH,
+                      gen=mllib.generator(0), personal_gen=mllib.generator(1))  # fmt: skip
+    U = part(x0, torch.tensor([1, 4]))
+    assert U.shape == (2, model.dim)
+    assert (part.personal != x0).any(1).tolist() == [i in (1, 4) for i in range(clients.n)]
 
 
 @given(lam=st.floats(0, 1e4), lr=st.floats(1e-3, 1.0))
@@ -163,7 +174,20 @@ def test_one_stage_is_fedavg_on_the_active_clients(setting):
     plain = mllib.run_rounds(model, pers.restrict(clients, [0, 2]), rounds=3, local_steps=2, lr=LR,
                              batch_size=BATCH, gen=mllib.generator(0), x0=x0)  # fmt: skip
     assert torch.equal(staged.model, plain.model)
-    assert staged.accuracy.shape == (1, clients.n)
+    assert staged.rounds == [3] and staged.client_accuracy[0].shape == (clients.n,)
+
+
+def test_stages_run_as_one_engine_run_equal_to_fedavg_stage_by_stage(setting):
+    model, clients, x0 = setting
+    stages = [[5, 1, 3], [0, 2, 0]]  # any order, repeats allowed
+    staged = pers.train_in_stages(model, clients, stages, rounds=2, local_steps=2, lr=LR, batch_size=BATCH,
+                                  gen=mllib.generator(0), x0=x0)  # fmt: skip
+    gen, x = mllib.generator(0), x0
+    for stage, accuracy in zip(stages, staged.client_accuracy):
+        x = mllib.run_rounds(model, pers.restrict(clients, stage), rounds=2, local_steps=2, lr=LR,
+                             batch_size=BATCH, gen=gen, x0=x).model  # fmt: skip
+        assert torch.equal(accuracy, mllib.evaluate(model, x, clients))
+    assert staged.rounds == [2, 4] and torch.equal(staged.model, x)
 
 
 def test_sequential_training_forgets_the_first_task(setting):
@@ -171,13 +195,14 @@ def test_sequential_training_forgets_the_first_task(setting):
     tasks = [[0, 2, 4, 6], [1, 3, 5, 7]]  # permutation tasks 0 and 1
     r = pers.train_in_stages(model, clients, tasks, rounds=10, local_steps=5, lr=LR, batch_size=BATCH,
                              gen=mllib.generator(0), x0=x0)  # fmt: skip
-    assert r.forgetting(tasks[0]) > 0.2
-    assert r.forgetting(tasks[1]) == 0.0
+    assert pers.forgetting(r, tasks[0]) > 0.2
+    assert pers.forgetting(r, tasks[1]) == 0.0
 
 
-def test_stages_must_not_be_empty(setting):
-    with pytest.raises(ValueError, match="stages"):
-        pers.train_in_stages(setting[0], setting[1], [], rounds=1, local_steps=1, lr=LR, batch_size=2,
+@pytest.mark.parametrize("stages", [[], [[0], []], [[0, 8]]])
+def test_stages_must_list_clients(setting, stages):
+    with pytest.raises(ValueError, match="stages must"):
+        pers.train_in_stages(setting[0], setting[1], stages, rounds=1, local_steps=1, lr=LR, batch_size=2,
                              gen=mllib.generator(0))  # fmt: skip
 
 

@@ -3,15 +3,19 @@ import torch
 
 from .. import federated
 from ..data import Quadratics
+from ..engine import everyone
 from ..runtime import rand, randn
 from . import self_check
 
 
 def quadratic_fedavg_round(x, A, b, weights, local_steps, lr, server_lr):
-    """One FedAvg round with full participation on quadratic clients with exact gradients (reference)."""
+    """One FedAvg round with full participation on quadratic clients with exact gradients (reference):
+    one round of the engine's ``Federated`` with FedAvg as its local part."""
     problem = federated.QuadraticProblem(Quadratics(A, b), weights=weights)
     algorithm = federated.FedAvg(local_steps=local_steps, lr=lr, server_lr=server_lr)
-    return algorithm.round(problem, x, torch.arange(len(b)), torch.Generator())
+    federation = algorithm.federation(problem, x, select=everyone(len(b)), gen=torch.Generator())
+    federation.round(1)
+    return federation.x
 
 
 def _spd(n, d, gen):

@@ -1,15 +1,24 @@
-"""The algorithms: FedSGD, FedAvg, SCAFFOLD, MIME and MimeLite, their steps, and the round loop."""
-from collections.abc import Callable
-from dataclasses import dataclass, field
+"""The algorithms: FedSGD, FedAvg, SCAFFOLD, MIME and MimeLite as local parts of the round engine.
+
+Each algorithm is the local part of ``engine.Federated`` (its ``update``: the sampled clients'
+updates U = y_i - x, (|S|, d), with its state on the object: SCAFFOLD's control variates,
+MIME's momentum); the rest of a round is the engine's: uniform client selection, the weighted
+mean of the updates, the server step x <- x + server_lr * mean. ``run`` configures and runs it.
+"""
+from collections.abc import Callable, Mapping
 
 import torch
 
+from .. import engine
+from ..engine import Federated, History, move, uniform, weighted_mean
 from ..spread import Spread
-from .problems import _positive, _steps, sample_clients
+from .problems import Problem, _positive, _steps
 
 
 def server_step(x: torch.Tensor, Y: torch.Tensor, weights: torch.Tensor, server_lr: float = 1.0) -> torch.Tensor:
-    """x + server_lr * sum_i w_i (Y_i - x) / sum_i w_i (McMahan et al. 2017, Algorithm 1, server_lr = 1).
+    """x + server_lr * sum_i w_i (Y_i - x) / sum_i w_i (McMahan et al. 2017, Algorithm 1, server_lr = 1):
+    the engine's aggregate (``weighted_mean``) and server step (``move``) written on the clients'
+    models, one call (``mllib.flower``'s server app uses it).
 
     Args:
         x: (d,) server model; Y: (k, d) the sampled clients' models; weights: (k,) e.g. sizes.
@@ -17,8 +26,7 @@ def server_step(x: torch.Tensor, Y: torch.Tensor, weights: torch.Tensor, server_
     Returns:
         (d,) the new server model.
     """
-    w = weights.to(Y.dtype)
-    return x + server_lr * (w @ (Y - x)) / w.sum()
+    return move(server_lr)(x, weighted_mean(Y - x, weights))
 
 
 def scaffold_control_update(c_i, c, x, Y, local_steps, lr) -> torch.Tensor:
@@ -64,8 +72,10 @@ def momentum_step(Y, g, m, lr, momentum) -> torch.Tensor:
 class FedAvg:
     """Federated averaging (McMahan et al. 2017, Algorithm 1) with a server learning rate.
 
-    Round: y_i <- K local SGD steps of size lr from x, for i in S;
-           x <- x + server_lr * sum_{i in S} p_i (y_i - x) / sum_{i in S} p_i, p_i = client share.
+    Round: 1. y_i <- K local SGD steps of size lr from x, for i in S (``update``, the local part);
+           2. each client sends U_i = y_i - x;
+           3. x <- x + server_lr * sum_{i in S} p_i U_i / sum_{i in S} p_i, p_i = client share
+              (the engine's ``weighted_mean`` and ``move(server_lr)``).
 
     Args:
         local_steps: K >= 1 local steps per round.
@@ -84,15 +94,46 @@ class FedAvg:
         _positive("server_lr", server_lr)
         self.local_steps, self.lr, self.server_lr = local_steps, lr, server_lr
 
-    def round(self, problem, x: torch.Tensor, sampled: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-        """One round: ``problem`` the federation, x (d,) the server model, ``sampled`` (|S|,)
-        the clients taking part, ``gen`` the minibatch generator. Returns the new x (d,)."""
-        X = x.expand(len(sampled), -1)  # (|S|, d) broadcast
-        Y = problem.local_sgd(X, sampled, steps=self.local_steps, lr=self.lr, gen=gen)
-        return server_step(x, Y, problem.weights[sampled], self.server_lr)
+    def update(self, problem: Problem, x: torch.Tensor, S: torch.Tensor, gen) -> torch.Tensor:
+        """The local part: the clients S (|S|,) of ``problem`` start from the server model x (d,)
+        and draw their minibatches from ``gen``. Returns their updates U = y_i - x, (|S|, d)."""
+        X = x.expand(len(S), -1)  # (|S|, d) broadcast
+        return problem.local_sgd(X, S, steps=self.local_steps, lr=self.lr, gen=gen) - X
+
+    def federation(self, problem: Problem, x0: torch.Tensor, *, select: Callable[[int], torch.Tensor],
+                   gen) -> Federated:  # fmt: skip
+        """This algorithm on ``problem`` as a configuration of the round engine.
+
+        Args:
+            problem: the federation (``DataProblem``, ``QuadraticProblem``).
+            x0: (d,) the initial server model.
+            select: r -> (|S|,) the clients of round r (``engine.uniform``, ``engine.everyone``).
+            gen: CPU generator for the local minibatches, or one per client.
+
+        Returns:
+            An ``engine.Federated`` whose local part is ``update`` (its state: this object's),
+            whose aggregate is the mean weighted by ``problem.weights`` and whose server step
+            is ``engine.move(server_lr)``; ``engine.run`` runs it.
+        """
+        return Federated(x0, local=ClientUpdate(self, problem, gen), select=select, weights=problem.weights,
+                         server_step=move(self.server_lr))  # fmt: skip
 
     def state_dict(self) -> dict:
         return {}
+
+
+class ClientUpdate:
+    """An algorithm's ``update`` bound to a problem and a minibatch generator: the local part
+    (x (d,), S (|S|,)) -> U (|S|, d) of ``engine.Federated``. Its state is the algorithm's."""
+
+    def __init__(self, algorithm: FedAvg, problem: Problem, gen):
+        self.algorithm, self.problem, self.gen = algorithm, problem, gen
+
+    def __call__(self, x: torch.Tensor, S: torch.Tensor) -> torch.Tensor:
+        return self.algorithm.update(self.problem, x, S, self.gen)
+
+    def state_dict(self) -> dict:
+        return self.algorithm.state_dict()
 
 
 class FedSGD(FedAvg):
@@ -109,7 +150,7 @@ class Scaffold(FedAvg):
 
     Round, for i in S:  1. y_i <- x;  2. K times y_i <- y_i - lr (g_i(y_i) - c_i + c);
         3. c_i+ <- c_i - c + (x - y_i) / (K lr);
-        4. x <- x + server_lr * sum_{i in S} p_i (y_i - x) / sum_{i in S} p_i;
+        4. x <- x + server_lr * sum_{i in S} p_i (y_i - x) / sum_{i in S} p_i (the engine's);
         5. c <- c + sum_{i in S} p_i (c_i+ - c_i).
     With equal client sizes p_i = 1/N and step 5 is the paper's c += |S|/N * mean(delta c_i);
     with unequal sizes it keeps c = sum_i p_i c_i, the control variate of the weighted
@@ -132,17 +173,17 @@ class Scaffold(FedAvg):
         self.c: torch.Tensor | None = None
         self.c_clients: torch.Tensor | None = None
 
-    def round(self, problem, x, sampled, gen):
+    def update(self, problem, x, S, gen):
+        """Steps 1, 2, 3 and 5 for the clients S; returns U = y_i - x, (|S|, d)."""
         if self.c is None:
             self.c, self.c_clients = torch.zeros_like(x), x.new_zeros(problem.n, len(x))
-        X = x.expand(len(sampled), -1)
-        c_i = self.c_clients[sampled]  # (|S|, d)
-        Y = problem.local_sgd(X, sampled, steps=self.local_steps, lr=self.lr, gen=gen, correction=self.c - c_i)
-        c_new = self.control_update(c_i, self.c, x, Y, self.local_steps, self.lr)
-        p = problem.weights[sampled]
-        self.c = control_variate_step(self.c, c_new - c_i, p)
-        self.c_clients = self.c_clients.index_copy(0, sampled.to(x.device), c_new)
-        return server_step(x, Y, p, self.server_lr)
+        X = x.expand(len(S), -1)  # 1.
+        c_i = self.c_clients[S]  # (|S|, d)
+        Y = problem.local_sgd(X, S, steps=self.local_steps, lr=self.lr, gen=gen, correction=self.c - c_i)  # 2.
+        c_new = self.control_update(c_i, self.c, x, Y, self.local_steps, self.lr)  # 3.
+        self.c = control_variate_step(self.c, c_new - c_i, problem.weights[S])  # 5.
+        self.c_clients = self.c_clients.index_copy(0, S.to(x.device), c_new)
+        return Y - X
 
     def state_dict(self) -> dict:
         return {"c": self.c, "c_clients": self.c_clients}
@@ -156,7 +197,7 @@ class Mime(FedAvg):
         2. K times, for i in S, with the momentum m frozen and one minibatch b for both gradients:
            MIME:     y_i <- y_i - lr ((1 - beta)(g_i(y_i; b) - g_i(x; b) + c) + beta m)
            MimeLite: y_i <- y_i - lr ((1 - beta) g_i(y_i; b) + beta m);
-        3. x <- x + server_lr * sum_{i in S} p_i (y_i - x) / sum p_i;
+        3. x <- x + server_lr * sum_{i in S} p_i (y_i - x) / sum p_i (the engine's);
         4. m <- (1 - beta) c + beta m (the full-batch gradient at the old x, not the model delta).
 
     Args:
@@ -194,69 +235,54 @@ class Mime(FedAvg):
             Y = self.step(Y, g, m, self.lr, self.momentum)
         return Y
 
-    def round(self, problem, x, sampled, gen):
-        c = problem.full_grad(x, sampled)  # (d,)
-        Y = self.local_update(problem, x, sampled, c, gen)
+    def update(self, problem, x, S, gen):
+        """Steps 1, 2 and 4 for the clients S; returns U = y_i - x, (|S|, d)."""
+        c = problem.full_grad(x, S)  # 1. (d,)
+        Y = self.local_update(problem, x, S, c, gen)  # 2.
         m = torch.zeros_like(x) if self.m is None else self.m
-        self.m = (1 - self.momentum) * c + self.momentum * m
-        return server_step(x, Y, problem.weights[sampled], self.server_lr)
+        self.m = (1 - self.momentum) * c + self.momentum * m  # 4.
+        return Y - x
 
     def state_dict(self) -> dict:
         return {"m": self.m}
 
 
-@dataclass
-class Trace:
-    """What ``run`` recorded: ``values[j]`` = evaluate(x) after round ``rounds[j]``."""
-
-    rounds: list[int] = field(default_factory=list)
-    values: list = field(default_factory=list)
-    model: torch.Tensor | None = None
-
-    def rounds_to(self, target: float) -> int | None:
-        """The first recorded round whose value reaches ``target``, or None."""
-        return next((r for r, v in zip(self.rounds, self.values) if v >= target), None)
-
-
-def run(algorithm: FedAvg, problem, x0: torch.Tensor, *, rounds: int, clients_per_round: int,
-        gen: torch.Generator, evaluate: Callable[[torch.Tensor], float] | None = None,
-        eval_every: int = 1, sample_gen: torch.Generator | None = None) -> Trace:  # fmt: skip
-    """``rounds`` rounds of ``algorithm``, each on ``clients_per_round`` clients sampled
-    without replacement.
+def run(algorithm: FedAvg, problem: Problem, x0: torch.Tensor, *, rounds: int, clients_per_round: int, gen,
+        metrics: Mapping[str, Callable[[torch.Tensor], object]] | None = None, eval_every: int = 1,
+        sample_gen: torch.Generator | None = None) -> History:  # fmt: skip
+    """``rounds`` rounds of ``algorithm`` on the round engine, each on ``clients_per_round``
+    clients sampled uniformly without replacement (``engine.uniform``).
 
     Args:
-        x0: (d,) the initial server model.
-        gen: CPU generator for the minibatches (and the sampling, unless ``sample_gen``).
+        algorithm: ``FedAvg``, ``FedSGD``, ``Scaffold`` or ``Mime``; its state carries on.
+        problem: the federation (``DataProblem``, ``QuadraticProblem``).
+        x0: (d,) the initial server model; not modified.
+        rounds: >= 1.
+        clients_per_round: in [1, n].
+        gen: CPU generator for the minibatches (and the sampling, unless ``sample_gen``), or one
+            per client.
+        metrics: name -> function of the server model x (d,) (an accuracy, a distance, x
+            itself), recorded at round 0, every ``eval_every`` rounds and after the last.
+        eval_every: >= 1.
         sample_gen: CPU generator for the sampling alone: seeded alike, it gives several
             algorithms the very same clients in every round.
-        evaluate: x (d,) -> a value (an accuracy, a distance, x itself), recorded every
-            ``eval_every`` rounds, at round 0 and at the end.
 
     Returns:
-        The ``Trace``; ``Trace.model`` is the final server model.
+        The ``engine.History``: ``history.rounds``, each metric by name (``history.accuracy``
+        for metrics={"accuracy": ...}), ``history.model`` the final server model (d,).
 
     Raises:
         ValueError: for rounds < 1, eval_every < 1 or clients_per_round outside [1, n].
     """
-    if rounds < 1 or eval_every < 1:
-        raise ValueError(f"rounds and eval_every must be >= 1, got rounds={rounds}, eval_every={eval_every}")
     if not 1 <= clients_per_round <= problem.n:
         raise ValueError(
             f"clients_per_round must be in [1, n_clients={problem.n}], got {clients_per_round}; "
             "sample at most all clients"
         )
-    trace, x = Trace(), x0
-    if evaluate is not None:
-        trace.rounds.append(0)
-        trace.values.append(evaluate(x))
-    for r in range(1, rounds + 1):
-        sampled = sample_clients(problem.n, clients_per_round, sample_gen or gen).to(x.device)
-        x = algorithm.round(problem, x, sampled, gen)
-        if evaluate is not None and (r % eval_every == 0 or r == rounds):
-            trace.rounds.append(r)
-            trace.values.append(evaluate(x))
-    trace.model = x
-    return trace
+    federation = algorithm.federation(problem, x0, select=uniform(problem.n, clients_per_round, sample_gen or gen),
+                                      gen=gen)  # fmt: skip
+    at_server = {name: (lambda f, metric=metric: metric(f.x)) for name, metric in (metrics or {}).items()}
+    return engine.run(federation, rounds, metrics=at_server, eval_every=eval_every, record_start=True)
 
 
 def best_rate(scores: dict[float, Spread], *, decimals: int = 2) -> float:

@@ -48,8 +48,9 @@ def drift_trajectories(problem: QuadraticProblem, *, local_steps: int, lr: float
     gen = torch.Generator()  # exact gradients: nothing is drawn but the (full) participation
     out = {}
     for algorithm in algorithms:
-        trace = run(algorithm, problem, x0, rounds=rounds, clients_per_round=problem.n, gen=gen, evaluate=torch.clone)
-        out[algorithm.name] = torch.stack(trace.values)
+        history = run(algorithm, problem, x0, rounds=rounds, clients_per_round=problem.n, gen=gen,
+                      metrics={"x": torch.clone})  # fmt: skip
+        out[algorithm.name] = torch.stack(history["x"])
     return out
 
 

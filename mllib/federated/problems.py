@@ -10,6 +10,7 @@ import torch
 
 from ..clients import local_sgd
 from ..data import Quadratics
+from ..engine import uniform
 from ..models import FlatModel
 from ..partition import Clients
 from ..runtime import randn
@@ -47,14 +48,13 @@ class Problem(Protocol):
 
 
 def sample_clients(n: int, k: int, gen: torch.Generator) -> torch.Tensor:
-    """k of n clients drawn uniformly without replacement, sorted: (k,) int64.
+    """k of n clients drawn uniformly without replacement, sorted: (k,) int64; one draw of the
+    engine's selection part ``engine.uniform(n, k, gen)``, as a round of ``run`` makes it.
 
     Raises:
         ValueError: if k is not in [1, n].
     """
-    if not 1 <= k <= n:
-        raise ValueError(f"clients_per_round must be in [1, n_clients={n}], got {k}; sample at most all clients")
-    return torch.randperm(n, generator=gen)[:k].sort().values
+    return uniform(n, k, gen)(0)
 
 
 class DataProblem:

@@ -11,18 +11,17 @@ from .averaging import (
 )
 from .shapley import CachedGame, corrupt_labels, exact_shapley, federation_game, leave_one_out, monte_carlo_shapley
 from .training import (
-    DittoResult, StagesResult, ditto, ditto_update, fine_tune, fine_tune_on, interpolate, interpolation_sweep,
-    restrict, train_in_stages,
+    Ditto, ditto, ditto_update, fine_tune, fine_tune_on, forgetting, interpolate, interpolation_sweep, restrict,
+    stage_selection, train_in_stages,
 )
 from .transfer import (
     LinearCollaboration, TransferCurve, linear_collaboration, plot_linear_collaboration, relabel, transfer_curve,
 )
 
 __all__ = [
-    "CachedGame", "DittoResult", "LinearCollaboration", "StagesResult", "TransferCurve", "corrupt_labels", "ditto",
-    "ditto_update",
-    "exact_shapley", "federation_game", "fine_tune", "fine_tune_on", "fitted_minimizer", "harmful_bias",
+    "CachedGame", "Ditto", "LinearCollaboration", "TransferCurve", "corrupt_labels", "ditto", "ditto_update",
+    "exact_shapley", "federation_game", "fine_tune", "fine_tune_on", "fitted_minimizer", "forgetting", "harmful_bias",
     "interpolate", "interpolation_sweep", "leave_one_out", "linear_collaboration", "monte_carlo_mse",
     "monte_carlo_shapley", "mse_of_weight", "optimal_weight", "plot_collaboration", "plot_linear_collaboration",
-    "relabel", "restrict", "train_in_stages", "transfer_curve",
+    "relabel", "restrict", "stage_selection", "train_in_stages", "transfer_curve",
 ]

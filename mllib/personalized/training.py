@@ -3,12 +3,13 @@ and training in stages (sequential fine-tuning over tasks, clients that join and
 
 Every function works on the (n_clients, d) client matrix: row i is client i's personal model.
 """
-from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Sequence
+from dataclasses import replace
 
 import torch
 
-from ..clients import evaluate, local_sgd, run_rounds, weighted_average
+from ..clients import LocalSGD, evaluate
+from ..engine import Federated, History, everyone, run, uniform
 from ..models import FlatModel
 from ..partition import Clients
 
@@ -134,15 +135,45 @@ def ditto_update(V: torch.Tensor, w: torch.Tensor, G: torch.Tensor, lr: float, l
     return (torch.add(V, G, alpha=-lr) + (lr * lam) * w) / (1 + lr * lam)
 
 
-@dataclass
-class DittoResult:
-    """Ditto's personal models, its global model and per-round accuracies of both."""
+class Ditto:
+    """Ditto's local update (Li et al. 2021, Algorithm 1), a local part of ``engine.Federated``:
+    (w (d,), S (|S|,)) -> U (|S|, d).
 
-    personal: torch.Tensor  # (n, d)
-    global_model: torch.Tensor  # (d,)
-    rounds: list[int]
-    personal_accuracy: list[torch.Tensor]  # each (n,), each client's model on its own test distribution
-    global_accuracy: list[torch.Tensor]  # each (n,), the global model on each client's test distribution
+    Each client i of S
+        1. runs ``steps`` SGD steps from the global model w (FedAvg's local solver, ``LocalSGD``)
+           and sends the update U_i = y_i - w;
+        2. runs ``personal_steps`` proximal steps (``ditto_update``) of its personal model v_i
+           toward w, on minibatches from ``personal_gen``.
+
+    Args:
+        model, clients: the architecture and the clients' data.
+        x0: (d,) the personal models' common start.
+        steps, personal_steps: >= 0; lr > 0; lam >= 0; batch_size >= 1.
+        gen: CPU generator for the global update's minibatches; personal_gen for the personal ones.
+
+    State: ``personal`` (n, d), the clients' personal models.
+    """
+
+    def __init__(self, model: FlatModel, clients: Clients, x0: torch.Tensor, *, steps: int, personal_steps: int,
+                 lr: float, lam: float, batch_size: int, gen: torch.Generator,
+                 personal_gen: torch.Generator):  # fmt: skip
+        self.fedavg = LocalSGD(model, clients, steps=steps, lr=lr, batch_size=batch_size, gen=gen)
+        self.model, self.clients, self.personal_gen = model, clients, personal_gen
+        self.personal_steps, self.lr, self.lam, self.batch_size = personal_steps, lr, lam, batch_size
+        # State
+        self.personal = x0.expand(clients.n, -1).clone()  # (n, d)
+
+    def __call__(self, w: torch.Tensor, S: torch.Tensor) -> torch.Tensor:
+        U = self.fedavg(w, S)  # 1. (|S|, d)
+        V = self.personal[S]  # 2. (|S|, d)
+        for _ in range(self.personal_steps):
+            xb, yb = self.clients.batches(self.batch_size, self.personal_gen, S)
+            V = ditto_update(V, w, self.model.grad(V, xb, yb), self.lr, self.lam)
+        self.personal = self.personal.index_copy(0, S, V)
+        return U
+
+    def state_dict(self) -> dict:
+        return {"personal": self.personal}
 
 
 def ditto(
@@ -158,8 +189,8 @@ def ditto(
     gen: torch.Generator,
     x0: torch.Tensor | None = None,
     eval_every: int = 1,
-) -> DittoResult:
-    """Ditto (Li et al. 2021, Algorithm 1) with every client taking part in every round.
+) -> History:
+    """Ditto (Li et al. 2021, Algorithm 1) on the round engine, every client in every round.
 
     One round t:
         1. the server sends w^t to every client;
@@ -167,6 +198,7 @@ def ditto(
            solver) and the server averages the results, weighted by client size: w^{t+1};
         3. personal update: each client runs ``personal_steps`` proximal steps
            (``ditto_update``) of its own v_i toward w^t.
+    The clients' side of steps 2 and 3 is the local part ``Ditto``; the averaging is ``engine.Federated``'s.
 
     The personal steps draw their minibatches from their own generator, seeded once from
     ``gen``, so that lam = 0 is exactly local training from x0 with that generator.
@@ -174,9 +206,16 @@ def ditto(
     Args:
         lam: proximal strength >= 0: 0 is local training, large lam approaches the global model.
         x0: (d,) the common initialization of w and every v_i (default: ``model.init(gen)``).
+        eval_every: record every this many rounds (and after the last), >= 1.
 
     Returns:
-        A ``DittoResult``.
+        The ``engine.History`` with metrics "personal_accuracy" (each client's personal model on
+        its own test distribution) and "global_accuracy" (the global model on each client's),
+        each (n,) per recorded round; ``history.model`` is the global model w (d,),
+        ``history.algorithm.local.personal`` the personal models (n, d).
+
+    Raises:
+        ValueError: for rounds < 1, eval_every < 1 or a negative number of steps.
     """
     if rounds < 1 or local_steps < 0 or personal_steps < 0 or eval_every < 1:
         raise ValueError(
@@ -186,23 +225,12 @@ def ditto(
     personal_gen = torch.Generator().manual_seed(int(torch.randint(0, 2**62, (1,), generator=gen)))
     device = clients.x.device
     w = model.init(gen, device) if x0 is None else x0.to(device)  # (d,)
-    V = w.expand(clients.n, -1).clone()  # (n, d)
-    sizes = clients.sizes.to(device)
-    result = DittoResult(V, w, [], [], [])
-    for r in range(1, rounds + 1):
-        W = w.expand(clients.n, -1)  # 1. (n, d)
-        Y = local_sgd(model, W, clients, steps=local_steps, lr=lr, batch_size=batch_size, gen=gen)
-        w_next = w + weighted_average(Y - W, sizes)  # 2.
-        for _ in range(personal_steps):  # 3.
-            xb, yb = clients.batches(batch_size, personal_gen)
-            V = ditto_update(V, w, model.grad(V, xb, yb), lr, lam)
-        w = w_next
-        if r % eval_every == 0 or r == rounds:
-            result.rounds.append(r)
-            result.personal_accuracy.append(evaluate(model, V, clients))
-            result.global_accuracy.append(evaluate(model, w, clients))
-    result.personal, result.global_model = V, w
-    return result
+    local = Ditto(model, clients, w, steps=local_steps, personal_steps=personal_steps, lr=lr, lam=lam,
+                  batch_size=batch_size, gen=gen, personal_gen=personal_gen)  # fmt: skip
+    federation = Federated(w, local=local, select=everyone(clients.n), weights=clients.sizes.to(device))
+    metrics = {"personal_accuracy": lambda f: evaluate(model, f.local.personal, clients),
+               "global_accuracy": lambda f: evaluate(model, f.x, clients)}  # fmt: skip
+    return run(federation, rounds, metrics=metrics, eval_every=eval_every)
 
 
 def interpolate(V: torch.Tensor, w: torch.Tensor, alpha: float | torch.Tensor) -> torch.Tensor:
@@ -239,18 +267,25 @@ def interpolation_sweep(
     return torch.stack([evaluate(model, interpolate(V, w, a), clients) for a in alphas])
 
 
-@dataclass
-class StagesResult:
-    """Accuracy of one model trained in stages, on every client, after each stage."""
+def stage_selection(stages: Sequence[Sequence[int]], rounds: int, gen: torch.Generator) -> Callable:
+    """The selection part of training in stages: round r's clients are all of stage
+    (r - 1) // rounds, in the order listed (full participation within the stage).
 
-    stages: list[list[int]]  # the clients active in each stage
-    accuracy: torch.Tensor  # (n_stages, n) accuracy on each client's test distribution after each stage
-    model: torch.Tensor  # (d,) the model after the last stage
+    Each round draws a permutation of the stage's clients from ``gen`` and sorts it, as
+    ``run_rounds`` samples full participation, so that a stage equals ``run_rounds`` on
+    ``restrict(clients, stage)`` with the same generator.
 
-    def forgetting(self, group: Sequence[int]) -> float:
-        """Mean over the clients of ``group`` of (best accuracy over stages - final accuracy)."""
-        acc = self.accuracy[:, list(group)]
-        return float((acc.max(0).values - acc[-1]).mean())
+    Args:
+        stages: the clients of each stage (indices, repeats allowed), none empty.
+        rounds: rounds per stage, >= 1.
+        gen: the CPU generator the draws advance.
+
+    Returns:
+        r -> (|stage|,) the client indices of round r = 1 .. len(stages) * rounds.
+    """
+    active = [torch.tensor([int(i) for i in stage]) for stage in stages]
+    draws = [uniform(len(stage), len(stage), gen) for stage in active]
+    return lambda r: active[(r - 1) // rounds][draws[(r - 1) // rounds](r)]
 
 
 def train_in_stages(
@@ -264,7 +299,7 @@ def train_in_stages(
     batch_size: int,
     gen: torch.Generator,
     x0: torch.Tensor | None = None,
-) -> StagesResult:
+) -> History:
     """Federated averaging over a changing set of active clients, one stage after another.
 
     Stage s runs ``rounds`` FedAvg rounds among the clients ``stages[s]`` only, starting
@@ -272,19 +307,46 @@ def train_in_stages(
     evaluates it. One client per stage is sequential fine-tuning over tasks; overlapping
     stages are clients that join and leave (continual federated learning: Yoon et al. 2021,
     "Federated continual learning with weighted inter-client transfer").
+    On the round engine: FedAvg's ``LocalSGD`` with ``stage_selection`` as selection part.
+
+    Args:
+        stages: the clients active in each stage (indices into ``clients``), at least one stage.
+        rounds: FedAvg rounds per stage, >= 1.
+        x0: (d,) the initial model (default: ``model.init(gen)``).
 
     Returns:
-        A ``StagesResult``; ``forgetting(group)`` measures catastrophic forgetting.
+        The ``engine.History``, recorded after each stage (rounds ``rounds``, 2 ``rounds``, ...),
+        with metric "client_accuracy": (n,) every client's accuracy on its own test
+        distribution; ``history.model`` is the model after the last stage (d,).
+        ``forgetting(history, group)`` measures catastrophic forgetting.
+
+    Raises:
+        ValueError: for no stages, an empty stage or a client index out of range.
     """
-    if not stages:
-        raise ValueError("stages must list at least one set of active clients")
-    x = model.init(gen, clients.x.device) if x0 is None else x0.to(clients.x.device)
-    accuracy = []
-    for active in stages:
-        history = run_rounds(
-            model, restrict(clients, active), rounds=rounds, local_steps=local_steps, lr=lr,
-            batch_size=batch_size, gen=gen, x0=x, eval_every=rounds,
-        )  # fmt: skip
-        x = history.model
-        accuracy.append(evaluate(model, x, clients))
-    return StagesResult([list(map(int, s)) for s in stages], torch.stack(accuracy), x)
+    if not stages or not all(len(stage) for stage in stages):
+        raise ValueError(f"stages must list at least one non-empty set of active clients, got {stages}")
+    if not all(0 <= int(i) < clients.n for stage in stages for i in stage):
+        raise ValueError(f"stages must hold client indices in [0, {clients.n}), got {stages}")
+    device = clients.x.device
+    x = model.init(gen, device) if x0 is None else x0.to(device)
+    federation = Federated(
+        x, select=stage_selection(stages, rounds, gen), weights=clients.sizes.to(device),
+        local=LocalSGD(model, clients, steps=local_steps, lr=lr, batch_size=batch_size, gen=gen),
+    )  # fmt: skip
+    return run(federation, len(stages) * rounds, metrics={"client_accuracy": lambda f: evaluate(model, f.x, clients)},
+               eval_every=rounds)  # fmt: skip
+
+
+def forgetting(history: History, group: Sequence[int]) -> float:
+    """Catastrophic forgetting of the clients ``group`` in a run of ``train_in_stages``: the mean
+    over them of (best accuracy over the stages - final accuracy).
+
+    Args:
+        history: a run that recorded "client_accuracy", (n,) per stage.
+        group: client indices.
+
+    Returns:
+        The mean drop, >= 0 (0: no client of the group ever scored better than at the end).
+    """
+    acc = torch.stack(history["client_accuracy"])[:, list(group)]  # (stages, |group|)
+    return float((acc.max(0).values - acc[-1]).mean())
