@@ -27,7 +27,7 @@ OVERSAMPLE = 4  # Halko et al. 2011 oversample; with q = 4 alone svd_lowrank's e
 SIZES = size((256, 1024, 2048, 4096), (256,))
 
 
-def test_matrix(n: int, gen: torch.Generator) -> torch.Tensor:
+def gradient_like_matrix(n: int, gen: torch.Generator) -> torch.Tensor:
     """U diag(0.7**j) V^T over 32 directions plus a 1e-3 noise floor, (n, n)."""
     U = torch.randn(n, 32, generator=gen) / n**0.5
     V = torch.randn(n, 32, generator=gen) / n**0.5
@@ -40,7 +40,7 @@ def main() -> None:
     head = f"{'n':>5} {'full SVD':>17} {'svd_lowrank':>17} {'power x3':>17} {'PowerSGD step':>17}"
     print(head + f" {'SVD/step':>9} {'lowrank/x3':>11} {'lowrank/step':>13}")
     for n in SIZES:
-        M = test_matrix(n, gen)
+        M = gradient_like_matrix(n, gen)
         norm = M.norm()
         Q0 = torch.randn(n, RANK, generator=gen)
         previous = M + 0.05 * norm * torch.randn(n, n, generator=gen) / n

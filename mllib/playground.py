@@ -4,29 +4,33 @@ A round runs a fixed pipeline, each stage taken from its topic's module (nothing
 
 | # | stage | from | what it does to the (n, d) client matrix of updates U |
 |---|---|---|---|
-| 1 | local steps | ``mllib.local_sgd`` (+ ``robust.worker_momentum``) | U = local_sgd(x) - x, then M <- beta M + (1 - beta) U |
+| 1 | local steps | ``mllib.local_sgd`` (+ ``WorkerMomentum``: ``robust.worker_momentum``) | U = local_sgd(x) - x, then M <- beta M + (1 - beta) U |
 | 2 | compression | ``mllib.compression`` (``TopK``, ``QSGD``, ..., ``ErrorFeedback``) | U <- C(U), bits counted |
 | 3 | attack | ``mllib.robust.make_attack`` | the last f rows overwritten |
 | 4 | aggregation | ``mllib.robust.make``, or gossip ``mllib.decentralized.gossip`` / ``compression.choco_step`` | (n, d) -> (d,), or X <- W (X + U) |
 | 5 | DP noise | ``mllib.privacy`` (``dp_fedavg_aggregate``, ``clip_rows``) | clip rows to C, add N(0, (sigma C / n)^2 I) |
 
-With a server the round is ``mllib.run_rounds`` (McMahan et al. 2017, FedAvg) with stages 1-3 as
-its ``transforms`` and 4-5 as its ``aggregate``; with a topology it is D-PSGD with local steps
-(Lian et al. 2017): X <- W (X + U), and with a compressor the nodes gossip their models with
-CHOCO-Gossip (Koloskova et al. 2019): X <- X + U, then one ``compression.choco_step`` (each node
-sends C(X - X_hat) to its neighbours). With f = 0, no compression, no momentum and no noise the
-server playground *is* ``run_rounds``.
+Every run is a configuration of the round engine (``mllib.engine``), recorded in its ``History``.
+With a server the round is ``mllib.run_rounds`` (``engine.Federated``; McMahan et al. 2017, FedAvg)
+with stages 1-3 as its ``transforms`` and 4-5 as its ``aggregate``; with a topology it is
+``engine.Decentralized``, D-PSGD with local steps (Lian et al. 2017): X <- W (X + U)
+(``decentralized.Gossip``), and with a compressor the nodes gossip their models with CHOCO-Gossip
+(Koloskova et al. 2019): X <- X + U, then one ``compression.choco_step`` (``compression.Choco``:
+each node sends C(X - X_hat) to its neighbours). With f = 0, no compression, no momentum and no
+noise the server playground *is* ``run_rounds``.
 """
 from __future__ import annotations
 
 import itertools
 import random
-from dataclasses import dataclass, field, replace
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 
 import torch
 
-from . import compression, decentralized, privacy, robust
-from .clients import evaluate, local_sgd, run_rounds
+from . import compression, decentralized, engine, privacy, robust
+from .clients import evaluate, run_rounds
+from .engine import History
 from .models import FlatModel, mlp
 from .partition import split
 from .runtime import generator, randn
@@ -73,23 +77,35 @@ class Config:
     seed: int = 0
 
 
-@dataclass
-class Result:
-    """What a playground run recorded, per round: mean client test accuracy and cumulative bits."""
+class WorkerMomentum:
+    """Worker momentum as a message transform, (n, d) -> (n, d) (Karimireddy, He, Jaggi 2021,
+    Algorithm 1, line 4): every client sends its momentum instead of its update.
 
-    config: Config
-    rounds: list[int] = field(default_factory=list)
-    accuracy: list[float] = field(default_factory=list)
-    bits: list[int] = field(default_factory=list)  # cumulative bits sent by the clients
-    model: torch.Tensor | None = None  # (d,) the server model, or (n, d) the nodes' models with gossip
+    Update: M <- beta M + (1 - beta) U (``robust.worker_momentum``), then send M.
 
-    @property
-    def final_accuracy(self) -> float:
-        return self.accuracy[-1]
+    Args:
+        beta: momentum in [0, 1).
 
-    @property
-    def total_bits(self) -> int:
-        return self.bits[-1]
+    State: ``M`` (n, d) the clients' momenta, zero before the first round.
+
+    Raises:
+        ValueError: for beta outside [0, 1).
+    """
+
+    def __init__(self, beta: float):
+        if not 0 <= beta < 1:
+            raise ValueError(f"beta must be in [0, 1), got {beta}")
+        self.beta = beta
+        # State
+        self.M: torch.Tensor | None = None
+
+    def __call__(self, U: torch.Tensor) -> torch.Tensor:
+        self.M = torch.zeros_like(U) if self.M is None else self.M
+        self.M = robust.worker_momentum(self.M, U, self.beta)
+        return self.M
+
+    def state_dict(self) -> dict:
+        return {"M": self.M}
 
 
 def max_f(aggregator: str, n_clients: int) -> int:
@@ -198,7 +214,7 @@ def make_aggregate(config: Config, gen: torch.Generator):
     return aggregate
 
 
-def run(config: Config, data, gen: torch.Generator | None = None) -> Result:
+def run(config: Config, data, gen: torch.Generator | None = None) -> History:
     """Run the playground pipeline on ``data`` (a ``mllib.Dataset``).
 
     Consumes ``gen`` (default ``generator(config.seed)``) exactly as
@@ -206,7 +222,9 @@ def run(config: Config, data, gen: torch.Generator | None = None) -> Result:
     attacks, random compressors and DP noise draw from their own generators seeded from the config.
 
     Returns:
-        A ``Result`` with accuracy and cumulative bits after each round.
+        The ``History`` of every round: metrics "client_accuracy" ((n,) each client's test
+        accuracy) and "accuracy" (their mean weighted by client size), ``bits`` (cumulative bits
+        sent by the clients); ``model`` is the server's (d,), or with gossip the nodes' (n, d).
 
     Raises:
         ValueError: for an invalid config (see ``validate``).
@@ -218,55 +236,29 @@ def run(config: Config, data, gen: torch.Generator | None = None) -> Result:
     if c.attack == "label flip" and c.f:
         clients = robust.attacks.label_flip(clients, byzantine)
     model = FlatModel(mlp(data.n_features, data.n_classes, hidden=(c.hidden,)))
-    result = Result(config=c)
     # 1. local steps (+ worker momentum); 2. compression; 3. attack
-    momentum = {"M": None}
-
-    def worker_momentum(U):
-        momentum["M"] = torch.zeros_like(U) if momentum["M"] is None else momentum["M"]
-        momentum["M"] = robust.worker_momentum(momentum["M"], U, c.momentum)
-        return momentum["M"]
-
+    momenta = [WorkerMomentum(c.momentum)] if c.momentum > 0 else []
     compressor = make_compressor(c.compressor, c.error_feedback, seed=c.seed + 1)
-
-    def compress(U):
-        out = compressor(U)
-        result.bits.append(compressor.bits_sent)
-        return out
-
     attack = robust.make_attack(c.attack, c.f, gen=generator(c.seed + 2))
-    momenta = [worker_momentum] if c.momentum > 0 else []
     if c.topology == "server":
-        transforms = [*momenta, compress, attack]
-        history = run_rounds(
+        return run_rounds(
             model, clients, rounds=c.rounds, local_steps=c.local_steps, lr=c.lr, batch_size=c.batch_size, gen=gen,
-            transforms=transforms, aggregate=make_aggregate(c, generator(c.seed + 3)),
+            transforms=[*momenta, compressor, attack], aggregate=make_aggregate(c, generator(c.seed + 3)),
         )  # fmt: skip
-        result.rounds, result.accuracy, result.model = list(history.rounds), list(history.accuracy), history.model
-        return result
     # 4. gossip: D-PSGD with local steps, every node sends its model (CHOCO: its compressed
     # change) to each neighbour
     W = decentralized.mixing_matrix(c.topology, c.n_clients)  # (n, n)
-    edges = int((W - torch.diag(torch.diag(W))).ne(0).sum())  # directed links, one message each per round
     X = model.init(gen, clients.x.device).expand(c.n_clients, -1).clone()  # (n, d)
-    X_hat = torch.zeros_like(X)  # CHOCO's public copies
+    local = decentralized.LocalUpdates(model, clients, steps=c.local_steps, lr=c.lr, batch_size=c.batch_size, gen=gen)
+    mixing = decentralized.Gossip(W) if c.compressor == "none" else compression.Choco(W, compressor, c.choco_gamma)
+    nodes = engine.Decentralized(X, local=local, transforms=[*momenta, attack], combine=mixing)
+    history = engine.run(nodes, c.rounds, metrics={"client_accuracy": lambda a: evaluate(model, a.X, clients)})
     weights = clients.weights.to(X.device)
-    for r in range(1, c.rounds + 1):
-        U = local_sgd(model, X, clients, steps=c.local_steps, lr=c.lr, batch_size=c.batch_size, gen=gen) - X
-        for t in [*momenta, attack]:
-            U = t(U)
-        if c.compressor == "none":
-            X = decentralized.gossip(X + U, W)
-        else:
-            X, X_hat = compression.choco_step(X + U, X_hat, W, compressor, c.choco_gamma)
-        result.bits.append(edges * compressor.bits_per_row(X.shape[1]) * r)
-        result.rounds.append(r)
-        result.accuracy.append(float(evaluate(model, X, clients) @ weights))
-    result.model = X
-    return result
+    history.metrics["accuracy"] = [float(a @ weights) for a in history["client_accuracy"]]
+    return history
 
 
-def run_seeds(config: Config, data, seeds) -> list[Result]:
+def run_seeds(config: Config, data, seeds: Sequence[int]) -> dict[int, History]:
     """``run`` once per seed: ``config`` with its ``seed`` replaced, so that the split, the
     initial model, the minibatches and the draws of the attack, the compressor and the DP
     noise all change from run to run.
@@ -275,33 +267,33 @@ def run_seeds(config: Config, data, seeds) -> list[Result]:
         config: the setting; data: a ``mllib.Dataset``; seeds: e.g. ``range(5)``.
 
     Returns:
-        One ``Result`` per seed, in the order of ``seeds``.
+        seed -> its run's ``History``, in the order of ``seeds``.
 
     Raises:
         ValueError: for no seed, or an invalid config (see ``validate``).
     """
-    results = [run(replace(config, seed=s), data) for s in seeds]
+    results = {s: run(replace(config, seed=s), data) for s in seeds}
     if not results:
         raise ValueError("seeds must name at least one seed, got none")
     return results
 
 
-def final_accuracy(results: list[Result]) -> Spread:
+def final_accuracy(results: Mapping[int, History]) -> Spread:
     """The final mean client accuracy of each run, over the seeds.
 
     Args:
-        results: one ``Result`` per seed (``run_seeds``).
+        results: seed -> ``History`` (``run_seeds``).
 
     Returns:
-        A ``Spread`` (median [min–max]) of their ``final_accuracy``.
+        A ``Spread`` (median [min–max]) of their last "accuracy".
 
     Raises:
         ValueError: for no result.
     """
-    return Spread(r.final_accuracy for r in results)
+    return Spread(h.accuracy[-1] for h in results.values())
 
 
-def paired_difference(results: list[Result], others: list[Result]) -> Spread:
+def paired_difference(results: Mapping[int, History], others: Mapping[int, History]) -> Spread:
     """Final accuracy of ``results`` minus that of ``others``, seed by seed: each difference
     compares two settings on the same split and initial model.
 
@@ -312,12 +304,11 @@ def paired_difference(results: list[Result], others: list[Result]) -> Spread:
         A ``Spread`` of the differences, one per seed.
 
     Raises:
-        ValueError: if the two lists are not of the same seeds, or are empty.
+        ValueError: if the two are not of the same seeds, or are empty.
     """
-    if [r.config.seed for r in results] != [o.config.seed for o in others]:
-        raise ValueError(f"results and others must be runs of the same seeds, got {[r.config.seed for r in results]} "
-                         f"and {[o.config.seed for o in others]}")  # fmt: skip
-    return Spread(r.final_accuracy - o.final_accuracy for r, o in zip(results, others))
+    if list(results) != list(others):
+        raise ValueError(f"results and others must be runs of the same seeds, got {list(results)} and {list(others)}")
+    return Spread(results[s].accuracy[-1] - others[s].accuracy[-1] for s in results)
 
 
 def pairwise(options: dict[str, tuple], is_valid, *, tries: int = 1000, seed: int = 0) -> list[dict]:
@@ -379,11 +370,11 @@ def describe(config: Config) -> str:
     return "\n".join(rows)
 
 
-def plot(results, labels=None):
-    """Accuracy vs rounds and vs bits sent (Mbit) for one or more ``Result``s; returns the figure."""
+def plot(results: History | Sequence[History], labels: Sequence[str] | None = None):
+    """Accuracy vs rounds and vs bits sent (Mbit) for one or more runs (``History``); returns the figure."""
     import matplotlib.pyplot as plt
 
-    results = [results] if isinstance(results, Result) else list(results)
+    results = [results] if isinstance(results, History) else list(results)
     labels = labels or [f"run {i}" for i in range(len(results))]
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.5))
     for res, label in zip(results, labels):
@@ -402,7 +393,8 @@ def panel(data, config: Config | None = None):
 
     Changing the aggregator or the number of clients bounds f; a topology other than "server"
     fixes compressor, aggregator and DP noise. Run re-runs ``run`` and redraws ``plot``.
-    Returns the ``ipywidgets.VBox``; its ``results`` list holds every run's ``Result``.
+    Returns the ``ipywidgets.VBox``; its ``results`` list holds every run's ``History``, its
+    ``configs`` list their ``Config``s.
     """
     import ipywidgets as widgets
     import matplotlib.pyplot as plt
@@ -425,7 +417,8 @@ def panel(data, config: Config | None = None):
         "rounds": widgets.IntSlider(value=config.rounds, min=5, max=100, description="rounds"),
     }  # fmt: skip
     button, out = widgets.Button(description="Run"), widgets.Output()
-    results: list[Result] = []
+    results: list[History] = []
+    configs: list[Config] = []
 
     def current() -> Config:
         return replace(config, **{k: v.value for k, v in w.items()})
@@ -447,10 +440,11 @@ def panel(data, config: Config | None = None):
     def on_run(_=None):
         c = current()
         results.append(run(c, data))
+        configs.append(c)
         with out:
             out.clear_output(wait=True)
             print(describe(c))
-            print(f"final accuracy {results[-1].final_accuracy:.2f}, bits sent {results[-1].total_bits / 1e6:.2f} Mbit")
+            print(f"final accuracy {results[-1].accuracy[-1]:.2f}, bits sent {results[-1].bits[-1] / 1e6:.2f} Mbit")
             plot(results[-3:], [f"run {i}" for i in range(len(results) - len(results[-3:]), len(results))])
             plt.show()
 
@@ -459,14 +453,14 @@ def panel(data, config: Config | None = None):
     button.on_click(on_run)
     constrain()
     box = widgets.VBox([widgets.HBox([widgets.VBox(list(w.values())[:7]), widgets.VBox([*list(w.values())[7:], button])]), out])
-    box.results = results  # every Result the Run button produced
+    box.results, box.configs = results, configs  # every run the Run button made, and its Config
     box.current = current  # the Config the controls show
     display(box)
     return box
 
 
 __all__ = [
-    "AGGREGATORS", "ATTACKS", "COMPRESSORS", "Config", "PARTITIONS", "PIPELINE", "Result", "TOPOLOGIES", "allowed",
-    "describe", "final_accuracy", "is_valid", "make_aggregate", "make_compressor", "max_f", "paired_difference",
-    "pairwise", "panel", "plot", "run", "run_seeds", "validate",
+    "AGGREGATORS", "ATTACKS", "COMPRESSORS", "Config", "PARTITIONS", "PIPELINE", "TOPOLOGIES", "WorkerMomentum",
+    "allowed", "describe", "final_accuracy", "is_valid", "make_aggregate", "make_compressor", "max_f",
+    "paired_difference", "pairwise", "panel", "plot", "run", "run_seeds", "validate",
 ]

@@ -11,7 +11,7 @@ import mllib
 from mllib import compression as C
 from mllib.checks import compression as check
 from mllib.compression import lecture
-from mllib.decentralized import mixing_matrix
+from mllib.decentralized import consensus_distance, mixing_matrix
 from mllib.spread import Spread
 from selfchecks import assert_passes, assert_rejects
 
@@ -256,6 +256,8 @@ def test_low_rank_comparison_reaches_the_optimum_with_warm_iterations():
         (lambda: C.ScaledSign()(torch.ones(3)), r"shape \(n_clients, d\)"),
         (lambda: C.choco_gossip(torch.ones(3, 2), torch.eye(4), C.ScaledSign(), gamma=0.1, steps=1), "W must have shape"),
         (lambda: C.choco_gossip(torch.ones(3, 2), torch.eye(3), C.ScaledSign(), gamma=0, steps=1), "gamma"),
+        (lambda: C.choco_sgd(lambda X: X, torch.ones(3, 2), torch.eye(3), C.ScaledSign(), lr=0.1, gamma=0.5, steps=0),
+         "steps must be an integer >= 1, got 0"),
     ],
 )
 def test_bad_input_raises_a_clear_value_error(make, match):
@@ -290,7 +292,7 @@ def test_choco_sgd_finds_the_minimum_of_the_average_quadratic(ring):
     B = torch.randn(8, 20, generator=torch.Generator().manual_seed(2))  # f_i(x) = |x - b_i|^2 / 2
     X = C.choco_sgd(lambda X: X - B, torch.zeros(8, 20), ring, C.TopK(fraction=0.25), lr=0.05, gamma=0.2, steps=800)
     assert (X.mean(0) - B.mean(0)).norm() < 0.01 * B.mean(0).norm()
-    assert C.consensus_error(X) < 0.2 * C.consensus_error(B)  # constant lr: a consensus floor
+    assert consensus_distance(X) < 0.2 * consensus_distance(B)  # constant lr: a consensus floor
 
 
 # Lab checks: pass the solution, reject wrong answers with a message naming the input.
@@ -362,7 +364,7 @@ def test_check_rejects_wrong_answers(name, wrong):
 def test_train_compressed_counts_megabits_per_client(digits):
     clients = mllib.split(digits, 4, gen=mllib.generator(0))
     model = mllib.FlatModel(mllib.logistic_regression(64, 10))
-    run = lecture.train_compressed("sign", C.ScaledSign(), model, clients, rounds=4, lr=0.1, batch_size=8, eval_every=2)
+    run = lecture.train_compressed(C.ScaledSign(), model, clients, rounds=4, lr=0.1, batch_size=8, eval_every=2)
     assert run.rounds == [2, 4]
     assert run.megabits == pytest.approx([2 * (model.dim + 32) / 1e6, 4 * (model.dim + 32) / 1e6])
 
@@ -372,13 +374,14 @@ def test_train_compressed_runs_seeds_side_by_side_as_they_run_alone(digits):
     model = mllib.FlatModel(mllib.mlp(64, 10, hidden=(8,)))
 
     def train(seeds, compressor):
-        return lecture.train_compressed("top-k + EF", compressor, model, clients, rounds=6, lr=0.5, batch_size=8,
-                                        seeds=seeds, eval_every=3)  # fmt: skip
+        return lecture.train_compressed(compressor, model, clients, rounds=6, lr=0.5, batch_size=8, seeds=seeds,
+                                        eval_every=3)  # fmt: skip
 
     both = train((3, 5), C.ErrorFeedback(C.TopK(fraction=0.1)))
-    alone = [train((s,), C.ErrorFeedback(C.TopK(fraction=0.1))).final.values[0] for s in (3, 5)]
-    assert both.final.values == pytest.approx(alone, abs=1e-6)
-    assert both.final.values[0] != both.final.values[1]  # the seeds differ
+    alone = [train((s,), C.ErrorFeedback(C.TopK(fraction=0.1))).accuracy[-1].values[0] for s in (3, 5)]
+    assert both.accuracy[-1].values == pytest.approx(alone, abs=1e-6)
+    assert both.accuracy[-1].values[0] != both.accuracy[-1].values[1]  # the seeds differ
+    assert both.model.shape == (2, model.dim)
     assert len(both.accuracy) == 2 and all(len(a.values) == 2 for a in both.accuracy)
     grouped = train((3, 5), C.PowerSGD(model.shapes, 1, groups=2))
     assert grouped.megabits[-1] == pytest.approx(6 * C.PowerSGD(model.shapes, 1).bits_per_row(model.dim) / 1e6)
@@ -392,15 +395,16 @@ def test_train_compressed_rejects_no_seeds_and_powersgd_groups_of_other_seeds(di
     clients = mllib.split(digits, 4, gen=mllib.generator(0))
     model = mllib.FlatModel(mllib.logistic_regression(64, 10))
     with pytest.raises(ValueError, match=match):
-        lecture.train_compressed("x", compressor, model, clients, rounds=1, lr=0.1, batch_size=8, seeds=seeds)
+        lecture.train_compressed(compressor, model, clients, rounds=1, lr=0.1, batch_size=8, seeds=seeds)
 
 
 def test_widget_figure_is_labelled_and_rejects_unknown_values():
-    run = lecture.CompressedRun("a", [1, 2], [Spread([0.5, 0.55]), Spread([0.6, 0.62])], [0.1, 0.2])
-    fig = lecture.plot_sweep({4: [run]}, 4, parameter="k", baseline=run)
+    run = mllib.History(rounds=[1, 2], metrics={"accuracy": [Spread([0.5, 0.55]), Spread([0.6, 0.62])],
+                                                "megabits": [0.1, 0.2]})  # fmt: skip
+    fig = lecture.plot_sweep({4: {"a": run}}, 4, parameter="k", baseline=run)
     ax = fig.axes[0]
     assert ax.get_xlabel() == "megabits sent per client" and "accuracy" in ax.get_ylabel() and ax.get_title() == "k = 4"
     assert len(ax.lines) == 2
     plt.close(fig)
     with pytest.raises(ValueError, match="k=5 was not precomputed"):
-        lecture.plot_sweep({4: [run]}, 5, parameter="k", baseline=run)
+        lecture.plot_sweep({4: {"a": run}}, 5, parameter="k", baseline=run)

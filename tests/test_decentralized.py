@@ -153,6 +153,7 @@ def test_time_varying_matchings_reach_consensus():
         (lambda: check_mixing(torch.eye(3)), "disconnected"),
         (lambda: check_mixing(mixing_matrix("complete", 4), graph("ring", 4)), "does not match the graph"),
         (lambda: spectral_gap(torch.ones(3, 3)), "not doubly stochastic"),
+        (lambda: gossip_run(torch.ones(3, 2), mixing_matrix("ring", 3), 0), "steps must be an integer >= 1, got 0"),
     ],
 )
 def test_bad_input_raises_clear_value_error(call, message):
@@ -196,7 +197,7 @@ def test_dpsgd_complete_graph_with_one_client_each_equals_minibatch_sgd_of_the_a
     model = mllib.FlatModel(mllib.logistic_regression(64, 10))
     h = dpsgd(model, digits_clients, mixing_matrix("complete", 8), steps=5, lr=0.5, batch_size=4, gen=mllib.generator(1))
     # complete graph: after each step all rows equal mean - lr * g_i, so the spread is lr * spread of g
-    assert h.consensus[0] == 0.0 and len(h.steps) == 2 and h.X.shape == (8, model.dim)
+    assert h.consensus[0] == 0.0 and len(h.rounds) == 2 and h.model.shape == (8, model.dim)
 
 
 def test_dpsgd_sparser_graph_has_larger_consensus_distance(digits_clients):
@@ -215,7 +216,7 @@ def test_dpsgd_accepts_a_time_varying_topology(digits_clients):
     gen = mllib.generator(5)
     h = dpsgd(model, digits_clients, lambda k: mixing_matrix("matching", 8, gen=gen), steps=4, lr=0.1, batch_size=4,
               gen=mllib.generator(1), eval_every=2)  # fmt: skip
-    assert h.steps == [0, 2, 4]
+    assert h.rounds == [0, 2, 4]
 
 
 # ---------------------------------------------------------------- widget figure

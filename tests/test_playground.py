@@ -46,22 +46,22 @@ def test_bits_cut_by_the_compressor_ratio(data):
         comp = pg.make_compressor(name)
         squeezed = pg.run(pg.Config(rounds=2, compressor=name), data)
         d = plain.model.shape[0]
-        assert plain.total_bits == 2 * 10 * 32 * d
-        assert squeezed.total_bits * comp.ratio(d) == pytest.approx(plain.total_bits)
+        assert plain.bits[-1] == 2 * 10 * 32 * d
+        assert squeezed.bits[-1] * comp.ratio(d) == pytest.approx(plain.bits[-1])
 
 
 def test_choco_gossip_keeps_gossips_accuracy_for_a_fraction_of_the_bits(data):
     ring = pg.Config(topology="ring")
     plain, choco = pg.run(ring, data), pg.run(dataclasses.replace(ring, compressor="top-k 10%"), data)
     d = len(choco.model[0])
-    assert plain.total_bits / choco.total_bits == pytest.approx(pg.make_compressor("top-k 10%").ratio(d))
-    assert choco.final_accuracy > plain.final_accuracy - 0.05
+    assert plain.bits[-1] / choco.bits[-1] == pytest.approx(pg.make_compressor("top-k 10%").ratio(d))
+    assert choco.accuracy[-1] > plain.accuracy[-1] - 0.05
 
 
 def test_gossip_bits_count_each_link(data):
     ring = pg.run(pg.Config(rounds=2, topology="ring"), data)
     d = ring.model.shape[1]
-    assert ring.total_bits == 2 * 20 * 32 * d  # 10 nodes, 2 neighbours each
+    assert ring.bits[-1] == 2 * 20 * 32 * d  # 10 nodes, 2 neighbours each
     assert ring.model.shape[0] == 10
 
 
@@ -92,10 +92,10 @@ def test_allowed_offers_only_valid_combinations():
 def test_run_seeds_runs_each_seed_as_run_does(data):
     c = pg.Config(rounds=2)
     results = pg.run_seeds(c, data, [4, 7])
-    assert [r.config.seed for r in results] == [4, 7]
-    assert torch.equal(results[1].model, pg.run(dataclasses.replace(c, seed=7), data).model)
-    assert not torch.equal(results[0].model, results[1].model)
-    assert pg.final_accuracy(results).values == (results[0].final_accuracy, results[1].final_accuracy)
+    assert list(results) == [4, 7]
+    assert torch.equal(results[7].model, pg.run(dataclasses.replace(c, seed=7), data).model)
+    assert not torch.equal(results[4].model, results[7].model)
+    assert pg.final_accuracy(results).values == (results[4].accuracy[-1], results[7].accuracy[-1])
     with pytest.raises(ValueError, match="at least one seed"):
         pg.run_seeds(c, data, [])
 
@@ -105,9 +105,19 @@ def test_paired_difference_is_taken_seed_by_seed(data):
     plain = pg.run_seeds(c, data, [0, 1])
     attacked = pg.run_seeds(dataclasses.replace(c, attack="noise", f=3), data, [0, 1])
     gap = pg.paired_difference(plain, attacked)
-    assert gap.values == tuple(p.final_accuracy - a.final_accuracy for p, a in zip(plain, attacked))
+    assert gap.values == tuple(plain[s].accuracy[-1] - attacked[s].accuracy[-1] for s in (0, 1))
     with pytest.raises(ValueError, match="same seeds"):
-        pg.paired_difference(plain, attacked[::-1])
+        pg.paired_difference(plain, {1: attacked[1], 0: attacked[0]})
+
+
+def test_worker_momentum_keeps_its_state_on_the_object():
+    momentum = pg.WorkerMomentum(0.5)
+    U = torch.ones(3, 2)
+    torch.testing.assert_close(momentum(U), 0.5 * U)  # M starts at zero
+    torch.testing.assert_close(momentum(U), 0.75 * U)
+    torch.testing.assert_close(momentum.state_dict()["M"], 0.75 * U)
+    with pytest.raises(ValueError, match="beta must be in \\[0, 1\\), got 1.0"):
+        pg.WorkerMomentum(1.0)
 
 
 def test_pairwise_covers_every_valid_pair():
@@ -182,7 +192,7 @@ def test_panel_constrains_and_runs(data):
     controls["topology"].value = "ring"
     assert controls["aggregator"].options == ("mean",) and controls["compressor"].options == pg.GOSSIP_COMPRESSORS
     controls["Run"].click()
-    assert len(box.results) == 1 and box.results[0].config.topology == "ring"
+    assert len(box.results) == 1 and box.configs[0].topology == "ring" and box.results[0].model.shape[0] == 10
 
 
 @settings(max_examples=30, deadline=None)

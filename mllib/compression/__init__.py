@@ -4,7 +4,9 @@ Row-wise compressors that count the bits they send (``compressors``), error feed
 PowerSGD (``powersgd``), CHOCO gossip (``choco``), DDP communication hooks (``ddp``), and
 the lecture's experiments and plots (``lecture``).
 """
-from .choco import choco_gossip, choco_sgd, choco_step, consensus_error, naive_compressed_gossip
+from .choco import (
+    Choco, NaiveCompressedGossip, choco_gossip, choco_sgd, choco_step, naive_compressed_gossip, naive_step,
+)  # fmt: skip
 from .compressors import (
     QSGD, Cast, Compressor, ErrorFeedback, Identity, MessageCompressor, RandomK, ScaledSign, TopK,
     error_feedback_memory, index_bits, pack_bits, random_k, top_k, unpack_bits,
@@ -21,9 +23,9 @@ from .powersgd import (
 )
 
 __all__ = [
-    "Cast", "Compressor", "ErrorFeedback", "Identity", "MessageCompressor", "PowerSGD", "QSGD", "RandomK",
-    "ScaledSign", "TopK", "choco_gossip", "choco_sgd", "choco_step", "consensus_error",
+    "Cast", "Choco", "Compressor", "ErrorFeedback", "Identity", "MessageCompressor", "NaiveCompressedGossip",
+    "PowerSGD", "QSGD", "RandomK", "ScaledSign", "TopK", "choco_gossip", "choco_sgd", "choco_step",
     "error_feedback_memory", "flops_power_iteration", "flops_svd", "flops_svd_lowrank", "index_bits",
-    "naive_compressed_gossip", "orthogonalize", "pack_bits", "power_iteration", "powersgd_step", "random_k",
-    "top_k", "truncated_svd", "unpack_bits",
+    "naive_compressed_gossip", "naive_step", "orthogonalize", "pack_bits", "power_iteration", "powersgd_step",
+    "random_k", "top_k", "truncated_svd", "unpack_bits",
 ]

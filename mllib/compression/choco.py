@@ -3,11 +3,18 @@
 n nodes hold the rows of X (n, d) and talk only to their neighbours in a mixing matrix W
 (n, n, doubly stochastic, lecture 03). Each node also keeps public copies X_hat of every
 node's model, updated only by the compressed differences the nodes send.
+
+The gossip parts (``Choco``, ``NaiveCompressedGossip``) are lecture 03's ``Gossip`` with
+another step, so they run alone (``decentralized.gossip_alone``) or as the combine part of
+the round engine's ``Decentralized`` (CHOCO-SGD, the playground's gossip).
 """
 from collections.abc import Callable
 
 import torch
 
+from ..decentralized import Gossip, gossip_alone
+from ..decentralized.gossip import Mixing
+from ..engine import Decentralized, run
 from .compressors import Compressor
 
 
@@ -18,13 +25,8 @@ def _check(X: torch.Tensor, W: torch.Tensor, gamma: float, steps: int) -> None:
         raise ValueError(f"W must have shape ({X.shape[0]}, {X.shape[0]}), one row per node, got {tuple(W.shape)}")
     if not 0 < gamma <= 1:
         raise ValueError(f"gamma (consensus step size) must be in (0, 1], got {gamma}")
-    if steps < 0:
-        raise ValueError(f"steps must be >= 0, got {steps}")
-
-
-def consensus_error(X: torch.Tensor) -> float:
-    """Mean squared distance of the rows to their average: 1/n sum_i ||x_i - x_bar||^2."""
-    return float((X - X.mean(0)).pow(2).sum(1).mean())
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
 
 
 def choco_step(
@@ -34,6 +36,10 @@ def choco_step(
     Q = C(X - X_hat) (each node compresses its change); X_hat <- X_hat + Q (every neighbour
     updates its copy); X <- X + gamma (W - I) X_hat (gossip on the public copies).
 
+    Args:
+        X, X_hat: (n, d) the models and their public copies. W: (n, n) mixing matrix.
+        compressor: a contraction. gamma: consensus step size in (0, 1].
+
     Returns:
         The new X and X_hat, (n, d) each.
     """
@@ -42,12 +48,70 @@ def choco_step(
     return X + gamma * (W @ X_hat - X_hat), X_hat
 
 
+def naive_step(X: torch.Tensor, W: torch.Tensor, compressor: Compressor, gamma: float) -> torch.Tensor:
+    """One step of gossip on compressed models (Koloskova et al. 2019, Section 3's strawman):
+    X <- X + gamma (W - I) C(X).
+
+    Args:
+        X: (n, d) models. W: (n, n) mixing matrix. compressor, gamma: as ``choco_step``.
+
+    Returns:
+        (n, d) the new X.
+    """
+    C = compressor(X)
+    return X + gamma * (W.to(X.device, X.dtype) @ C - C)
+
+
+class Choco(Gossip):
+    """CHOCO-Gossip as a gossip part (Koloskova et al. 2019, Algorithm 1): ``step(X, r)`` is one
+    ``choco_step`` with W_{r-1}; as a combine part, (X, U, r) -> step(X + U, r): the local
+    updates first, then the compressed gossip (CHOCO-SGD, Algorithm 2).
+
+    Args:
+        W: (n, n) mixing matrix, or k -> W_k.
+        compressor: a contraction (top-k, scaled sign, biased random-k); it counts its rows.
+        gamma: consensus step size in (0, 1].
+
+    State: ``X_hat`` (n, d) the public copies (zero before the first step); ``bits_sent``:
+    every directed link carries one compressed message per round.
+    """
+
+    def __init__(self, W: Mixing, compressor: Compressor, gamma: float):
+        super().__init__(W, bits_per_row=compressor.bits_per_row)
+        self.compressor, self.gamma = compressor, gamma
+        # State
+        self.X_hat: torch.Tensor | None = None
+
+    def step(self, X: torch.Tensor, r: int) -> torch.Tensor:
+        if self.X_hat is None:
+            self.X_hat = torch.zeros_like(X)
+        X, self.X_hat = choco_step(X, self.X_hat, self.mixing(r, X.shape[1]), self.compressor, self.gamma)
+        return X
+
+    def state_dict(self) -> dict:
+        return {"X_hat": self.X_hat, "bits_sent": self.bits_sent}
+
+
+class NaiveCompressedGossip(Gossip):
+    """Gossip on compressed models as a gossip part: ``step(X, r)`` is one ``naive_step`` with W_{r-1}.
+
+    Args: W, compressor, gamma as ``Choco``. State: ``bits_sent``.
+    """
+
+    def __init__(self, W: Mixing, compressor: Compressor, gamma: float):
+        super().__init__(W, bits_per_row=compressor.bits_per_row)
+        self.compressor, self.gamma = compressor, gamma
+
+    def step(self, X: torch.Tensor, r: int) -> torch.Tensor:
+        return naive_step(X, self.mixing(r, X.shape[1]), self.compressor, self.gamma)
+
+
 def choco_gossip(
     X: torch.Tensor, W: torch.Tensor, compressor: Compressor, *, gamma: float, steps: int
 ) -> tuple[torch.Tensor, list[float]]:
     """CHOCO-Gossip (Koloskova et al. 2019, Algorithm 1) in matrix form.
 
-    With X_hat = 0 at the start, each step:
+    With X_hat = 0 at the start, each step (``choco_step``, run by the engine as ``Choco``):
         1. Q = C(X - X_hat)             (each node compresses its change, (n, d))
         2. X_hat <- X_hat + Q           (every neighbour updates its copy)
         3. X <- X + gamma (W - I) X_hat (gossip on the public copies)
@@ -57,18 +121,18 @@ def choco_gossip(
     Args:
         X: (n, d) initial values. W: (n, n) mixing matrix. compressor: a contraction
         (top-k, scaled sign, biased random-k). gamma: consensus step size in (0, 1].
+        steps: >= 1.
 
     Returns:
-        X after ``steps`` steps, and the consensus error before each step and after the last.
+        X after ``steps`` steps, and the consensus distance (``decentralized.consensus_distance``)
+        before each step and after the last.
+
+    Raises:
+        ValueError: for X not 2-D, W not (n, n), gamma outside (0, 1] or steps < 1.
     """
     _check(X, W, gamma, steps)
-    W = W.to(X.device, X.dtype)
-    X_hat = torch.zeros_like(X)
-    errors = [consensus_error(X)]
-    for _ in range(steps):
-        X, X_hat = choco_step(X, X_hat, W, compressor, gamma)  # 1.-3.
-        errors.append(consensus_error(X))
-    return X, errors
+    history = gossip_alone(X, Choco(W, compressor, gamma), steps)
+    return history.model, history["consensus"]
 
 
 def naive_compressed_gossip(
@@ -78,16 +142,11 @@ def naive_compressed_gossip(
 
     Preserves the average but stalls: its fixed points are the X with (W - I) C(X) = 0,
     e.g. rows whose compressions agree, not rows that agree (Koloskova et al. 2019, Section 3).
-    Same arguments and returns as ``choco_gossip``.
+    Same arguments, returns and errors as ``choco_gossip``.
     """
     _check(X, W, gamma, steps)
-    W = W.to(X.device, X.dtype)
-    errors = [consensus_error(X)]
-    for _ in range(steps):
-        C = compressor(X)
-        X = X + gamma * (W @ C - C)
-        errors.append(consensus_error(X))
-    return X, errors
+    history = gossip_alone(X, NaiveCompressedGossip(W, compressor, gamma), steps)
+    return history.model, history["consensus"]
 
 
 def choco_sgd(
@@ -100,12 +159,12 @@ def choco_sgd(
     gamma: float,
     steps: int,
 ) -> torch.Tensor:
-    """CHOCO-SGD (Koloskova et al. 2019, Algorithm 2) in matrix form.
+    """CHOCO-SGD (Koloskova et al. 2019, Algorithm 2) in matrix form, on the round engine.
 
-    With X_hat = 0 at the start, each step:
-        1. X <- X - lr * grad(X)        (local stochastic gradient step, (n, d))
-        2. Q = C(X - X_hat);  X_hat <- X_hat + Q
-        3. X <- X + gamma (W - I) X_hat
+    With X_hat = 0 at the start, each step (one round of ``engine.Decentralized``):
+        1. U = -lr * grad(X)            (local part: each node's SGD step, (n, d))
+        2. X <- X + U;  Q = C(X - X_hat);  X_hat <- X_hat + Q
+        3. X <- X + gamma (W - I) X_hat (2.-3.: the combine part ``Choco``)
 
     Args:
         grad: maps X (n, d) to each node's stochastic gradient at its row, (n, d).
@@ -113,11 +172,16 @@ def choco_sgd(
 
     Returns:
         X (n, d) after ``steps`` steps; the input is not modified.
+
+    Raises:
+        ValueError: as ``choco_gossip``.
     """
     _check(X, W, gamma, steps)
-    W = W.to(X.device, X.dtype)
-    X_hat = torch.zeros_like(X)
-    for _ in range(steps):
-        X = X - lr * grad(X)  # 1.
-        X, X_hat = choco_step(X, X_hat, W, compressor, gamma)  # 2.-3.
-    return X
+    nodes = Decentralized(X, local=lambda X: -lr * grad(X), combine=Choco(W, compressor, gamma))  # 1., 2.-3.
+    return run(nodes, steps).model
+
+
+__all__ = [
+    "Choco", "NaiveCompressedGossip", "choco_gossip", "choco_sgd", "choco_step", "naive_compressed_gossip",
+    "naive_step",
+]

@@ -5,7 +5,6 @@
 ``run_ddp`` trains a small MLP on digits in ``world_size`` processes (gloo, loopback).
 """
 import os
-import socket
 import time
 import traceback
 from collections.abc import Callable
@@ -15,6 +14,8 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from ..data import load
+from ..decentralized.distributed import free_port
+from ..engine import Rounds, run
 from ..runtime import generator
 from .compressors import ErrorFeedback, MessageCompressor, ScaledSign
 from .powersgd import PowerSGD, orthogonalize
@@ -125,13 +126,35 @@ class PowerSGDHook:
         return _done(out)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 HOOKS = ("mllib", "torch", "sign+ef", "none")
+
+
+class SGDSteps(Rounds):
+    """One process's training in ``run_ddp``: minibatch SGD on a DDP module, one step per round.
+
+    Round: draw a minibatch of ``batch_size`` training samples; loss.backward() (DDP averages
+    the gradients across the processes through its communication hook); optimizer step.
+
+    Args:
+        model: the ``DistributedDataParallel`` module. optimizer: its optimizer.
+        data: the dataset (``x_train``, ``y_train``). gen: this process's minibatch generator.
+
+    State: ``loss``, the last minibatch's loss.
+    """
+
+    def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, data, gen: torch.Generator,
+                 batch_size: int = 32):  # fmt: skip
+        self.module, self.optimizer, self.data, self.gen, self.batch_size = model, optimizer, data, gen, batch_size
+        # State
+        self.loss = float("nan")
+
+    def round(self, r: int) -> None:
+        idx = torch.randint(len(self.data.y_train), (self.batch_size,), generator=self.gen)
+        loss = torch.nn.functional.cross_entropy(self.module(self.data.x_train[idx]), self.data.y_train[idx])
+        self.optimizer.zero_grad()
+        loss.backward()
+        self.optimizer.step()
+        self.loss = float(loss.detach())
 
 
 def _train(rank: int, *args) -> None:
@@ -176,16 +199,9 @@ def _train_hooks(
                     model.register_comm_hook(state, tps.powerSGD_hook)
                 elif hook == "sign+ef":
                     model.register_comm_hook(None, compression_hook(lambda: ErrorFeedback(ScaledSign())))
-                opt = torch.optim.SGD(model.parameters(), lr=lr)
                 batch_gen = mllib.generator(1 + rank + world * seed)  # each process its own minibatches
-                losses = []
-                for _ in range(steps):
-                    idx = torch.randint(len(data.y_train), (32,), generator=batch_gen)
-                    loss = torch.nn.functional.cross_entropy(model(data.x_train[idx]), data.y_train[idx])
-                    opt.zero_grad()
-                    loss.backward()
-                    opt.step()
-                    losses.append(float(loss.detach()))
+                sgd = SGDSteps(model, torch.optim.SGD(model.parameters(), lr=lr), data, batch_gen)
+                losses = run(sgd, steps, metrics={"loss": lambda a: a.loss})["loss"]
                 with torch.no_grad():
                     accuracy = float((module(data.x_test).argmax(1) == data.y_test).float().mean())
                 queue.put((rank, (hook, seed), losses, accuracy, mllib.FlatModel(module).flatten(module).tolist()))
@@ -221,7 +237,7 @@ def run_ddp(
         replaced by a dict from each seed to one.
 
     Raises:
-        ValueError: for an unknown hook or no seed; RuntimeError if a process fails.
+        ValueError: for an unknown hook, no seed or steps < 1; RuntimeError if a process fails.
     """
     hooks = (hook,) if isinstance(hook, str) else tuple(hook)
     if not hooks or any(h not in HOOKS for h in hooks):
@@ -229,6 +245,8 @@ def run_ddp(
     seeds = (seed,) if isinstance(seed, int) else tuple(seed)
     if not seeds or any(not isinstance(s, int) or s < 0 for s in seeds):
         raise ValueError(f"seed must be an integer >= 0 or a tuple of them, got {seed!r}")
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
     data = load("digits", gen=generator(0))  # loaded once here: the processes need not import scikit-learn
     # spawn, not fork: a forked Jupyter kernel shares its ZeroMQ sockets and output streams
     # with the children (a run hung that way); spawn costs a fresh import of torch per child

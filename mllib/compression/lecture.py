@@ -1,11 +1,12 @@
 """Lecture 04's experiments and plots: accuracy against bits sent, low-rank errors and FLOPs."""
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import matplotlib.pyplot as plt
 import torch
 
 from ..clients import evaluate
+from ..engine import Federated, History, everyone, run
 from ..models import FlatModel
 from ..partition import Clients
 from ..runtime import generator
@@ -14,23 +15,7 @@ from .compressors import Compressor, Identity
 from .powersgd import PowerSGD, flops_power_iteration, flops_svd, flops_svd_lowrank, power_iteration, truncated_svd
 
 
-@dataclass(frozen=True)
-class CompressedRun:
-    """One training setting with a compressor, over several seeds: accuracy after each
-    evaluated round (a ``Spread`` over the seeds) and the megabits each client had sent by then."""
-
-    name: str
-    rounds: list[int]
-    accuracy: list[Spread]
-    megabits: list[float]  # per client, cumulative: the same for every seed
-
-    @property
-    def final(self) -> Spread:
-        return self.accuracy[-1]
-
-
 def train_compressed(
-    name: str,
     compressor: Compressor | None,
     model: FlatModel,
     clients: Clients,
@@ -40,17 +25,19 @@ def train_compressed(
     batch_size: int,
     seeds: Sequence[int] = (1,),
     eval_every: int = 10,
-) -> CompressedRun:
+) -> History:
     """Distributed SGD (one step per round, every client) with compressed updates, once per seed.
 
     Per round, for the server model x of each seed (Karimireddy et al. 2019, Algorithm 2,
-    with the compressor's own error feedback if it has one):
-        1. every client i computes u_i = -lr * g_i(x; its minibatch of ``batch_size``);
-        2. the updates are compressed, C(U) for U (n, d), and their bits counted;
-        3. x <- x + sum_i w_i C(U)_i, w_i the clients' shares of the samples.
+    with the compressor's own error feedback if it has one), a configuration of
+    ``engine.Federated``:
+        1. local: every client i computes u_i = -lr * g_i(x; its minibatch of ``batch_size``);
+        2. transform: the updates are compressed, C(U) for U (n, d), and their bits counted;
+        3. aggregate and server step: x <- x + sum_i w_i C(U)_i, w_i the clients' shares of the samples.
     The seeds run side by side as blocks of rows of one (len(seeds) * n, d) client matrix,
     which the compressor compresses in one call (row-wise compressors treat each row on its
-    own; give PowerSGD ``groups=len(seeds)``, so that its means stay within a seed's block).
+    own; give PowerSGD ``groups=len(seeds)``, so that its means stay within a seed's block);
+    the server model is then (len(seeds), d), one row per seed.
     Seed s draws the initial model and its minibatches from ``generator(s)``: the same draws
     in every run of that seed, whatever the compressor.
 
@@ -62,8 +49,9 @@ def train_compressed(
         eval_every: evaluate every this many rounds (and at the end).
 
     Returns:
-        A ``CompressedRun``: after each evaluated round the mean client test accuracy of every
-        seed (a ``Spread``), and the megabits per client (exact: every round sends the same bits).
+        The ``History`` with metrics "accuracy" (after each evaluated round, the mean client test
+        accuracy of every seed, a ``Spread``) and "megabits" (sent per client by then; exact:
+        every round sends the same bits); ``model`` is (len(seeds), d).
 
     Raises:
         ValueError: for no seeds, rounds or eval_every < 1, or a PowerSGD whose groups are
@@ -81,27 +69,31 @@ def train_compressed(
     gens = [generator(s) for s in seeds]
     x = torch.stack([model.init(g, device) for g in gens])  # (S, d)
     weights = clients.weights.to(device)  # (n,)
-    evaluated, accuracy = [], []
-    for r in range(1, rounds + 1):
+
+    def local(x: torch.Tensor, S: torch.Tensor) -> torch.Tensor:  # 1. (S n, d)
         batches = [clients.batches(batch_size, g) for g in gens]
         xb, yb = torch.cat([b[0] for b in batches]), torch.cat([b[1] for b in batches])  # (S n, B, ...)
-        U = -lr * model.grad(x.repeat_interleave(n, 0), xb, yb)  # 1. (S n, d)
-        U = compressor(U)  # 2.
-        x = x + torch.einsum("i,sid->sd", weights, U.view(len(seeds), n, -1))  # 3. (S, d)
-        if r % eval_every == 0 or r == rounds:
-            evaluated.append(r)
-            accuracy.append(Spread(float(evaluate(model, row, clients) @ weights) for row in x))
+        return -lr * model.grad(x.repeat_interleave(n, 0), xb, yb)
+
+    def aggregate(U: torch.Tensor, p: torch.Tensor) -> torch.Tensor:  # 3. (S, d)
+        return torch.einsum("i,sid->sd", p, U.view(len(seeds), n, -1))
+
+    server = Federated(x, local=local, select=everyone(n), weights=weights, transforms=[compressor],  # 2.
+                       aggregate=aggregate)  # fmt: skip
+    accuracy = {"accuracy": lambda f: Spread(float(evaluate(model, row, clients) @ weights) for row in f.x)}
+    history = run(server, rounds, metrics=accuracy, eval_every=eval_every)
     per_round = compressor.bits_sent / rounds / (len(seeds) * n)
-    return CompressedRun(name, evaluated, accuracy, [r * per_round / 1e6 for r in evaluated])
+    history.metrics["megabits"] = [r * per_round / 1e6 for r in history.rounds]
+    return history
 
 
-def plot_accuracy_vs_bits(runs: Sequence[CompressedRun], ax: plt.Axes | None = None, *, title: str = "") -> plt.Axes:
-    """Test accuracy against megabits sent per client, one line per run: the median over the
-    seeds, and their range shaded (log x axis)."""
+def plot_accuracy_vs_bits(runs: Mapping[str, History], ax: plt.Axes | None = None, *, title: str = "") -> plt.Axes:
+    """Test accuracy against megabits sent per client, one line per run (name -> ``train_compressed``'s
+    History): the median over the seeds, and their range shaded (log x axis)."""
     ax = ax or plt.figure(figsize=(6, 3.5)).gca()
-    for run in runs:
-        (line,) = ax.plot(run.megabits, [a.median for a in run.accuracy], marker=".", label=run.name)
-        ax.fill_between(run.megabits, [a.low for a in run.accuracy], [a.high for a in run.accuracy],
+    for name, history in runs.items():
+        (line,) = ax.plot(history.megabits, [a.median for a in history.accuracy], marker=".", label=name)
+        ax.fill_between(history.megabits, [a.low for a in history.accuracy], [a.high for a in history.accuracy],
                         color=line.get_color(), alpha=0.2, linewidth=0)  # fmt: skip
     ax.set(xscale="log", xlabel="megabits sent per client", ylabel="mean client test accuracy",
            title=title or "accuracy against communication (median, range over seeds)")  # fmt: skip
@@ -109,13 +101,17 @@ def plot_accuracy_vs_bits(runs: Sequence[CompressedRun], ax: plt.Axes | None = N
     return ax
 
 
-def plot_sweep(runs: dict, value, *, parameter: str, baseline: CompressedRun) -> plt.Figure:
-    """The widget view: the run for ``runs[value]`` (with and without error feedback, a
-    pair of runs) against the float32 baseline, accuracy against megabits."""
+def plot_sweep(runs: Mapping, value, *, parameter: str, baseline: History) -> plt.Figure:
+    """The widget view: the runs of ``runs[value]`` (name -> History, e.g. with and without
+    error feedback) against the float32 ``baseline``, accuracy against megabits.
+
+    Raises:
+        ValueError: for a value that is not a key of ``runs``.
+    """
     if value not in runs:
         raise ValueError(f"{parameter}={value!r} was not precomputed; pick one of {list(runs)}")
     fig, ax = plt.subplots(figsize=(6, 3.5))
-    plot_accuracy_vs_bits([baseline, *runs[value]], ax, title=f"{parameter} = {value}")
+    plot_accuracy_vs_bits({"float32": baseline, **runs[value]}, ax, title=f"{parameter} = {value}")
     ax.set_ylim(0.3, 1.0)
     return fig
 

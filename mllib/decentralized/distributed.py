@@ -3,9 +3,11 @@
 Each rank is one node: it holds one client's model x_r and data shard, and exchanges its
 row with its graph neighbours only (point-to-point ``isend`` / ``irecv``), computing
 x_r <- sum_j W_rj x_j - lr * g_r, the very update ``dpsgd`` applies to the whole client
-matrix. Every rank builds the same data split, initial model and minibatch draws from the
-shared seed, so a run equals the single-process simulation (``simulate``) up to float
-rounding.
+matrix. Each rank runs the round engine (``engine.run``) on its own row (1, d) with the
+parts of ``gossip`` (``Gradients``, ``DPSGD``, ``Gossip``), whose mixing is the rank's
+``Exchange`` with its neighbours instead of ``W @ X``. Every rank builds the same data split,
+initial model and minibatch draws from the shared seed, so a run equals the single-process
+simulation (``simulate``) up to float rounding.
 
 Start it on one machine with its own launcher (spawns N processes on 127.0.0.1, free port):
 
@@ -35,10 +37,11 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from ..data import Dataset, load
+from ..engine import Decentralized, run
 from ..models import FlatModel, mlp
 from ..partition import split
 from ..runtime import generator, setup
-from .gossip import dpsgd, gossip
+from .gossip import DPSGD, Gossip, GossipAveraging, Gradients, dpsgd, gossip_alone
 from .topology import TOPOLOGIES, mixing_matrix
 
 ALGORITHMS = ("dpsgd", "gossip")
@@ -73,8 +76,9 @@ class RunConfig:
             raise ValueError(f"algorithm must be one of {ALGORITHMS}, got {self.algorithm!r}")
         if self.topology not in TOPOLOGIES:
             raise ValueError(f"topology must be one of {TOPOLOGIES}, got {self.topology!r}")
-        if self.steps < 0 or self.timeout <= 0:
-            raise ValueError(f"steps must be >= 0 and timeout > 0, got steps={self.steps}, timeout={self.timeout}")
+        if self.steps < 1 or self.eval_every < 1 or not self.timeout > 0:
+            raise ValueError(f"steps and eval_every must be >= 1 and timeout > 0, got steps={self.steps}, "
+                             f"eval_every={self.eval_every}, timeout={self.timeout}")  # fmt: skip
 
 
 def dataset(cfg: RunConfig) -> Dataset | None:
@@ -120,15 +124,12 @@ def simulate(cfg: RunConfig, n: int) -> torch.Tensor:
     """The single-process run on the client matrix that a distributed run must equal: (n, d)."""
     model, clients, mixing, gen, X0 = build(cfg, n)
     if cfg.algorithm == "gossip":
-        X = X0
-        for t in range(cfg.steps):
-            X = gossip(X, mixing(t))
-        return X
+        return gossip_alone(X0, Gossip(mixing), cfg.steps).model
     history = dpsgd(
         model, clients, mixing, steps=cfg.steps, lr=cfg.lr, batch_size=cfg.batch_size, gen=gen,
-        x0=X0[0], eval_every=max(1, cfg.steps),
+        x0=X0[0], eval_every=cfg.steps,
     )
-    return history.X
+    return history.model
 
 
 def exchange(x: torch.Tensor, w_row: torch.Tensor, w_col: torch.Tensor, rank: int, step: int) -> torch.Tensor:
@@ -145,6 +146,54 @@ def exchange(x: torch.Tensor, w_row: torch.Tensor, w_col: torch.Tensor, rank: in
     for op in ops:
         op.wait()
     return w_row @ buffer  # (d,)
+
+
+class Exchange:
+    """A rank's mixing, the ``mix`` of ``Gossip`` and ``DPSGD``: (X (1, d), W (n, n)) -> (W X)_rank,
+    its row exchanged with its neighbours point to point (``exchange``).
+
+    Args:
+        rank: this process's node.
+
+    State: ``step``, the tag of the next exchange (one per round).
+    """
+
+    def __init__(self, rank: int):
+        self.rank = rank
+        # State
+        self.step = 0
+
+    def __call__(self, X: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
+        W = W.to(X.dtype)
+        mixed = exchange(X[0], W[self.rank], W[:, self.rank], self.rank, self.step)  # (d,)
+        self.step += 1
+        return mixed[None]  # (1, d)
+
+
+def _dies_at(mixing, step: int):
+    """Fault injection: the mixing t -> W_t of a rank that exits without a word, as a crashed
+    machine would, when it is about to exchange at ``step``."""
+
+    def dying(t: int) -> torch.Tensor:
+        if t == step:
+            os._exit(3)
+        return mixing(t)
+
+    return dying
+
+
+def node(cfg: RunConfig, rank: int, world: int, data: Dataset | None = None) -> Decentralized | GossipAveraging:
+    """This rank's algorithm on its own row X0[rank] (1, d): the parts of the simulation, mixing
+    by ``Exchange``. D-PSGD: local ``Gradients`` (every rank draws all n minibatches and keeps its
+    own), combine ``DPSGD``; gossip: ``GossipAveraging`` of ``Gossip``."""
+    model, clients, mixing, gen, X0 = build(cfg, world, data)
+    if rank == cfg.fail_rank:
+        mixing = _dies_at(mixing, cfg.fail_step)
+    x = X0[rank : rank + 1].clone()  # (1, d) this node's row
+    if cfg.algorithm == "gossip":
+        return GossipAveraging(x, Gossip(mixing, mix=Exchange(rank)))
+    gradients = Gradients(model, clients, batch_size=cfg.batch_size, gen=gen, rows=slice(rank, rank + 1))
+    return Decentralized(x, local=gradients, combine=DPSGD(mixing, cfg.lr, mix=Exchange(rank)))
 
 
 def worker(
@@ -164,22 +213,9 @@ def worker(
             "check that every rank was started with the same --nproc / --nnodes and rendezvous address"
         ) from err
     try:
-        model, clients, mixing, gen, X0 = build(cfg, world, data)
-        x = X0[rank].clone()  # (d,) this node's row
-        curve = []
-        for t in range(cfg.steps):
-            if t % cfg.eval_every == 0:
-                curve.append(_consensus(x, world))
-            if rank == cfg.fail_rank and t == cfg.fail_step:
-                os._exit(3)  # dies without a word, as a crashed machine would
-            W = mixing(t).to(x.dtype)
-            if cfg.algorithm == "gossip":
-                x = exchange(x, W[rank], W[:, rank], rank, t)
-            else:
-                xb, yb = clients.batches(cfg.batch_size, gen)  # every rank draws all n, keeps its own
-                g = model.grad(x.unsqueeze(0), xb[rank : rank + 1], yb[rank : rank + 1])[0]  # (d,)
-                x = exchange(x, W[rank], W[:, rank], rank, t) - cfg.lr * g
-        curve.append(_consensus(x, world))
+        history = run(node(cfg, rank, world, data), cfg.steps, eval_every=cfg.eval_every, record_start=True,
+                      metrics={"consensus": lambda a: _consensus(a.X[0], world)})  # fmt: skip
+        x, curve = history.model[0], history["consensus"]  # (d,) this node's row
         rows = [torch.empty_like(x) for _ in range(world)] if rank == 0 else None
         dist.gather(x, rows, dst=0)
     except DistributedError:

@@ -1,9 +1,25 @@
-"""Gossip averaging and D-PSGD on the client matrix, with consensus tracking."""
+"""Gossip averaging and D-PSGD on the client matrix, as configurations of the round engine.
+
+A round without a server (``engine.Decentralized``): every node computes a message from its own
+row (the local part), then mixes with its neighbours (the combine part). This module's parts:
+
+| part | role | what it does to the (n, d) client matrix X |
+|---|---|---|
+| ``Gradients`` | local | G_i = grad f_i(x_i; its minibatch) |
+| ``LocalUpdates`` | local | U_i = (K local SGD steps from x_i) - x_i |
+| ``Gossip`` | combine | X <- W (X + U); its ``step`` is the gossip alone, X <- W X |
+| ``DPSGD`` | combine | X <- W X - lr G (``dpsgd_step``) |
+
+``GossipAveraging`` runs a gossip part alone, without training. The parts take the mixing as
+``mix``: ``gossip`` (W X) on the client matrix; a torch.distributed rank passes its exchange
+with the neighbours (``distributed.Exchange``), so the processes run the same parts.
+"""
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import torch
 
+from ..clients import local_sgd
+from ..engine import Decentralized, History, Rounds, run
 from ..models import FlatModel
 from ..partition import Clients
 
@@ -11,11 +27,20 @@ Mixing = torch.Tensor | Callable[[int], torch.Tensor]
 
 
 def _check_pair(X: torch.Tensor, W: torch.Tensor) -> None:
-    if X.dim() != 2:
-        raise ValueError(f"X must be a client matrix of shape (n, d), got shape {tuple(X.shape)}")
+    _check_matrix(X)
     if W.shape != (X.shape[0], X.shape[0]):
         n = X.shape[0]
         raise ValueError(f"W must have shape ({n}, {n}) for X with {n} rows, got {tuple(W.shape)}")
+
+
+def _check_matrix(X: torch.Tensor) -> None:
+    if X.dim() != 2:
+        raise ValueError(f"X must be a client matrix of shape (n, d), got shape {tuple(X.shape)}")
+
+
+def _check_steps(steps: int) -> None:
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
 
 
 def gossip(X: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
@@ -42,41 +67,30 @@ def consensus_distance(X: torch.Tensor) -> float:
     """Mean squared distance of the rows to their average: (1/n) sum_i ||x_i - x_bar||^2.
 
     The consensus distance Xi^2 of Kong et al. 2021 ("Consensus control for decentralized
-    deep learning", eq. (2)); zero exactly when all nodes agree.
+    deep learning", eq. (2)); zero exactly when all nodes agree. Computed in float64.
 
     Args:
         X: (n, d) client matrix.
 
     Returns:
         Xi^2 as a float.
+
+    Raises:
+        ValueError: if X is not 2-D.
     """
-    if X.dim() != 2:
-        raise ValueError(f"X must be a client matrix of shape (n, d), got shape {tuple(X.shape)}")
+    _check_matrix(X)
     X = X.double()
     return float((X - X.mean(0)).pow(2).sum(1).mean())
 
 
-def gossip_run(X: torch.Tensor, W: Mixing, steps: int) -> list[float]:
-    """Gossip ``steps`` times and record the consensus distance before each step and after the last.
-
-    Args:
-        X: (n, d) client matrix.
-        W: (n, n) mixing matrix, or a function t -> W_t for a time-varying topology.
-        steps: number of gossip steps (>= 0).
-
-    Returns:
-        ``steps + 1`` consensus distances Xi_t^2, t = 0 .. steps.
-    """
-    if steps < 0:
-        raise ValueError(f"steps must be >= 0, got {steps}")
-    out = [consensus_distance(X)]
-    for t in range(steps):
-        X = gossip(X, W(t) if callable(W) else W)
-        out.append(consensus_distance(X))
-    return out
+def links(W: torch.Tensor) -> int:
+    """Directed links of a mixing matrix (W_ij != 0, i != j): the messages of one gossip step."""
+    return int(W.ne(0).sum() - W.diagonal().ne(0).sum())
 
 
-def dpsgd_step(X: torch.Tensor, W: torch.Tensor, G: torch.Tensor, lr: float) -> torch.Tensor:
+def dpsgd_step(
+    X: torch.Tensor, W: torch.Tensor, G: torch.Tensor, lr: float, *, mix: Callable = gossip
+) -> torch.Tensor:
     """One step of D-PSGD: average with the neighbours and take a local gradient step.
 
     Update (Lian et al. 2017, "Can decentralized algorithms outperform centralized
@@ -88,6 +102,8 @@ def dpsgd_step(X: torch.Tensor, W: torch.Tensor, G: torch.Tensor, lr: float) -> 
         W: (n, n) mixing matrix.
         G: (n, d) stochastic gradients at X.
         lr: step size gamma.
+        mix: (X, W) -> W X: ``gossip``; a torch.distributed rank passes its exchange with
+            its neighbours, X and G then being its own row (1, d).
 
     Returns:
         (n, d) the next client matrix; the inputs are not modified.
@@ -95,23 +111,179 @@ def dpsgd_step(X: torch.Tensor, W: torch.Tensor, G: torch.Tensor, lr: float) -> 
     Raises:
         ValueError: for mismatched shapes or a negative lr.
     """
-    _check_pair(X, W)
+    _check_matrix(X)
     if G.shape != X.shape:
         raise ValueError(f"G must have the shape of X, {tuple(X.shape)}, got {tuple(G.shape)}")
-    if lr < 0:
+    if not lr >= 0:
         raise ValueError(f"lr must be >= 0, got {lr}")
-    return gossip(X, W) - lr * G
+    return mix(X, W) - lr * G
 
 
-@dataclass
-class DecentralizedHistory:
-    """What a D-PSGD run recorded, per evaluated step."""
+# ------------------------------------------------------------------------------ parts
+class Gradients:
+    """Every node's stochastic gradient at its own row: a local part, X (k, d) -> G (k, d).
 
-    steps: list[int] = field(default_factory=list)
-    consensus: list[float] = field(default_factory=list)  # Xi^2 of the client matrix
-    accuracy: list[float] = field(default_factory=list)  # test accuracy of each node's model, mean over nodes
-    average_accuracy: list[float] = field(default_factory=list)  # test accuracy of the averaged model x_bar
-    X: torch.Tensor | None = None  # (n, d) final client matrix
+    1. every node draws a minibatch of ``batch_size`` of its own data (``Clients.batches``);
+    2. G_i = grad f_i(x_i; batch_i), all rows at once.
+
+    Args:
+        model, clients: the architecture and the n nodes' data.
+        batch_size: samples per node and step.
+        gen: CPU generator of the minibatches.
+        rows: the nodes whose rows X holds (default all n). The minibatches of all n nodes
+            are drawn anyway, so that a torch.distributed rank (``slice(rank, rank + 1)``)
+            draws what the simulation draws.
+    """
+
+    def __init__(self, model: FlatModel, clients: Clients, *, batch_size: int, gen: torch.Generator,
+                 rows: slice | None = None):  # fmt: skip
+        self.model, self.clients, self.batch_size, self.gen, self.rows = model, clients, batch_size, gen, rows
+
+    def __call__(self, X: torch.Tensor) -> torch.Tensor:
+        xb, yb = self.clients.batches(self.batch_size, self.gen)  # 1. (n, B, ...), (n, B)
+        if self.rows is not None:
+            xb, yb = xb[self.rows], yb[self.rows]
+        return self.model.grad(X, xb, yb)  # 2. (k, d)
+
+
+class LocalUpdates:
+    """K local SGD steps at every node from its own row, sent as the update U_i = y_i - x_i:
+    a local part, X (n, d) -> U (n, d) (local steps then gossip: Lian et al. 2017 with
+    Wang & Joshi 2018, "Cooperative SGD").
+
+    Args:
+        model, clients: the architecture and the n nodes' data.
+        steps, lr, batch_size: local SGD's hyperparameters (``mllib.local_sgd``).
+        gen: CPU generator of the minibatches.
+    """
+
+    def __init__(self, model: FlatModel, clients: Clients, *, steps: int, lr: float, batch_size: int,
+                 gen: torch.Generator):  # fmt: skip
+        self.model, self.clients, self.gen = model, clients, gen
+        self.steps, self.lr, self.batch_size = steps, lr, batch_size
+
+    def __call__(self, X: torch.Tensor) -> torch.Tensor:
+        Y = local_sgd(self.model, X, self.clients, steps=self.steps, lr=self.lr, batch_size=self.batch_size,
+                      gen=self.gen)  # fmt: skip
+        return Y - X
+
+
+class Gossip:
+    """Gossip with the neighbours, a combine part: (X, U, r) -> W_{r-1} (X + U).
+
+    Every node applies its local update U_i, then averages with its neighbours (D-PSGD with
+    local steps). ``step(X, r)`` is the gossip alone, X <- W_{r-1} X (Boyd et al. 2006),
+    which ``GossipAveraging`` runs without training; subclasses (CHOCO-Gossip) replace it.
+
+    Args:
+        W: (n, n) mixing matrix, or a function k -> W_k (round r mixes with W_{r-1}).
+        mix: (X, W) -> W X: ``gossip``, or a torch.distributed rank's exchange.
+        bits_per_row: d -> bits of one message of d entries (default 32 d: float32).
+
+    State: ``bits_sent``: every directed link of W carries one message per round.
+    """
+
+    def __init__(self, W: Mixing, *, mix: Callable = gossip, bits_per_row: Callable[[int], int] | None = None):
+        self.W, self.mix = W, mix
+        self.bits_per_row = (lambda d: 32 * d) if bits_per_row is None else bits_per_row
+        # State
+        self.bits_sent = 0
+
+    def mixing(self, r: int, d: int) -> torch.Tensor:
+        """W_{r-1} (n, n), the mixing of round r; counts the messages of rows of d entries it carries."""
+        W = self.W(r - 1) if callable(self.W) else self.W
+        self.bits_sent += links(W) * self.bits_per_row(d)
+        return W
+
+    def step(self, X: torch.Tensor, r: int) -> torch.Tensor:
+        """The gossip of round r alone: X (n, d) -> W_{r-1} X."""
+        return self.mix(X, self.mixing(r, X.shape[1]))
+
+    def __call__(self, X: torch.Tensor, U: torch.Tensor, r: int) -> torch.Tensor:
+        return self.step(X + U, r)
+
+    def state_dict(self) -> dict:
+        return {"bits_sent": self.bits_sent}
+
+
+class DPSGD(Gossip):
+    """D-PSGD's combine part: (X, G, r) -> W_{r-1} X - lr G (``dpsgd_step``; Lian et al. 2017,
+    Algorithm 1). Args: W and mix as ``Gossip``; lr: the step size."""
+
+    def __init__(self, W: Mixing, lr: float, *, mix: Callable = gossip):
+        super().__init__(W, mix=mix)
+        self.lr = lr
+
+    def __call__(self, X: torch.Tensor, G: torch.Tensor, r: int) -> torch.Tensor:
+        return dpsgd_step(X, self.mixing(r, X.shape[1]), G, self.lr, mix=self.mix)
+
+
+class GossipAveraging(Rounds):
+    """Gossip alone, without training: round r is one ``step(X, r)`` of a gossip part
+    (``Gossip``; CHOCO-Gossip's ``compression.Choco``), run by ``engine.run``.
+
+    Args:
+        X0: (n, d) the nodes' initial values.
+        part: the gossip part, with ``step(X, r) -> X`` and ``bits_sent``.
+
+    State: ``X`` (n, d) the nodes' values.
+    """
+
+    def __init__(self, X0: torch.Tensor, part: Gossip):
+        self.part = part
+        # State
+        self.X = X0
+
+    def round(self, r: int) -> None:
+        self.X = self.part.step(self.X, r)
+
+    @property
+    def model(self) -> torch.Tensor:
+        return self.X
+
+    @property
+    def bits_sent(self) -> int:
+        return self.part.bits_sent
+
+
+def gossip_alone(X: torch.Tensor, part: Gossip, steps: int) -> History:
+    """``steps`` rounds of a gossip part alone (``GossipAveraging``), recording the consensus
+    distance before the first step and after each.
+
+    Args:
+        X: (n, d) the nodes' initial values.
+        part: ``Gossip``, or a subclass (CHOCO-Gossip, naive compressed gossip).
+        steps: gossip steps, >= 1.
+
+    Returns:
+        The ``History``: rounds 0 .. steps, metric "consensus" (Xi_t^2), ``model`` the final X.
+
+    Raises:
+        ValueError: for steps that are not an integer >= 1, or X not 2-D.
+    """
+    _check_matrix(X)
+    _check_steps(steps)
+    return run(GossipAveraging(X, part), steps, metrics={"consensus": lambda a: consensus_distance(a.X)},
+               record_start=True)  # fmt: skip
+
+
+def gossip_run(X: torch.Tensor, W: Mixing, steps: int) -> list[float]:
+    """Gossip ``steps`` times and record the consensus distance before each step and after the last.
+
+    Update per step t = 0 .. steps - 1: X <- W_t X (``gossip``), as ``gossip_alone`` of ``Gossip(W)``.
+
+    Args:
+        X: (n, d) client matrix.
+        W: (n, n) mixing matrix, or a function t -> W_t for a time-varying topology.
+        steps: number of gossip steps (>= 1).
+
+    Returns:
+        ``steps + 1`` consensus distances Xi_t^2, t = 0 .. steps.
+
+    Raises:
+        ValueError: for steps < 1, X not 2-D or a W not (n, n).
+    """
+    return gossip_alone(X, Gossip(W), steps)["consensus"]
 
 
 def dpsgd(
@@ -125,13 +297,14 @@ def dpsgd(
     gen: torch.Generator,
     x0: torch.Tensor | None = None,
     eval_every: int = 10,
-) -> DecentralizedHistory:
+) -> History:
     """Decentralized parallel SGD on the client matrix (Lian et al. 2017, Algorithm 1).
 
-    Every node starts from the same x0; step k (k = 0 .. steps - 1):
-        1. each node draws a minibatch of its own data (``clients.batches``);
+    Every node starts from the same x0; step k (k = 0 .. steps - 1), one round of
+    ``engine.Decentralized``:
+        1. each node draws a minibatch of its own data (``Gradients``);
         2. each node computes its stochastic gradient G_i at its own x_i;
-        3. gossip and descend: X <- W_k X - lr * G  (``dpsgd_step``).
+        3. gossip and descend: X <- W_k X - lr * G  (``DPSGD``, ``dpsgd_step``).
     Accuracies are on the shared test set (each node's view of it, ``clients.test_sets``):
     the mean over nodes of each node's own model, and the averaged model x_bar.
 
@@ -139,35 +312,29 @@ def dpsgd(
         model: the architecture.
         clients: n clients' data, one per node.
         W: (n, n) mixing matrix, or a function k -> W_k (time-varying topology).
-        steps, lr, batch_size: SGD's hyperparameters.
+        steps, lr, batch_size: SGD's hyperparameters (steps >= 1).
         gen: CPU generator for init and minibatches.
         x0: (d,) common initial model (default ``model.init(gen)``).
         eval_every: record every this many steps (and at step 0 and the end).
 
     Returns:
-        A ``DecentralizedHistory``; ``.X`` is the final (n, d) client matrix.
+        The ``History`` (``rounds`` are steps 0, eval_every, ..., steps) with metrics
+        "consensus" (Xi^2 of the client matrix), "accuracy" (each node's own model, mean over
+        nodes) and "average_accuracy" (the averaged model x_bar); ``model`` is the final
+        (n, d) client matrix.
+
+    Raises:
+        ValueError: for steps or eval_every that are not integers >= 1.
     """
-    if steps < 0 or eval_every < 1:
-        raise ValueError(f"steps must be >= 0 and eval_every >= 1, got steps={steps}, eval_every={eval_every}")
+    _check_steps(steps)
     device = clients.x.device
     x = model.init(gen, device) if x0 is None else x0.to(device)
     X = x.expand(clients.n, -1).clone()  # (n, d)
-    history = DecentralizedHistory()
-
     x_test, y_test = clients.test_sets()  # (n, M, ...), (n, M)
-
-    def record(k: int) -> None:
-        history.steps.append(k)
-        history.consensus.append(consensus_distance(X))
-        history.accuracy.append(float(model.accuracy(X, x_test, y_test).mean()))
-        history.average_accuracy.append(float(model.accuracy(X.mean(0).expand_as(X), x_test, y_test).mean()))
-
-    record(0)
-    for k in range(steps):
-        xb, yb = clients.batches(batch_size, gen)  # 1. (n, B, ...), (n, B)
-        G = model.grad(X, xb, yb)  # 2. (n, d)
-        X = dpsgd_step(X, W(k) if callable(W) else W, G, lr)  # 3.
-        if (k + 1) % eval_every == 0 or k + 1 == steps:
-            record(k + 1)
-    history.X = X
-    return history
+    metrics = {
+        "consensus": lambda a: consensus_distance(a.X),
+        "accuracy": lambda a: float(model.accuracy(a.X, x_test, y_test).mean()),
+        "average_accuracy": lambda a: float(model.accuracy(a.X.mean(0).expand_as(a.X), x_test, y_test).mean()),
+    }
+    nodes = Decentralized(X, local=Gradients(model, clients, batch_size=batch_size, gen=gen), combine=DPSGD(W, lr))
+    return run(nodes, steps, metrics=metrics, eval_every=eval_every, record_start=True)
