@@ -30,13 +30,13 @@ def main() -> None:
     mllib.setup(seed=0)
     X = torch.randn(N, D, generator=mllib.generator(0))
     A = X.numpy()
-    aggregators = {
-        "mean": (lambda X: robust.mean(X, F), lambda: A.mean(0)),
-        "coordinate median": (lambda X: robust.coordinate_median(X, F), lambda: np.median(A, 0)),
-        "trimmed mean": (lambda X: robust.trimmed_mean(X, F), lambda: stats.trim_mean(A, F / N, axis=0)),
-        "Krum": (lambda X: robust.krum(X, F), lambda: krum_direct(X, F).numpy()),
-        "geometric median (8 Weiszfeld steps)": (lambda X: robust.geometric_median(X, F), None),
-        "centered clipping (1 step)": (lambda X: robust.CenteredClipping(tau=1.0, f=F)(X), None),
+    aggregators = {  # each through the one protocol: robust.make(name, F) is an Aggregator
+        "mean": (lambda X: robust.make("mean", F)(X), lambda: A.mean(0)),
+        "coordinate median": (lambda X: robust.make("median", F)(X), lambda: np.median(A, 0)),
+        "trimmed mean": (lambda X: robust.make("trimmed mean", F)(X), lambda: stats.trim_mean(A, F / N, axis=0)),
+        "Krum": (lambda X: robust.make("krum", F)(X), lambda: krum_direct(X, F).numpy()),
+        "geometric median (8 Weiszfeld steps)": (lambda X: robust.make("geometric median", F)(X), None),
+        "centered clipping (1 step)": (lambda X: robust.make("centered clipping", F, tau=1.0)(X), None),
     }
     read, _ = best_time(lambda: X.sum(0), 5)
     print(f"client matrix {N} x {D:,} float32 ({X.numel() * 4 / 1e6:.0f} MB), 1 thread; one pass: {read * 1e3:.0f} ms "

@@ -1,5 +1,3 @@
-import functools
-
 import matplotlib.pyplot as plt
 import pytest
 import torch
@@ -7,7 +5,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import mllib
-from mllib import robust
+from mllib import engine, robust
 from mllib.checks import robust as check
 from mllib.robust import figures
 from mllib.spread import Spread
@@ -27,22 +25,155 @@ def cc(f, **kw):
     return robust.CenteredClipping(f=f, **kw)
 
 
-ROBUST = {
-    "median": lambda X, f: robust.coordinate_median(X, f),
-    "trimmed mean": lambda X, f: robust.trimmed_mean(X, f),
-    "krum": lambda X, f: robust.krum(X, f),
-    "multi-krum": lambda X, f: robust.multi_krum(X, f),
-    "geometric median": lambda X, f: robust.geometric_median(X, f),
+# The one protocol, tested over every aggregator. Zeno and q-FFL score with a model: a
+# logistic regression of 2 features and 2 classes has d = 6 parameters, the client matrices' width.
+D = 6
+TINY = mllib.FlatModel(mllib.logistic_regression(2, 2))
+ALL = {
+    "mean": lambda f: robust.Mean(f),
+    "median": lambda f: robust.CoordinateMedian(f),
+    "trimmed mean": lambda f: robust.TrimmedMean(f),
+    "krum": lambda f: robust.Krum(f),
+    "multi-krum": lambda f: robust.MultiKrum(f),
+    "geometric median": lambda f: robust.GeometricMedian(f),
+    "centered clipping": lambda f: robust.CenteredClipping(f, tau=0.5, iterations=50),
+    "zeno": lambda f: robust.Zeno(TINY, torch.randn(16, 2, generator=mllib.generator(9)),
+                                  torch.arange(16) % 2, f=f, gamma=0.1),  # fmt: skip
+    "q-ffl": lambda f: robust.QFFL(TINY, 1.0, 0.5, f=f),
 }
+NOT_ROBUST = {"mean", "q-ffl"}  # the module docstring: these tolerate no NaN or inf row
+
+
+def fresh(name, f, n, perm=None, dtype=torch.float32):
+    """A new aggregator that has observed a server model and the workers' batches (the
+    batches in the order ``perm``, where the rows will be permuted)."""
+    gen = mllib.generator(1)
+    aggregator = ALL[name](f)
+    x, xb, yb = torch.randn(D, generator=gen), torch.randn(n, 4, 2, generator=gen), torch.randint(0, 2, (n, 4), generator=gen)
+    perm = torch.arange(n) if perm is None else perm
+    if dtype == torch.float64:
+        x, xb = x.double(), xb.double()
+        if name == "zeno":
+            aggregator.x_val = aggregator.x_val.double()
+    aggregator.observe(x, (xb[perm], yb[perm]))
+    return aggregator
+
+
+def test_the_protocol_covers_every_aggregator_make_builds():
+    assert set(ALL) == set(robust.AGGREGATORS)
+    for name, cls in robust.AGGREGATORS.items():
+        assert issubclass(cls, robust.Aggregator) and isinstance(ALL[name](1), cls)
+    assert isinstance(robust.make("median", 2), robust.CoordinateMedian) and robust.make("median", 2).f == 2
+
+
+@pytest.mark.parametrize("name", list(ALL))
+@given(seed=st.integers(0, 10_000), n=st.integers(5, 12))
+def test_every_aggregator_is_invariant_to_the_order_of_the_workers(name, seed, n):
+    """Permuting the workers permutes the rows and whatever state is per worker (q-FFL's losses)."""
+    gen = mllib.generator(seed)
+    X = torch.randn(n, D, generator=gen, dtype=torch.float64)
+    f = (n - 3) // 2  # within every aggregator's condition
+    perm = torch.randperm(n, generator=gen)
+    out = fresh(name, f, n, dtype=torch.float64)(X)
+    assert out.shape == (D,)
+    assert torch.allclose(out, fresh(name, f, n, perm, dtype=torch.float64)(X[perm]), atol=1e-9)
+
+
+def bad_inputs(name, n=9):
+    aggregator = ALL[name](0)
+    too_many = ALL[name](aggregator.max_f(n) + 1)
+    X = torch.randn(n, D)
+    cases = {
+        "a vector": (aggregator, X[0]),
+        "four dimensions": (aggregator, X.expand(2, 2, n, D)),
+        "integers": (aggregator, torch.ones(n, D, dtype=torch.int64)),
+        "no rows": (aggregator, torch.zeros(0, D)),
+        "f too large": (too_many, X),
+    }
+    if not aggregator.stacks:
+        cases["a stack"] = (aggregator, X.expand(2, n, D))
+    return cases
+
+
+@pytest.mark.parametrize("name, case", [(name, case) for name in ALL for case in bad_inputs(name)])
+def test_every_aggregator_refuses_bad_input(name, case):
+    aggregator, X = bad_inputs(name)[case]
+    rows = X.shape[-2] if X.dim() >= 2 else 9
+    aggregator.observe(torch.zeros(D), (torch.zeros(rows, 4, 2), torch.zeros(rows, 4, dtype=torch.int64)))
+    with pytest.raises(ValueError, match=type(aggregator).__name__):
+        aggregator(X)
+
+
+@pytest.mark.parametrize("name", list(ALL))
+def test_every_aggregator_checks_f_at_construction(name):
+    with pytest.raises(ValueError, match="f must be an integer >= 0, got -1"):
+        ALL[name](-1)
+    with pytest.raises(TypeError, match="f must be an integer >= 0, got 1.5"):
+        ALL[name](1.5)
 
 
 @pytest.mark.parametrize("value", NON_FINITE, ids=str)
-@pytest.mark.parametrize("name", list(ROBUST))
-def test_robust_aggregators_ignore_non_finite_and_huge_rows(name, value):
-    X, honest = honest_and_bad(value)
-    out = ROBUST[name](X, 3)
+@pytest.mark.parametrize("name", [name for name in ALL if name not in NOT_ROBUST])
+def test_every_robust_aggregator_tolerates_f_rows_of_nan_inf_or_huge_values(name, value):
+    X, honest = honest_and_bad(value)  # n = 11, f = 3, d = 6
+    out = fresh(name, 3, 11)(X)
     assert torch.isfinite(out).all()
     assert (out - honest.mean(0)).abs().max() < 0.3
+
+
+@pytest.mark.parametrize("name", list(ALL))
+def test_every_aggregator_ignores_the_weights_the_engine_passes(name):
+    X = torch.randn(9, D, generator=mllib.generator(0))
+    weights = torch.arange(1.0, 10.0)
+    assert torch.equal(fresh(name, 2, 9)(X, weights), fresh(name, 2, 9)(X))
+
+
+@pytest.mark.parametrize("name", list(ALL))
+def test_every_aggregator_leaves_its_input_unchanged(name):
+    X, _ = honest_and_bad(float("nan"))
+    before = X.clone()
+    fresh(name, 3, 11)(X)
+    assert torch.equal(X.nan_to_num(7.0), before.nan_to_num(7.0))
+
+
+@pytest.mark.parametrize("name", [name for name in ALL if ALL[name](0).stacks])
+def test_stacked_matrices_aggregate_like_one_at_a_time(name):
+    X = torch.randn(3, 9, D, generator=mllib.generator(0))
+    assert torch.allclose(fresh(name, 2, 9)(X), torch.stack([fresh(name, 2, 9)(x) for x in X]), atol=1e-6)
+
+
+def test_zeno_and_qffl_need_to_observe_first():
+    with pytest.raises(ValueError, match="observe"):
+        ALL["zeno"](1)(torch.randn(5, D))
+    with pytest.raises(ValueError, match="observe"):
+        ALL["q-ffl"](1)(torch.randn(5, D))
+
+
+def test_options_are_checked_at_construction():
+    for name, options in [("geometric median", dict(nu=float("nan"))), ("centered clipping", dict(tau=0.0)),
+                          ("centered clipping", dict(iterations=0)), ("multi-krum", dict(m=0))]:  # fmt: skip
+        with pytest.raises(ValueError, match=f"{next(iter(options))} must be"):
+            robust.make(name, 1, **options)
+    with pytest.raises(TypeError):
+        robust.make("krum", 1, m=3)
+
+
+def test_max_f_is_the_largest_f_the_condition_accepts():
+    assert [robust.Krum().max_f(n) for n in (3, 5, 6)] == [0, 1, 1]
+    assert [robust.CoordinateMedian().max_f(n) for n in (1, 4, 5)] == [0, 1, 2]
+    assert ALL["zeno"](0).max_f(5) == 4
+    for need in robust.rules.NEEDS:  # max_f and check_f state one condition
+        for n in range(3, 13):
+            robust.rules.check_f(robust.rules.max_f(n, need), n, "test", need)
+            with pytest.raises(ValueError):
+                robust.rules.check_f(robust.rules.max_f(n, need) + 1, n, "test", need)
+
+
+def test_a_robust_aggregator_is_the_engines_aggregate_part():
+    federation = engine.Federated(torch.zeros(D), local=lambda x, S: torch.ones(len(S), D) * S[:, None],
+                                  select=engine.everyone(5), weights=torch.ones(5),
+                                  aggregate=robust.make("median", 2), server_step=engine.move(1.0))  # fmt: skip
+    assert torch.equal(engine.run(federation, 2).model, torch.full((D,), 4.0))  # the median of 0..4, twice
 
 
 @pytest.mark.parametrize("value", NON_FINITE, ids=str)
@@ -70,35 +201,7 @@ def test_krum_picks_an_honest_row_when_the_honest_rows_are_tight(seed, f):
     assert (out == X[: n - f]).all(1).any()
 
 
-def permutation_invariant(name):
-    def make(f):
-        return {
-            "mean": functools.partial(robust.mean, f=f),
-            "median": functools.partial(robust.coordinate_median, f=f),
-            "trimmed mean": functools.partial(robust.trimmed_mean, f=f),
-            "krum": functools.partial(robust.krum, f=f),
-            "multi-krum": functools.partial(robust.multi_krum, f=f),
-            "geometric median": functools.partial(robust.geometric_median, f=f),
-            "centered clipping": cc(f, tau=0.5, iterations=3),
-        }[name]
-
-    return make
-
-
-@pytest.mark.parametrize(
-    "name", ["mean", "median", "trimmed mean", "krum", "multi-krum", "geometric median", "centered clipping"]
-)
-@given(seed=st.integers(0, 10_000), n=st.integers(5, 12))
-def test_permuting_rows_does_not_change_the_output(name, seed, n):
-    gen = mllib.generator(seed)
-    X = torch.randn(n, 4, generator=gen, dtype=torch.float64)
-    f = (n - 3) // 2
-    perm = torch.randperm(n, generator=gen)
-    make = permutation_invariant(name)
-    assert torch.allclose(make(f)(X), make(f)(X[perm]), atol=1e-9)
-
-
-def test_zeno_is_permutation_invariant_and_drops_the_worst_rows(digits):
+def test_zeno_drops_the_worst_rows(digits):
     model = mllib.FlatModel(mllib.logistic_regression(64, 10))
     gen = mllib.generator(0)
     x = model.init(gen)
@@ -106,18 +209,23 @@ def test_zeno_is_permutation_invariant_and_drops_the_worst_rows(digits):
     xb, yb = clients.batches(16, gen)
     G = model.grad(x.expand(8, -1), xb, yb)
     G[6:] = -100 * G[6:]  # two loud sign flips
-    zeno = robust.Zeno(model, digits.x_test[:64], digits.y_test[:64], b=2, gamma=0.5)
-    scores = zeno.scores(G, x)
-    assert set(scores.topk(6).indices.tolist()) == set(range(6))
-    perm = torch.randperm(8, generator=gen)
-    assert torch.allclose(zeno.at(x)(G), zeno.at(x)(G[perm]), atol=1e-6)
+    zeno = robust.make("zeno", 2, model=model, x_val=digits.x_test[:64], y_val=digits.y_test[:64], gamma=0.5)
+    zeno.observe(x, (xb, yb))
+    assert set(zeno.scores(G).topk(6).indices.tolist()) == set(range(6))
+    assert torch.equal(zeno(G), G[zeno.scores(G).topk(6).indices].mean(0))
 
 
-@pytest.mark.parametrize("name", list(ROBUST) + ["mean"])
+FUNCTIONS = {"mean": robust.mean, "median": robust.coordinate_median, "trimmed mean": robust.trimmed_mean,
+             "krum": robust.krum, "multi-krum": robust.multi_krum, "geometric median": robust.geometric_median}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", list(FUNCTIONS))
 def test_half_or_more_byzantine_rows_is_refused(name):
-    function = {**ROBUST, "mean": robust.mean}[name]
+    function = FUNCTIONS[name]
     with pytest.raises(ValueError, match=r"f=5 of n=10|n > 2f \+ 2"):
         function(torch.zeros(10, 3), 5)
+    with pytest.raises(TypeError, match="must be an integer, got 1.5"):
+        function(torch.zeros(10, 3), 1.5)
 
 
 @pytest.mark.parametrize("n, f", [(6, 2), (4, 1), (8, 3)])
@@ -146,8 +254,8 @@ def test_columns_sort_like_torch_with_nan_and_inf_last(seed, stack):
     X[..., 1, 1:3] = -float("inf")
     expected = X.sort(-2).values
     for Y in (X, X.double(), X[..., :1, :].expand(X.shape)):
-        assert torch.equal(robust.aggregators._sorted_columns(Y).nan_to_num(9.0), Y.sort(-2).values.nan_to_num(9.0))
-    assert torch.equal(robust.aggregators._sorted_columns(X.requires_grad_()).nan_to_num(9.0), expected.nan_to_num(9.0))
+        assert torch.equal(robust.rules._sorted_columns(Y).nan_to_num(9.0), Y.sort(-2).values.nan_to_num(9.0))
+    assert torch.equal(robust.rules._sorted_columns(X.requires_grad_()).nan_to_num(9.0), expected.nan_to_num(9.0))
 
 
 def test_trimmed_mean_without_trimming_is_the_mean():
@@ -170,14 +278,6 @@ def test_geometric_median_minimizes_the_sum_of_distances(seed):
         assert cost(v) <= cost(v + 0.01 * torch.randn(3, generator=gen, dtype=torch.float64)) + 1e-9
 
 
-def test_stacked_matrices_aggregate_like_one_at_a_time():
-    X = torch.randn(3, 9, 4, generator=mllib.generator(0))
-    for name in ["mean", "median", "trimmed mean", "krum", "multi-krum", "geometric median"]:
-        aggregate = robust.make(name, 2)
-        assert torch.allclose(aggregate(X), torch.stack([aggregate(x) for x in X]), atol=1e-6), name
-    assert torch.allclose(cc(2)(X), torch.stack([cc(2)(x) for x in X]), atol=1e-6)
-
-
 def test_centered_clipping_remembers_its_centre():
     clip = cc(0, tau=1.0)
     X = torch.full((4, 2), 10.0)
@@ -185,14 +285,6 @@ def test_centered_clipping_remembers_its_centre():
     assert torch.allclose(torch.linalg.vector_norm(first), torch.tensor(1.0))
     assert torch.equal(clip.state_dict()["center"], first)
     assert torch.linalg.vector_norm(clip(X)) > 1.5  # moves on from the last output
-
-
-def test_aggregators_never_modify_their_input():
-    X, _ = honest_and_bad(float("nan"))
-    before = X.clone()
-    for name in ["mean", "median", "trimmed mean", "krum", "multi-krum", "geometric median", "centered clipping"]:
-        robust.make(name, 3)(X)
-    assert torch.allclose(X, before, equal_nan=True)
 
 
 def test_unknown_names_are_refused():
@@ -261,10 +353,14 @@ def test_local_attacks_run_on_the_attackers_own_row_alone():
 def test_attacks_check_f():
     with pytest.raises(ValueError, match="f=7"):
         robust.sign_flip(torch.zeros(6, 2), 7)
-    with pytest.raises(ValueError, match="this attack reads the honest rows, got f=6"):
+    with pytest.raises(ValueError, match=r"must be in \[0, n\) = \[0, 6\), at least one honest row, got f=6"):
         robust.alie(torch.zeros(6, 2), 6)
     with pytest.raises(ValueError, match="outside"):
         robust.alie_z(10, 7)
+    with pytest.raises(ValueError, match="sign_flip: U must hold floats"):
+        robust.sign_flip(torch.zeros(6, 2, dtype=torch.int64), 1)
+    with pytest.raises(ValueError, match=r"alie: U must be a client matrix of shape \(n_clients, d\), got shape \(6,\)"):
+        robust.alie(torch.zeros(6), 1)
 
 
 # Worker momentum and training
@@ -293,6 +389,44 @@ def test_byzantine_sgd_with_the_mean_learns(small):
     model, clients = small
     run = robust.byzantine_sgd(model, clients, steps=60, lr=0.5, batch_size=16, aggregate=robust.mean, gen=mllib.generator(0))
     assert run.accuracy[-1] > 0.7
+
+
+def test_byzantine_sgd_records_an_engine_history(small):
+    model, clients = small
+    history = robust.byzantine_sgd(model, clients, steps=7, lr=0.5, batch_size=4, aggregate=robust.make("median", 2),
+                                   attack=robust.make_attack("ALIE", 2), momentum=0.5, gen=mllib.generator(0),
+                                   eval_every=3)  # fmt: skip
+    assert isinstance(history, engine.History) and history.rounds == [3, 6, 7]
+    assert len(history.accuracy) == 3 and history.model.shape == (model.dim,)
+    momentum, attack = history.algorithm.transforms
+    assert isinstance(momentum, robust.WorkerMomentum) and momentum.M.shape == (9, model.dim)
+
+
+def test_zeno_and_qffl_observe_every_step_of_byzantine_sgd(small):
+    model, clients = small
+    qffl = robust.QFFL(model, 1.0, 0.5)
+    zeno = robust.Zeno(model, clients.x_test[:32], clients.y_test[:32], f=2, gamma=0.5)
+    for aggregator in (qffl, zeno):
+        history = robust.byzantine_sgd(model, clients, steps=3, lr=0.5, batch_size=4, aggregate=aggregator,
+                                       attack=robust.make_attack("sign flip", 2), gen=mllib.generator(0))  # fmt: skip
+        assert torch.isfinite(history.model).all()
+    assert qffl.state_dict()["losses"].shape == (9,) and (qffl.losses > 0).all()
+    assert zeno.state_dict()["x"].shape == (model.dim,)  # the model of the last step
+
+
+def test_worker_momentum_holds_the_momenta_as_its_state():
+    gen = mllib.generator(0)
+    grads = [torch.randn(3, 4, generator=gen) for _ in range(4)]
+    momentum, M = robust.WorkerMomentum(0.9), torch.zeros(3, 4)
+    for g in grads:
+        M = robust.worker_momentum(M, g, 0.9)
+        assert torch.equal(momentum(g), M)
+    assert torch.equal(momentum.state_dict()["M"], M)
+    stacked, Ms = robust.WorkerMomentum([0.0, 0.5]), [torch.zeros(3, 4), torch.zeros(3, 4)]
+    for g in grads:
+        out = stacked(torch.stack([g, 2 * g]))  # two runs, one beta each
+        Ms = [robust.worker_momentum(M, h, beta) for M, h, beta in zip(Ms, [g, 2 * g], [0.0, 0.5])]
+        assert torch.allclose(out, torch.stack(Ms))
 
 
 def test_the_grid_equals_single_runs(small):
@@ -355,7 +489,9 @@ def test_qffl_with_q_zero_is_the_mean(small):
     x = model.init(mllib.generator(0))
     batch = clients.batches(4, mllib.generator(1))
     G = torch.randn(9, model.dim, generator=mllib.generator(2))
-    assert torch.allclose(robust.QFFL(model, 0.0, 0.5).at(x, batch)(G), G.mean(0), atol=1e-6)
+    qffl = robust.QFFL(model, 0.0, 0.5)
+    qffl.observe(x, batch)
+    assert torch.allclose(qffl(G), G.mean(0), atol=1e-6)
 
 
 def test_qffl_weights_the_worst_off_client_more(small):
@@ -364,7 +500,9 @@ def test_qffl_weights_the_worst_off_client_more(small):
     xb, yb = clients.batches(4, mllib.generator(1))
     losses = model.loss(x.expand(9, -1), xb, yb)
     G = torch.eye(9, model.dim)  # client i pushes along axis i
-    v = robust.QFFL(model, 2.0, 0.5).at(x, (xb, yb))(G)
+    qffl = robust.QFFL(model, 2.0, 0.5)
+    qffl.observe(x, (xb, yb))
+    v = qffl(G)
     assert v[:9].argmax() == losses.argmax()
 
 
@@ -376,6 +514,8 @@ def test_minority_clients_see_turned_digits(small):
     assert torch.equal(m0, torch.rot90(x0, 2, dims=(-2, -1)))
     assert torch.equal(mixed.client_data(5)[0], clients.client_data(5)[0])
     assert mixed.rotations.tolist() == [2, 2] + [0] * 7
+    with pytest.raises(ValueError, match=r"with_minority: minority indices must be in \[0, 9\), got \[9\]"):
+        robust.with_minority(clients, torch.tensor([9]))
 
 
 # Figures
@@ -480,5 +620,5 @@ def test_grid_averages_the_last_steps_like_a_single_run(small):
                               aggregators={"mean": lambda: robust.make("mean", 2)}, **kw)  # fmt: skip
     run = robust.byzantine_sgd(model, clients, aggregate=robust.make("mean", 2), gen=mllib.generator(0), eval_every=1, **kw)
     assert grid[0.0, "none", "mean"].median == pytest.approx(run.mean_last(3), abs=1e-5)
-    with pytest.raises(ValueError, match="k=7"):
+    with pytest.raises(ValueError, match=r"k must be in \[1, 6\].*got 7"):
         run.mean_last(7)

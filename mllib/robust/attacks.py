@@ -5,28 +5,29 @@ Each attack is applied at every step (a time-coupled adversary). ``label_flip`` 
 attack instead: the Byzantine workers compute honest gradients on flipped labels.
 """
 import math
+from collections.abc import Callable
 from dataclasses import replace
+from functools import partial
 from statistics import NormalDist
 
 import torch
 
 from ..partition import Clients
-from ..runtime import randn
+from ..runtime import generator, randn
+from .rules import check_rows
+
+Transform = Callable[[torch.Tensor], torch.Tensor]
 
 
 def _split(U: torch.Tensor, f: int, name: str, *, local: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """Check U (n, d) and f; return a copy of U and its honest rows (n - f, d).
+    """Check U (n, d) and f (``rules.check_rows``); return a copy of U and its honest rows (n - f, d).
 
-    A ``local`` attack reads no honest row, so it runs on the attacker's own machine too,
-    where U is its one row and f = n = 1 (``mllib.flower``'s Byzantine SuperNode).
+    An attack that reads the honest rows needs one (f < n); a ``local`` attack reads none, so
+    it runs on the attacker's own machine too, where U is its one row and f = n = 1
+    (``mllib.flower``'s Byzantine SuperNode).
     """
-    if U.dim() != 2:
-        raise ValueError(f"{name}: U must be a client matrix of shape (n_clients, d), got shape {tuple(U.shape)}")
-    n = len(U)
-    if not 0 <= f <= n if local else not 0 <= f < n:
-        bound = f"[0, n] = [0, {n}]" if local else f"[0, n) = [0, {n}); this attack reads the honest rows"
-        raise ValueError(f"{name}: f (Byzantine rows) must be in {bound}, got f={f}")
-    return U.clone(), U[: n - f]
+    check_rows(U, f, name, need="any" if local else "honest", stacks=False, arg="U")
+    return U.clone(), U[: len(U) - f]
 
 
 def no_attack(U: torch.Tensor, f: int) -> torch.Tensor:
@@ -136,6 +137,20 @@ def alie(U: torch.Tensor, f: int, z: float | None = None) -> torch.Tensor:
     return out
 
 
+def samples_of(clients: Clients, chosen: torch.Tensor, name: str, arg: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """The clients ``chosen`` as (k,) CPU indices, and (N,) True for the samples they hold
+    (on the data's device), for attacks and shifts that rewrite some clients' data.
+
+    Raises:
+        ValueError: for an index outside [0, n).
+    """
+    chosen = torch.as_tensor(chosen, dtype=torch.int64).cpu()
+    if len(chosen) and not (0 <= chosen.min() and chosen.max() < clients.n):
+        raise ValueError(f"{name}: {arg} indices must be in [0, {clients.n}), got {chosen.tolist()}")
+    owner = torch.repeat_interleave(torch.arange(clients.n), clients.sizes.cpu())  # (N,) the client of each sample
+    return chosen, torch.isin(owner, chosen).to(clients.x.device)
+
+
 def label_flip(clients: Clients, byzantine: torch.Tensor) -> Clients:
     """A data attack: the clients ``byzantine`` (indices) train on labels y -> C - 1 - y.
 
@@ -145,10 +160,27 @@ def label_flip(clients: Clients, byzantine: torch.Tensor) -> Clients:
     Raises:
         ValueError: for an index outside [0, n).
     """
-    byzantine = torch.as_tensor(byzantine, dtype=torch.int64).cpu()
-    if len(byzantine) and not (0 <= byzantine.min() and byzantine.max() < clients.n):
-        raise ValueError(f"label_flip: byzantine indices must be in [0, {clients.n}), got {byzantine.tolist()}")
-    owner = torch.repeat_interleave(torch.arange(clients.n), clients.sizes.cpu())
-    flipped = torch.isin(owner, byzantine).to(clients.y.device)
+    _, flipped = samples_of(clients, byzantine, "label_flip", "byzantine")
     y = torch.where(flipped, clients.n_classes - 1 - clients.y, clients.y)
     return replace(clients, y=y)
+
+
+ATTACKS = ("none", "sign flip", "label flip", "noise", "NaN", "huge", "IPM", "ALIE")
+
+
+def make_attack(name: str, f: int, *, gen: torch.Generator | None = None, sigma: float = 10.0,
+                epsilon: float = 0.1) -> Transform:  # fmt: skip
+    """A transform (n, d) -> (n, d) by name, for f Byzantine rows (see ``ATTACKS``).
+
+    "label flip" is the identity here: flip the Byzantine clients' data with ``label_flip``
+    as well (``attack_grid`` does both). "noise" draws from ``gen`` (default ``generator(0)``).
+    """
+    table = {
+        "none": no_attack, "sign flip": sign_flip, "label flip": no_attack,
+        "noise": partial(gaussian, sigma=sigma, gen=gen if gen is not None else generator(0)),
+        "NaN": partial(constant, value=float("nan")), "huge": partial(constant, value=1e30),
+        "IPM": partial(inner_product, epsilon=epsilon), "ALIE": alie,
+    }  # fmt: skip
+    if name not in table:
+        raise ValueError(f"unknown attack name={name!r}; choose one of {ATTACKS}")
+    return partial(table[name], f=f) if f else (lambda U: U)

@@ -5,7 +5,7 @@ import numpy as np
 import torch
 
 from ..spread import Spread
-from . import aggregators as agg
+from . import rules
 from .training import Grid
 
 
@@ -16,9 +16,9 @@ def aggregate_points(honest: torch.Tensor, byzantine: torch.Tensor) -> dict[str,
         raise ValueError(f"honest and byzantine must be (m, d) and (f, d), got {tuple(honest.shape)} and {tuple(byzantine.shape)}")
     X, f = torch.cat([honest, byzantine]).double(), len(byzantine)
     return {
-        "mean": agg.mean(X, f),
-        "coordinate-wise median": agg.coordinate_median(X, f),
-        "geometric median": agg.geometric_median(X, f, iterations=100, nu=1e-9),
+        "mean": rules.mean(X, f),
+        "coordinate-wise median": rules.coordinate_median(X, f),
+        "geometric median": rules.geometric_median(X, f, iterations=100, nu=1e-9),
     }
 
 

@@ -1,10 +1,15 @@
-"""Distributed SGD with Byzantine workers: one step per round, worker momentum, experiments.
+"""Distributed SGD with Byzantine workers on the round engine: worker momentum, the lecture's experiments.
 
-One step (Karimireddy, He, Jaggi 2021, Algorithm 1 with their worker momentum):
-    1. every worker i draws a minibatch and computes g_i = grad f_i(x), all at once (n, d);
-    2. worker momentum: m_i <- beta m_i + (1 - beta) g_i (beta = 0: plain SGD, m_i = g_i);
-    3. the attack overwrites the last f rows of M from the honest rows;
-    4. the server aggregates: v = aggregate(M), and steps x <- x - lr v.
+One step is one round of ``engine.Federated`` (Karimireddy, He, Jaggi 2021, Algorithm 1 with
+their worker momentum):
+    1. local: every worker i draws a minibatch and computes g_i = grad f_i(x), all at once (n, d)
+       (``WorkerGradients``);
+    2. transform: worker momentum m_i <- beta m_i + (1 - beta) g_i (``WorkerMomentum``; beta = 0:
+       plain SGD, m_i = g_i);
+    3. transform: the attack overwrites the last f rows of M from the honest rows;
+    4. aggregate: v = aggregate(M) (an ``Aggregator``), and the server steps x <- x - lr v
+       (``engine.descend``).
+``attack_grid`` runs R such trainings as one: the same configuration on stacks (R, n, d).
 """
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -13,14 +18,14 @@ from functools import partial
 import torch
 
 from ..clients import evaluate, test_accuracy
+from ..engine import Federated, History, descend, everyone, run
 from ..models import FlatModel
 from ..partition import Clients
 from ..runtime import generator
 from ..spread import Spread, over_seeds
 from . import aggregators as agg
-from . import attacks as atk
-
-Transform = Callable[[torch.Tensor], torch.Tensor]
+from .attacks import Transform, make_attack, samples_of
+from .rules import check_f
 
 
 def worker_momentum(M: torch.Tensor, G: torch.Tensor, beta: float) -> torch.Tensor:
@@ -46,49 +51,68 @@ def worker_momentum(M: torch.Tensor, G: torch.Tensor, beta: float) -> torch.Tens
     return beta * M + (1 - beta) * G
 
 
-class QFFL:
-    """q-FFL's server step (Li, Sanjabi, Beirami, Smith 2020, "Fair resource allocation in
-    federated learning", Algorithm 1, q-FedSGD), an aggregator that favours high-loss clients.
+class WorkerMomentum:
+    """Worker momentum as a message transform of ``engine.Federated``: G (n, d) -> M (n, d).
 
-    Update with F_k the loss of worker k at x and g_k its gradient, L = 1/lr:
-        Delta_k = F_k^q g_k,  h_k = q F_k^(q-1) ||g_k||^2 + L F_k^q,
-        x <- x - sum_k Delta_k / sum_k h_k,
-    returned as v = sum_k Delta_k / (lr sum_k h_k) for the loop's x <- x - lr v.
-    q = 0 is the mean. Usage: ``QFFL(model, q, lr).at(x, batch)``.
+    Update: M <- beta M + (1 - beta) G (``worker_momentum``), from M = 0.
+
+    Args:
+        beta: in [0, 1); or a sequence of R betas, one per run, for stacks G (R, n, d)
+            (``attack_grid``): then M <- beta_r M + (1 - beta_r) G per run r.
+        update: (M, G, beta) -> the new M, for one beta (default ``worker_momentum``; the lab
+            passes its own).
+
+    State: ``M``, the workers' momenta, the shape of G (None before the first call).
+
+    Raises:
+        ValueError: for a beta outside [0, 1).
     """
 
-    def __init__(self, model: FlatModel, q: float, lr: float):
-        if q < 0 or lr <= 0:
-            raise ValueError(f"QFFL: need q >= 0 and lr > 0, got q={q}, lr={lr}")
-        self.model, self.q, self.lr = model, q, lr
+    def __init__(self, beta: float | Sequence[float],
+                 update: Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor] = worker_momentum):  # fmt: skip
+        self.per_run = not isinstance(beta, (int, float))
+        self.beta, self.update = list(beta) if self.per_run else beta, update
+        for b in self.beta if self.per_run else [beta]:
+            if not 0 <= b < 1:
+                raise ValueError(f"WorkerMomentum: beta must be in [0, 1), got {b}")
+        # State
+        self.M: torch.Tensor | None = None
 
-    def at(self, x: torch.Tensor, batch: tuple[torch.Tensor, torch.Tensor]) -> agg.Aggregator:
-        xb, yb = batch
-        with torch.no_grad():
-            F = self.model.loss(x.expand(len(xb), -1), xb, yb).clamp_min(1e-12)  # (n,)
+    def __call__(self, G: torch.Tensor) -> torch.Tensor:
+        M = torch.zeros_like(G) if self.M is None else self.M
+        if not self.per_run:
+            self.M = self.update(M, G, self.beta)
+            return self.M
+        beta = torch.tensor(self.beta, device=G.device).view(-1, 1, 1)  # (R, 1, 1)
+        keep = torch.tensor([1 - b for b in self.beta], device=G.device).view(-1, 1, 1)  # 1 - beta_r, as Python computes it
+        self.M = beta * M + keep * G
+        return self.M
 
-        def aggregate(G: torch.Tensor) -> torch.Tensor:
-            Fq = F.pow(self.q)  # (n,)
-            h = self.q * F.pow(self.q - 1) * G.pow(2).sum(1) + Fq / self.lr  # (n,)
-            return (Fq @ G) / (self.lr * h.sum())
-
-        return aggregate
+    def state_dict(self) -> dict:
+        return {"beta": self.beta, "M": self.M}
 
 
-@dataclass
-class Run:
-    """One training run: test accuracy over the steps and the final model."""
+class WorkerGradients:
+    """The local part of distributed SGD: every worker's stochastic gradient at the server
+    model, (x (d,), S (n,)) -> G (n, d), one minibatch per worker drawn from ``gen``.
 
-    steps: list[int]
-    accuracy: list[float]
-    model: torch.Tensor  # (d,)
+    Args:
+        model, clients: the architecture and the workers' data.
+        batch_size: samples per worker and step.
+        gen: CPU generator for the minibatches.
+        observe: called with (x, minibatches) before the gradients are computed: the
+            aggregator's ``observe`` (Zeno scores at x, q-FFL reads the workers' losses).
+    """
 
-    def mean_last(self, k: int) -> float:
-        """Mean test accuracy over the last k evaluations: under attack, one step's accuracy
-        jumps by tens of points from step to step."""
-        if not 1 <= k <= len(self.accuracy):
-            raise ValueError(f"mean_last: k must be in [1, {len(self.accuracy)}], got k={k}")
-        return sum(self.accuracy[-k:]) / k
+    def __init__(self, model: FlatModel, clients: Clients, *, batch_size: int, gen: torch.Generator,
+                 observe: Callable | None = None):  # fmt: skip
+        self.model, self.clients, self.batch_size, self.gen, self.observe = model, clients, batch_size, gen, observe
+
+    def __call__(self, x: torch.Tensor, S: torch.Tensor) -> torch.Tensor:
+        xb, yb = self.clients.batches(self.batch_size, self.gen, S)  # (n, B, ...), (n, B)
+        if self.observe is not None:
+            self.observe(x, (xb, yb))
+        return self.model.grad(x.expand(len(S), -1), xb, yb)  # (n, d)
 
 
 def byzantine_sgd(
@@ -98,7 +122,7 @@ def byzantine_sgd(
     steps: int,
     lr: float,
     batch_size: int,
-    aggregate: agg.Aggregator,
+    aggregate: agg.Aggregator | Callable[[torch.Tensor], torch.Tensor],
     attack: Transform = lambda U: U,
     momentum: float = 0.0,
     momentum_update: Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor] = worker_momentum,
@@ -106,15 +130,18 @@ def byzantine_sgd(
     x0: torch.Tensor | None = None,
     eval_every: int | None = None,
     test: tuple[torch.Tensor, torch.Tensor] | None = None,
-) -> Run:
-    """Distributed SGD with a robust aggregator, an attack and worker momentum (see module).
+) -> History:
+    """Distributed SGD with a robust aggregator, an attack and worker momentum, on the round
+    engine (see the module): ``engine.run`` of an ``engine.Federated`` whose rounds are steps.
 
     Args:
         model: the architecture; clients: the n workers' data (the last f are Byzantine).
         steps, lr, batch_size: SGD's hyperparameters, one step per round.
-        aggregate: (n, d) -> (d,), or an object with ``at(x, batch)`` returning one (Zeno, q-FFL).
-        attack: (n, d) -> (n, d), writes the Byzantine rows (``functools.partial`` of an attack).
-        momentum: worker momentum beta in [0, 1).
+        aggregate: an ``Aggregator`` (Zeno and q-FFL observe the model and batches each step),
+            or a plain function (n, d) -> (d,) (``Custom``).
+        attack: (n, d) -> (n, d), writes the Byzantine rows (``make_attack``, or a
+            ``functools.partial`` of an attack).
+        momentum: worker momentum beta in [0, 1) (0: none).
         momentum_update: (M, G, beta) -> new M (default ``worker_momentum``; the lab passes its own).
         gen: CPU generator (initialization and minibatches).
         x0: (d,) the initial model (default: ``model.init(gen)``).
@@ -122,48 +149,26 @@ def byzantine_sgd(
         test: (x_test, y_test) (default: the clients' shared test set).
 
     Returns:
-        A ``Run``.
+        The ``engine.History``: metric "accuracy" (test accuracy, a NaN model scoring as the
+        zero model) after the recorded steps ``rounds``; ``model`` the final x (d,).
+
+    Raises:
+        ValueError: for steps < 1 or lr <= 0.
     """
-    if steps < 1 or lr <= 0:
+    if not (steps >= 1 and lr > 0):
         raise ValueError(f"byzantine_sgd: need steps >= 1 and lr > 0, got steps={steps}, lr={lr}")
     device = clients.x.device
     x = model.init(gen, device) if x0 is None else x0.to(device)
     x_test, y_test = (clients.x_test, clients.y_test) if test is None else test
-    M = torch.zeros(clients.n, model.dim, device=device)
-    run = Run([], [], x)
-    for t in range(1, steps + 1):
-        xb, yb = clients.batches(batch_size, gen)  # step 1
-        G = model.grad(x.expand(clients.n, -1), xb, yb)  # (n, d)
-        M = momentum_update(M, G, momentum) if momentum else G  # step 2
-        S = attack(M)  # step 3, (n, d)
-        aggregator = aggregate.at(x, (xb, yb)) if hasattr(aggregate, "at") else aggregate
-        x = x - lr * aggregator(S)  # step 4
-        if (eval_every and t % eval_every == 0) or t == steps:
-            run.steps.append(t)
-            run.accuracy.append(test_accuracy(model, x.nan_to_num(0.0), x_test, y_test))
-    run.model = x
-    return run
-
-
-ATTACKS = ("none", "sign flip", "label flip", "noise", "NaN", "huge", "IPM", "ALIE")
-
-
-def make_attack(name: str, f: int, *, gen: torch.Generator | None = None, sigma: float = 10.0,
-                epsilon: float = 0.1) -> Transform:  # fmt: skip
-    """A transform (n, d) -> (n, d) by name, for f Byzantine rows (see ``ATTACKS``).
-
-    "label flip" is the identity here: flip the Byzantine clients' data with
-    ``attacks.label_flip`` as well (``attack_grid`` does both).
-    """
-    table = {
-        "none": atk.no_attack, "sign flip": atk.sign_flip, "label flip": atk.no_attack,
-        "noise": partial(atk.gaussian, sigma=sigma, gen=gen if gen is not None else generator(0)),
-        "NaN": partial(atk.constant, value=float("nan")), "huge": partial(atk.constant, value=1e30),
-        "IPM": partial(atk.inner_product, epsilon=epsilon), "ALIE": atk.alie,
-    }  # fmt: skip
-    if name not in table:
-        raise ValueError(f"unknown attack name={name!r}; choose one of {ATTACKS}")
-    return partial(table[name], f=f) if f else (lambda U: U)
+    aggregator = agg.as_aggregator(aggregate)
+    federation = Federated(
+        x, select=everyone(clients.n), weights=clients.sizes.to(device),
+        local=WorkerGradients(model, clients, batch_size=batch_size, gen=gen, observe=aggregator.observe),  # 1.
+        transforms=[*([WorkerMomentum(momentum, momentum_update)] if momentum else []), attack],  # 2., 3.
+        aggregate=aggregator, server_step=descend(lr),  # 4.
+    )  # fmt: skip
+    accuracy = lambda f: test_accuracy(model, f.x.nan_to_num(0.0), x_test, y_test)  # noqa: E731
+    return run(federation, steps, metrics={"accuracy": accuracy}, eval_every=eval_every or steps)
 
 
 @dataclass
@@ -187,6 +192,46 @@ class Grid:
         return {(b, a, g): self[b, a, g] for b in self.momenta for a in self.attacks for g in self.aggregators}
 
 
+class StackedGradients:
+    """The local part of R runs at once: (x (R, d), S (n,)) -> G (R, n, d), every worker's
+    stochastic gradient in every run, the label-flipping workers' on flipped labels.
+
+    The runs come in blocks of ``per_seed``, one block per generator in ``gens``: the runs of
+    a block see the same minibatches, drawn from their generator.
+
+    Args:
+        model, clients, batch_size: as ``WorkerGradients``.
+        gens: one CPU generator per block of runs.
+        per_seed: runs per block.
+        flip: (R, 1, 1) bool, the runs whose Byzantine workers flip their labels.
+        byzantine: (1, n, 1) bool, the Byzantine workers.
+    """
+
+    def __init__(self, model: FlatModel, clients: Clients, *, batch_size: int, gens: Sequence[torch.Generator],
+                 per_seed: int, flip: torch.Tensor, byzantine: torch.Tensor):  # fmt: skip
+        self.model, self.clients, self.batch_size, self.gens, self.per_seed = model, clients, batch_size, gens, per_seed
+        self.flipped = flip & byzantine  # (R, n, 1)
+
+    def __call__(self, x: torch.Tensor, S: torch.Tensor) -> torch.Tensor:
+        R, n = len(x), len(S)
+        xb, yb = zip(*(self.clients.batches(self.batch_size, gen, S) for gen in self.gens))  # per seed (n, B, ...), (n, B)
+        xb = torch.stack(xb).repeat_interleave(self.per_seed, 0)  # (R, n, B, ...)
+        yb = torch.stack(yb).repeat_interleave(self.per_seed, 0)  # (R, n, B)
+        Y = torch.where(self.flipped, self.clients.n_classes - 1 - yb, yb)  # (R, n, B)
+        G = self.model.grad(x.repeat_interleave(n, 0), xb.flatten(0, 1), Y.flatten(0, 1))  # (R * n, d)
+        return G.view(R, n, -1)
+
+
+class PerRun:
+    """A message transform of R runs at once: run r's attack on its matrix, (R, n, d) -> (R, n, d)."""
+
+    def __init__(self, transforms: Sequence[Transform]):
+        self.transforms = list(transforms)
+
+    def __call__(self, M: torch.Tensor) -> torch.Tensor:
+        return torch.stack([transform(M[r]) for r, transform in enumerate(self.transforms)])
+
+
 def attack_grid(
     model: FlatModel,
     clients: Clients,
@@ -205,8 +250,10 @@ def attack_grid(
 ) -> Grid:
     """``byzantine_sgd`` for every seed x momentum x attack x aggregator, the last f workers Byzantine.
 
-    For each aggregator the R = len(seeds) * len(momenta) * len(attacks) runs train at once:
-    their gradients are one (R * n, d) client matrix and the aggregator gets the stack
+    For each aggregator the R = len(seeds) * len(momenta) * len(attacks) runs train at once,
+    as one ``engine.Federated`` on stacks: the server model is (R, d), the workers'
+    gradients one (R * n, d) client matrix (``StackedGradients``), worker momentum has one
+    beta per run, each run has its attack (``PerRun``) and the aggregator gets the stack
     (R, n, d). The runs of one seed start from the same initialization and see the same
     minibatches (both from ``generator(seed)``), as ``byzantine_sgd`` with
     ``gen=generator(seed)`` does; the noise attack draws from ``generator(seed + 1)``.
@@ -226,8 +273,7 @@ def attack_grid(
     Raises:
         ValueError: for f outside [0, n/2), average_last outside [1, steps], or no seed.
     """
-    if not 0 <= f < clients.n / 2:
-        raise ValueError(f"attack_grid: f must be in [0, n/2) = [0, {clients.n / 2:g}), got f={f}")
+    check_f(f, clients.n, "attack_grid")
     if not 1 <= average_last <= steps:
         raise ValueError(f"attack_grid: average_last must be in [1, steps={steps}], got {average_last}")
     seeds = list(seeds)
@@ -237,42 +283,42 @@ def attack_grid(
     runs = [(beta, attack) for beta in momenta for attack in attacks]  # the runs of one seed
     n_seeds, per_seed, n = len(seeds), len(runs), clients.n
     R = n_seeds * per_seed
-    beta = torch.tensor([b for b, _ in runs], device=device).repeat(n_seeds).view(R, 1, 1)
-    keep = torch.tensor([1 - b for b, _ in runs], device=device).repeat(n_seeds).view(R, 1, 1)
     flip = torch.tensor([a == "label flip" for _, a in runs], device=device).repeat(n_seeds).view(R, 1, 1)
     byzantine = (torch.arange(n) >= n - f).to(device).view(1, n, 1)
     x_test = clients.x_test.expand(R, *clients.x_test.shape)
     y_test = clients.y_test.expand(R, -1)
+    accuracy = lambda fed: model.accuracy(fed.x.nan_to_num(0.0), x_test, y_test).cpu()  # noqa: E731 (R,)
     acc = torch.zeros(len(aggregators), R)
     for k, factory in enumerate(aggregators.values()):
-        aggregate, gens = factory(), [generator(seed) for seed in seeds]
-        transforms = [make_attack(a, f, gen=generator(seed + 1), sigma=sigma, epsilon=epsilon)
-                      for seed in seeds for _, a in runs]  # fmt: skip
+        gens = [generator(seed) for seed in seeds]
+        attack = PerRun([make_attack(a, f, gen=generator(seed + 1), sigma=sigma, epsilon=epsilon)
+                         for seed in seeds for _, a in runs])  # fmt: skip
         x = torch.stack([model.init(gen, device) for gen in gens]).repeat_interleave(per_seed, 0)  # (R, d)
-        M = torch.zeros(R, n, model.dim, device=device)
-        for t in range(1, steps + 1):
-            xb, yb = zip(*(clients.batches(batch_size, gen) for gen in gens))  # per seed (n, B, ...), (n, B)
-            xb = torch.stack(xb).repeat_interleave(per_seed, 0)  # (R, n, B, ...)
-            yb = torch.stack(yb).repeat_interleave(per_seed, 0)  # (R, n, B)
-            Y = torch.where(flip & byzantine, clients.n_classes - 1 - yb, yb)  # (R, n, B)
-            G = model.grad(x.repeat_interleave(n, 0), xb.flatten(0, 1), Y.flatten(0, 1))  # (R * n, d)
-            M = beta * M + keep * G.view(R, n, -1)  # (R, n, d)
-            S = torch.stack([attack(M[r]) for r, attack in enumerate(transforms)])  # (R, n, d)
-            x = x - lr * aggregate(S)
-            if t > steps - average_last:
-                acc[k] += model.accuracy(x.nan_to_num(0.0), x_test, y_test).cpu() / average_last
+        federation = Federated(
+            x, select=everyone(n), weights=torch.ones(n, device=device),
+            local=StackedGradients(model, clients, batch_size=batch_size, gens=gens, per_seed=per_seed, flip=flip,
+                                   byzantine=byzantine),
+            transforms=[WorkerMomentum([b for _ in seeds for b, _ in runs]), attack],
+            aggregate=agg.as_aggregator(factory()), server_step=descend(lr),
+        )  # fmt: skip
+        if steps > average_last:  # the first steps unrecorded, then the last average_last with their accuracy
+            run(federation, steps - average_last)
+        for a in run(federation, average_last, metrics={"accuracy": accuracy}).accuracy:
+            acc[k] += a / average_last
     shape = (n_seeds, len(momenta), len(attacks), len(aggregators))
     return Grid(seeds, list(momenta), list(attacks), list(aggregators), acc.T.reshape(shape))
 
 
 def with_minority(clients: Clients, minority: torch.Tensor, quarter_turns: int = 2) -> Clients:
     """Clients ``minority`` (indices) see their images, train and test, turned by
-    ``quarter_turns`` quarter turns: honest clients from another distribution."""
-    minority = torch.as_tensor(minority, dtype=torch.int64).cpu()
+    ``quarter_turns`` quarter turns: honest clients from another distribution.
+
+    Raises:
+        ValueError: for an index outside [0, n).
+    """
+    minority, mine = samples_of(clients, minority, "with_minority", "minority")
     rotations = torch.zeros(clients.n, dtype=torch.int64)
     rotations[minority] = quarter_turns
-    owner = torch.repeat_interleave(torch.arange(clients.n), clients.sizes.cpu())
-    mine = torch.isin(owner, minority).to(clients.x.device)
     x = torch.where(mine.view(-1, *[1] * (clients.x.dim() - 1)), torch.rot90(clients.x, quarter_turns, dims=(-2, -1)), clients.x)
     return replace(clients, x=x, rotations=rotations)
 
@@ -305,8 +351,8 @@ def group_accuracies(
         model: the architecture.
         clients: the n workers' data, the minority's transformed (``with_minority``).
         minority: (m,) indices of the minority clients.
-        aggregators: name -> factory of a fresh aggregator (n, d) -> (d,), or of an object
-            with ``at(x, batch)`` (``QFFL``).
+        aggregators: name -> factory of a fresh ``Aggregator`` (``QFFL`` too: it observes
+            the workers' losses each step), or of a plain function (n, d) -> (d,).
         steps, lr, batch_size: SGD's hyperparameters, one step per round.
         seeds: one run per aggregator and seed.
 
@@ -318,10 +364,10 @@ def group_accuracies(
         ValueError: for no seed, or what ``byzantine_sgd`` raises.
     """
 
-    def run(factory: Callable[[], agg.Aggregator], seed: int) -> dict[str, float]:
+    def one(factory: Callable[[], agg.Aggregator], seed: int) -> dict[str, float]:
         x = byzantine_sgd(model, clients, steps=steps, lr=lr, batch_size=batch_size, aggregate=factory(),
                           gen=generator(seed)).model  # fmt: skip
         majority, minority_accuracy = group_accuracy(model, x, clients, minority)
         return {"majority": majority, "minority": minority_accuracy}
 
-    return {name: over_seeds(partial(run, factory), seeds) for name, factory in aggregators.items()}
+    return {name: over_seeds(partial(one, factory), seeds) for name, factory in aggregators.items()}
