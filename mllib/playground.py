@@ -4,7 +4,7 @@ A round runs a fixed pipeline, each stage taken from its topic's module (nothing
 
 | # | stage | from | what it does to the (n, d) client matrix of updates U |
 |---|---|---|---|
-| 1 | local steps | ``mllib.local_sgd`` (+ ``WorkerMomentum``: ``robust.worker_momentum``) | U = local_sgd(x) - x, then M <- beta M + (1 - beta) U |
+| 1 | local steps | ``mllib.local_sgd`` (+ ``robust.WorkerMomentum``) | U = local_sgd(x) - x, then M <- beta M + (1 - beta) U |
 | 2 | compression | ``mllib.compression`` (``TopK``, ``QSGD``, ..., ``ErrorFeedback``) | U <- C(U), bits counted |
 | 3 | attack | ``mllib.robust.make_attack`` | the last f rows overwritten |
 | 4 | aggregation | ``mllib.robust.make``, or gossip ``mllib.decentralized.gossip`` / ``compression.choco_step`` | (n, d) -> (d,), or X <- W (X + U) |
@@ -77,37 +77,6 @@ class Config:
     seed: int = 0
 
 
-class WorkerMomentum:
-    """Worker momentum as a message transform, (n, d) -> (n, d) (Karimireddy, He, Jaggi 2021,
-    Algorithm 1, line 4): every client sends its momentum instead of its update.
-
-    Update: M <- beta M + (1 - beta) U (``robust.worker_momentum``), then send M.
-
-    Args:
-        beta: momentum in [0, 1).
-
-    State: ``M`` (n, d) the clients' momenta, zero before the first round.
-
-    Raises:
-        ValueError: for beta outside [0, 1).
-    """
-
-    def __init__(self, beta: float):
-        if not 0 <= beta < 1:
-            raise ValueError(f"beta must be in [0, 1), got {beta}")
-        self.beta = beta
-        # State
-        self.M: torch.Tensor | None = None
-
-    def __call__(self, U: torch.Tensor) -> torch.Tensor:
-        self.M = torch.zeros_like(U) if self.M is None else self.M
-        self.M = robust.worker_momentum(self.M, U, self.beta)
-        return self.M
-
-    def state_dict(self) -> dict:
-        return {"M": self.M}
-
-
 def max_f(aggregator: str, n_clients: int) -> int:
     """The largest number of Byzantine clients the aggregator's own condition accepts.
 
@@ -117,7 +86,7 @@ def max_f(aggregator: str, n_clients: int) -> int:
     """
     if aggregator not in AGGREGATORS:
         raise ValueError(f"unknown aggregator={aggregator!r}; choose one of {AGGREGATORS}")
-    return max(0, (n_clients - 3) // 2) if aggregator == "krum" else max(0, (n_clients - 1) // 2)
+    return robust.rules.max_f(n_clients, "krum" if aggregator == "krum" else "half")
 
 
 def allowed(config: Config) -> dict[str, tuple]:
@@ -237,7 +206,7 @@ def run(config: Config, data, gen: torch.Generator | None = None) -> History:
         clients = robust.attacks.label_flip(clients, byzantine)
     model = FlatModel(mlp(data.n_features, data.n_classes, hidden=(c.hidden,)))
     # 1. local steps (+ worker momentum); 2. compression; 3. attack
-    momenta = [WorkerMomentum(c.momentum)] if c.momentum > 0 else []
+    momenta = [robust.WorkerMomentum(c.momentum)] if c.momentum > 0 else []
     compressor = make_compressor(c.compressor, c.error_feedback, seed=c.seed + 1)
     attack = robust.make_attack(c.attack, c.f, gen=generator(c.seed + 2))
     if c.topology == "server":
@@ -460,7 +429,7 @@ def panel(data, config: Config | None = None):
 
 
 __all__ = [
-    "AGGREGATORS", "ATTACKS", "COMPRESSORS", "Config", "PARTITIONS", "PIPELINE", "TOPOLOGIES", "WorkerMomentum",
+    "AGGREGATORS", "ATTACKS", "COMPRESSORS", "Config", "PARTITIONS", "PIPELINE", "TOPOLOGIES",
     "allowed", "describe", "final_accuracy", "is_valid", "make_aggregate", "make_compressor", "max_f",
     "paired_difference", "pairwise", "panel", "plot", "run", "run_seeds", "validate",
 ]

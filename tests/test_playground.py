@@ -110,16 +110,6 @@ def test_paired_difference_is_taken_seed_by_seed(data):
         pg.paired_difference(plain, {1: attacked[1], 0: attacked[0]})
 
 
-def test_worker_momentum_keeps_its_state_on_the_object():
-    momentum = pg.WorkerMomentum(0.5)
-    U = torch.ones(3, 2)
-    torch.testing.assert_close(momentum(U), 0.5 * U)  # M starts at zero
-    torch.testing.assert_close(momentum(U), 0.75 * U)
-    torch.testing.assert_close(momentum.state_dict()["M"], 0.75 * U)
-    with pytest.raises(ValueError, match="beta must be in \\[0, 1\\), got 1.0"):
-        pg.WorkerMomentum(1.0)
-
-
 def test_pairwise_covers_every_valid_pair():
     options = {"a": (0, 1, 2), "b": ("x", "y"), "c": (True, False), "d": (0, 1)}
     valid = lambda s: not (s["a"] == 2 and s["b"] == "y")  # noqa: E731
