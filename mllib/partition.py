@@ -45,12 +45,16 @@ class Clients:
         """Each client's share of all training samples, (n,), sums to 1."""
         return self.sizes.double().div(self.sizes.sum()).float()
 
+    @property
+    def owners(self) -> torch.Tensor:
+        """(N,) the client of each training sample, on the data's device."""
+        return torch.repeat_interleave(torch.arange(self.n), self.sizes.cpu()).to(self.y.device)
+
     def label_counts(self) -> torch.Tensor:
         """(n, n_classes) training labels per client (before any label map)."""
-        owner = torch.repeat_interleave(torch.arange(self.n, device=self.sizes.device), self.sizes)
         labels = self._original_labels()
         counts = torch.zeros(self.n, self.n_classes, dtype=torch.int64, device=labels.device)
-        return counts.index_put_((owner.to(labels.device), labels), torch.ones_like(labels), accumulate=True)
+        return counts.index_put_((self.owners, labels), torch.ones_like(labels), accumulate=True)
 
     def batches(
         self, batch_size: int, gen: torch.Generator | Sequence[torch.Generator], among: torch.Tensor | None = None
@@ -97,8 +101,7 @@ class Clients:
         if self.label_maps is None:
             return self.y
         inverse = torch.argsort(self.label_maps, dim=1)
-        owner = torch.repeat_interleave(torch.arange(self.n, device=self.y.device), self.sizes.to(self.y.device))
-        return inverse[owner, self.y]
+        return inverse[self.owners, self.y]
 
 
 def split(
@@ -218,7 +221,7 @@ def with_tasks(clients: Clients, kind: str, *, n_tasks: int, gen: torch.Generato
     if not 1 <= n_tasks <= limit:
         raise ValueError(f"n_tasks must be in [1, {limit}] for kind={kind!r}, got {n_tasks}")
     task = torch.arange(clients.n) % n_tasks
-    owner = torch.repeat_interleave(task, clients.sizes)
+    owner = task[clients.owners.cpu()]  # (N,) the task of each sample
     if kind == "rotation":
         x = clients.x.clone()
         for t in range(1, n_tasks):

@@ -6,6 +6,7 @@ their minibatches from the generators the simulation gives its rows.
 import pathlib
 import time
 
+import numpy as np
 import pytest
 import torch
 
@@ -104,6 +105,68 @@ def test_a_supernode_that_dies_mid_round_fails_the_run_with_a_clear_error_in_bou
             deployment.run(settings, timeout=120, on_line=kill_a_node_once_round_one_starts)
         assert time.monotonic() - start < 90
     assert stopped(started)
+
+
+class InProcessGrid:
+    """Flower's Grid for the ServerApp, delivering each train message to the ClientApp of its
+    SuperNode in this process (each node with its own Context, kept from round to round, and
+    answering in reverse order): the app's server and clients without a deployment."""
+
+    def __init__(self, settings, node_configs):
+        from flwr.app import Context, RecordDict
+
+        self.config = {key.replace("_", "-"): value for key, value in settings.__dict__.items()}
+        self.nodes = {10 + i: Context(run_id=1, node_id=10 + i, node_config=config, state=RecordDict(),
+                                      run_config=self.config) for i, config in enumerate(node_configs)}  # fmt: skip
+
+    def get_node_ids(self):
+        return list(self.nodes)
+
+    def send_and_receive(self, messages, *, timeout=None):
+        from mllib.flower import client_app
+
+        return [client_app.train(m, self.nodes[m.metadata.dst_node_id]) for m in reversed(list(messages))]
+
+
+@pytest.mark.parametrize(("settings", "nodes", "attack"), [
+    (Settings(rounds=2, clients=3, local_steps=5), NODES, "none"),
+    (Settings(rounds=2, clients=3, local_steps=5, algorithm="scaffold"), NODES, "none"),
+    (Settings(rounds=2, clients=3, local_steps=5, algorithm="dp-fedavg", clip=0.5, noise=0.8), NODES, "none"),
+    (Settings(rounds=2, clients=3, local_steps=5, aggregator="median", byzantine=1), BYZANTINE_NODES, "noise"),
+], ids=["fedavg", "scaffold", "dp-fedavg", "median, a Byzantine node"])  # fmt: skip
+def test_the_server_apps_round_engine_with_the_client_apps_in_process_equals_the_simulation(
+    settings, nodes, attack, tmp_path, monkeypatch, capsys
+):
+    from flwr.app import Context, RecordDict
+    from flwr.supercore.task_identity import TaskIdentity
+
+    from mllib.flower import server_app
+
+    for name in ("_run_id", "_task_id", "_node_id"):  # what Flower's runtime sets in a ServerApp's process
+        monkeypatch.setattr(TaskIdentity, name, 1)
+    settings = Settings(**{**settings.__dict__, "output": str(tmp_path / "run.npz")})
+    grid = InProcessGrid(settings, nodes)
+    server_app.main(grid, Context(run_id=1, node_id=1, node_config={}, state=RecordDict(), run_config=grid.config))
+    saved = np.load(settings.output)
+    assert_same_model(torch.from_numpy(saved["model"]), simulate(settings, attack=attack))
+    assert len(saved["accuracy"]) == settings.rounds + 1
+    printed = capsys.readouterr().out
+    assert "[ROUND 2/2]" in printed and "round 2: test accuracy" in printed
+    assert ("epsilon 9.23 at delta 1e-05" in printed) == (settings.algorithm == "dp-fedavg")
+
+
+def test_the_server_refuses_replies_for_other_partitions(tmp_path, monkeypatch):
+    from flwr.app import Context, RecordDict
+    from flwr.supercore.task_identity import TaskIdentity
+
+    from mllib.flower import server_app
+
+    for name in ("_run_id", "_task_id", "_node_id"):
+        monkeypatch.setattr(TaskIdentity, name, 1)
+    settings = Settings(rounds=1, clients=3, local_steps=1, output=str(tmp_path / "run.npz"))
+    grid = InProcessGrid(settings, [{"partition-id": 0}, {"partition-id": 1}, {"partition-id": 1}])
+    with pytest.raises(RuntimeError, match=r"round 1: the SuperNodes replied for partitions \[0, 1, 1\]"):
+        server_app.main(grid, Context(run_id=1, node_id=1, node_config={}, state=RecordDict(), run_config=grid.config))
 
 
 def test_settings_reject_bad_values_with_clear_messages():

@@ -253,30 +253,47 @@ def fp32_run(digits):
     return run(digits)
 
 
+def accuracy(run):
+    return run.algorithm.test_accuracy()[0]
+
+
+def underflow(run):
+    return torch.stack(run.underflow).mean().item()  # over the steps
+
+
 def test_fp32_training_learns(fp32_run):
-    assert fp32_run.accuracy > 0.7  # chance: 0.1
+    assert accuracy(fp32_run) > 0.7  # chance: 0.1
+
+
+def test_training_is_a_history_of_the_round_engine_one_step_a_round(fp32_run):
+    assert fp32_run.rounds == list(range(1, 121)) and list(fp32_run.metrics) == ["loss", "underflow", "skipped"]
+    assert fp32_run.loss[0].shape == (1,) and fp32_run.skipped[-1].tolist() == [0]
+    assert torch.stack(fp32_run.loss)[-10:].mean() < torch.stack(fp32_run.loss)[:10].mean()
+    assert fp32_run.model["W1"].shape == (1, 32, 64) and training.unstack(fp32_run.model)[0]["W1"].shape == (32, 64)
 
 
 def test_fp8_master_weights_stall_without_stochastic_rounding(digits):
     nearest = run(digits, compute="fp8_e4m3", grads="fp8_e5m2", master="fp8_e4m3", scaled=True)
     stochastic = run(digits, compute="fp8_e4m3", grads="fp8_e5m2", master="fp8_e4m3", scaled=True, stochastic=True)
-    assert stochastic.accuracy > nearest.accuracy + 0.1
+    assert accuracy(stochastic) > accuracy(nearest) + 0.1
 
 
 def test_scaling_removes_gradient_underflow(digits):
-    assert run(digits, grads="fp8_e4m3").underflow > 0.05
-    assert run(digits, grads="fp8_e4m3", scaled=True).underflow < 0.01
+    assert underflow(run(digits, grads="fp8_e4m3")) > 0.05
+    assert underflow(run(digits, grads="fp8_e4m3", scaled=True)) < 0.01
 
 
 @pytest.mark.parametrize("kw", [{}, dict(compute="fp8_e4m3", grads="fp8_e5m2", master="fp8_e4m3", scaled=True, stochastic=True)])
 def test_seeds_trained_together_are_the_runs_of_each_seed_alone(digits, kw):
     settings = dict(hidden=8, steps=20, lr=0.1, batch_size=16)
     together = training.train_limited_seeds(digits, training.Precision(**kw), seeds=[3, 7], **settings)
-    for seed, run in zip([3, 7], together):
+    losses = torch.stack(together.loss, 1)  # (seeds, steps)
+    for i, seed in enumerate([3, 7]):
         alone = training.train_limited(digits, training.Precision(**kw), gen=mllib.generator(seed), **settings)
-        torch.testing.assert_close(torch.tensor(run.losses), torch.tensor(alone.losses), rtol=1e-3, atol=1e-4)
-        assert abs(run.accuracy - alone.accuracy) < 0.02 and run.skipped == alone.skipped == 0
-    assert together[0].losses != together[1].losses  # each seed its own initialization and batches
+        torch.testing.assert_close(losses[i], torch.stack(alone.loss, 1)[0], rtol=1e-3, atol=1e-4)
+        assert abs(together.algorithm.test_accuracy()[i] - accuracy(alone)) < 0.02
+        assert together.skipped[-1][i] == alone.skipped[-1][0] == 0
+    assert not torch.equal(losses[0], losses[1])  # each seed its own initialization and batches
 
 
 def test_train_limited_seeds_needs_a_seed(digits):
@@ -405,8 +422,11 @@ def test_more_bad_input_raises(digits):
         hashing.hash_features([["a"]], 8, input_type="tokens")
     with pytest.raises(ValueError, match="x must be a float tensor"):
         summation.naive_sum(torch.ones(3, 0), "bf16")
-    with pytest.raises(ValueError, match="steps, batch_size, hidden"):
+    with pytest.raises(ValueError, match="batch_size and hidden must be >= 1 and lr > 0, got batch_size=1, hidden=0"):
         training.train_limited(digits, training.Precision(), hidden=0, steps=1, lr=0.1, batch_size=1, gen=torch.Generator())
+    with pytest.raises(ValueError, match="steps must be an integer >= 1, got 0"):
+        training.train_limited(digits, training.Precision(), hidden=4, steps=0, lr=0.1, batch_size=1,
+                               gen=torch.Generator())
     with pytest.raises(ValueError, match="fmt must be one of"):
         training.Precision(compute="fp4")
     with pytest.raises(ValueError, match="step must be finite"):
@@ -414,7 +434,7 @@ def test_more_bad_input_raises(digits):
 
 
 def test_compression_sweep_shrinks_the_model(digits, fp32_run):
-    params = fp32_run.params
+    params = training.unstack(fp32_run.model)[0]
     rows = training.compression_sweep(params, digits, (0.0, 0.9))
     by = {(r["sparsity"], r["fmt"]): r for r in rows}
     assert by[0.0, "int8"]["bytes"] < by[0.0, "fp32"]["bytes"] / 3.9

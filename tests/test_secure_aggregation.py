@@ -328,6 +328,18 @@ def test_protocol_cost_counts_seven_messages_per_client_and_a_ciphertext_per_ord
     assert (cost["messages"], cost["ciphertexts"]) == (35, 20) and cost["seconds"] > 0
 
 
+def test_rounds_of_the_protocol_run_on_the_round_engine_with_fresh_keys():
+    from mllib import engine
+
+    protocol = sa.SecureAggregation(3, 2, 4, bound=1.0, gen=mllib.generator(0))
+    X = torch.rand(3, 4, generator=mllib.generator(1)) * 2 - 1
+    history = engine.run(sa.SecAggRounds(protocol, X), 2, metrics={"sum": lambda rounds: rounds.total})
+    assert history.rounds == [1, 2] and protocol.round == 1  # the protocol counts its rounds from 0
+    for total in history["sum"]:
+        torch.testing.assert_close(total, X.double().sum(0), rtol=0, atol=1e-6)
+    assert 0 < history.bits[0] < history.bits[1] == 2 * history.bits[0]
+
+
 def test_secaggplus_cost_is_four_round_trips_per_node_and_a_ciphertext_per_neighbour():
     assert sa.secaggplus_cost(20, 5) == {"clients": 20, "messages": 160, "ciphertexts": 80}  # as benchmarked
     course = sa.protocol_cost(5, 10, rounds=1, gen=mllib.generator(0))

@@ -6,6 +6,7 @@ from hypothesis import strategies as st
 from sklearn.linear_model import Lasso, Ridge
 
 import mllib
+from mllib import engine
 from mllib import systems as sy
 from mllib.checks import systems as check
 from selfchecks import assert_passes, assert_rejects
@@ -103,7 +104,7 @@ def test_coordinate_descent_never_increases_the_objective():
     A, b = problem(3)
     for kind in sy.glm.KINDS:
         trace = sy.train_two_units(A, b, 0.5, budget=4, rule="random", rounds=20, kind=kind, gen=mllib.generator(0))
-        assert (trace.objective.diff() <= 1e-12).all()
+        assert (sy.series(trace, "objective").diff() <= 1e-12).all()
 
 
 def test_bad_glm_input_raises():
@@ -140,17 +141,29 @@ def test_unknown_rule_and_negative_cost_raise():
 def test_fixed_set_swaps_only_at_the_start_and_stalls():
     A, b = problem(4)
     trace = sy.train_two_units(A, b, 0.5, budget=3, rule="fixed", rounds=10, gen=mllib.generator(0))
-    assert trace.swaps.tolist() == [3] + [0] * 10
+    assert trace.swaps == [3] + [0] * 10 and trace.rounds == list(range(11))
     optimum = sy.primal(A, b, sy.solve(A, b, 0.5), 0.5)
     assert trace.objective[-1] - optimum > 0.01 * (trace.objective[0] - optimum)
+
+
+def test_a_run_is_the_round_engines_history_with_the_set_up_first():
+    A, b = problem(2)
+    run = sy.train_two_units(A, b, 0.5, budget=3, rule="gap", rounds=2, gen=mllib.generator(0))
+    assert run.rounds == [0, 1, 2] and list(run.metrics) == list(sy.METRICS)
+    assert run.objective[-1] == sy.primal(A, b, run.model, 0.5) and run.algorithm.budget == 3
+    slow = sy.train_slow_alone(A, b, 0.5, rounds=2, updates=5, gen=mllib.generator(0))
+    assert (slow.fast_ops, slow.slow_ops, slow.swaps) == ([0, 0, 0], [0, 5, 5], [0, 0, 0])
+    with pytest.raises(ValueError, match="rounds must be an integer >= 1, got 0"):
+        sy.train_two_units(A, b, 0.5, budget=3, rounds=0, gen=mllib.generator(0))
 
 
 def test_simulated_time_follows_the_cost_model():
     A, b = problem(5)
     trace = sy.train_two_units(A, b, 0.5, budget=4, rule="gap", rounds=3, updates=10, refresh=2, gen=mllib.generator(0))
-    assert trace.fast_ops.tolist() == [0, 14, 14, 14] and trace.slow_ops.tolist() == [12, 2, 2, 2]
+    assert trace.fast_ops == [0, 14, 14, 14] and trace.slow_ops == [12, 2, 2, 2]
     cost = sy.CostModel(fast_update=1.0, slow_update=10.0, swap=3.0)
-    per_round = torch.maximum(trace.fast_ops, 10 * trace.slow_ops) + 3 * trace.swaps
+    fast, slow, swaps = (sy.series(trace, name) for name in ("fast_ops", "slow_ops", "swaps"))
+    per_round = torch.maximum(fast, 10 * slow) + 3 * swaps
     assert torch.equal(sy.simulated_time(trace, cost), per_round.cumsum(0))
 
 
@@ -245,8 +258,8 @@ def test_sgd_with_importance_sampling_records_lower_variance(regression):
     A, b = regression
     lr = 0.5 / A.pow(2).sum(1).max().item()
     runs = {s: sy.sgd(A, b, scheme=s, steps=100, batch=4, lr=lr, every=50, gen=mllib.generator(0)) for s in sy.SCHEMES}
-    assert runs["lipschitz"].variance[0, 0] < runs["uniform"].variance[0, 0]
-    assert all(r.suboptimality[0, -1] < r.suboptimality[0, 0] for r in runs.values())
+    assert runs["lipschitz"].variance[0][0] < runs["uniform"].variance[0][0]
+    assert all(r.suboptimality[-1][0] < r.suboptimality[0][0] for r in runs.values())
     with pytest.raises(ValueError, match="scheme must be one of"):
         sy.sgd(A, b, scheme="greedy", steps=1, batch=1, lr=0.1, gen=mllib.generator(0))
     with pytest.raises(ValueError, match="runs must be >= 1"):
@@ -258,23 +271,34 @@ def test_sgd_runs_start_together_and_draw_apart(regression, scheme):
     A, b = regression
     lr = 0.5 / A.pow(2).sum(1).max().item()
     trace = sy.sgd(A, b, scheme=scheme, steps=40, batch=2, lr=lr, every=20, runs=3, gen=mllib.generator(0))
-    assert trace.steps.tolist() == [0, 20, 40] and trace.suboptimality.shape == trace.variance.shape == (3, 3)
-    assert (trace.suboptimality[:, 0] == trace.suboptimality[0, 0]).all()  # all start at x = 0
-    assert (trace.variance[:, 0] == trace.variance[0, 0]).all()
-    assert len(set(trace.suboptimality[:, -1].tolist())) == 3  # their own draws
+    assert trace.rounds == [0, 20, 40] and sy.records(trace, "suboptimality").shape == (3, 3)
+    assert sy.records(trace, "variance").shape == (3, 3)
+    assert (trace.suboptimality[0] == trace.suboptimality[0][0]).all()  # all start at x = 0
+    assert (trace.variance[0] == trace.variance[0][0]).all()
+    assert len(set(trace.suboptimality[-1].tolist())) == 3  # their own draws
     first = sy.sgd(A, b, scheme=scheme, steps=40, batch=2, lr=lr, every=20, gen=mllib.generator(0))
-    assert first.variance[0, 0].item() == pytest.approx(trace.variance[0, 0].item(), rel=1e-12)
+    assert first.variance[0][0].item() == pytest.approx(trace.variance[0][0].item(), rel=1e-12)
+
+
+def test_sgd_records_every_every_steps_and_the_last(regression):
+    A, b = regression
+    trace = sy.sgd(A, b, scheme="adaptive", steps=45, batch=2, lr=0.01, every=20, runs=2, gen=mllib.generator(0))
+    assert trace.rounds == [0, 20, 40, 45] and trace.algorithm.scheme == "adaptive" and trace.model.shape == (2, 5)
+    with pytest.raises(ValueError, match="rounds must be an integer >= 1, got 0"):
+        sy.sgd(A, b, scheme="uniform", steps=0, batch=1, lr=0.1, gen=mllib.generator(0))
 
 
 def test_log10_mean_is_the_log_of_the_geometric_mean_over_runs_and_steps():
-    trace = sy.SGDTrace("uniform", torch.tensor([0, 10, 20]), torch.tensor([[1e3, 1e1, 1e3], [1e3, 1e-1, 1e-3]]),
-                        torch.tensor([[1e2, 1e2, 1e2], [1e4, 1e4, 1e4]]))  # fmt: skip
-    assert trace.log10_mean("variance") == pytest.approx(3.0)
-    assert trace.log10_mean("suboptimality", start=10) == pytest.approx((1 + 3 - 1 - 3) / 4)
-    with pytest.raises(ValueError, match="field must be"):
-        trace.log10_mean("loss")
+    suboptimality, variance = torch.tensor([[1e3, 1e1, 1e3], [1e3, 1e-1, 1e-3]]), torch.tensor([[1e2] * 3, [1e4] * 3])
+    metrics = {"suboptimality": list(suboptimality.T), "variance": list(variance.T)}  # (runs,) per recorded step
+    trace = engine.History(rounds=[0, 10, 20], metrics=metrics)
+    assert torch.equal(sy.records(trace, "suboptimality"), suboptimality)
+    assert sy.log10_mean(trace, "variance") == pytest.approx(3.0)
+    assert sy.log10_mean(trace, "suboptimality", start=10) == pytest.approx((1 + 3 - 1 - 3) / 4)
+    with pytest.raises(KeyError, match="no metric 'loss' was recorded"):
+        sy.log10_mean(trace, "loss")
     with pytest.raises(ValueError, match="start must be at most the last recorded step 20"):
-        trace.log10_mean("variance", start=21)
+        sy.log10_mean(trace, "variance", start=21)
 
 
 def test_adaptive_sampler_keeps_one_memory_per_run():
@@ -340,7 +364,7 @@ def test_objective_at_reads_the_last_finished_round():
     trace = sy.train_two_units(A, b, 0.5, budget=3, rule="random", rounds=4, gen=mllib.generator(0))
     cost = sy.CostModel()
     times = sy.simulated_time(trace, cost)
-    assert sy.objective_at(trace, cost, times[2].item()) == trace.objective[2].item()
-    assert sy.objective_at(trace, cost, times[2].item() - 1e-9) == trace.objective[1].item()
+    assert sy.objective_at(trace, cost, times[2].item()) == trace.objective[2]
+    assert sy.objective_at(trace, cost, times[2].item() - 1e-9) == trace.objective[1]
     with pytest.raises(ValueError, match="after the run's end"):
         sy.objective_at(trace, cost, times[-1].item() + 1)

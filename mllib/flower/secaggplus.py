@@ -9,8 +9,13 @@ the course's Message-API app, on the same SuperLink and SuperNodes:
   ``DefaultWorkflow(fit_workflow=SecAggPlusWorkflow(...))``; the stages are Flower's own (the
   subclass below only records them: halted rounds, seconds and messages per round);
 - client (``secaggplus_app/secaggplus_client.py``): ``ClientApp(client_fn=..., mods=[secaggplus_mod])``:
-  the mod runs the protocol's four stages, and in the third calls ``Trainer.fit``:
-  ``mllib.local_sgd`` on the node's partition with the generator the simulation gives that row.
+  the mod runs the protocol's four stages, and in the third calls ``Trainer.fit``: the round
+  engine's local part, ``mllib.LocalSGD``, on the node's partition with the generator the
+  simulation gives that row.
+
+Flower's legacy workflow runs the rounds (``DefaultWorkflow``) and aggregates inside the secure
+protocol, so this app's loop over rounds and its server step are Flower's, not the round
+engine's (``mllib.engine``); the course's own app (``server_app``) runs the engine's loop.
 
 Each client uploads its weighted model w_i y_i and weight w_i, quantized: y is clipped to
 [-c, c] (``clipping_range``) and rounded stochastically to ``quantization_range`` levels; the
@@ -56,7 +61,7 @@ from flwr.serverapp import Grid, ServerApp
 import mllib
 from mllib.personalized import restrict
 
-from .client_app import kept
+from .client_app import ONLY, kept
 from .task import Settings, batch_generator, client_share, federation, flower_config, initial_model
 
 APP = pathlib.Path(__file__).parent / "secaggplus_app"
@@ -142,8 +147,7 @@ def plain_average(settings: SecAggPlusSettings, partitions) -> torch.Tensor:
     model, clients = federation(training)
     mine, x0 = restrict(clients, list(partitions)), initial_model(model, training)
     gens = [batch_generator(training, i) for i in partitions]
-    Y = mllib.local_sgd(model, x0.expand(len(gens), -1), mine, steps=training.local_steps, lr=training.lr,
-                        batch_size=training.batch_size, gen=gens)  # fmt: skip
+    Y = x0 + local_part(training, model, mine, gens)(x0, torch.arange(len(gens)))  # (k, d) models y_i = x + U_i
     return mllib.weighted_average(Y.double(), mine.sizes.double())
 
 
@@ -157,6 +161,13 @@ def quantization_gap(settings: SecAggPlusSettings, result: dict, round_: int, pa
 
 
 # --- client -----------------------------------------------------------------------------------------
+def local_part(training: Settings, model: mllib.FlatModel, clients: mllib.Clients,
+               gens: list[torch.Generator]) -> mllib.LocalSGD:  # fmt: skip
+    """The round engine's local part (FedAvg's ``mllib.LocalSGD``) on ``clients``, one generator each."""
+    return mllib.LocalSGD(model, clients, steps=training.local_steps, lr=training.lr, batch_size=training.batch_size,
+                          gen=gens)  # fmt: skip
+
+
 class Trainer(NumPyClient):
     """The course's local update of one row, as a legacy client: fit returns the new model y (d,)
     and the partition's size as its FedAvg weight. Node config: ``partition-id``, and ``fit-delay``
@@ -172,8 +183,7 @@ class Trainer(NumPyClient):
         model, mine = client_share(training, partition)
         x = torch.from_numpy(parameters[0]).float()  # (d,); the server's average comes back in float64
         with kept(self.node.state, "batch-generator", batch_generator(training, partition)) as gen:
-            y = mllib.local_sgd(model, x[None], mine, steps=training.local_steps, lr=training.lr,
-                                batch_size=training.batch_size, gen=[gen])[0]  # fmt: skip
+            y = x + local_part(training, model, mine, [gen])(x, ONLY)[0]  # the model y = x + U, (d,)
         if (largest := float(y.abs().max())) > settings.clipping_range:
             raise ValueError(f"partition {partition}: a weight of the model is {largest:.3g}, beyond "
                              f"clipping-range={settings.clipping_range:g}; SecAgg+ would clip it silently: "

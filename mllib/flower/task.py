@@ -6,15 +6,21 @@ SuperNode keeps its own partition without any data travelling. Every client draw
 minibatches from its own generator (``client_generators``): a SuperNode owns row i's
 generator, and ``simulate`` hands the simulation the same n generators, which is what
 makes a Flower run and the simulation give the same model.
+
+A run is one ``engine.Federated`` (``mllib.engine``) in both places: ``server_parts`` (select
+everyone, the weights, ``aggregator``, the server step) are the same objects on Flower's server
+and in ``simulate``; the local part is ``mllib.LocalSGD`` (SCAFFOLD: ``federated.Scaffold``'s
+update), run by each SuperNode on its row or by ``simulate`` on all rows at once, followed by
+the same ``message_transforms`` (DP clipping, a Byzantine client's attack).
 """
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 import torch
 
 import mllib
-from mllib import federated, privacy, robust
+from mllib import engine, federated, privacy, robust
 from mllib.personalized import restrict
 
 ALGORITHMS = ("fedavg", "scaffold", "dp-fedavg")
@@ -125,16 +131,46 @@ def initial_model(model: mllib.FlatModel, settings: Settings) -> torch.Tensor:
     return model.init(mllib.generator(settings.seed))
 
 
-def server_rule(settings: Settings):
-    """The server's rule U (k, d) -> delta (d,) for FedAvg and DP-FedAvg, given the client sizes."""
+def aggregator(settings: Settings) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """The server's aggregate, part 4 of ``engine.Federated``: (U (k, d), p (k,)) -> (d,).
+
+    FedAvg and SCAFFOLD: the engine's ``weighted_mean``; a robust rule of ``mllib.robust``
+    (it ignores p); DP-FedAvg: ``privacy.dp_fedavg_aggregate`` (noise from the server's generator).
+    """
     if settings.algorithm == "dp-fedavg":
         dp = privacy.dp_fedavg_aggregate(clip=settings.clip, sigma=settings.noise,
                                          gen=derived_generator(settings.seed, SERVER_NOISE))  # fmt: skip
-        return lambda U, sizes: dp(U)
+        return lambda U, p: dp(U)
     if settings.aggregator == "mean":
-        return mllib.weighted_average
+        return engine.weighted_mean
     rule = robust.make(settings.aggregator, settings.byzantine)
-    return lambda U, sizes: rule(U)
+    return lambda U, p: rule(U)
+
+
+def server_parts(settings: Settings, clients: mllib.Clients) -> dict:
+    """The server's parts of ``engine.Federated``, the same objects on Flower's server and in ``simulate``.
+
+    Returns:
+        {"select": ``engine.everyone(n)``: every client in every round; "weights": (n,) the
+        clients' sizes (as ``mllib.run_rounds``), SCAFFOLD: their shares p_i (as
+        ``federated.run``); "aggregate": ``aggregator(settings)``; "server_step": x <- x + v
+        (``engine.move(1.0)``)}.
+    """
+    weights = clients.weights if settings.algorithm == "scaffold" else clients.sizes
+    return {"select": engine.everyone(clients.n), "weights": weights.to(clients.x.device),
+            "aggregate": aggregator(settings), "server_step": engine.move(1.0)}  # fmt: skip
+
+
+def message_transforms(settings: Settings, attack: str, gen: torch.Generator) -> list:
+    """What the clients do to their updates before sending them, part 3 of ``engine.Federated``:
+    DP-FedAvg's client-level clipping to norm C (``privacy.clip_rows``), then, with ``attack``,
+    lecture 05's attack on the last row (drawing from ``gen``). Each (k, d) -> (k, d)."""
+    transforms = []
+    if settings.algorithm == "dp-fedavg":
+        transforms.append(lambda U: privacy.clip_rows(U, settings.clip))  # the whole update has norm <= C
+    if attack != "none":
+        transforms.append(attacker(attack, gen))
+    return transforms
 
 
 def attacker(attack: str, gen: torch.Generator):
@@ -153,26 +189,21 @@ def epsilon(settings: Settings, rounds: int) -> float:
 
 
 def simulate(settings: Settings, attack: str = "none") -> torch.Tensor:
-    """The run in one process with mllib's own loops: the final server model (d,).
+    """The run in one process: the final server model (d,).
 
-    FedAvg, DP-FedAvg and robust aggregation go through ``mllib.run_rounds``; SCAFFOLD
-    through ``mllib.federated.run``. With ``attack``, the last client is Byzantine.
+    The same ``engine.Federated`` as Flower's server (``server_parts``, ``message_transforms``),
+    with the local part run here on all rows at once: ``mllib.LocalSGD`` (SCAFFOLD: the update
+    of ``federated.Scaffold``), each client drawing from its own generator. With ``attack``, the
+    last client is Byzantine.
     """
     model, clients = federation(settings)
-    x0, gens = initial_model(model, settings), client_generators(settings)
+    x0, gens = initial_model(model, settings).to(clients.x.device), client_generators(settings)
     if settings.algorithm == "scaffold":
-        algorithm = federated.Scaffold(local_steps=settings.local_steps, lr=settings.lr)
-        problem = federated.DataProblem(model, clients, settings.batch_size)
-        return federated.run(algorithm, problem, x0, rounds=settings.rounds, clients_per_round=clients.n, gen=gens,
-                             sample_gen=mllib.generator(settings.seed)).model  # fmt: skip
-    transforms = []
-    if settings.algorithm == "dp-fedavg":
-        transforms.append(lambda U: privacy.clip_rows(U, settings.clip))
-    if attack != "none":
-        transforms.append(attacker(attack, attack_generator(settings, clients.n - 1)))
-    rule, sizes = server_rule(settings), clients.sizes.to(x0.dtype)
-    history = mllib.run_rounds(model, clients, rounds=settings.rounds, local_steps=settings.local_steps, lr=settings.lr,
-                               batch_size=settings.batch_size, gen=mllib.generator(settings.seed), x0=x0,
-                               batch_gen=gens, transforms=transforms, aggregate=lambda U: rule(U, sizes),
-                               eval_every=settings.rounds)  # fmt: skip
-    return history.model
+        scaffold = federated.Scaffold(local_steps=settings.local_steps, lr=settings.lr)
+        local = federated.ClientUpdate(scaffold, federated.DataProblem(model, clients, settings.batch_size), gens)
+    else:
+        local = mllib.LocalSGD(model, clients, steps=settings.local_steps, lr=settings.lr,
+                               batch_size=settings.batch_size, gen=gens)  # fmt: skip
+    transforms = message_transforms(settings, attack, attack_generator(settings, clients.n - 1))
+    rounds = engine.Federated(x0, local=local, transforms=transforms, **server_parts(settings, clients))
+    return engine.run(rounds, settings.rounds).model

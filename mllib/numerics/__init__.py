@@ -3,7 +3,8 @@
 ``formats``: bit layouts of FP32, TF32, FP16, BF16, FP8 (E5M2, E4M3, E3M4) and INT8, and
 rounding any tensor into them (nearest even, stochastic, per-tensor scaled); ``bits``:
 encoding and decoding patterns, the format table; ``summation``: accumulation error;
-``training``: simulated limited-precision training and model compression; ``hashing``: the
+``training``: simulated limited-precision training (``LimitedPrecisionSGD``, one SGD step a
+round of the round engine) and model compression; ``hashing``: the
 hashing trick, exactly as scikit-learn's ``FeatureHasher``; ``autodiff``: reverse mode on scalars;
 ``sparse``: when sparse matrix products beat dense ones.
 """
@@ -15,12 +16,12 @@ from .formats import (
 )
 from .hashing import collision_rate, hash_features, murmurhash3_32, signed_hash_vector
 from .summation import kahan_sum, naive_sum, pairwise_sum, summation_errors
-from .training import Precision, compression_sweep, train_limited, train_limited_seeds
+from .training import LimitedPrecisionSGD, Precision, compression_sweep, train_limited, train_limited_seeds, unstack
 
 __all__ = [
-    "FORMATS", "FloatFormat", "IntFormat", "Precision", "Value", "amax_scale", "bit_rows", "bit_string",
-    "bit_table", "collision_rate", "compression_sweep", "decode", "decode_ieee", "encode", "format_table",
+    "FORMATS", "FloatFormat", "IntFormat", "LimitedPrecisionSGD", "Precision", "Value", "amax_scale", "bit_rows",
+    "bit_string", "bit_table", "collision_rate", "compression_sweep", "decode", "decode_ieee", "encode", "format_table",
     "get_format", "hash_features", "kahan_sum", "murmurhash3_32", "naive_sum", "pairwise_sum", "round_to",
     "scaled_round", "signed_hash_vector", "stochastic_round_grid", "summation_errors", "torch_cast", "train_limited",
-    "train_limited_seeds",
+    "train_limited_seeds", "unstack",
 ]

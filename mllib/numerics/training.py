@@ -16,12 +16,14 @@ rounding the master weights themselves, with stochastic rounding to keep small u
 follows Gupta et al. (2015) and Zamirai et al. (2020, "Revisiting BFloat16 training").
 """
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
+from .. import engine
 from ..data import Dataset
+from ..engine import History, Rounds
 from ..runtime import generator
 from .formats import FloatFormat, amax_scale, get_format, round_to, scaled_round, torch_cast
 
@@ -51,17 +53,6 @@ class Precision:
             get_format(getattr(self, name))
         if not (math.isfinite(self.loss_scale) and self.loss_scale > 0):
             raise ValueError(f"loss_scale must be finite and positive, got {self.loss_scale}")
-
-
-@dataclass
-class TrainResult:
-    """Test accuracy, training losses, and how many gradient entries underflowed to zero."""
-
-    accuracy: float
-    losses: list[float]
-    underflow: float  # fraction of nonzero float32 gradient entries of W1 rounded to 0
-    skipped: int  # steps skipped for a non-finite gradient
-    params: dict[str, torch.Tensor] = field(repr=False)
 
 
 def init_mlp(n_in: int, n_hidden: int, n_out: int, *, gen: torch.Generator, device=None) -> dict[str, torch.Tensor]:
@@ -116,17 +107,110 @@ def _fast(t: torch.Tensor, fmt: str, *, stochastic: bool = False, gen: torch.Gen
     return round_to(t, f, stochastic=stochastic, gen=gen)
 
 
-def train_limited(
-    data: Dataset, precision: Precision, *, hidden: int, steps: int, lr: float, batch_size: int, gen: torch.Generator
-) -> TrainResult:
-    """Train the MLP by SGD with every tensor rounded as ``precision`` says.
+class LimitedPrecisionSGD(Rounds):
+    """S runs of SGD on the MLP with every tensor rounded as ``precision`` says, one step a round.
 
-    Per step, on a minibatch (x, y) drawn from ``gen``:
+    Step, on a minibatch (x, y) of each run drawn from its own generator, for all runs at once:
         1. forward with rounded matmul inputs (``mlp_logits``);
         2. d logits = S (softmax - onehot(y)) / B, rounded to grads; back-propagate, rounding
            each gradient (dW2, db2, dh, dW1, db1) to grads;
-        3. g = gradient / S; skip the step if g is not finite;
-        4. W <- round_master(W - lr g) (stochastic if asked).
+        3. g = gradient / S; a run whose g is not finite skips the step;
+        4. W <- round_master(W - lr g) (stochastic if asked, from the run's generator).
+    The runs are stacked on a leading axis (one batched matmul per step); each run's
+    per-tensor scales come from its own tensors.
+
+    Args:
+        data: a ``Dataset`` (images are flattened).
+        precision: the ``Precision`` configuration.
+        gens: one CPU generator per run: its initialization, minibatches and stochastic roundings.
+        hidden, lr, batch_size: network width and SGD settings.
+
+    State: ``params`` {name: (S, ...)} the master weights; ``skipped`` (S,) steps skipped so
+    far; ``loss`` (S,) the last step's training loss; ``underflow`` (S,) the last step's fraction
+    of nonzero float32 gradient entries of W1 rounded to 0.
+
+    Raises:
+        ValueError: for no generator, unless hidden, batch_size >= 1 and lr > 0.
+    """
+
+    def __init__(self, data: Dataset, precision: Precision, gens: list[torch.Generator], *, hidden: int, lr: float,
+                 batch_size: int):  # fmt: skip
+        if not gens:
+            raise ValueError("seeds must name at least one seed, got none")
+        if batch_size < 1 or hidden < 1 or not lr > 0:
+            raise ValueError(f"batch_size and hidden must be >= 1 and lr > 0, got batch_size={batch_size}, "
+                             f"hidden={hidden}, lr={lr}")  # fmt: skip
+        self.data, self.precision, self.gens = data, precision, gens
+        self.lr, self.batch_size = lr, batch_size
+        self.x_all = data.x_train.flatten(1)  # (N, n_in)
+        runs = [init_mlp(self.x_all.shape[1], hidden, data.n_classes, gen=g, device=data.x_train.device) for g in gens]
+        self.qc = _rounder(precision.compute, precision.scaled, per_row=True)
+        self.qg = _rounder(precision.grads, precision.scaled, per_row=True)
+        # State
+        self.params = {k: _fast(torch.stack([r[k] for r in runs]), precision.master) for k in runs[0]}  # (S, ...)
+        self.skipped = torch.zeros(len(gens), dtype=torch.long)
+        self.loss: torch.Tensor | None = None
+        self.underflow: torch.Tensor | None = None
+
+    def round(self, r: int) -> None:
+        p, params, qc, qg, data = self.precision, self.params, self.qc, self.qg, self.data
+        n, device = len(self.x_all), self.x_all.device
+        idx = torch.stack([torch.randint(n, (self.batch_size,), generator=g) for g in self.gens]).to(device)  # (S, B)
+        x, y = qc(self.x_all[idx]), data.y_train[idx]  # (S, B, n_in), (S, B)
+        # 1. forward
+        W1, W2 = qc(params["W1"]), qc(params["W2"])  # (S, H, n_in), (S, C, H)
+        z1 = x @ W1.mT + params["b1"][:, None]  # (S, B, H)
+        h = qc(torch.relu(z1))
+        logits = h @ W2.mT + params["b2"][:, None]  # (S, B, C)
+        self.loss = F.cross_entropy(logits.mT, y, reduction="none").mean(1)  # (S,)
+        # 2. backward, scaled by S and rounded
+        dlogits = qg((torch.softmax(logits, -1) - F.one_hot(y, data.n_classes)) * (p.loss_scale / self.batch_size))
+        dW2, db2 = qg(dlogits.mT @ h), qg(dlogits.sum(1))  # (S, C, H), (S, C)
+        dh = qg(dlogits @ W2) * (z1 > 0)  # (S, B, H)
+        exact_dW1 = dh.mT @ x  # (S, H, n_in)
+        dW1, db1 = qg(exact_dW1), qg(dh.sum(1))
+        nonzero = exact_dW1 != 0
+        self.underflow = ((dW1 == 0) & nonzero).flatten(1).sum(1) / nonzero.flatten(1).sum(1).clamp(min=1)
+        # 3. unscale; a run whose gradient is not finite skips the step
+        grads = {k: g / p.loss_scale for k, g in dict(W1=dW1, b1=db1, W2=dW2, b2=db2).items()}
+        finite = torch.stack([g.flatten(1).isfinite().all(1) for g in grads.values()]).all(0)  # (S,)
+        self.skipped = self.skipped + ~finite.cpu()
+        # 4. update the master weights (stochastic rounding draws from each run's own generator)
+        for k, w in params.items():
+            new = w - self.lr * grads[k]
+            if p.stochastic:
+                new = torch.stack([_fast(row, p.master, stochastic=True, gen=g) for row, g in zip(new, self.gens)])
+            else:
+                new = _fast(new, p.master)
+            params[k] = torch.where(finite.view(-1, *[1] * (w.dim() - 1)), new, w)
+
+    @property
+    def model(self) -> dict[str, torch.Tensor]:
+        """The master weights of every run, {name: (S, ...)} (``unstack`` splits them per run)."""
+        return self.params
+
+    def test_accuracy(self) -> list[float]:
+        """Each run's accuracy on the test set, in the compute format (``mlp_accuracy``)."""
+        x_test, y_test = self.data.x_test.flatten(1), self.data.y_test
+        p = self.precision
+        return [mlp_accuracy(params, x_test, y_test, p.compute, p.scaled) for params in unstack(self.params)]
+
+
+# Recorded after every step: each run's training loss, its fraction of W1's gradient entries
+# lost to underflow, and its steps skipped so far (each (S,), one entry per run).
+METRICS = {"loss": lambda sgd: sgd.loss, "underflow": lambda sgd: sgd.underflow, "skipped": lambda sgd: sgd.skipped}
+
+
+def unstack(params: dict[str, torch.Tensor]) -> list[dict[str, torch.Tensor]]:
+    """The weights of S runs, {name: (S, ...)}, as one dict {name: tensor} per run."""
+    return [{k: w[i] for k, w in params.items()} for i in range(len(next(iter(params.values()))))]
+
+
+def train_limited(
+    data: Dataset, precision: Precision, *, hidden: int, steps: int, lr: float, batch_size: int, gen: torch.Generator
+) -> History:
+    """Train the MLP by SGD with every tensor rounded as ``precision`` says: one run of
+    ``LimitedPrecisionSGD``, ``steps`` rounds (one step each) on the round engine.
 
     Args:
         data: a ``Dataset`` (images are flattened).
@@ -135,17 +219,19 @@ def train_limited(
         gen: CPU generator for the initialization, the minibatches and stochastic rounding.
 
     Returns:
-        A ``TrainResult`` with the test accuracy in the compute format.
+        The ``engine.History`` of ``METRICS`` after every step, each a (1,) tensor;
+        ``history.algorithm.test_accuracy()`` the test accuracy in the compute format,
+        ``history.model`` the weights {name: (1, ...)}.
 
     Raises:
         ValueError: unless steps, batch_size, hidden >= 1 and lr > 0.
     """
-    return _train(data, precision, [gen], hidden=hidden, steps=steps, lr=lr, batch_size=batch_size)[0]
+    return _train(data, precision, [gen], hidden=hidden, steps=steps, lr=lr, batch_size=batch_size)
 
 
 def train_limited_seeds(
     data: Dataset, precision: Precision, *, seeds, hidden: int, steps: int, lr: float, batch_size: int
-) -> list[TrainResult]:
+) -> History:
     """``train_limited`` once per seed, all seeds trained together (one batched matmul per step).
 
     Seed s draws its initialization, minibatches and stochastic roundings from
@@ -158,66 +244,24 @@ def train_limited_seeds(
         seeds: the seeds (at least one), e.g. ``range(5)``.
 
     Returns:
-        One ``TrainResult`` per seed, in the order of ``seeds``.
+        The ``engine.History`` of ``METRICS`` after every step, each an (S,) tensor with one
+        entry per seed in the order of ``seeds``; ``history.algorithm.test_accuracy()`` one
+        accuracy per seed, ``history.model`` the weights {name: (S, ...)}.
 
     Raises:
         ValueError: for no seed, or the settings ``train_limited`` rejects.
     """
-    gens = [generator(s) for s in seeds]
-    if not gens:
-        raise ValueError("seeds must name at least one seed, got none")
-    return _train(data, precision, gens, hidden=hidden, steps=steps, lr=lr, batch_size=batch_size)
+    return _train(data, precision, [generator(s) for s in seeds], hidden=hidden, steps=steps, lr=lr,
+                  batch_size=batch_size)  # fmt: skip
 
 
 def _train(data: Dataset, p: Precision, gens: list[torch.Generator], *, hidden: int, steps: int, lr: float,
-           batch_size: int) -> list[TrainResult]:  # fmt: skip
-    """The S = len(gens) runs of ``train_limited``, stacked on a leading axis."""
-    if steps < 1 or batch_size < 1 or hidden < 1 or not lr > 0:
-        raise ValueError(f"steps, batch_size, hidden must be >= 1 and lr > 0, got {steps}, {batch_size}, {hidden}, {lr}")
-    device = data.x_train.device
-    x_all = data.x_train.flatten(1)  # (N, n_in)
-    n, n_in = x_all.shape
-    runs = [init_mlp(n_in, hidden, data.n_classes, gen=g, device=device) for g in gens]
-    params = {k: _fast(torch.stack([r[k] for r in runs]), p.master) for k in runs[0]}  # (S, ...) each
-    qc, qg = _rounder(p.compute, p.scaled, per_row=True), _rounder(p.grads, p.scaled, per_row=True)
-    losses, underflow, skipped = [], [], torch.zeros(len(gens), dtype=torch.long)
-    for _ in range(steps):
-        idx = torch.stack([torch.randint(n, (batch_size,), generator=g) for g in gens]).to(device)  # (S, B)
-        x, y = qc(x_all[idx]), data.y_train[idx]  # (S, B, n_in), (S, B)
-        # 1. forward
-        W1, W2 = qc(params["W1"]), qc(params["W2"])  # (S, H, n_in), (S, C, H)
-        z1 = x @ W1.mT + params["b1"][:, None]  # (S, B, H)
-        h = qc(torch.relu(z1))
-        logits = h @ W2.mT + params["b2"][:, None]  # (S, B, C)
-        losses.append(F.cross_entropy(logits.mT, y, reduction="none").mean(1))  # (S,)
-        # 2. backward, scaled by S and rounded
-        dlogits = qg((torch.softmax(logits, -1) - F.one_hot(y, data.n_classes)) * (p.loss_scale / batch_size))
-        dW2, db2 = qg(dlogits.mT @ h), qg(dlogits.sum(1))  # (S, C, H), (S, C)
-        dh = qg(dlogits @ W2) * (z1 > 0)  # (S, B, H)
-        exact_dW1 = dh.mT @ x  # (S, H, n_in)
-        dW1, db1 = qg(exact_dW1), qg(dh.sum(1))
-        nonzero = exact_dW1 != 0
-        underflow.append(((dW1 == 0) & nonzero).flatten(1).sum(1) / nonzero.flatten(1).sum(1).clamp(min=1))
-        # 3. unscale; a run whose gradient is not finite skips the step
-        grads = {k: g / p.loss_scale for k, g in dict(W1=dW1, b1=db1, W2=dW2, b2=db2).items()}
-        finite = torch.stack([g.flatten(1).isfinite().all(1) for g in grads.values()]).all(0)  # (S,)
-        skipped += ~finite.cpu()
-        # 4. update the master weights (stochastic rounding draws from each run's own generator)
-        for k, w in params.items():
-            new = w - lr * grads[k]
-            if p.stochastic:
-                new = torch.stack([_fast(row, p.master, stochastic=True, gen=g) for row, g in zip(new, gens)])
-            else:
-                new = _fast(new, p.master)
-            params[k] = torch.where(finite.view(-1, *[1] * (w.dim() - 1)), new, w)
-    losses, underflow = torch.stack(losses).T.tolist(), torch.stack(underflow).mean(0).tolist()  # (S, steps), (S,)
-    x_test, y_test = data.x_test.flatten(1), data.y_test
-    results = []
-    for i in range(len(gens)):
-        run = {k: w[i] for k, w in params.items()}
-        results.append(TrainResult(mlp_accuracy(run, x_test, y_test, p.compute, p.scaled), losses[i], underflow[i],
-                                   int(skipped[i]), run))  # fmt: skip
-    return results
+           batch_size: int) -> History:  # fmt: skip
+    """The S = len(gens) runs of ``train_limited`` on the round engine."""
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
+    sgd = LimitedPrecisionSGD(data, p, gens, hidden=hidden, lr=lr, batch_size=batch_size)
+    return engine.run(sgd, steps, metrics=METRICS)
 
 
 def magnitude_prune(w: torch.Tensor, sparsity: float) -> torch.Tensor:

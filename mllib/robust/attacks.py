@@ -147,8 +147,7 @@ def samples_of(clients: Clients, chosen: torch.Tensor, name: str, arg: str) -> t
     chosen = torch.as_tensor(chosen, dtype=torch.int64).cpu()
     if len(chosen) and not (0 <= chosen.min() and chosen.max() < clients.n):
         raise ValueError(f"{name}: {arg} indices must be in [0, {clients.n}), got {chosen.tolist()}")
-    owner = torch.repeat_interleave(torch.arange(clients.n), clients.sizes.cpu())  # (N,) the client of each sample
-    return chosen, torch.isin(owner, chosen).to(clients.x.device)
+    return chosen, torch.isin(clients.owners, chosen.to(clients.owners.device)).to(clients.x.device)
 
 
 def label_flip(clients: Clients, byzantine: torch.Tensor) -> Clients:

@@ -20,11 +20,17 @@ The round takes max(fast work, slow work) + swaps * swap time (the ``CostModel``
 slow unit refreshes ``refresh`` gaps per round (round-robin), so its gap memory is stale.
 Simplification: the paper's units run asynchronously and the slow unit refreshes gaps
 continuously; here the rounds are synchronous, which keeps the run deterministic.
+
+``TwoUnits`` (and the baseline ``SlowAlone``) hold the units' state and advance one round at a
+time, an ``engine.Rounds``; ``train_two_units`` and ``train_slow_alone`` run them on the round
+engine and return its ``History`` (``METRICS``), which ``simulated_time`` times.
 """
 from dataclasses import dataclass
 
 import torch
 
+from .. import engine
+from ..engine import History, Rounds
 from . import glm
 
 RULES = ("gap", "random", "fixed")
@@ -51,42 +57,37 @@ class CostModel:
                 raise ValueError(f"{name} must be a time >= 0, got {getattr(self, name)}")
 
 
-@dataclass
-class Trace:
-    """What a run did each round, enough to time it under any ``CostModel``.
-
-    Attributes:
-        rule: the selection rule. budget: the fast unit's size. d: the number of coordinates.
-        fast_ops: (rounds + 1,) coordinate operations (updates and gaps) on the fast unit.
-        slow_ops: (rounds + 1,) coordinate operations on the slow unit.
-        swaps: (rounds + 1,) columns copied in: entry 0 is the first load.
-        objective: (rounds + 1,) P(alpha) after each round (entry 0 at alpha = 0).
-        gap: (rounds + 1,) the duality gap after each round.
-    """
-
-    rule: str
-    budget: int
-    d: int
-    fast_ops: torch.Tensor
-    slow_ops: torch.Tensor
-    swaps: torch.Tensor
-    objective: torch.Tensor
-    gap: torch.Tensor
-
-
 def check_budget(budget: int, d: int) -> None:
     """Raise ValueError unless 1 <= budget <= d."""
     if not 1 <= budget <= d:
         raise ValueError(f"budget must be between 1 and the number of coordinates d={d}, got {budget}")
 
 
-def simulated_time(trace: Trace, cost: CostModel) -> torch.Tensor:
+# The metrics of a run, recorded by ``engine.run`` before the first round (the set-up) and after
+# each round: what the round did (coordinate operations on each unit, columns copied in) and
+# where it left the problem (the objective P(alpha), the total duality gap).
+METRICS = {"fast_ops": lambda units: units.fast_ops, "slow_ops": lambda units: units.slow_ops,
+           "swaps": lambda units: units.swaps, "objective": lambda units: units.objective(),
+           "gap": lambda units: units.gap()}  # fmt: skip
+
+
+def series(history: History, metric: str) -> torch.Tensor:
+    """One metric of a two-unit run as a float64 tensor (rounds + 1,), entry 0 the set-up."""
+    return torch.tensor(history[metric], dtype=torch.float64)
+
+
+def simulated_time(history: History, cost: CostModel) -> torch.Tensor:
     """Cumulative simulated time after each round: (rounds + 1,), entry 0 the first load.
 
     Round time = max(fast_ops * fast_update, slow_ops * slow_update) + swaps * swap.
+
+    Args:
+        history: a run of ``train_two_units`` or ``train_slow_alone``.
+        cost: the ``CostModel`` that times it.
     """
-    work = torch.maximum(trace.fast_ops * cost.fast_update, trace.slow_ops * cost.slow_update)  # (rounds + 1,)
-    return (work + trace.swaps * cost.swap).cumsum(0)
+    fast, slow = series(history, "fast_ops") * cost.fast_update, series(history, "slow_ops") * cost.slow_update
+    work = torch.maximum(fast, slow)  # (rounds + 1,)
+    return (work + series(history, "swaps") * cost.swap).cumsum(0)
 
 
 def select(rule: str, gaps: torch.Tensor, current: torch.Tensor, budget: int, gen: torch.Generator) -> torch.Tensor:
@@ -106,11 +107,122 @@ def select(rule: str, gaps: torch.Tensor, current: torch.Tensor, budget: int, ge
     return torch.sort(chosen).values
 
 
+class _Coordinates(Rounds):
+    """Coordinate descent on a GLM round after round; a subclass's ``round`` says which unit does what.
+
+    State: ``alpha`` (d,) the coefficients, ``w`` (n_samples,) the shared residual A alpha - b;
+    ``fast_ops``, ``slow_ops``, ``swaps``: what the last round did (before the first: the set-up).
+    """
+
+    def __init__(self, A: torch.Tensor, b: torch.Tensor, lam: float, kind: str):
+        glm.check_problem(A, b, lam, kind)
+        self.A, self.b = A.detach().double().cpu(), b.detach().double().cpu()
+        self.lam, self.kind, self.d = lam, kind, A.shape[1]
+        self.norms = self.A.pow(2).sum(0)  # (d,)
+        # State
+        self.alpha = torch.zeros(self.d, dtype=torch.float64)
+        self.w = -self.b.clone()  # (n_samples,)
+
+    @property
+    def model(self) -> torch.Tensor:
+        return self.alpha
+
+    def objective(self) -> float:
+        """P(alpha) now."""
+        return glm.primal(self.A, self.b, self.alpha, self.lam, self.kind)
+
+
+class TwoUnits(_Coordinates):
+    """DuHL's two units (Dünner, Parnell and Jaggi 2017, Algorithm 1), one round at a time.
+
+    Round t (see the module): 2. the slow unit refreshes ``refresh`` remembered gaps outside
+    S_t, round-robin, from the start-of-round state; 1. the fast unit makes ``updates``
+    coordinate steps on coordinates drawn uniformly from S_t, then refreshes the gaps of S_t;
+    3. S_{t+1} <- ``select(rule, ...)``, and the columns that enter are copied in.
+
+    Args: as ``train_two_units`` (``updates`` None: ``budget``; ``refresh`` None: d - budget).
+
+    Raises:
+        ValueError: for bad shapes, lam, kind or rule, or a budget outside [1, d].
+
+    State (besides ``_Coordinates``'): ``gaps`` (d,) the true gaps (monitoring), ``memory`` (d,)
+    the gaps the slow unit knows, ``pointer`` its round-robin position, ``working`` (budget,) S_t.
+    """
+
+    def __init__(self, A: torch.Tensor, b: torch.Tensor, lam: float, *, budget: int, rule: str = "gap",
+                 updates: int | None = None, refresh: int | None = None, kind: str = "ridge",
+                 gen: torch.Generator):  # fmt: skip
+        super().__init__(A, b, lam, kind)
+        d = self.d
+        check_budget(budget, d)
+        if rule not in RULES:
+            raise ValueError(f"rule must be one of {RULES}, got {rule!r}")
+        updates = budget if updates is None else updates
+        refresh = d - budget if refresh is None else min(refresh, d - budget)
+        self.budget, self.rule, self.updates, self.refresh, self.gen = budget, rule, updates, refresh, gen
+        self.bound = glm.lasso_bound(self.A, self.b, lam)
+        self.uses_gaps = rule == "gap"
+        # State
+        self.gaps = glm.coordinate_gaps(self.A, self.b, self.alpha, lam, kind, self.bound)  # (d,)
+        self.memory = self.gaps.clone()  # (d,)
+        self.pointer = 0
+        self.working = torch.sort(torch.randperm(d, generator=gen)[:budget]).values  # (budget,)
+        # the set-up: the first load and, for "gap", one pass of gaps over all d coordinates
+        self.fast_ops, self.slow_ops, self.swaps = 0, d if self.uses_gaps else 0, budget
+
+    def round(self, r: int) -> None:
+        A, b, d, budget = self.A, self.b, self.d, self.budget
+        # 2. the slow unit refreshes ``refresh`` gaps outside S_t, from the start-of-round state
+        outside = torch.ones(d, dtype=torch.bool)
+        outside[self.working] = False
+        order = torch.roll(torch.arange(d), -self.pointer)
+        chosen = order[outside[order]][: self.refresh]
+        self.memory[chosen] = self.gaps[chosen]
+        if len(chosen):
+            self.pointer = (int(chosen[-1]) + 1) % d
+        # 1. the fast unit's coordinate descent on its working set, then its own gaps
+        draws = self.working[torch.randint(budget, (self.updates,), generator=self.gen)].tolist()
+        glm.coordinate_descent(A, self.alpha, self.w, draws, self.lam, self.kind, self.norms)
+        self.gaps = glm.coordinate_gaps(A, b, self.alpha, self.lam, self.kind, self.bound)  # (d,)
+        self.memory[self.working] = self.gaps[self.working]
+        # 3. the next working set, and the columns copied in
+        new = select(self.rule, self.memory, self.working, budget, self.gen)
+        self.swaps = budget - int(torch.isin(new, self.working).sum())
+        self.working = new
+        self.fast_ops = self.updates + (budget if self.uses_gaps else 0)
+        self.slow_ops = len(chosen) if self.uses_gaps else 0
+
+    def gap(self) -> float:
+        """The total duality gap now."""
+        return float(self.gaps.sum())
+
+
+class SlowAlone(_Coordinates):
+    """The slow unit alone: each round ``updates`` coordinate steps on uniformly drawn coordinates
+    of all of A (slow-unit operations; no fast unit, no swaps). Args: as ``train_slow_alone``."""
+
+    def __init__(self, A: torch.Tensor, b: torch.Tensor, lam: float, *, updates: int, kind: str,
+                 gen: torch.Generator):  # fmt: skip
+        super().__init__(A, b, lam, kind)
+        self.updates, self.gen, self.rule, self.budget = updates, gen, "slow alone", self.d
+        self.fast_ops, self.slow_ops, self.swaps = 0, 0, 0  # State: nothing to set up
+
+    def round(self, r: int) -> None:
+        draws = torch.randint(self.d, (self.updates,), generator=self.gen).tolist()
+        glm.coordinate_descent(self.A, self.alpha, self.w, draws, self.lam, self.kind, self.norms)
+        self.slow_ops = self.updates
+
+    def gap(self) -> float:
+        """The total duality gap now."""
+        return float(glm.coordinate_gaps(self.A, self.b, self.alpha, self.lam, self.kind).sum())
+
+
 def train_two_units(
     A: torch.Tensor, b: torch.Tensor, lam: float, *, budget: int, rule: str = "gap", rounds: int,
     updates: int | None = None, refresh: int | None = None, kind: str = "ridge", gen: torch.Generator,
-) -> Trace:  # fmt: skip
-    """Coordinate descent on a GLM with a fast unit that holds ``budget`` coordinates (DuHL).
+) -> History:  # fmt: skip
+    """Coordinate descent on a GLM with a fast unit that holds ``budget`` coordinates (DuHL),
+    ``rounds`` rounds of ``TwoUnits`` on the round engine.
 
     Args:
         A: (n_samples, d) data; b: (n_samples,) targets; lam > 0; kind: "ridge" or "lasso".
@@ -122,107 +234,61 @@ def train_two_units(
         gen: CPU generator for the first working set, the coordinate draws and "random".
 
     Returns:
-        A ``Trace``; time it with ``simulated_time``. Entry 0 of each count is the set-up:
-        the first load and, for "gap", one pass of gaps over all d coordinates.
+        The ``engine.History`` of ``METRICS``, recorded at round 0 and after every round:
+        fast_ops, slow_ops (coordinate operations, updates and gaps, on each unit), swaps
+        (columns copied in), objective (P(alpha)), gap (the total duality gap). Entry 0 is the
+        set-up: the first load and, for "gap", one pass of gaps over all d coordinates. Time it
+        with ``simulated_time``; ``history.model`` is alpha (d,), ``history.algorithm`` the
+        ``TwoUnits`` (its rule, budget, d).
 
     Raises:
         ValueError: for bad shapes, lam, kind or rule, a budget outside [1, d], rounds < 1.
     """
-    glm.check_problem(A, b, lam, kind)
-    d = A.shape[1]
-    check_budget(budget, d)
-    if rule not in RULES:
-        raise ValueError(f"rule must be one of {RULES}, got {rule!r}")
-    if rounds < 1:
-        raise ValueError(f"rounds must be >= 1, got {rounds}")
-    updates = budget if updates is None else updates
-    refresh = d - budget if refresh is None else min(refresh, d - budget)
-    A, b = A.detach().double().cpu(), b.detach().double().cpu()
-    bound = glm.lasso_bound(A, b, lam)
-    norms = A.pow(2).sum(0)  # (d,)
-    # State of the two units: coefficients, shared residual w = A alpha - b, gap memory z.
-    alpha = torch.zeros(d, dtype=torch.float64)
-    w = -b.clone()  # (n_samples,)
-    gaps = glm.coordinate_gaps(A, b, alpha, lam, kind, bound)  # (d,) true gaps (monitoring)
-    memory = gaps.clone()  # (d,) the gaps the slow unit knows
-    pointer = 0  # round-robin position of the slow unit
-    working = torch.sort(torch.randperm(d, generator=gen)[:budget]).values  # (budget,)
-    uses_gaps = rule == "gap"
-    fast_ops, slow_ops, swaps = [0], [d if uses_gaps else 0], [budget]
-    objective, gap = [glm.primal(A, b, alpha, lam, kind)], [float(gaps.sum())]
-    for _ in range(rounds):
-        # 2. the slow unit refreshes ``refresh`` gaps outside S_t, from the start-of-round state
-        outside = torch.ones(d, dtype=torch.bool)
-        outside[working] = False
-        order = torch.roll(torch.arange(d), -pointer)
-        chosen = order[outside[order]][:refresh]
-        memory[chosen] = gaps[chosen]
-        if len(chosen):
-            pointer = (int(chosen[-1]) + 1) % d
-        # 1. the fast unit's coordinate descent on its working set, then its own gaps
-        draws = working[torch.randint(budget, (updates,), generator=gen)].tolist()
-        glm.coordinate_descent(A, alpha, w, draws, lam, kind, norms)
-        gaps = glm.coordinate_gaps(A, b, alpha, lam, kind, bound)  # (d,)
-        memory[working] = gaps[working]
-        # 3. the next working set, and the columns copied in
-        new = select(rule, memory, working, budget, gen)
-        swaps.append(budget - int(torch.isin(new, working).sum()))
-        working = new
-        fast_ops.append(updates + (budget if uses_gaps else 0))
-        slow_ops.append(len(chosen) if uses_gaps else 0)
-        objective.append(glm.primal(A, b, alpha, lam, kind))
-        gap.append(float(gaps.sum()))
-    as_tensor = lambda x: torch.tensor(x, dtype=torch.float64)  # noqa: E731
-    return Trace(rule, budget, d, as_tensor(fast_ops), as_tensor(slow_ops), as_tensor(swaps),
-                 as_tensor(objective), as_tensor(gap))  # fmt: skip
+    units = TwoUnits(A, b, lam, budget=budget, rule=rule, updates=updates, refresh=refresh, kind=kind, gen=gen)
+    return engine.run(units, rounds, metrics=METRICS, record_start=True)
 
 
 def train_slow_alone(A: torch.Tensor, b: torch.Tensor, lam: float, *, rounds: int, updates: int,
-                     kind: str = "ridge", gen: torch.Generator) -> Trace:  # fmt: skip
-    """The baseline without an accelerator: the slow unit does coordinate descent on all of A.
+                     kind: str = "ridge", gen: torch.Generator) -> History:  # fmt: skip
+    """The baseline without an accelerator: ``rounds`` rounds of ``SlowAlone``, coordinate descent
+    on all of A by the slow unit, on the round engine.
 
-    Each round makes ``updates`` steps on uniformly drawn coordinates; in the returned
-    ``Trace`` they are slow-unit operations (fast_ops = 0, no swaps).
+    Returns:
+        The ``engine.History`` of ``METRICS`` as ``train_two_units`` records them: each round's
+        ``updates`` steps are slow-unit operations (fast_ops = 0, no swaps; entry 0 all zero).
+
+    Raises:
+        ValueError: for bad shapes, lam or kind, rounds < 1.
     """
-    glm.check_problem(A, b, lam, kind)
-    A, b = A.detach().double().cpu(), b.detach().double().cpu()
-    d = A.shape[1]
-    alpha, w, norms = torch.zeros(d, dtype=torch.float64), -b.clone(), A.pow(2).sum(0)
-    objective = [glm.primal(A, b, alpha, lam, kind)]
-    gap = [float(glm.coordinate_gaps(A, b, alpha, lam, kind).sum())]
-    for _ in range(rounds):
-        glm.coordinate_descent(A, alpha, w, torch.randint(d, (updates,), generator=gen).tolist(), lam, kind, norms)
-        objective.append(glm.primal(A, b, alpha, lam, kind))
-        gap.append(float(glm.coordinate_gaps(A, b, alpha, lam, kind).sum()))
-    zeros = torch.zeros(rounds + 1, dtype=torch.float64)
-    slow_ops = torch.full((rounds + 1,), float(updates), dtype=torch.float64)
-    slow_ops[0] = 0
-    return Trace("slow alone", d, d, zeros, slow_ops,
-                 torch.zeros(rounds + 1, dtype=torch.float64), torch.tensor(objective, dtype=torch.float64),
-                 torch.tensor(gap, dtype=torch.float64))  # fmt: skip
+    slow = SlowAlone(A, b, lam, updates=updates, kind=kind, gen=gen)
+    return engine.run(slow, rounds, metrics=METRICS, record_start=True)
 
 
-def time_to_reach(trace: Trace, cost: CostModel, optimum: float, target: float) -> float:
-    """Simulated time when the suboptimality P - P* first drops to ``target`` (inf if never)."""
-    times = simulated_time(trace, cost)
-    reached = (trace.objective - optimum <= target).nonzero()
+def time_to_reach(history: History, cost: CostModel, optimum: float, target: float) -> float:
+    """Simulated time when the suboptimality P - P* first drops to ``target`` (inf if never).
+
+    Args:
+        history: a two-unit or slow-unit run. cost: the ``CostModel``. optimum: P*.
+    """
+    times = simulated_time(history, cost)
+    reached = (series(history, "objective") - optimum <= target).nonzero()
     return float(times[reached[0, 0]]) if len(reached) else float("inf")
 
 
-def reach_table(runs: dict[int, dict[str, Trace]], cost: CostModel, optimum: float, target: float) -> dict:
+def reach_table(runs: dict[int, dict[str, History]], cost: CostModel, optimum: float, target: float) -> dict:
     """``time_to_reach`` for every run of a sweep: {budget: {rule: simulated time or inf}}."""
-    return {budget: {rule: time_to_reach(trace, cost, optimum, target) for rule, trace in by_rule.items()}
+    return {budget: {rule: time_to_reach(history, cost, optimum, target) for rule, history in by_rule.items()}
             for budget, by_rule in runs.items()}  # fmt: skip
 
 
-def objective_at(trace: Trace, cost: CostModel, time: float) -> float:
+def objective_at(history: History, cost: CostModel, time: float) -> float:
     """P(alpha) at simulated ``time``: the last round finished by then (P(0) before the first).
 
     Raises:
         ValueError: if the run ends before ``time`` (run it for more rounds to compare there).
     """
-    times = simulated_time(trace, cost)
+    times, objective = simulated_time(history, cost), series(history, "objective")
     if time > times[-1]:
         raise ValueError(f"time={time:g} is after the run's end at {float(times[-1]):g}; run more rounds")
     done = (times <= time).nonzero()
-    return float(trace.objective[done[-1, 0]]) if len(done) else float(trace.objective[0])
+    return float(objective[done[-1, 0]]) if len(done) else float(objective[0])

@@ -19,9 +19,10 @@ Stich, Raj and Jaggi 2017, "Safe adaptive importance sampling", without their sa
 word2vec's negative sampling (Mikolov et al. 2013) is sampling by importance too: negative
 words are drawn from the unigram distribution raised to the 3/4 power instead of uniformly.
 """
-from dataclasses import dataclass
-
 import torch
+
+from .. import engine
+from ..engine import History, Rounds
 
 SCHEMES = ("uniform", "lipschitz", "adaptive")
 
@@ -110,44 +111,6 @@ def heterogeneous_regression(n: int, d: int, *, spread: float = 1.0, noise: floa
     return A, A @ x_true + noise * torch.randn(n, generator=gen, dtype=torch.float64)
 
 
-@dataclass
-class SGDTrace:
-    """Independent SGD runs of one scheme, recorded every ``every`` steps.
-
-    Fields:
-        scheme: the sampling scheme. steps: (T,) the recorded steps.
-        suboptimality: (runs, T) f(x) - f*. variance: (runs, T) the estimator's exact
-        one-sample variance under the current p (``gradient_variance``).
-    """
-
-    scheme: str
-    steps: torch.Tensor
-    suboptimality: torch.Tensor
-    variance: torch.Tensor
-
-    def log10_mean(self, field: str, *, start: int = 0) -> float:
-        """The mean of log10 ``field`` over the runs and the records at steps >= ``start``.
-
-        That is the log10 of their geometric mean. A run at a large step can burst for a while
-        (adaptive sampling with stale norms): an arithmetic mean over a run is then set by one
-        burst, and whether a burst comes depends on the last bits of the arithmetic; the mean of
-        the logs moves far less.
-
-        Args:
-            field: "suboptimality" or "variance".
-            start: the first step to include (e.g. ``steps // 2``: the second half of the run).
-
-        Raises:
-            ValueError: for another field, or a start after the last recorded step.
-        """
-        if field not in ("suboptimality", "variance"):
-            raise ValueError(f"field must be 'suboptimality' or 'variance', got {field!r}")
-        kept = self.steps >= start
-        if not kept.any():
-            raise ValueError(f"start must be at most the last recorded step {int(self.steps[-1])}, got {start}")
-        return float(getattr(self, field)[:, kept].log10().mean())
-
-
 class AdaptiveSampler:
     """Sampling proportional to the last seen gradient norms, mixed with uniform.
 
@@ -177,56 +140,132 @@ class AdaptiveSampler:
         return {"memory": self.memory.clone(), "mix": self.mix}
 
 
-def sgd(A: torch.Tensor, b: torch.Tensor, *, scheme: str, steps: int, batch: int, lr: float,
-        every: int = 10, mix: float = 0.2, runs: int = 1, gen: torch.Generator) -> SGDTrace:  # fmt: skip
-    """Mini-batch SGD on least squares 1/(2n) ||A x - b||^2 with a sampling scheme, ``runs`` runs at once.
+class ImportanceSGD(Rounds):
+    """``runs`` independent runs of mini-batch SGD on least squares 1/(2n) ||A x - b||^2, one step a round.
 
-    x <- x - lr * mean_b grad f_{i_b}(x) / (n p_{i_b}),  i_b ~ p with replacement, where p is
-    uniform, proportional to L_i = ||a_i||^2 ("lipschitz"), or ``AdaptiveSampler`` started at L_i.
-    The step size ``lr`` is the same for every scheme. Every ``every`` steps it records f(x) - f*
-    and the exact one-sample variance under the current p (``gradient_variance``). The runs
-    start at x = 0 and differ only in their draws (each its own row of indices and, for
-    "adaptive", its own memory).
+    Step, for every run at once: x <- x - lr * mean_b grad f_{i_b}(x) / (n p_{i_b}), i_b ~ p with
+    replacement (``importance_gradient``), where p is uniform, proportional to L_i = ||a_i||^2
+    ("lipschitz"), or an ``AdaptiveSampler`` started at L_i ("adaptive"). The runs start at
+    x = 0 and differ only in their draws (each its own row of indices and, for "adaptive", its
+    own memory).
 
     Args:
         A: (n, d) the examples; b: (n,) the targets.
-        runs: independent runs, batched as the rows of x (runs, d).
+        scheme: one of ``SCHEMES``. batch: examples per step, >= 1. lr: the step size.
+        mix: the adaptive sampler's share of uniform. runs: >= 1, the rows of x.
+        gen: CPU generator for the indices.
 
-    Returns:
-        An ``SGDTrace`` with (runs, T) records.
+    State: ``x`` (runs, d); ``sampler`` (for "adaptive") with its (runs, n) memory.
 
     Raises:
-        ValueError: for an unknown scheme, steps < 1, batch < 1 or runs < 1.
+        ValueError: for an unknown scheme, batch < 1 or runs < 1.
     """
-    if scheme not in SCHEMES:
-        raise ValueError(f"scheme must be one of {SCHEMES}, got {scheme!r}")
-    if steps < 1 or batch < 1 or runs < 1:
-        raise ValueError(f"steps, batch and runs must be >= 1, got steps={steps}, batch={batch}, runs={runs}")
-    A, b = A.double(), b.double()
-    n, d = A.shape
-    x_star = torch.linalg.lstsq(A, b[:, None]).solution[:, 0]
-    loss = lambda x: 0.5 * (x @ A.T - b).pow(2).mean(-1)  # noqa: E731  (..., d) -> (...)
-    f_star = float(loss(x_star))
-    lipschitz = A.pow(2).sum(1)  # (n,)
-    sampler = AdaptiveSampler(lipschitz.expand(runs, n), mix=mix) if scheme == "adaptive" else None
-    fixed = torch.full((n,), 1.0 / n, dtype=torch.float64) if scheme == "uniform" else proportional(lipschitz)
-    fixed = fixed.expand(runs, n)
-    x = torch.zeros(runs, d, dtype=torch.float64)
-    recorded, sub, var = [], [], []
-    for t in range(steps + 1):
-        p = sampler.probabilities() if sampler else fixed  # (runs, n)
-        if t % every == 0:
-            recorded.append(t)
-            sub.append(loss(x) - f_star)
-            var.append(_variances((x @ A.T - b)[..., None] * A, p))  # all (runs, n, d) gradients
-        if t == steps:
-            break
-        idx = torch.multinomial(p, batch, replacement=True, generator=gen)  # (runs, batch)
+
+    def __init__(self, A: torch.Tensor, b: torch.Tensor, *, scheme: str, batch: int, lr: float, mix: float = 0.2,
+                 runs: int = 1, gen: torch.Generator):  # fmt: skip
+        if scheme not in SCHEMES:
+            raise ValueError(f"scheme must be one of {SCHEMES}, got {scheme!r}")
+        if batch < 1 or runs < 1:
+            raise ValueError(f"batch and runs must be >= 1, got batch={batch}, runs={runs}")
+        self.A, self.b = A.double(), b.double()
+        self.scheme, self.batch, self.lr, self.gen = scheme, batch, lr, gen
+        n, d = self.A.shape
+        x_star = torch.linalg.lstsq(self.A, self.b[:, None]).solution[:, 0]
+        self.f_star = float(self.loss(x_star))
+        lipschitz = self.A.pow(2).sum(1)  # (n,)
+        uniform = torch.full((n,), 1.0 / n, dtype=torch.float64)
+        self.fixed = (uniform if scheme == "uniform" else proportional(lipschitz)).expand(runs, n)
+        # State
+        self.sampler = AdaptiveSampler(lipschitz.expand(runs, n), mix=mix) if scheme == "adaptive" else None
+        self.x = torch.zeros(runs, d, dtype=torch.float64)
+
+    def loss(self, x: torch.Tensor) -> torch.Tensor:
+        """f(x) = 1/(2n) ||A x - b||^2 of each row: (..., d) -> (...)."""
+        return 0.5 * (x @ self.A.T - self.b).pow(2).mean(-1)
+
+    def probabilities(self) -> torch.Tensor:
+        """The current sampling distribution of each run: (runs, n)."""
+        return self.sampler.probabilities() if self.sampler else self.fixed
+
+    def round(self, r: int) -> None:
+        A, b, x, p = self.A, self.b, self.x, self.probabilities()
+        idx = torch.multinomial(p, self.batch, replacement=True, generator=self.gen)  # (runs, batch)
         rows = A[idx]  # (runs, batch, d)
         residual = (rows * x[:, None]).sum(-1) - b[idx]  # (runs, batch)
         grads = residual[..., None] * rows  # (runs, batch, d)
-        weights = 1 / (n * p.gather(-1, idx))  # (runs, batch)
-        x = x - lr * (weights[..., None] * grads).mean(1)  # importance_gradient of each run
-        if sampler:
-            sampler.update(idx, grads.norm(dim=-1))
-    return SGDTrace(scheme, torch.tensor(recorded), torch.stack(sub, 1), torch.stack(var, 1))
+        weights = 1 / (len(A) * p.gather(-1, idx))  # (runs, batch)
+        self.x = x - self.lr * (weights[..., None] * grads).mean(1)  # importance_gradient of each run
+        if self.sampler:
+            self.sampler.update(idx, grads.norm(dim=-1))
+
+    @property
+    def model(self) -> torch.Tensor:
+        return self.x
+
+    def suboptimality(self) -> torch.Tensor:
+        """f(x) - f* of each run: (runs,)."""
+        return self.loss(self.x) - self.f_star
+
+    def variance(self) -> torch.Tensor:
+        """The exact one-sample variance under the current p of each run (``gradient_variance``): (runs,)."""
+        return _variances((self.x @ self.A.T - self.b)[..., None] * self.A, self.probabilities())  # (runs, n, d) grads
+
+
+def sgd(A: torch.Tensor, b: torch.Tensor, *, scheme: str, steps: int, batch: int, lr: float,
+        every: int = 10, mix: float = 0.2, runs: int = 1, gen: torch.Generator) -> History:  # fmt: skip
+    """Mini-batch SGD on least squares with a sampling scheme, ``runs`` runs at once: ``steps`` rounds
+    of ``ImportanceSGD`` (one SGD step each) on the round engine.
+
+    The step size ``lr`` is the same for every scheme. At step 0, every ``every`` steps and after
+    the last it records, for each run, f(x) - f* and the exact one-sample variance under the
+    current p (``gradient_variance``).
+
+    Args:
+        A: (n, d) the examples; b: (n,) the targets.
+        scheme, batch, lr, mix, gen: as ``ImportanceSGD``.
+        steps: >= 1. every: >= 1.
+        runs: independent runs, batched as the rows of x (runs, d).
+
+    Returns:
+        The ``engine.History``: ``history.rounds`` the recorded steps, metrics "suboptimality"
+        and "variance", each a (runs,) tensor per recorded step (``records`` stacks them into
+        (runs, T)); ``history.algorithm.scheme`` the scheme, ``history.model`` x (runs, d).
+
+    Raises:
+        ValueError: for an unknown scheme, steps, every, batch or runs < 1.
+    """
+    run = ImportanceSGD(A, b, scheme=scheme, batch=batch, lr=lr, mix=mix, runs=runs, gen=gen)
+    return engine.run(run, steps, metrics={"suboptimality": ImportanceSGD.suboptimality,
+                                           "variance": ImportanceSGD.variance},
+                      eval_every=every, record_start=True)  # fmt: skip
+
+
+def records(history: History, metric: str) -> torch.Tensor:
+    """One metric of an ``sgd`` run, every run's records side by side: (runs, T).
+
+    Raises:
+        KeyError: for a metric the run did not record.
+    """
+    return torch.stack(history[metric], 1)
+
+
+def log10_mean(history: History, metric: str, *, start: int = 0) -> float:
+    """The mean of log10 ``metric`` over the runs of an ``sgd`` run and its records at steps >= ``start``.
+
+    That is the log10 of their geometric mean. A run at a large step can burst for a while
+    (adaptive sampling with stale norms): an arithmetic mean over a run is then set by one
+    burst, and whether a burst comes depends on the last bits of the arithmetic; the mean of
+    the logs moves far less.
+
+    Args:
+        metric: "suboptimality" or "variance".
+        start: the first step to include (e.g. ``steps // 2``: the second half of the run).
+
+    Raises:
+        KeyError: for a metric the run did not record.
+        ValueError: for a start after the last recorded step.
+    """
+    kept = torch.tensor(history.rounds) >= start
+    if not kept.any():
+        raise ValueError(f"start must be at most the last recorded step {history.rounds[-1]}, got {start}")
+    return float(records(history, metric)[:, kept].log10().mean())

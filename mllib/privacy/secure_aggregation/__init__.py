@@ -51,7 +51,8 @@ differential privacy). Keys drawn from ``gen`` are for reproducible lectures onl
 
 Modules: ``fixed_point`` (the encoding), ``primitives`` (key agreement, PRG, masks, sealing,
 Shamir), ``messages`` (what crosses the network), ``parties`` (``SecAggClient``, ``SecAggServer``),
-``protocol`` (``SecureAggregation``, the network; ``protocol_cost``, and ``secaggplus_cost`` for Flower's SecAgg+).
+``protocol`` (``SecureAggregation``, the network; ``SecAggRounds``, its rounds on the round engine;
+``protocol_cost``, and ``secaggplus_cost`` for Flower's SecAgg+).
 """
 from .fixed_point import FixedPoint
 from .messages import (
@@ -62,11 +63,11 @@ from .primitives import (
     MODULUS, agree, open_sealed, pair_info, pairwise_mask, prg, private_key, public_bytes, random_bytes, reconstruct,
     seal, share,
 )  # fmt: skip
-from .protocol import STEPS, SecureAggregation, protocol_cost, secaggplus_cost
+from .protocol import STEPS, SecAggRounds, SecureAggregation, protocol_cost, secaggplus_cost
 
 __all__ = [
     "MODULUS", "STEPS", "AdvertiseKeys", "EncryptedShares", "FixedPoint", "ForwardedShares", "MaskedInput", "Message",
-    "PublicKeys", "RefusedRequest", "SecAggClient", "SecAggServer", "SecureAggregation", "UnmaskRequest",
-    "UnmaskResponse", "agree", "check_parties", "open_sealed", "pair_info", "pairwise_mask", "prg", "private_key",
+    "PublicKeys", "RefusedRequest", "SecAggClient", "SecAggRounds", "SecAggServer", "SecureAggregation",
+    "UnmaskRequest", "UnmaskResponse", "agree", "check_parties", "open_sealed", "pair_info", "pairwise_mask", "prg", "private_key",
     "protocol_cost", "public_bytes", "random_bytes", "reconstruct", "seal", "secaggplus_cost", "share",
 ]

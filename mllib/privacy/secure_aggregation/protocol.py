@@ -1,9 +1,9 @@
 """The network between one server and n clients, round after round, and what a round costs."""
-import time
 from collections.abc import Iterable, Mapping
 
 import torch
 
+from ... import engine
 from .fixed_point import FixedPoint
 from .parties import SecAggClient, SecAggServer
 
@@ -112,14 +112,44 @@ class SecureAggregation:
         return self.unmask(among("unmask"))
 
 
+class SecAggRounds(engine.Rounds):
+    """Round after round of ``SecureAggregation`` on fixed rows, as the round engine runs it
+    (``SecureAggregation`` keeps its own round number, ``round``: this wrapper is the engine's view).
+
+    Args:
+        protocol: the network of one server and n clients.
+        X: (n, d) the clients' rows, within the protocol's bound.
+
+    State: ``total`` (d,) the last round's sum; the protocol's own (round number, parties).
+    """
+
+    def __init__(self, protocol: SecureAggregation, X: torch.Tensor):
+        self.protocol, self.X = protocol, X
+        # State
+        self.total: torch.Tensor | None = None
+
+    def round(self, r: int) -> None:
+        self.total = self.protocol.run_round(self.X)
+
+    @property
+    def model(self) -> torch.Tensor | None:
+        return self.total
+
+    @property
+    def bits_sent(self) -> int:
+        """Bits of the clients' messages to the server so far."""
+        return 8 * sum(m.nbytes for m in self.protocol.server.received)
+
+
 def protocol_cost(n_clients: int, d: int, *, threshold: int | None = None, rounds: int = 2,
                   gen: torch.Generator | None = None) -> dict:  # fmt: skip
     """Messages, bytes and seconds per round of the course's protocol, in this process (no network).
 
     Runs ``rounds`` rounds of ``SecureAggregation`` (threshold n // 2 + 1 unless given) on random
-    rows within bound 1, and counts what crosses the network: each client's message to the server
-    and the server's to each client at each of the four steps (7 n: the server's first step has
-    no request), the payload bytes, and the pairwise ciphertexts (n (n - 1): every pair shares).
+    rows within bound 1 on the round engine (``SecAggRounds``), and counts what crosses the
+    network: each client's message to the server and the server's to each client at each of the
+    four steps (7 n: the server's first step has no request), the payload bytes, and the
+    pairwise ciphertexts (n (n - 1): every pair shares).
 
     Args:
         n_clients, d: clients and the length of their rows.
@@ -129,22 +159,21 @@ def protocol_cost(n_clients: int, d: int, *, threshold: int | None = None, round
 
     Returns:
         {"clients", "messages", "ciphertexts", "bytes", "seconds"}: per round; seconds is the mean.
+
+    Raises:
+        ValueError: for rounds that is not an integer >= 1, or the constraints of ``SecureAggregation``.
     """
     if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
         raise ValueError(f"rounds must be an integer >= 1, got {rounds!r}")
     threshold = n_clients // 2 + 1 if threshold is None else threshold
     protocol = SecureAggregation(n_clients, threshold, d, bound=1.0, gen=gen)
     X = torch.rand(n_clients, d, generator=gen) * 2 - 1
-    seconds = []
-    for _ in range(rounds):
-        start = time.perf_counter()
-        protocol.run_round(X)
-        seconds.append(time.perf_counter() - start)
+    history = engine.run(SecAggRounds(protocol, X), rounds, eval_every=rounds)
     server = protocol.server
     messages = server.received + [m for _, m in server.sent]
     ciphertexts = sum(len(m.ciphertexts) for m in server.received if hasattr(m, "ciphertexts"))
     return {"clients": n_clients, "messages": len(messages) // rounds, "ciphertexts": ciphertexts // rounds,
-            "bytes": sum(m.nbytes for m in messages) // rounds, "seconds": sum(seconds) / rounds}  # fmt: skip
+            "bytes": sum(m.nbytes for m in messages) // rounds, "seconds": history.seconds[-1] / rounds}  # fmt: skip
 
 
 def secaggplus_cost(n_clients: int, num_shares: int) -> dict:
