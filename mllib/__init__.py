@@ -3,7 +3,7 @@
 The core (``runtime``, ``data``, ``partition``, ``models``, ``clients``) holds n clients'
 models as one (n, d) tensor; one module per topic of the course builds on it.
 """
-from .clients import LocalSGD, evaluate, local_sgd, run_rounds, test_accuracy, weighted_average
+from .clients import LocalSGD, accuracy_on, evaluate, local_sgd, run_rounds, weighted_average
 from .engine import History
 from .data import Dataset, load
 from .models import FlatModel, cnn, logistic_regression, mlp
@@ -11,7 +11,7 @@ from .partition import Clients, split, with_tasks
 from .runtime import device, generator, setup
 
 __all__ = [
-    "Clients", "Dataset", "FlatModel", "History", "LocalSGD", "cnn", "device", "evaluate", "generator",
-    "load", "local_sgd", "logistic_regression", "mlp", "run_rounds", "setup", "split",
-    "test_accuracy", "weighted_average", "with_tasks",
+    "Clients", "Dataset", "FlatModel", "History", "LocalSGD", "accuracy_on", "cnn", "device", "evaluate",
+    "generator", "load", "local_sgd", "logistic_regression", "mlp", "run_rounds", "setup", "split",
+    "weighted_average", "with_tasks",
 ]

@@ -93,11 +93,11 @@ def evaluate(model: FlatModel, X: torch.Tensor, clients: Clients) -> torch.Tenso
     """
     if X.dim() == 1:
         X = X.expand(clients.n, -1)
-    x, y = clients.test_sets()
+    x, y = clients.held_out_sets()
     return model.accuracy(X, x, y, clients.test_weights)
 
 
-def test_accuracy(model: FlatModel, row: torch.Tensor, x_test: torch.Tensor, y_test: torch.Tensor) -> float:
+def accuracy_on(model: FlatModel, row: torch.Tensor, x_test: torch.Tensor, y_test: torch.Tensor) -> float:
     """Plain accuracy of one model (d,) on a test set (M, ...)."""
     return float(model.accuracy(row.unsqueeze(0), x_test.unsqueeze(0), y_test.unsqueeze(0))[0])
 

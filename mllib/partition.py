@@ -87,7 +87,7 @@ class Clients:
         start, size = int(self.offsets[i]), int(self.sizes[i])
         return self.x[start : start + size], self.y[start : start + size]
 
-    def test_sets(self) -> tuple[torch.Tensor, torch.Tensor]:
+    def held_out_sets(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Each client's view of the test set: x (n, M, ...) and y (n, M)."""
         x = self.x_test.expand(self.n, *self.x_test.shape)
         y = self.y_test.expand(self.n, -1)
@@ -179,10 +179,10 @@ def split(
         test_weights=torch.empty(0),
         n_classes=data.n_classes,
     )
-    return replace(clients, test_weights=test_weights(clients.label_counts(), data.y_test))
+    return replace(clients, test_weights=label_weights(clients.label_counts(), data.y_test))
 
 
-def test_weights(label_counts: torch.Tensor, y_test: torch.Tensor) -> torch.Tensor:
+def label_weights(label_counts: torch.Tensor, y_test: torch.Tensor) -> torch.Tensor:
     """Reweight the test set to each client's label distribution.
 
     w_ij = p_i(y_j) / q(y_j), normalized over j, with p_i the client's label frequencies and
@@ -210,7 +210,7 @@ def with_tasks(clients: Clients, kind: str, *, n_tasks: int, gen: torch.Generato
     - "rotation": task t turns the images by t quarter turns (n_tasks <= 4), exactly.
     - "permutation": task t relabels the classes by a random permutation drawn from gen.
 
-    The same transformation applies to the client's view of the test set (``test_sets``).
+    The same transformation applies to the client's view of the test set (``held_out_sets``).
 
     Raises:
         ValueError: for an unknown kind or an n_tasks out of range.

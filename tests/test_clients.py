@@ -142,4 +142,4 @@ def test_evaluate_broadcasts_one_model_to_every_client(digits, gen):
     row = model.init(gen)
     assert torch.allclose(mllib.evaluate(model, row, clients), mllib.evaluate(model, row.expand(4, -1), clients))
     correct = (model.forward(row[None], digits.x_test[None]).argmax(-1) == digits.y_test).float().mean()
-    assert mllib.test_accuracy(model, row, digits.x_test, digits.y_test) == pytest.approx(float(correct))
+    assert mllib.accuracy_on(model, row, digits.x_test, digits.y_test) == pytest.approx(float(correct))

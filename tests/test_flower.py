@@ -79,7 +79,7 @@ def test_dp_fedavg_equals_the_simulation_and_reports_the_accountants_epsilon(hon
 def test_the_median_resists_a_byzantine_supernode_that_throws_plain_averaging_off(with_byzantine):
     honest = Settings(rounds=2, clients=3)
     model, clients = federation(honest)
-    band = mllib.test_accuracy(model, simulate(honest), clients.x_test, clients.y_test)  # no attack: 0.81
+    band = mllib.accuracy_on(model, simulate(honest), clients.x_test, clients.y_test)  # no attack: 0.81
     accuracy = {}
     for aggregator, byzantine in (("median", 1), ("mean", 0)):
         settings = Settings(rounds=2, clients=3, aggregator=aggregator, byzantine=byzantine)

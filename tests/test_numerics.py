@@ -254,7 +254,7 @@ def fp32_run(digits):
 
 
 def accuracy(run):
-    return run.algorithm.test_accuracy()[0]
+    return run.algorithm.accuracies()[0]
 
 
 def underflow(run):
@@ -291,7 +291,7 @@ def test_seeds_trained_together_are_the_runs_of_each_seed_alone(digits, kw):
     for i, seed in enumerate([3, 7]):
         alone = training.train_limited(digits, training.Precision(**kw), gen=mllib.generator(seed), **settings)
         torch.testing.assert_close(losses[i], torch.stack(alone.loss, 1)[0], rtol=1e-3, atol=1e-4)
-        assert abs(together.algorithm.test_accuracy()[i] - accuracy(alone)) < 0.02
+        assert abs(together.algorithm.accuracies()[i] - accuracy(alone)) < 0.02
         assert together.skipped[-1][i] == alone.skipped[-1][0] == 0
     assert not torch.equal(losses[0], losses[1])  # each seed its own initialization and batches
 

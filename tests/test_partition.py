@@ -5,7 +5,7 @@ from hypothesis import strategies as st
 
 import mllib
 from mllib import personalized
-from mllib.partition import test_weights as reweight
+from mllib.partition import label_weights as reweight
 
 
 def owned(clients):
@@ -101,7 +101,7 @@ def test_a_label_missing_from_the_test_set_gets_no_weight():
 def test_rotation_tasks_turn_train_and_test_alike(digits, gen):
     base = mllib.split(digits, 4, gen=gen)
     tasks = mllib.with_tasks(base, "rotation", n_tasks=4, gen=gen)
-    x_test, _ = tasks.test_sets()
+    x_test, _ = tasks.held_out_sets()
     for i in range(4):
         assert torch.equal(tasks.client_data(i)[0], torch.rot90(base.client_data(i)[0], i, dims=(-2, -1)))
         assert torch.equal(x_test[i], torch.rot90(digits.x_test, i, dims=(-2, -1)))
@@ -110,7 +110,7 @@ def test_rotation_tasks_turn_train_and_test_alike(digits, gen):
 def test_permutation_tasks_relabel_train_and_test_alike(digits, gen):
     base = mllib.split(digits, 6, gen=gen)
     tasks = mllib.with_tasks(base, "permutation", n_tasks=3, gen=gen)
-    _, y_test = tasks.test_sets()
+    _, y_test = tasks.held_out_sets()
     for i in range(6):
         relabel = tasks.label_maps[i]
         assert torch.equal(tasks.client_data(i)[1], relabel[base.client_data(i)[1]])

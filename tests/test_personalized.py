@@ -141,7 +141,7 @@ def test_restrict_keeps_each_clients_data_and_task(setting):
     for j, i in enumerate([3, 1]):
         assert all(torch.equal(a, b) for a, b in zip(sub.client_data(j), clients.client_data(i)))
     assert torch.equal(sub.label_maps, clients.label_maps[[3, 1]])
-    assert torch.equal(sub.test_sets()[1], clients.test_sets()[1][[3, 1]])
+    assert torch.equal(sub.held_out_sets()[1], clients.held_out_sets()[1][[3, 1]])
 
 
 def test_restrict_caps_the_samples(setting):
@@ -160,7 +160,7 @@ def test_relabel_renames_training_and_test_labels_alike(digits):
     swap = [1, 0, 2, 3, 4, 5, 6, 7, 8, 9]
     renamed = pers.relabel(clients, swap)
     assert torch.equal(renamed.y, torch.tensor(swap)[clients.y])
-    assert torch.equal(renamed.test_sets()[1], torch.tensor(swap)[clients.test_sets()[1]])
+    assert torch.equal(renamed.held_out_sets()[1], torch.tensor(swap)[clients.held_out_sets()[1]])
     with pytest.raises(ValueError, match="label_map"):
         pers.relabel(clients, [0] * 10)
 

@@ -305,7 +305,7 @@ def dpsgd(
         1. each node draws a minibatch of its own data (``Gradients``);
         2. each node computes its stochastic gradient G_i at its own x_i;
         3. gossip and descend: X <- W_k X - lr * G  (``DPSGD``, ``dpsgd_step``).
-    Accuracies are on the shared test set (each node's view of it, ``clients.test_sets``):
+    Accuracies are on the shared test set (each node's view of it, ``clients.held_out_sets``):
     the mean over nodes of each node's own model, and the averaged model x_bar.
 
     Args:
@@ -330,7 +330,7 @@ def dpsgd(
     device = clients.x.device
     x = model.init(gen, device) if x0 is None else x0.to(device)
     X = x.expand(clients.n, -1).clone()  # (n, d)
-    x_test, y_test = clients.test_sets()  # (n, M, ...), (n, M)
+    x_test, y_test = clients.held_out_sets()  # (n, M, ...), (n, M)
     metrics = {
         "consensus": lambda a: consensus_distance(a.X),
         "accuracy": lambda a: float(model.accuracy(a.X, x_test, y_test).mean()),

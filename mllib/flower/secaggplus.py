@@ -292,7 +292,7 @@ def main(grid: Grid, context: Context) -> None:
         time.sleep(0.2)
 
     def evaluate(server_round, ndarrays, config):
-        accuracy = mllib.test_accuracy(model, torch.from_numpy(ndarrays[0]).float(), clients.x_test, clients.y_test)
+        accuracy = mllib.accuracy_on(model, torch.from_numpy(ndarrays[0]).float(), clients.x_test, clients.y_test)
         record.accuracy.append(accuracy)
         print(f"round {server_round}: test accuracy {accuracy:.3f}", flush=True)
         return 0.0, {"accuracy": accuracy}

@@ -110,7 +110,7 @@ def main(grid: Grid, context: Context) -> None:
     x0 = initial_model(model, settings).to(clients.x.device)
 
     def accuracy(run: engine.Federated) -> float:
-        value = mllib.test_accuracy(model, run.x, clients.x_test, clients.y_test)
+        value = mllib.accuracy_on(model, run.x, clients.x_test, clients.y_test)
         line = f"round {nodes.rounds_done}: test accuracy {value:.3f}"
         if settings.algorithm == "dp-fedavg" and nodes.rounds_done:
             line += f", epsilon {epsilon(settings, nodes.rounds_done):.2f} at delta {settings.delta:g}"

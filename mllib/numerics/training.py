@@ -189,7 +189,7 @@ class LimitedPrecisionSGD(Rounds):
         """The master weights of every run, {name: (S, ...)} (``unstack`` splits them per run)."""
         return self.params
 
-    def test_accuracy(self) -> list[float]:
+    def accuracies(self) -> list[float]:
         """Each run's accuracy on the test set, in the compute format (``mlp_accuracy``)."""
         x_test, y_test = self.data.x_test.flatten(1), self.data.y_test
         p = self.precision
@@ -220,7 +220,7 @@ def train_limited(
 
     Returns:
         The ``engine.History`` of ``METRICS`` after every step, each a (1,) tensor;
-        ``history.algorithm.test_accuracy()`` the test accuracy in the compute format,
+        ``history.algorithm.accuracies()`` the test accuracy in the compute format,
         ``history.model`` the weights {name: (1, ...)}.
 
     Raises:
@@ -245,7 +245,7 @@ def train_limited_seeds(
 
     Returns:
         The ``engine.History`` of ``METRICS`` after every step, each an (S,) tensor with one
-        entry per seed in the order of ``seeds``; ``history.algorithm.test_accuracy()`` one
+        entry per seed in the order of ``seeds``; ``history.algorithm.accuracies()`` one
         accuracy per seed, ``history.model`` the weights {name: (S, ...)}.
 
     Raises:

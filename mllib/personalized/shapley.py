@@ -20,7 +20,7 @@ from dataclasses import replace
 
 import torch
 
-from ..clients import run_rounds, test_accuracy
+from ..clients import run_rounds, accuracy_on
 from ..models import FlatModel
 from ..partition import Clients
 from ..runtime import generator
@@ -167,7 +167,7 @@ def federation_game(
 
     def value(coalition: frozenset) -> float:
         if not coalition:
-            return test_accuracy(model, x0, x_val, y_val)
+            return accuracy_on(model, x0, x_val, y_val)
         members = sorted(coalition)
         mask = torch.tensor([i not in riders for i in members], dtype=x0.dtype, device=x0.device)[:, None]
         code = sum(1 << i for i in members)
@@ -176,6 +176,6 @@ def federation_game(
             batch_size=batch_size, gen=generator(seed * 1_000_003 + code), x0=x0, eval_every=rounds,
             transforms=[lambda U: U * mask],
         )  # fmt: skip
-        return test_accuracy(model, history.model, x_val, y_val)
+        return accuracy_on(model, history.model, x_val, y_val)
 
     return CachedGame(value)

@@ -17,7 +17,7 @@ from functools import partial
 
 import torch
 
-from ..clients import evaluate, test_accuracy
+from ..clients import evaluate, accuracy_on
 from ..engine import Federated, History, descend, everyone, run
 from ..models import FlatModel
 from ..partition import Clients
@@ -167,7 +167,7 @@ def byzantine_sgd(
         transforms=[*([WorkerMomentum(momentum, momentum_update)] if momentum else []), attack],  # 2., 3.
         aggregate=aggregator, server_step=descend(lr),  # 4.
     )  # fmt: skip
-    accuracy = lambda f: test_accuracy(model, f.x.nan_to_num(0.0), x_test, y_test)  # noqa: E731
+    accuracy = lambda f: accuracy_on(model, f.x.nan_to_num(0.0), x_test, y_test)  # noqa: E731
     return run(federation, steps, metrics={"accuracy": accuracy}, eval_every=eval_every or steps)
 
 

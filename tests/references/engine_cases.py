@@ -36,7 +36,7 @@ def fedavg():
 def federated(algorithm):
     data, clients, model, gen = setting()
     x0 = model.init(gen)
-    accuracy = lambda x: mllib.test_accuracy(model, x, data.x_test, data.y_test)  # noqa: E731
+    accuracy = lambda x: mllib.accuracy_on(model, x, data.x_test, data.y_test)  # noqa: E731
     trace = fl.run(algorithm, fl.DataProblem(model, clients, 8), x0, rounds=4, clients_per_round=5, gen=gen,
                    evaluate=accuracy, eval_every=2, sample_gen=mllib.generator(2))
     return {"model": trace.model, "accuracy": torch.tensor(trace.values), "rounds": torch.tensor(trace.rounds)}
