@@ -1,0 +1,16 @@
+import pytest
+
+from mllib import federated
+from mllib.source import show_source
+
+
+def test_show_source_displays_the_code_that_runs():
+    code = show_source(federated.server_step)
+    assert code.data.startswith("# mllib.federated.algorithms.server_step\ndef server_step(")
+    assert "return" in code.data
+
+
+@pytest.mark.parametrize("bad", [len, lambda x: x, 3, "server_step"])
+def test_show_source_refuses_what_is_not_mllib_code(bad):
+    with pytest.raises(TypeError, match="function must be"):
+        show_source(bad)
