@@ -1,4 +1,6 @@
 """Lecture 07 privacy: DP-SGD, the accountant, attacks, lab checks (secure aggregation: test_secure_aggregation.py)."""
+import math
+
 import matplotlib.pyplot as plt
 import numpy as np
 import pytest
@@ -171,6 +173,24 @@ def test_membership_auc_is_half_for_identical_and_one_for_separated_losses():
     assert privacy.membership_auc(torch.ones(5), torch.zeros(7)) == 0.0
 
 
+def test_membership_advantage_thresholds_at_the_mean_member_loss():
+    # tau = 0.5: members 0.0 below (1/2), non-members 0.2 below (1/4)
+    assert privacy.membership_advantage(torch.tensor([0.0, 1.0]), torch.tensor([0.2, 0.6, 0.7, 0.9])) == 0.25
+    assert privacy.membership_advantage(torch.ones(5), torch.ones(7)) == 0.0
+    with pytest.raises(ValueError, match="non-empty"):
+        privacy.membership_advantage(torch.ones(0), torch.ones(3))
+
+
+def test_dp_advantage_bound_is_the_corner_of_the_dp_test_region():
+    eps, delta = 1.0, 1e-5
+    fnr = fpr = (1 - delta) / (1 + math.exp(eps))  # both constraints tight
+    assert privacy.dp_advantage_bound(eps, delta) == pytest.approx(1 - fnr - fpr)
+    assert privacy.dp_advantage_bound(float("inf"), delta) == 1.0
+    for bad in (0.0, float("nan")):
+        with pytest.raises(ValueError, match="epsilon"):
+            privacy.dp_advantage_bound(bad, delta)
+
+
 # --- widgets ------------------------------------------------------------------------------------
 def test_clip_noise_summary():
     s = privacy.clip_noise_summary(torch.tensor([0.5, 1.0, 2.0, 4.0]), 1.0, 2.0, 10)
@@ -225,7 +245,6 @@ WRONG = {
         "reversed": lambda m, n: 1 - loss_threshold_auc(m, n),
         "ties count 1": lambda m, n: (n[None, :] >= m[:, None]).double().mean(),
         "ties count 0": lambda m, n: (n[None, :] > m[:, None]).double().mean(),
-        "returns a float": lambda m, n: float(loss_threshold_auc(m, n)),
     },
 }
 
