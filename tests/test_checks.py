@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import mllib.checks
-from mllib.checks import CheckFailed, Mistake, describe, difference, self_check
+from mllib.checks import CheckFailed, Mistake, describe, difference, number_in_range, self_check
 from mllib.runtime import generator
 
 
@@ -94,6 +94,18 @@ def test_other_seeds_are_hidden_cases(capsys):
     assert not torch.equal(double.make_cases(generator(0))[0]["x"], double.make_cases(generator(1))[0]["x"])
     double(lambda x: x + x, seed=7)
     assert "✔ double" in capsys.readouterr().out
+
+
+def test_an_experiment_answer_is_checked_against_its_range(capsys):
+    number_in_range("rounds_to_target", 12, 10, 20, hint="count the rounds")
+    assert "✔ rounds_to_target: 12 is in the expected range" in capsys.readouterr().out
+    for value in (9, 21, float("inf")):
+        with pytest.raises(CheckFailed, match=r"^rounds_to_target: .* is outside the range \[10, 20\]"):
+            number_in_range("rounds_to_target", value, 10, 20, hint="count the rounds")
+    with pytest.raises(TypeError, match="value must be"):
+        number_in_range("rounds_to_target", "12", 10, 20, hint="count the rounds")
+    with pytest.raises(ValueError, match="value must be a number .*, got nan"):
+        number_in_range("rounds_to_target", float("nan"), 10, 20, hint="count the rounds")
 
 
 def test_difference_points_at_the_largest_gap():

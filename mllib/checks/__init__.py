@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..constraints import Function, Integer, Real, constrain
+from ..constraints import Function, Instance, Integer, Real, constrain
 from ..runtime import generator
 
 RED, RESET = "\x1b[31m", "\x1b[0m"
@@ -80,6 +80,26 @@ def self_check(reference: Callable, *, mistakes: Sequence[Mistake] = (), forbid:
         return check
 
     return wrap
+
+
+@constrain(name=Instance(str), value=Real(infinite=True), low=Real(), high=Real(), hint=Instance(str))
+def number_in_range(name: str, value: float, low: float, high: float, *, hint: str) -> None:
+    """Check an experiment question: a number read off the student's own run lies in [low, high].
+
+    The range is what the experiment gives on any machine and seed (measured over seeds and
+    kernel settings), not one run's digits.
+
+    Args:
+        name: the question's name. value: the student's number. low, high: the accepted range.
+        hint: what to look at again when the number is outside it.
+
+    Raises:
+        CheckFailed: if ``value`` is outside [low, high] (or NaN).
+    """
+    if not low <= value <= high:
+        raise CheckFailed(f"{name}: {value:.4g} is outside the range [{low:g}, {high:g}] your run should give\n"
+                          f"hint: {hint}")  # fmt: skip
+    print(f"✔ {name}: {value:.4g} is in the expected range")
 
 
 def run_answer(name: str, answer: Callable, case: dict, number: int, forbid: Sequence[Callable] = ()):
