@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
+from .constraints import ClientMatrix, Function, Generator, Generators, Instance, Integer, Real, Rule, Tensor, constrain
 from .engine import Federated, History, move, run, uniform
 from .models import FlatModel
 from .partition import Clients
@@ -15,6 +16,11 @@ from .partition import Clients
 Transform = Callable[[torch.Tensor], torch.Tensor]
 
 
+@constrain(Rule("weights", lambda X, weights: weights.shape == (X.shape[0],),
+                "weights must have shape ({X.shape[0]},), one per row of X, got {weights.shape}"),
+           Rule("weights", lambda weights: bool((weights >= 0).all() and weights.sum() > 0),
+                "weights must be non-negative and not all zero"),
+           X=ClientMatrix(), weights=Tensor(1, finite=True))  # fmt: skip
 def weighted_average(X: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     """The weighted mean of the rows of a client matrix: sum_i w_i X_i / sum_i w_i.
 
@@ -32,16 +38,22 @@ def weighted_average(X: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         ValueError: for a matrix that is not 2-D, weights of the wrong length, negative
             weights or weights summing to zero.
     """
-    if X.dim() != 2:
-        raise ValueError(f"X must be a client matrix of shape (n_clients, d), got shape {tuple(X.shape)}")
-    if weights.shape != (X.shape[0],):
-        raise ValueError(f"weights must have shape ({X.shape[0]},), one per row of X, got {tuple(weights.shape)}")
-    if (weights < 0).any() or weights.sum() <= 0:
-        raise ValueError("weights must be non-negative and not all zero")
     w = weights.to(X.dtype)
     return (w @ X) / w.sum()
 
 
+def _rows(model, X, clients, among) -> tuple[int, int]:
+    return clients.n if among is None else len(among), model.dim
+
+
+MODEL, CLIENTS = Instance(FlatModel), Instance(Clients)
+LOCAL_SGD = dict(steps=Integer(min=0), lr=Real(ge=0), batch_size=Integer(min=1), gen=Generators())
+
+
+@constrain(Rule("X", lambda model, X, clients, among: X.shape == _rows(model, X, clients, among),
+                lambda model, X, clients, among: f"X must have shape {_rows(model, X, clients, among)} for these "
+                f"clients and this model, got shape {tuple(X.shape)}"), model=MODEL, X=ClientMatrix(), clients=CLIENTS, **LOCAL_SGD,
+           among=Tensor(1, floating=False) | None, correction=Tensor((1, 2)) | None)  # fmt: skip
 def local_sgd(
     model: FlatModel,
     X: torch.Tensor,
@@ -71,11 +83,6 @@ def local_sgd(
     Returns:
         The (k, d) client matrix after the steps; X itself is not modified.
     """
-    rows = clients.n if among is None else len(among)
-    if X.shape != (rows, model.dim):
-        raise ValueError(f"X must have shape ({rows}, {model.dim}) for these clients, got {tuple(X.shape)}")
-    if steps < 0 or lr < 0:
-        raise ValueError(f"steps and lr must be >= 0, got steps={steps}, lr={lr}")
     for _ in range(steps):
         xb, yb = clients.batches(batch_size, gen, among)
         g = model.grad(X, xb, yb)
@@ -85,6 +92,7 @@ def local_sgd(
     return X
 
 
+@constrain(model=MODEL, X=Tensor((1, 2)), clients=CLIENTS)
 def evaluate(model: FlatModel, X: torch.Tensor, clients: Clients) -> torch.Tensor:
     """Each client's accuracy on its own test distribution: (n,).
 
@@ -97,6 +105,7 @@ def evaluate(model: FlatModel, X: torch.Tensor, clients: Clients) -> torch.Tenso
     return model.accuracy(X, x, y, clients.test_weights)
 
 
+@constrain(model=MODEL, row=Tensor(1), x_test=Tensor(), y_test=Tensor(1, floating=False))
 def accuracy_on(model: FlatModel, row: torch.Tensor, x_test: torch.Tensor, y_test: torch.Tensor) -> float:
     """Plain accuracy of one model (d,) on a test set (M, ...)."""
     return float(model.accuracy(row.unsqueeze(0), x_test.unsqueeze(0), y_test.unsqueeze(0))[0])
@@ -114,6 +123,7 @@ class LocalSGD:
         gen: CPU generator for the minibatches, or one per client (see ``Clients.batches``).
     """
 
+    @constrain(model=MODEL, clients=CLIENTS, **LOCAL_SGD)
     def __init__(self, model: FlatModel, clients: Clients, *, steps: int, lr: float, batch_size: int,
                  gen: torch.Generator | Sequence[torch.Generator]):  # fmt: skip
         self.model, self.clients, self.gen = model, clients, gen
@@ -121,11 +131,18 @@ class LocalSGD:
 
     def __call__(self, x: torch.Tensor, S: torch.Tensor) -> torch.Tensor:
         X = x.expand(len(S), -1)  # broadcast
-        Y = local_sgd(self.model, X, self.clients, steps=self.steps, lr=self.lr, batch_size=self.batch_size,
-                      gen=self.gen, among=S)  # fmt: skip
+        # checked once at construction, not every round
+        Y = local_sgd.__wrapped__(self.model, X, self.clients, steps=self.steps, lr=self.lr,
+                                  batch_size=self.batch_size, gen=self.gen, among=S)  # fmt: skip
         return Y - X
 
 
+@constrain(Rule("x0", lambda model, x0: x0 is None or x0.shape == (model.dim,),
+                "x0 must have shape (model.dim,) = ({model.dim},), got {x0.shape}"),
+           model=MODEL, clients=CLIENTS, rounds=Integer(min=1), local_steps=Integer(min=0), lr=Real(ge=0),
+           batch_size=Integer(min=1), gen=Generator(), x0=Tensor(1) | None, participation=Real(gt=0, le=1),
+           transforms=Instance(list, tuple, description="a list of functions"), aggregate=Function() | None,
+           server_lr=Real(), eval_every=Integer(min=1), batch_gen=Instance(list, tuple) | None)  # fmt: skip
 def run_rounds(
     model: FlatModel,
     clients: Clients,
@@ -167,8 +184,6 @@ def run_rounds(
         The ``History`` with metrics "client_accuracy" ((n,) per recorded round) and
         "accuracy" (their mean weighted by client size); ``History.model`` is the final x.
     """
-    if not 0 < participation <= 1:
-        raise ValueError(f"participation must be in (0, 1], got {participation}")
     device = clients.x.device
     x = model.init(gen, device) if x0 is None else x0.to(device)
     federation = Federated(

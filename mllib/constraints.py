@@ -287,22 +287,49 @@ class Rule:
 
     argument: str
     holds: Callable[..., bool]
-    message: str
+    message: str | Callable[..., str]
 
     def check(self, arguments: dict) -> None:
         wanted = inspect.signature(self.holds).parameters
         if not self.holds(**{k: arguments[k] for k in wanted}):
-            raise ValueError(self.message.format(**arguments))
+            if callable(self.message):  # a message that computes what was expected
+                raise ValueError(self.message(**{k: arguments[k] for k in wanted}))
+            raise ValueError(self.message.format(**{k: _InMessage(v) for k, v in arguments.items()}))
+
+
+class _InMessage:
+    """An argument as a Rule's message shows it: a tensor's shape as a tuple, a value as ``shown``."""
+
+    def __init__(self, value):
+        self.value = value
+
+    def __getattr__(self, name):
+        attribute = getattr(self.value, name)
+        return tuple(attribute) if isinstance(attribute, torch.Size) else attribute
+
+    def __format__(self, spec):
+        return format(self.value, spec) if spec else shown(self.value)
+
+
+def FloatDtype() -> OneOf:  # noqa: N802
+    """A floating-point dtype (a float algorithm never computes in integers)."""
+    return OneOf(torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
 def constrain(*rules: Rule, **constraints: Constraint):
     """Declare the constraints of a function's arguments (see the module); check them on each call.
+
+    On a class (a dataclass, say) the constraints are those of its ``__init__``, checked once
+    per construction.
 
     Raises:
         TypeError: at decoration time, for a constraint on an argument the function lacks.
     """
 
     def decorate(function):
+        if inspect.isclass(function):
+            function.__init__ = decorate(function.__init__)
+            return function
         signature = inspect.signature(function)
         unknown = set(constraints) - set(signature.parameters)
         if unknown:
@@ -325,3 +352,13 @@ def constrain(*rules: Rule, **constraints: Constraint):
         return checked
 
     return decorate
+
+
+def Generator() -> Instance:  # noqa: N802
+    """A torch.Generator (``mllib.setup()`` returns one)."""
+    return Instance(torch.Generator, description="a torch.Generator (mllib.setup() returns one)")
+
+
+def Generators() -> Instance:  # noqa: N802
+    """A torch.Generator, or a sequence of them (one per client)."""
+    return Instance(torch.Generator, list, tuple, description="a torch.Generator or a list of one per client")

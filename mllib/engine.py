@@ -143,6 +143,19 @@ def run(algorithm: Rounds, rounds: int, *, metrics: Mapping[str, Metric] | None 
     return history
 
 
+def _name(part) -> str:
+    return getattr(part, "__name__", type(part).__name__)
+
+
+def expect(result, shape: tuple, dtype: torch.dtype, part, role: str) -> torch.Tensor:
+    """``result`` if a part a user plugged in returned a tensor of ``shape`` and ``dtype``; else a
+    ValueError naming the part. A shape comparison per round, cheap beside the round itself."""
+    if not isinstance(result, torch.Tensor) or result.shape != shape or result.dtype != dtype:
+        got = f"shape {tuple(result.shape)} and dtype {result.dtype}" if isinstance(result, torch.Tensor) else repr(result)
+        raise ValueError(f"{role} {_name(part)} must return a tensor of shape {tuple(shape)} and dtype {dtype}, got {got}")
+    return result
+
+
 # ------------------------------------------------------------------------------ selection
 def everyone(n: int) -> Callable[[int], torch.Tensor]:
     """Full participation: every round selects all n clients, (n,) indices 0 .. n-1."""
@@ -207,12 +220,10 @@ class Federated(Rounds):
 
     def round(self, r: int) -> None:
         S = self.select(r).to(self.x.device)  # 1.
-        M = self.local(self.x, S)  # 2. (|S|, d)
+        M = self.local(self.x, S)  # 2. (|S|, d), or (runs * |S|, d) for stacked runs
         for transform in self.transforms:  # 3.
-            M = transform(M)
-        v = self.aggregate(M, self.weights[S])  # 4. (d,)
-        if v.shape != self.x.shape:
-            raise ValueError(f"aggregate must return one row of shape {tuple(self.x.shape)}, got {tuple(v.shape)}")
+            M = expect(transform(M), M.shape, self.x.dtype, transform, "the transform")
+        v = expect(self.aggregate(M, self.weights[S]), self.x.shape, self.x.dtype, self.aggregate, "aggregate")  # 4. (d,)
         self.x = self.server_step(self.x, v)  # 5.
 
     @property
@@ -248,10 +259,10 @@ class Decentralized(Rounds):
         self.X = X0
 
     def round(self, r: int) -> None:
-        M = self.local(self.X)  # (n, d)
+        M = expect(self.local(self.X), self.X.shape, self.X.dtype, self.local, "the local part")  # (n, d)
         for transform in self.transforms:
-            M = transform(M)
-        self.X = self.combine(self.X, M, r)
+            M = expect(transform(M), self.X.shape, self.X.dtype, transform, "the transform")
+        self.X = expect(self.combine(self.X, M, r), self.X.shape, self.X.dtype, self.combine, "combine")
 
     @property
     def model(self) -> torch.Tensor:

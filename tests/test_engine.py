@@ -137,7 +137,7 @@ def test_history_reads_metrics_by_name_and_says_which_exist():
 def test_federated_checks_what_its_aggregate_returns():
     federation = engine.Federated(torch.zeros(3), local=lambda x, S: x.expand(len(S), -1), weights=torch.ones(4),
                                   select=engine.everyone(4), aggregate=lambda M, p: M)  # fmt: skip
-    with pytest.raises(ValueError, match=r"aggregate must return one row of shape \(3,\), got \(4, 3\)"):
+    with pytest.raises(ValueError, match=r"aggregate <lambda> must return a tensor of shape \(3,\) and dtype torch.float32, got shape \(4, 3\)"):
         federation.round(1)
 
 
