@@ -118,6 +118,16 @@ def test_difference_points_at_the_largest_gap():
     assert difference(3, 4, atol=0, rtol=0) == "got 3, expected 4"
 
 
+def test_difference_compares_tuples_element_by_element():
+    pair = (torch.tensor([1.0]), torch.tensor([2.0, 3.0]))
+    assert difference(pair, pair, atol=0, rtol=0) is None
+    assert difference(list(pair), pair, atol=0, rtol=0) is None
+    assert difference((pair[0], torch.tensor([2.0, 4.0])), pair, atol=0, rtol=0).startswith(
+        "in returned value #2: 1 of 2 values differ"
+    )
+    assert difference(pair[0], pair, atol=0, rtol=0).startswith("expected a tuple of 2 values, got tensor(")
+
+
 def test_describe_shows_small_tensors_and_shapes_of_large_ones():
     text = describe(dict(w=torch.tensor([0.5, 1.25]), X=torch.zeros(10, 3), k=2))
     assert text == "w=tensor([0.5, 1.25], shape (2,)), X=tensor of shape (10, 3), k=2"

@@ -189,7 +189,13 @@ def _namespaces() -> list[dict]:
 
 
 def difference(got, expected, *, atol: float, rtol: float) -> str | None:
-    """What differs between an answer and the expected value, or None if they match."""
+    """What differs between an answer and the expected value, or None if they match; a tuple
+    (an exercise that returns several values) is compared element by element."""
+    if isinstance(expected, tuple):
+        if not isinstance(got, tuple | list) or len(got) != len(expected):
+            return f"expected a tuple of {len(expected)} values, got {_short(got)}"
+        problems = ((i, difference(g, e, atol=atol, rtol=rtol)) for i, (g, e) in enumerate(zip(got, expected)))
+        return next((f"in returned value #{i + 1}: {problem}" for i, problem in problems if problem), None)
     if not isinstance(expected, torch.Tensor):
         return None if got == expected else f"got {_short(got)}, expected {_short(expected)}"
     if expected.dim() == 0 and isinstance(got, float | int) and not isinstance(got, bool):
