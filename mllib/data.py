@@ -8,6 +8,7 @@ from importlib import resources
 import numpy as np
 import torch
 
+from .constraints import Generator, OneOf, Real, constrain
 from .runtime import randn
 
 DATASETS = ("digits", "mnist")
@@ -48,6 +49,7 @@ def _images_and_labels(name: str) -> tuple[np.ndarray, np.ndarray]:
         return arrays["images"] / 255.0, arrays["labels"]
 
 
+@constrain(name=OneOf(*DATASETS), test_fraction=Real(gt=0, lt=1), gen=Generator())
 def load(name: str = "digits", *, test_fraction: float = 0.2, gen: torch.Generator) -> Dataset:
     """Load a bundled image dataset, shuffled by ``gen`` and split into train and test.
 
@@ -60,10 +62,6 @@ def load(name: str = "digits", *, test_fraction: float = 0.2, gen: torch.Generat
     Raises:
         ValueError: for an unknown name or a test_fraction outside (0, 1).
     """
-    if name not in DATASETS:
-        raise ValueError(f"unknown dataset name={name!r}; choose one of {DATASETS}")
-    if not 0 < test_fraction < 1:
-        raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
     images, labels = _images_and_labels(name)
     x = torch.tensor(images, dtype=torch.float32).unsqueeze(1)  # (N, 1, H, W)
     y = torch.tensor(labels, dtype=torch.int64)

@@ -11,6 +11,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, vmap
 
+from .constraints import Instance, Integer, constrain
+
 ELEMENTWISE = {nn.ReLU: torch.relu, nn.Tanh: torch.tanh, nn.Sigmoid: torch.sigmoid, nn.Identity: lambda h: h}
 # Each activation's derivative, written in terms of its output.
 DERIVATIVE = {
@@ -20,11 +22,16 @@ DERIVATIVE = {
 }
 
 
+SIZES = dict(in_features=Integer(min=1), n_classes=Integer(min=1))
+
+
+@constrain(**SIZES)
 def logistic_regression(in_features: int, n_classes: int) -> nn.Sequential:
     """Multinomial logistic regression: a single linear layer on the flattened input."""
     return nn.Sequential(nn.Flatten(), nn.Linear(in_features, n_classes))
 
 
+@constrain(**SIZES, hidden=Instance(tuple, list, description="a tuple of layer widths"))
 def mlp(in_features: int, n_classes: int, hidden: tuple[int, ...] = (64,)) -> nn.Sequential:
     """A ReLU multi-layer perceptron on the flattened input."""
     sizes = (in_features, *hidden)
@@ -34,6 +41,7 @@ def mlp(in_features: int, n_classes: int, hidden: tuple[int, ...] = (64,)) -> nn
     return nn.Sequential(*layers, nn.Linear(sizes[-1], n_classes))
 
 
+@constrain(image_size=Integer(min=4), n_classes=Integer(min=1), channels=Instance(tuple, list))
 def cnn(image_size: int, n_classes: int, channels: tuple[int, int] = (8, 16)) -> nn.Sequential:
     """Two 3x3 convolution + ReLU + 2x2 max-pool blocks and a linear classifier, for (1, H, H) images."""
     c1, c2 = channels
@@ -81,6 +89,7 @@ class FlatModel:
     ``vmap(functional_call)``. Both give each client's result on its own parameters.
     """
 
+    @constrain(module=Instance(nn.Module, description="a torch.nn.Module (mllib.mlp(64, 10), say)"))
     def __init__(self, module: nn.Module):
         self.module = module
         params = dict(module.named_parameters())

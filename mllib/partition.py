@@ -8,6 +8,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
+from .constraints import Generator, Instance, Integer, OneOf, Real, constrain
 from .data import Dataset
 
 SCHEMES = ("iid", "dirichlet", "shards")
@@ -104,6 +105,8 @@ class Clients:
         return inverse[self.owners, self.y]
 
 
+@constrain(data=Instance(Dataset), n_clients=Integer(min=1), scheme=OneOf(*SCHEMES), alpha=Real(gt=0),
+           shards_per_client=Integer(min=1), min_size=Integer(min=1), gen=Generator())  # fmt: skip
 def split(
     data: Dataset,
     n_clients: int,
@@ -141,14 +144,8 @@ def split(
             regression dataset.
     """
     n_samples = len(data.y_train)
-    if scheme not in SCHEMES:
-        raise ValueError(f"unknown partition scheme={scheme!r}; choose one of {SCHEMES}")
     if data.n_classes is None:
         raise ValueError(f"data={data.name!r} has no classes; split() needs a classification dataset")
-    if n_clients < 1:
-        raise ValueError(f"n_clients must be >= 1, got {n_clients}")
-    if min_size < 1:
-        raise ValueError(f"min_size must be >= 1, got {min_size}")
     if n_clients * min_size > n_samples:
         raise ValueError(
             f"n_clients={n_clients} clients of at least min_size={min_size} samples need "
@@ -158,11 +155,9 @@ def split(
     if scheme == "iid":
         parts = _iid(n_samples, n_clients, gen)
     elif scheme == "dirichlet":
-        if not alpha > 0:
-            raise ValueError(f"alpha must be > 0, got {alpha}")
         parts = _dirichlet(labels, data.n_classes, n_clients, alpha, gen)
     else:
-        if shards_per_client < 1 or n_clients * shards_per_client > n_samples:
+        if n_clients * shards_per_client > n_samples:
             raise ValueError(
                 f"shards_per_client={shards_per_client} must be >= 1 and leave a sample per shard "
                 f"({n_clients} clients, {n_samples} samples)"
@@ -204,6 +199,7 @@ def label_weights(label_counts: torch.Tensor, y_test: torch.Tensor) -> torch.Ten
     return w / w.sum(1, keepdim=True)
 
 
+@constrain(clients=Instance(Clients), kind=OneOf(*TASKS), n_tasks=Integer(min=1), gen=Generator())
 def with_tasks(clients: Clients, kind: str, *, n_tasks: int, gen: torch.Generator) -> Clients:
     """Turn clients into tasks: client i gets task i mod n_tasks, task 0 unchanged.
 
@@ -215,8 +211,6 @@ def with_tasks(clients: Clients, kind: str, *, n_tasks: int, gen: torch.Generato
     Raises:
         ValueError: for an unknown kind or an n_tasks out of range.
     """
-    if kind not in TASKS:
-        raise ValueError(f"unknown task kind={kind!r}; choose one of {TASKS}")
     limit = 4 if kind == "rotation" else clients.n
     if not 1 <= n_tasks <= limit:
         raise ValueError(f"n_tasks must be in [1, {limit}] for kind={kind!r}, got {n_tasks}")

@@ -9,12 +9,15 @@ import random
 import numpy as np
 import torch
 
+from .constraints import Integer, constrain
+
 DEVICE_VARIABLE = "MLLIB_DEVICE"
 # The perturbation pass of `make test` sets another thread count here: notebooks must
 # print the same results (within their declared tolerances) with any number of threads.
 THREADS_VARIABLE = "MLLIB_THREADS"
 
 
+@constrain(seed=Integer(min=0), threads=Integer(min=1) | None)
 def setup(seed: int = 0, threads: int | None = None) -> torch.Generator:
     """Make a notebook or script reproducible and return its CPU generator.
 
@@ -35,9 +38,7 @@ def setup(seed: int = 0, threads: int | None = None) -> torch.Generator:
     """
     if threads is None:
         threads = _threads_from_environment()
-    if threads < 1:
-        raise ValueError(f"threads must be at least 1, got {threads}")
-    gen = generator(seed)  # checks the seed first
+    gen = generator(seed)
     # cuBLAS needs this before its first call to be deterministic.
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     random.seed(seed)
@@ -57,14 +58,13 @@ def _threads_from_environment() -> int:
     return int(value)
 
 
+@constrain(seed=Integer(min=0))
 def generator(seed: int) -> torch.Generator:
     """A CPU generator seeded with ``seed``.
 
     Raises:
         ValueError: if ``seed`` is negative.
     """
-    if seed < 0:
-        raise ValueError(f"seed must be >= 0, got {seed}")
     return torch.Generator().manual_seed(seed)
 
 
