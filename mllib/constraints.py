@@ -117,8 +117,10 @@ class Real(Constraint):
         bounds = " and ".join(b for b in bounds if b)
         kind = "a number (inf allowed)" if infinite else "a finite number"
         self.description = f"{kind} {bounds}".strip() if bounds else kind
-        if ge is not None and le is not None and gt is None and lt is None:
-            self.description = f"{kind} in [{ge:g}, {le:g}]"
+        low, high = (gt if gt is not None else ge), (lt if lt is not None else le)
+        if low is not None and high is not None:  # an interval: (0, 1], [0, 1], ...
+            left, right = "(" if gt is not None else "[", ")" if lt is not None else "]"
+            self.description = f"{kind} in {left}{low:g}, {high:g}{right}"
 
     def check(self, name, value):
         x = _real(value)
@@ -141,6 +143,27 @@ class Real(Constraint):
             if high is not None:
                 bad += [high + 1.0] + ([high] if open_ else [])
         return bad
+
+
+class Reals(Constraint):
+    """A non-empty sequence of numbers, each what ``Real(**bounds)`` accepts; returns a tuple of floats."""
+
+    def __init__(self, **bounds):
+        self.each = Real(**bounds)
+        self.description = f"a non-empty sequence of numbers, each {self.each.description}"
+
+    def check(self, name, value):
+        if isinstance(value, torch.Tensor | np.ndarray) and value.ndim == 1:
+            value = value.tolist()
+        if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or len(value) == 0:
+            self.fail(name, value, TypeError if not isinstance(value, Sequence) or isinstance(value, str) else ValueError)
+        try:
+            return tuple(self.each.check(name, v) for v in value)
+        except (TypeError, ValueError) as error:
+            raise type(error)(f"{name} must be {self.description}, got {shown(value)}") from None
+
+    def bad_values(self):
+        return [None, "text", [], 3.0] + [[v] for v in self.each.bad_values() if v is not None and v != [1.0]]
 
 
 def Probability() -> Real:  # noqa: N802 (reads as a type beside Real and Integer)

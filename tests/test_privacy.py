@@ -130,10 +130,10 @@ def test_analytic_gaussian_meets_delta_exactly():
         (lambda: privacy.gaussian_sigma(sensitivity=1, epsilon=1, delta=1.0), "delta must be in"),
         (lambda: privacy.laplace_mechanism(torch.zeros(1), sensitivity=1, epsilon=-1, gen=mllib.generator(0)), "epsilon"),
         (lambda: privacy.clip_rows(torch.zeros(2, 2), 0.0), "clip must be > 0"),
-        (lambda: privacy.epsilon(q=0.1, sigma=1, steps=1, delta=0.0), "delta must be in"),
+        (lambda: privacy.epsilon(q=0.1, sigma=1, steps=1, delta=0.0), "delta must be a finite number in"),
         (lambda: privacy.calibrate_sigma(target_epsilon=0, delta=1e-5, q=0.1, steps=10), "target_epsilon"),
-        (lambda: privacy.calibrate_sigma(target_epsilon=1, delta=2, q=0.1, steps=10), "delta must be in"),
-        (lambda: privacy.compute_rdp(q=1.5, sigma=1, steps=1), "sampling rate q"),
+        (lambda: privacy.calibrate_sigma(target_epsilon=1, delta=2, q=0.1, steps=10), "delta must be a finite number in"),
+        (lambda: privacy.compute_rdp(q=1.5, sigma=1, steps=1), "q must be a finite number in \[0, 1\]"),
     ],
 )
 def test_bad_input_raises_a_clear_value_error(call, match):

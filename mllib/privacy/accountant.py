@@ -9,23 +9,17 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import optimize, special
 
+from ..constraints import Integer, Probability, Real, Reals, constrain
+
 # Orders alpha at which the RDP curve is evaluated: fine steps near 1, integers up to 63
 # (the grid Opacus and TF Privacy use, so that both minimize over the same orders).
 ORDERS = tuple([1 + x / 10 for x in range(1, 100)] + list(range(12, 64)))
 
 
-def _check_q_sigma(q: float, sigma: float, steps: int) -> None:
-    if not 0 <= q <= 1:
-        raise ValueError(f"sampling rate q must be in [0, 1], got {q}")
-    if sigma <= 0:
-        raise ValueError(f"noise multiplier sigma must be > 0, got {sigma}; pass a positive float")
-    if steps < 0:
-        raise ValueError(f"steps must be >= 0, got {steps}")
-
-
-def _check_delta(delta: float) -> None:
-    if not 0 < delta < 1:
-        raise ValueError(f"delta must be in (0, 1), got {delta}; pass e.g. 1e-5")
+# sigma is finite: the series of _log_a never ends for an infinite or NaN sigma
+STEP = dict(q=Probability(), sigma=Real(gt=0), steps=Integer(min=0))
+DELTA = Real(gt=0, lt=1)
+ORDERS_ = Reals(gt=1)
 
 
 def _log_a(q: float, sigma: float, alpha: float) -> float:
@@ -64,6 +58,7 @@ def _log_a(q: float, sigma: float, alpha: float) -> float:
     return float(np.logaddexp(a0, a1))
 
 
+@constrain(**STEP, orders=ORDERS_)
 def compute_rdp(*, q: float, sigma: float, steps: int, orders: Sequence[float] = ORDERS) -> np.ndarray:
     """RDP epsilon(alpha) of ``steps`` compositions of the Poisson-subsampled Gaussian mechanism.
 
@@ -83,9 +78,6 @@ def compute_rdp(*, q: float, sigma: float, steps: int, orders: Sequence[float] =
     Raises:
         ValueError: for q outside [0, 1], sigma <= 0, steps < 0 or an order <= 1.
     """
-    _check_q_sigma(q, sigma, steps)
-    if min(orders) <= 1:
-        raise ValueError(f"orders must all be > 1, got min {min(orders)}")
     if q == 0:
         return np.zeros(len(orders))
     if q == 1:
@@ -93,6 +85,7 @@ def compute_rdp(*, q: float, sigma: float, steps: int, orders: Sequence[float] =
     return steps * np.array([_log_a(q, sigma, a) / (a - 1) for a in orders])
 
 
+@constrain(rdp=Reals(ge=0, infinite=True), delta=DELTA, orders=ORDERS_)
 def rdp_to_epsilon(*, rdp: np.ndarray, delta: float, orders: Sequence[float] = ORDERS) -> tuple[float, float]:
     """The smallest (epsilon, delta)-DP guarantee implied by an RDP curve, and its order.
 
@@ -106,7 +99,6 @@ def rdp_to_epsilon(*, rdp: np.ndarray, delta: float, orders: Sequence[float] = O
     Raises:
         ValueError: if delta is not in (0, 1).
     """
-    _check_delta(delta)
     a = np.asarray(orders, dtype=float)
     eps = np.asarray(rdp) + np.log1p(-1 / a) - (math.log(delta) + np.log(a)) / (a - 1)
     eps = np.where(np.isnan(eps), np.inf, eps)
@@ -114,12 +106,14 @@ def rdp_to_epsilon(*, rdp: np.ndarray, delta: float, orders: Sequence[float] = O
     return max(0.0, float(eps[best])), float(a[best])
 
 
+@constrain(**STEP, delta=DELTA, orders=ORDERS_)
 def epsilon(*, q: float, sigma: float, steps: int, delta: float, orders: Sequence[float] = ORDERS) -> float:
     """(epsilon, delta)-DP of ``steps`` steps of DP-SGD (``compute_rdp`` then ``rdp_to_epsilon``)."""
-    _check_delta(delta)
     return rdp_to_epsilon(rdp=compute_rdp(q=q, sigma=sigma, steps=steps, orders=orders), delta=delta, orders=orders)[0]
 
 
+@constrain(target_epsilon=Real(gt=0), delta=DELTA, q=Real(gt=0, le=1), steps=Integer(min=1),
+           tolerance=Real(gt=0, lt=0.5))  # fmt: skip
 def calibrate_sigma(
     *, target_epsilon: float, delta: float, q: float, steps: int, tolerance: float = 1e-3
 ) -> float:
@@ -132,13 +126,6 @@ def calibrate_sigma(
         ValueError: for target_epsilon <= 0, delta outside (0, 1), q outside (0, 1] or tolerance
             outside (0, 0.5).
     """
-    if not target_epsilon > 0:
-        raise ValueError(f"target_epsilon must be > 0, got {target_epsilon}")
-    _check_delta(delta)
-    if not 0 < q <= 1 or steps < 1:
-        raise ValueError(f"q must be in (0, 1] and steps >= 1, got q={q}, steps={steps}")
-    if not 0 < tolerance < 0.5:
-        raise ValueError(f"tolerance must be in (0, 0.5), got {tolerance}")
 
     def eps(s: float) -> float:
         return epsilon(q=q, sigma=s, steps=steps, delta=delta)
@@ -171,22 +158,23 @@ class RDPAccountant:
         history: list of [sigma, q, steps], consecutive identical steps merged.
     """
 
+    @constrain(orders=ORDERS_)
     def __init__(self, orders: Sequence[float] = ORDERS):
         self.orders = tuple(orders)
         # State
         self.history: list[list] = []
 
+    @constrain(**STEP)
     def step(self, *, q: float, sigma: float, steps: int = 1) -> None:
         """Record ``steps`` steps at sampling rate q and noise multiplier sigma."""
-        _check_q_sigma(q, sigma, steps)
         if self.history and self.history[-1][:2] == [sigma, q]:
             self.history[-1][2] += steps
         else:
             self.history.append([sigma, q, steps])
 
+    @constrain(delta=DELTA)
     def epsilon(self, delta: float) -> float:
         """The epsilon spent so far at this delta (0 before any step)."""
-        _check_delta(delta)
         if not self.history:
             return 0.0
         rdp = sum(compute_rdp(q=q, sigma=s, steps=t, orders=self.orders) for s, q, t in self.history)
