@@ -3,8 +3,16 @@
 With names (``01_federated_learning.ipynb``), only those labs are written.
 
 A solution marks each answer with ``### BEGIN SOLUTION`` / ``### END SOLUTION`` lines (the
-nbgrader convention). In the lab, each region becomes ``# YOUR CODE HERE`` and
-``raise NotImplementedError`` at the region's indentation, and every output is cleared.
+nbgrader convention). In the lab, each region of a code cell becomes ``# YOUR CODE HERE`` and
+``raise NotImplementedError`` at the region's indentation, each region of a markdown cell (a
+written answer, graded by hand) becomes ``YOUR ANSWER HERE``, and every output is cleared.
+
+The same markers and the self-check calls give nbgrader's cell metadata (``metadata.nbgrader``,
+schema 3), so that nbgrader can grade a lab without anyone marking cells by hand: a cell with
+a code region is an answer, a cell calling ``check.<exercise>(...)`` (any alias of a
+``mllib.checks`` module) a locked test worth one point, a markdown region a written answer
+(``mllib.grading`` releases and grades with them). The lab carries the metadata too, so a lab
+is what nbgrader's ``generate_assignment`` gives students, up to nbgrader's checksums.
 
 A lab is a student's copy, so generating never destroys one. Each lab records what was
 generated: ``metadata.mllib.lab`` holds the solution's file name and the SHA-256 of the
@@ -13,24 +21,31 @@ already equals the new lab, is replaced; one that differs (a student edited or r
 kept, and the new version is written beside it (``01_federated_learning.new.ipynb``) with a
 line on stdout. A lab whose solution is gone is deleted only if it is exactly as generated.
 """
+import ast
 import copy
 import hashlib
 import pathlib
+import re
 import sys
 from collections.abc import Callable
 
 import nbformat
 
 BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
+CODE_STUB = ("# YOUR CODE HERE", "raise NotImplementedError")
+TEXT_STUB = ("YOUR ANSWER HERE",)  # nbgrader's text stub
 RECORD = ("mllib", "lab")  # metadata.mllib.lab = {"solution": name, "sha256": digest}
+CHECK_IMPORT = re.compile(r"^from mllib\.checks import (\w+)(?: as (\w+))?", re.M)
+CALL = re.compile(r"^(\w+)\.(\w+)\(", re.M)  # `check.fedavg_round(` at the start of a line
+POINTS = {"check": 1, "written": 1}  # per check cell, per written answer
 
 
 class MarkerError(ValueError):
     """Nested, unmatched or unclosed solution markers."""
 
 
-def strip_solutions(source: str, where: str = "cell") -> str:
-    """Replace every solution region of ``source`` by the stub.
+def strip_solutions(source: str, where: str = "cell", stub: tuple[str, ...] = CODE_STUB) -> str:
+    """Replace every solution region of ``source`` by ``stub`` (lines, at the region's indentation).
 
     Raises:
         MarkerError: for a nested BEGIN, an END without BEGIN, or a BEGIN never closed.
@@ -42,7 +57,7 @@ def strip_solutions(source: str, where: str = "cell") -> str:
             if indent is not None:
                 raise MarkerError(f"{where}, line {number}: nested {BEGIN}")
             indent = line[: len(line) - len(line.lstrip())]
-            out += [f"{indent}# YOUR CODE HERE", f"{indent}raise NotImplementedError"]
+            out += [indent + stub_line for stub_line in stub]
         elif marker == END:
             if indent is None:
                 raise MarkerError(f"{where}, line {number}: {END} without {BEGIN}")
@@ -52,6 +67,87 @@ def strip_solutions(source: str, where: str = "cell") -> str:
     if indent is not None:
         raise MarkerError(f"{where}: {BEGIN} is never closed")
     return "\n".join(out)
+
+
+def has_region(source: str) -> bool:
+    return any(line.strip() == BEGIN for line in source.splitlines())
+
+
+def checks_called(source: str, aliases: set[str]) -> list[str]:
+    """Names of the self-checks a cell calls (``check.fedavg_round(...)`` gives fedavg_round)."""
+    return [name for alias, name in CALL.findall(source) if alias in aliases]
+
+
+def first_definition(source: str) -> str | None:
+    """The first function or class a cell defines, else the first name it assigns, if any."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return None
+    defined = [n.name for n in tree.body if isinstance(n, ast.FunctionDef | ast.ClassDef)]
+    assigned = [t.id for n in tree.body if isinstance(n, ast.Assign) for t in n.targets if isinstance(t, ast.Name)]
+    return next(iter(defined + assigned), None)
+
+
+def grading_metadata(notebook: nbformat.NotebookNode, name: str = "notebook") -> list[dict | None]:
+    """nbgrader's ``metadata.nbgrader`` of each cell of a solution (None: an ordinary cell).
+
+    grade_ids come from names, not positions (``answer-fedavg_round``, ``check-fedavg_round``,
+    ``written-1``), so that a submission made before a cell was inserted still grades.
+
+    Raises:
+        MarkerError: a cell that both holds an answer and calls a check (the check would be
+            the student's to edit), or two cells with the same grade_id.
+    """
+    aliases = {m.group(2) or m.group(1) for c in notebook.cells if c.cell_type == "code"
+               for m in CHECK_IMPORT.finditer(c.source)}  # fmt: skip
+    found, written = [], 0
+    for index, cell in enumerate(notebook.cells):
+        region = has_region(cell.source)
+        checks = checks_called(cell.source, aliases) if cell.cell_type == "code" else []
+        if region and checks:
+            raise MarkerError(f"{name}, cell {index}: an answer and a check in one cell; move the check to its own cell")
+        if cell.cell_type == "markdown" and region:
+            written += 1
+            meta = dict(grade=True, solution=True, locked=False, points=POINTS["written"], grade_id=f"written-{written}")
+        elif cell.cell_type == "code" and region:
+            meta = dict(grade=False, solution=True, locked=False,
+                        grade_id=f"answer-{first_definition(cell.source) or index}")  # fmt: skip
+        elif checks:
+            meta = dict(grade=True, solution=False, locked=True, points=POINTS["check"], grade_id=f"check-{checks[0]}")
+        else:
+            found.append(None)
+            continue
+        found.append({**meta, "schema_version": 3})
+    ids = [m["grade_id"] for m in found if m]
+    if len(ids) != len(set(ids)):
+        raise MarkerError(f"{name}: two cells with the grade_id {max(ids, key=ids.count)!r}")
+    return found
+
+
+def lock(cell: nbformat.NotebookNode) -> None:
+    """Cell flags as nbgrader's ``LockCells`` sets them: answers and checks cannot be deleted,
+    checks cannot be edited either."""
+    meta = cell.metadata.get("nbgrader")
+    if meta and (meta["solution"] or meta["grade"]):
+        cell.metadata["deletable"] = False
+    if meta and meta["grade"] and not meta["solution"]:
+        cell.metadata["editable"] = False
+
+
+def grading_source(solution: nbformat.NotebookNode, name: str = "notebook") -> nbformat.NotebookNode:
+    """nbgrader's source version of a solution: answers kept, outputs cleared, every cell's
+    ``metadata.nbgrader`` and locks set. The lab is this with its regions stubbed."""
+    source = nbformat.from_dict(copy.deepcopy(solution))
+    for cell, meta in zip(source.cells, grading_metadata(source, name), strict=True):
+        if meta:
+            cell.metadata["nbgrader"] = {**meta, "cell_type": cell.cell_type}
+            lock(cell)
+        if cell.cell_type == "code":
+            cell.outputs = []
+            cell.execution_count = None
+            cell.metadata.pop("execution", None)
+    return source
 
 
 def record(notebook: nbformat.NotebookNode) -> dict:
@@ -72,15 +168,14 @@ def digest(notebook: nbformat.NotebookNode) -> str:
 
 
 def make_lab(solution: nbformat.NotebookNode, name: str = "notebook") -> nbformat.NotebookNode:
-    """The lab notebook of a solution notebook: regions stubbed, outputs cleared, record added."""
-    lab = nbformat.from_dict(copy.deepcopy(solution))
+    """The lab notebook of a solution notebook: regions stubbed, outputs cleared, nbgrader's
+    metadata and locks set, record added."""
+    lab = grading_source(solution, name)
     for index, cell in enumerate(lab.cells):
-        if cell.cell_type != "code":
-            continue
-        cell.source = strip_solutions(cell.source, f"{name}, cell {index}")
-        cell.outputs = []
-        cell.execution_count = None
-        cell.metadata.pop("execution", None)
+        if cell.cell_type == "code":
+            cell.source = strip_solutions(cell.source, f"{name}, cell {index}")
+        elif has_region(cell.source):
+            cell.source = strip_solutions(cell.source, f"{name}, cell {index}", TEXT_STUB)
     stamp = {"solution": name, "sha256": digest(lab)}
     lab.metadata.setdefault(RECORD[0], {})[RECORD[1]] = stamp
     return lab

@@ -6,7 +6,7 @@ import nbformat
 import pytest
 
 from mllib.checks import CheckFailed
-from mllib.labs import MarkerError, digest, main, make_lab, record, strip_solutions
+from mllib.labs import MarkerError, digest, grading_metadata, main, make_lab, record, strip_solutions
 from notebooks import LABS, SOLUTIONS, check_modules, code_cells, names_used, read, solution_lines
 
 INDENTED = """def f(x):
@@ -34,6 +34,51 @@ def test_a_region_becomes_a_stub_at_its_indentation():
 def test_broken_markers_are_errors(source, message):
     with pytest.raises(MarkerError, match=message):
         strip_solutions(source)
+
+
+def course_notebook(*cells):
+    """A solution with a check import, then ``cells`` (code, or markdown if they start with #)."""
+    made = [nbformat.v4.new_code_cell("from mllib.checks import federated as check")]
+    made += [nbformat.v4.new_markdown_cell(c) if c.startswith("# ") else nbformat.v4.new_code_cell(c) for c in cells]
+    return nbformat.v4.new_notebook(cells=made)
+
+
+def test_markers_and_checks_give_nbgrader_metadata():
+    notebook = course_notebook(
+        INDENTED, "check.f(f)", "### BEGIN SOLUTION\nrounds = 3\n### END SOLUTION", "check.rounds(rounds)",
+        "# Why?\n### BEGIN SOLUTION\nBecause.\n### END SOLUTION", "print(f(1))",
+    )  # fmt: skip
+    found = grading_metadata(notebook)
+    assert [m and (m["grade_id"], m["grade"], m["solution"], m["locked"], m.get("points")) for m in found] == [
+        None,
+        ("answer-f", False, True, False, None),
+        ("check-f", True, False, True, 1),
+        ("answer-rounds", False, True, False, None),
+        ("check-rounds", True, False, True, 1),
+        ("written-1", True, True, False, 1),  # graded by hand
+        None,
+    ]
+    assert all(m["schema_version"] == 3 for m in found if m)
+
+
+def test_a_lab_carries_the_metadata_and_locks_its_checks():
+    lab = make_lab(course_notebook(INDENTED, "check.f(f)", "# Why?\n### BEGIN SOLUTION\nBecause.\n### END SOLUTION"))
+    answer, check, written = lab.cells[1:]
+    assert answer.metadata.nbgrader["cell_type"] == "code" and answer.metadata.deletable is False
+    assert "editable" not in answer.metadata and check.metadata.editable is False
+    assert written.source == "# Why?\nYOUR ANSWER HERE"  # nbgrader's text stub
+
+
+@pytest.mark.parametrize(
+    "cells, message",
+    [
+        (["def f():\n    ### BEGIN SOLUTION\n    return 1\n    ### END SOLUTION\ncheck.f(f)"], "its own cell"),
+        (["check.f(f)", "check.f(f)"], "two cells with the grade_id 'check-f'"),
+    ],
+)
+def test_a_check_beside_an_answer_or_twice_is_an_error(cells, message):
+    with pytest.raises(MarkerError, match=message):
+        grading_metadata(course_notebook(*cells))
 
 
 def test_every_solution_has_its_lab():
