@@ -5,13 +5,16 @@ without touching its input; its state (moments, learned step sizes) lives on the
 """
 import torch
 
+from ..constraints import Function, Instance, Integer, Real, Reals, Rule, Tensor, constrain
+
+LR = Real(gt=0)
+
 
 class SGD:
     """x <- x - lr * g, the baseline."""
 
+    @constrain(lr=LR)
     def __init__(self, lr: float):
-        if not lr > 0:
-            raise ValueError(f"lr must be > 0, got {lr!r}")
         self.lr = lr
         # State
         self.t = 0
@@ -27,6 +30,7 @@ class SGD:
 class AdaGrad(SGD):
     """AdaGrad (Duchi, Hazan and Singer 2011): s <- s + g^2; x <- x - lr * g / (sqrt(s) + eps)."""
 
+    @constrain(lr=LR, eps=Real(gt=0))
     def __init__(self, lr: float, eps: float = 1e-8):
         super().__init__(lr)
         self.eps = eps
@@ -46,6 +50,8 @@ class Adam(SGD):
     """Adam (Kingma and Ba 2015, Algorithm 1): m, v moving averages of g and g^2 with bias correction;
     x <- x - lr * m_hat / (sqrt(v_hat) + eps)."""
 
+    @constrain(Rule("betas", lambda betas: len(betas) == 2, "betas must be two numbers (beta1, beta2), got {betas}"),
+               lr=LR, betas=Reals(ge=0, lt=1), eps=Real(gt=0))  # fmt: skip
     def __init__(self, lr: float, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8):
         super().__init__(lr)
         self.betas, self.eps = betas, eps
@@ -75,10 +81,9 @@ class HypergradientSGD(SGD):
         hyper_lr: beta >= 0, the learning rate of the learning rate.
     """
 
+    @constrain(lr=LR, hyper_lr=Real(ge=0))
     def __init__(self, lr: float, hyper_lr: float):
         super().__init__(lr)
-        if not hyper_lr >= 0:
-            raise ValueError(f"hyper_lr must be >= 0, got {hyper_lr!r}")
         self.hyper_lr = hyper_lr
         # State
         self.alpha = None  # (n,) each run's current learning rate
@@ -97,13 +102,12 @@ class HypergradientSGD(SGD):
         return {"t": self.t, "alpha": self.alpha, "previous": self.previous}
 
 
+@constrain(loss=Function(), grad=Function(), X0=Tensor(2), optimizer=Instance(SGD), steps=Integer(min=0))
 def optimize(loss, grad, X0: torch.Tensor, optimizer: SGD, steps: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Run ``optimizer`` for ``steps`` steps; returns (losses (steps + 1, n), final X (n, d)).
 
     loss: (n, d) -> (n,); grad: (n, d) -> (n, d).
     """
-    if steps < 0:
-        raise ValueError(f"steps must be >= 0, got {steps}")
     X, losses = X0, [loss(X0)]
     for _ in range(steps):
         X = optimizer.step(X, grad(X))

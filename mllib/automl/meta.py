@@ -8,13 +8,19 @@ import math
 
 import torch
 
+from ..constraints import Generator, Instance, Integer, OneOf, Real, Tensor, constrain
 from ..models import FlatModel, mlp
 from ..runtime import generator
 from .adaptive import Adam
 
 METHODS = ("maml", "reptile", "joint")
+MODEL = Instance(FlatModel)
+INNER = dict(inner_steps=Integer(min=0), inner_lr=Real(gt=0))
+TRAINING = dict(model=MODEL, method=OneOf(*METHODS), iterations=Integer(min=0), meta_batch=Integer(min=1),
+                k=Integer(min=1), **INNER, outer_lr=Real(gt=0))  # fmt: skip
 
 
+@constrain(hidden=Instance(tuple, list, description="a tuple of layer widths"))
 def sinusoid_model(hidden: tuple[int, ...] = (40, 40)) -> FlatModel:
     """The regressor of Finn et al. 2017: 1 -> 40 -> 40 -> 1 with ReLU."""
     return FlatModel(mlp(1, 1, hidden=hidden))
@@ -43,6 +49,8 @@ def adapt(model: FlatModel, X: torch.Tensor, x, y, *, steps: int, lr: float) -> 
     return X
 
 
+@constrain(model=MODEL, theta=Tensor((1, 2)), x=Tensor(3), y=Tensor(2), x_query=Tensor(3), y_query=Tensor(2),
+           method=OneOf(*METHODS), **INNER)  # fmt: skip
 def meta_step(model: FlatModel, theta: torch.Tensor, x, y, x_query, y_query, *, method: str,
               inner_steps: int, inner_lr: float) -> torch.Tensor:  # fmt: skip
     """One meta-gradient (a direction to descend) for the initialization theta (d,).
@@ -82,11 +90,10 @@ def meta_step(model: FlatModel, theta: torch.Tensor, x, y, x_query, y_query, *, 
         xs, ys = torch.cat([x, x_query], 1), torch.cat([y, y_query], 1)
         phi = adapt(model, rows, xs, ys, steps=inner_steps, lr=inner_lr)
         return theta - per_initialization(phi)
-    if method == "joint":
-        return per_initialization(model.grad(rows, torch.cat([x, x_query], 1), torch.cat([y, y_query], 1)))
-    raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    return per_initialization(model.grad(rows, torch.cat([x, x_query], 1), torch.cat([y, y_query], 1)))  # joint
 
 
+@constrain(model=MODEL, theta=Tensor(1), x=Tensor(3), y=Tensor(2), **INNER, outer_lr=Real(gt=0))
 def reptile_update(model: FlatModel, theta: torch.Tensor, x, y, inner_steps: int, inner_lr: float,
                    outer_lr: float) -> torch.Tensor:  # fmt: skip
     """One Reptile meta-step with plain SGD outer steps (Nichol et al. 2018, Algorithm 2, batched).
@@ -104,6 +111,7 @@ def reptile_update(model: FlatModel, theta: torch.Tensor, x, y, inner_steps: int
     return theta + outer_lr * (phi.mean(0) - theta)
 
 
+@constrain(**TRAINING, gen=Generator())
 def meta_train(model: FlatModel, method: str, *, iterations: int, meta_batch: int, k: int, inner_steps: int,
                inner_lr: float, outer_lr: float, gen: torch.Generator, device=None) -> torch.Tensor:  # fmt: skip
     """Meta-train an initialization with Adam on ``meta_step``'s direction (as the Reptile paper
@@ -129,6 +137,7 @@ def meta_train(model: FlatModel, method: str, *, iterations: int, meta_batch: in
                        inner_lr=inner_lr, outer_lr=outer_lr, device=device)[0]  # fmt: skip
 
 
+@constrain(**TRAINING, seeds=Instance(range, list, tuple, description="a sequence of seeds, e.g. range(5)"))
 def meta_train_seeds(model: FlatModel, method: str, *, seeds, iterations: int, meta_batch: int, k: int,
                      inner_steps: int, inner_lr: float, outer_lr: float, device=None) -> torch.Tensor:  # fmt: skip
     """``meta_train`` once per seed, all seeds trained together (their tasks side by side).
@@ -155,22 +164,20 @@ def meta_train_seeds(model: FlatModel, method: str, *, seeds, iterations: int, m
 def _meta_train(model: FlatModel, method: str, gens: list[torch.Generator], *, iterations: int, meta_batch: int,
                 k: int, inner_steps: int, inner_lr: float, outer_lr: float, device=None) -> torch.Tensor:  # fmt: skip
     """The S = len(gens) runs of ``meta_train`` as rows of theta (S, d)."""
-    if iterations < 0 or meta_batch < 1 or k < 1:
-        raise ValueError(f"need iterations >= 0, meta_batch >= 1, k >= 1, got {iterations}, {meta_batch}, {k}")
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     theta = torch.stack([model.init(g, device) for g in gens])  # (S, d)
     outer = Adam(outer_lr)
     for _ in range(iterations):
         batches = [sinusoid_batch(*sinusoid_tasks(meta_batch, g), 2 * k, g, device) for g in gens]
         x, y = torch.cat([b[0] for b in batches]), torch.cat([b[1] for b in batches])  # (S n, 2k, 1), (S n, 2k)
-        direction = meta_step(model, theta, x[:, :k], y[:, :k], x[:, k:], y[:, k:], method=method,
+        direction = meta_step.__wrapped__(model, theta, x[:, :k], y[:, :k], x[:, k:], y[:, k:], method=method,
                               inner_steps=inner_steps, inner_lr=inner_lr)  # fmt: skip
         theta = outer.step(theta, direction)
     return theta
 
 
 @torch.no_grad()
+@constrain(model=MODEL, theta=Tensor(1), tasks=Integer(min=1), k=Integer(min=1), steps=Integer(min=0), lr=Real(gt=0),
+           gen=Generator())  # fmt: skip
 def adaptation_curve(model: FlatModel, theta: torch.Tensor, *, tasks: int, k: int, steps: int, lr: float,
                      gen: torch.Generator, device=None) -> torch.Tensor:  # fmt: skip
     """Mean query loss (1/2 squared error, 100 points) on held-out tasks after 0..steps

@@ -6,6 +6,7 @@ exactly the parent's function. Rows of X (n, d) are independent runs (seeds).
 """
 import torch
 
+from ..constraints import Generator, Instance, Integer, Real, Reals, Rule, Tensor, constrain
 from ..data import Dataset
 from ..models import FlatModel, mlp
 
@@ -27,6 +28,14 @@ def _rows(layers) -> torch.Tensor:
     return torch.cat([t.flatten(1) for W, b in layers for t in (W, b)], 1)
 
 
+SIZES = Reals(ge=1)  # [in, h_1, ..., out]
+HIDDEN = Rule("layer", lambda sizes, layer: 1 <= layer <= len(sizes) - 2,
+              lambda sizes, layer: f"layer must index a hidden layer, 1..{len(sizes) - 2}, got {layer}")
+
+
+@constrain(HIDDEN, Rule("width", lambda sizes, layer, width: width >= sizes[layer],
+                        lambda sizes, layer, width: f"width must be >= the current width {sizes[layer]:g}, got {width}"),
+           X=Tensor(2), sizes=SIZES, layer=Integer(), width=Integer(min=1), gen=Generator(), noise=Real(ge=0))
 def widen(X: torch.Tensor, sizes: list[int], layer: int, width: int, gen: torch.Generator,
           noise: float = 0.0) -> torch.Tensor:  # fmt: skip
     """Net2WiderNet (Chen et al. 2016, Section 2.1): widen hidden layer ``layer`` to ``width`` units.
@@ -48,11 +57,8 @@ def widen(X: torch.Tensor, sizes: list[int], layer: int, width: int, gen: torch.
     Raises:
         ValueError: for a layer that is not hidden or a width smaller than the old one.
     """
-    if not 1 <= layer <= len(sizes) - 2:
-        raise ValueError(f"layer must index a hidden layer, 1..{len(sizes) - 2}, got {layer}")
+    sizes = [int(s) for s in sizes]
     old = sizes[layer]
-    if width < old:
-        raise ValueError(f"width must be >= the current width {old}, got {width}")
     g = torch.cat([torch.arange(old), torch.randint(old, (width - old,), generator=gen)]).to(X.device)  # (width,)
     counts = torch.bincount(g, minlength=old).to(X.dtype)  # (old,)
     layers = _layers(X, sizes)
@@ -65,14 +71,14 @@ def widen(X: torch.Tensor, sizes: list[int], layer: int, width: int, gen: torch.
     return _rows(layers)
 
 
+@constrain(HIDDEN, X=Tensor(2), sizes=SIZES, layer=Integer())
 def deepen(X: torch.Tensor, sizes: list[int], layer: int) -> torch.Tensor:
     """Net2DeeperNet (Chen et al. 2016, Section 2.2): insert an identity layer after hidden layer ``layer``.
 
     The new layer h -> ReLU(I h + 0) = h is exact because h >= 0 after a ReLU.
     Returns rows of the MLP with sizes[:layer + 1] + [sizes[layer]] + sizes[layer + 1:].
     """
-    if not 1 <= layer <= len(sizes) - 2:
-        raise ValueError(f"layer must index a hidden layer, 1..{len(sizes) - 2}, got {layer}")
+    sizes = [int(s) for s in sizes]
     layers = _layers(X, sizes)
     w = sizes[layer]
     eye = torch.eye(w, dtype=X.dtype, device=X.device).expand(len(X), w, w)
@@ -80,11 +86,13 @@ def deepen(X: torch.Tensor, sizes: list[int], layer: int) -> torch.Tensor:
     return _rows(layers)
 
 
+@constrain(hidden=Reals(ge=1), gen=Generator(), max_width=Integer(min=1), max_depth=Integer(min=1))
 def mutate(hidden: tuple[int, ...], gen: torch.Generator, max_width: int = 128, max_depth: int = 3):
     """A random child architecture: double one hidden layer's width or insert a copy of one.
 
     Returns (child hidden widths, ("widen" | "deepen", layer index in sizes)).
     """
+    hidden = tuple(int(w) for w in hidden)
     options = [("widen", i + 1) for i, w in enumerate(hidden) if 2 * w <= max_width]
     if len(hidden) < max_depth:
         options += [("deepen", i + 1) for i in range(len(hidden))]
@@ -110,6 +118,8 @@ def train_epochs(model: FlatModel, X: torch.Tensor, data: Dataset, *, epochs: in
     return X
 
 
+@constrain(data=Instance(Dataset), candidates=Integer(min=1), epochs_each=Integer(min=1), seeds=Integer(min=1),
+           lr=Real(gt=0), batch_size=Integer(min=1), gen=Generator(), start=Reals(ge=1))  # fmt: skip
 def architecture_search(data: Dataset, *, candidates: int, epochs_each: int, warm: bool, seeds: int, lr: float,
                         batch_size: int, gen: torch.Generator, start=(16,)) -> tuple[list, torch.Tensor]:  # fmt: skip
     """Random-walk architecture search: each candidate is a random mutation of the previous one,
@@ -119,11 +129,9 @@ def architecture_search(data: Dataset, *, candidates: int, epochs_each: int, war
     Returns:
         (the architectures, (seeds, candidates) validation accuracy of each candidate).
     """
-    if candidates < 1 or epochs_each < 1:
-        raise ValueError(f"candidates and epochs_each must be >= 1, got {candidates}, {epochs_each}")
     device = data.x_train.device
     arch_gen = torch.Generator().manual_seed(int(torch.randint(2**31, (1,), generator=gen)))
-    hidden, archs, accs, X = tuple(start), [], [], None
+    hidden, archs, accs, X = tuple(int(w) for w in start), [], [], None
     xv = data.x_test.unsqueeze(0).expand(seeds, *data.x_test.shape)
     yv = data.y_test.unsqueeze(0).expand(seeds, -1)
     for c in range(candidates):

@@ -14,9 +14,12 @@ scratch as in the paper.
 import optuna
 import torch
 
-from .search import _check_budget, _check_eta, best_found
+from ..constraints import Indices, Instance, Integer, Real, Reals, constrain
+from .search import CURVES, ETA, best_found
 
 
+@constrain(curves=CURVES, pool=Indices(), budget=Real(ge=1), seed=Integer(min=0), eta=ETA,
+           pruner=Instance(optuna.pruners.BasePruner) | None)  # fmt: skip
 def optuna_trace(curves: torch.Tensor, pool: torch.Tensor, budget: int, seed: int, eta: int = 3,
                  pruner: optuna.pruners.BasePruner | None = None) -> tuple[list[tuple[int, int]], optuna.Study]:  # fmt: skip
     """Run an Optuna study on a table of learning curves until it has spent ``budget`` epochs.
@@ -44,8 +47,6 @@ def optuna_trace(curves: torch.Tensor, pool: torch.Tensor, budget: int, seed: in
     Raises:
         ValueError: if budget < 1 or eta < 2.
     """
-    _check_budget("budget", budget)
-    _check_eta(eta)
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # Optuna logs every trial to stderr
     R = curves.shape[1]
     if pruner is None:
@@ -71,6 +72,7 @@ def optuna_trace(curves: torch.Tensor, pool: torch.Tensor, budget: int, seed: in
     return trace, study
 
 
+@constrain(curves=CURVES, pool=Indices(), budgets=Reals(ge=1), seeds=Integer(min=1), eta=ETA)
 def optuna_anytime(curves: torch.Tensor, pool: torch.Tensor, budgets: list[int], seeds: int,
                    eta: int = 3) -> torch.Tensor:  # fmt: skip
     """Best-found accuracy vs budget of Optuna (random sampler + HyperbandPruner), seeds 0..seeds-1.
@@ -78,6 +80,5 @@ def optuna_anytime(curves: torch.Tensor, pool: torch.Tensor, budgets: list[int],
     Returns:
         (seeds, len(budgets)) as ``search.anytime_curves`` returns for one method.
     """
-    _check_budget("seeds", seeds)
     rows = [best_found(curves, optuna_trace(curves, pool, max(budgets), seed, eta)[0], budgets) for seed in range(seeds)]
     return torch.stack(rows)

@@ -10,20 +10,17 @@ from dataclasses import dataclass
 
 import torch
 
+from ..constraints import Generator, Indices, Instance, Integer, OneOf, Real, Reals, Rule, Tensor, constrain
 from ..data import Dataset
 from ..models import FlatModel, mlp
 
 
-def _check_eta(eta) -> None:
-    if not isinstance(eta, int) or eta < 2:
-        raise ValueError(f"eta must be an integer >= 2 (the fraction 1/eta of configurations survives), got {eta!r}")
+METHODS = ("random", "halving", "hyperband")
+ETA = Integer(min=2)  # the fraction 1/eta of configurations survives a rung
+CURVES = Tensor(2, description="a table of learning curves (n_configs, epochs)")
 
 
-def _check_budget(name: str, value) -> None:
-    if not value >= 1:
-        raise ValueError(f"{name} must be >= 1 (a number of epochs), got {value!r}")
-
-
+@constrain(max_resource=Integer(min=1), eta=ETA)
 def hyperband_schedule(max_resource: int, eta: int = 3) -> list[list[tuple[int, int]]]:
     """Hyperband's brackets: for each bracket s, the rungs (n_i configurations, r_i resource each).
 
@@ -41,8 +38,6 @@ def hyperband_schedule(max_resource: int, eta: int = 3) -> list[list[tuple[int, 
     Raises:
         ValueError: if R < 1 or eta < 2.
     """
-    _check_budget("max_resource", max_resource)
-    _check_eta(eta)
     s_max = 0
     while eta ** (s_max + 1) <= max_resource:  # integer floor(log_eta R), no rounding error
         s_max += 1
@@ -54,6 +49,7 @@ def hyperband_schedule(max_resource: int, eta: int = 3) -> list[list[tuple[int, 
     return brackets
 
 
+@constrain(curves=CURVES, configs=Indices(), min_resource=Integer(min=1), eta=ETA, max_resource=Integer(min=1) | None)
 def successive_halving(curves: torch.Tensor, configs: torch.Tensor, min_resource: int, eta: int = 3,
                        max_resource: int | None = None) -> tuple[int, int]:  # fmt: skip
     """Successive halving (Jamieson and Talwalkar 2016) replayed on a table of learning curves.
@@ -76,11 +72,7 @@ def successive_halving(curves: torch.Tensor, configs: torch.Tensor, min_resource
     Raises:
         ValueError: if eta < 2, min_resource < 1 or configs is empty.
     """
-    _check_eta(eta)
-    _check_budget("min_resource", min_resource)
     R = curves.shape[1] if max_resource is None else max_resource
-    if len(configs) == 0:
-        raise ValueError("configs must hold at least one configuration index, got an empty tensor")
     alive, r, cost = configs, min_resource, 0
     while True:
         r = min(r, R)
@@ -97,11 +89,39 @@ def _argmax(score: torch.Tensor) -> int:
     return int(torch.sort(-score, stable=True).indices[0])
 
 
+@constrain(curves=CURVES, pool=Indices(), budget=Real(ge=1), gen=Generator())
+def random_search(curves: torch.Tensor, pool: torch.Tensor, budget: int, gen: torch.Generator) -> list[tuple[int, int]]:
+    """Random search (Bergstra and Bengio 2012) replayed on a table of learning curves.
+
+    Repeat while the budget allows: draw a configuration c uniformly from ``pool`` (with
+    replacement across draws), train it R epochs (its accuracy is curves[c, R - 1]), pay R.
+    The incumbent after a budget B is the best of the floor(B / R) drawn (``best_found``).
+
+    Args:
+        curves: (n_configs, R) validation accuracies; pool: (m,) indices to draw from.
+        budget: total epochs, >= 1; gen: CPU generator for the draws.
+
+    Returns:
+        [(epochs spent so far, configuration trained to R)], one entry per draw.
+
+    Raises:
+        ValueError: for budget < 1, an empty pool or a table that is not 2-D.
+    """
+    R = curves.shape[1]
+    trace, spent = [], 0
+    while spent + R <= budget:
+        drawn = pool[torch.randperm(len(pool), generator=gen)[0]]  # 1. a configuration, uniformly
+        spent += R  # 2. trained for the full R epochs
+        trace.append((spent, int(drawn)))
+    return trace
+
+
+@constrain(method=OneOf(*METHODS), curves=CURVES, pool=Indices(), budget=Real(ge=1), gen=Generator(), eta=ETA)
 def search_trace(method: str, curves: torch.Tensor, pool: torch.Tensor, budget: int, gen: torch.Generator,
                  eta: int = 3) -> list[tuple[int, int]]:  # fmt: skip
     """Replay one search method until it has spent ``budget`` epochs.
 
-    - ``"random"`` (Bergstra and Bengio 2012): draw a configuration from ``pool``, train it R epochs.
+    - ``"random"`` (Bergstra and Bengio 2012): ``random_search``.
     - ``"halving"``: repeat Hyperband's most aggressive bracket (successive halving).
     - ``"hyperband"`` (Li et al. 2018, Algorithm 1): cycle through all brackets.
 
@@ -121,16 +141,12 @@ def search_trace(method: str, curves: torch.Tensor, pool: torch.Tensor, budget: 
     Raises:
         ValueError: for an unknown method, budget < 1 or eta < 2.
     """
-    _check_budget("budget", budget)
-    _check_eta(eta)
+    if method == "random":
+        return random_search(curves, pool, budget, gen)
     R = curves.shape[1]
     brackets = hyperband_schedule(R, eta)
-    if method == "random":
-        brackets = [[(1, R)]]
-    elif method == "halving":
+    if method == "halving":
         brackets = brackets[:1]
-    elif method != "hyperband":
-        raise ValueError(f"method must be 'random', 'halving' or 'hyperband', got {method!r}")
     trace, spent, b = [], 0, 0
     while True:
         rungs = brackets[b % len(brackets)]
@@ -144,6 +160,7 @@ def search_trace(method: str, curves: torch.Tensor, pool: torch.Tensor, budget: 
         b += 1
 
 
+@constrain(curves=CURVES, trace=Instance(list, tuple), budgets=Reals(ge=0))
 def best_found(curves: torch.Tensor, trace: list[tuple[int, int]], budgets: list[int]) -> torch.Tensor:
     """The incumbent's accuracy after R epochs at each budget.
 
@@ -165,6 +182,8 @@ def best_found(curves: torch.Tensor, trace: list[tuple[int, int]], budgets: list
     return out
 
 
+@constrain(curves=CURVES, pool=Indices(), budgets=Reals(ge=1), seeds=Integer(min=1),
+           methods=Instance(tuple, list, description="a tuple of method names"), eta=ETA)  # fmt: skip
 def anytime_curves(curves, pool, budgets, seeds, methods=("random", "halving", "hyperband"), eta=3):
     """Best-found accuracy vs budget for each method, replayed with seeds 0..seeds-1.
 
@@ -175,7 +194,6 @@ def anytime_curves(curves, pool, budgets, seeds, methods=("random", "halving", "
     Returns:
         {method: (seeds, len(budgets))} as in ``best_found``.
     """
-    _check_budget("seeds", seeds)
     out = {}
     for m in methods:
         rows = []
@@ -200,6 +218,7 @@ class CurveTable:
     accuracy: torch.Tensor
 
 
+@constrain(n=Integer(min=1), gen=Generator(), widths=Reals(ge=1), lr_range=Reals(gt=0), wd_range=Reals(gt=0))
 def sample_configs(n: int, gen: torch.Generator, widths=(16, 32, 64), lr_range=(1e-2, 2.0),
                    wd_range=(1e-5, 1e-1)) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
     """n random configurations (Bergstra and Bengio 2012): lr and weight decay log-uniform in
@@ -211,6 +230,7 @@ def sample_configs(n: int, gen: torch.Generator, widths=(16, 32, 64), lr_range=(
     return lr, width, wd
 
 
+@constrain(lrs=Reals(gt=0), widths=Reals(ge=1), wds=Reals(ge=0))
 def grid_configs(lrs, widths, wds) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The full grid lrs x widths x wds as three (n,) tensors."""
     g = torch.cartesian_prod(torch.tensor(lrs, dtype=torch.float), torch.tensor(widths, dtype=torch.float),
@@ -218,6 +238,11 @@ def grid_configs(lrs, widths, wds) -> tuple[torch.Tensor, torch.Tensor, torch.Te
     return g[:, 0], g[:, 1].long(), g[:, 2]
 
 
+@constrain(Rule("lr", lambda lr, width, weight_decay: len(lr) == len(width) == len(weight_decay),
+                lambda lr, width, weight_decay: "lr, width and weight_decay must have one entry per configuration, "
+                f"got {len(lr)}, {len(width)}, {len(weight_decay)}"),
+           data=Instance(Dataset), lr=Tensor(1, finite=True), width=Indices(), weight_decay=Tensor(1, finite=True),
+           epochs=Integer(min=1), batch_size=Integer(min=1), gen=Generator())  # fmt: skip
 def learning_curves(data: Dataset, lr, width, weight_decay, *, epochs: int, batch_size: int,
                     gen: torch.Generator) -> CurveTable:  # fmt: skip
     """Train every configuration (a one-hidden-layer MLP) for ``epochs`` epochs, all at once.
@@ -232,10 +257,6 @@ def learning_curves(data: Dataset, lr, width, weight_decay, *, epochs: int, batc
     Raises:
         ValueError: if epochs < 1 or the hyperparameter tensors differ in length.
     """
-    _check_budget("epochs", epochs)
-    if not len(lr) == len(width) == len(weight_decay):
-        raise ValueError(f"lr, width and weight_decay must have one entry per configuration, got "
-                         f"{len(lr)}, {len(width)}, {len(weight_decay)}")  # fmt: skip
     device = data.x_train.device
     acc = torch.zeros(len(lr), epochs)
     n_train = len(data.y_train)
@@ -258,6 +279,8 @@ def learning_curves(data: Dataset, lr, width, weight_decay, *, epochs: int, batc
     return CurveTable(lr, width, weight_decay, acc)
 
 
+@constrain(Rule("U", lambda U: U.shape[1] == 2, "U must have 2 columns (two hyperparameters), got shape {U.shape}"),
+           U=Tensor(2))
 def bergstra_objective(U: torch.Tensor) -> torch.Tensor:
     """A function of two hyperparameters in [0, 1]^2 where only the first matters much.
 
@@ -267,6 +290,7 @@ def bergstra_objective(U: torch.Tensor) -> torch.Tensor:
     return torch.exp(-(((U[:, 0] - 0.63) / 0.08) ** 2)) + 0.05 * U[:, 1]
 
 
+@constrain(per_axis=Integer(min=1), dims=Integer(min=1))
 def grid_points(per_axis: int, dims: int = 2) -> torch.Tensor:
     """The grid of per_axis^dims points at the cell centres of [0, 1]^dims: (per_axis^dims, dims)."""
     axis = (torch.arange(per_axis) + 0.5) / per_axis
