@@ -70,7 +70,36 @@ class Constraint:
     def __or__(self, other):
         if other is None:
             return Optional(self)
+        if isinstance(other, Constraint):
+            return Either(self, other)
         return NotImplemented
+
+
+class Either(Constraint):
+    """What ``first`` or ``second`` accepts (``Tensor(2) | Function()``), converted by the first that does."""
+
+    def __init__(self, first: Constraint, second: Constraint):
+        self.first, self.second = first, second
+        self.description = f"{first.description}, or {second.description}"
+
+    def check(self, name, value):
+        for constraint in (self.first, self.second):
+            try:
+                return constraint.check(name, value)
+            except (TypeError, ValueError):
+                pass
+        self.fail(name, value, TypeError)
+
+    def bad_values(self):
+        return [v for v in self.first.bad_values() if _rejects(self.second, v)]
+
+
+def _rejects(constraint: Constraint, value) -> bool:
+    try:
+        constraint.check("value", value)
+    except (TypeError, ValueError):
+        return True
+    return False
 
 
 class Optional(Constraint):
@@ -258,13 +287,14 @@ class Tensor(Constraint):
         floating: integer tensors become the default float dtype (True), are kept (False).
         finite: reject NaN and infinite entries.
         empty: allow a tensor with no entries.
+        integer: an integer tensor (indices, counts): floats are rejected, not rounded.
         description: how the message names it, e.g. "a client matrix of shape (n_clients, d)".
     """
 
     def __init__(self, ndim: int | Sequence[int] | None = None, *, floating: bool = True, finite: bool = False,
-                 empty: bool = False, description: str | None = None):  # fmt: skip
+                 empty: bool = False, integer: bool = False, description: str | None = None):  # fmt: skip
         self.ndim = (ndim,) if isinstance(ndim, int) else tuple(ndim) if ndim is not None else None
-        self.floating, self.finite, self.empty = floating, finite, empty
+        self.floating, self.finite, self.empty, self.integer = floating and not integer, finite, empty, integer
         rank = "" if self.ndim is None else " of " + " or ".join(f"{k} dimension{'s' * (k != 1)}" for k in self.ndim)
         self.description = description or f"a tensor{rank}"
 
@@ -278,6 +308,8 @@ class Tensor(Constraint):
             self.fail(name, value, TypeError)
         if self.floating and not value.dtype.is_floating_point:
             value = value.to(torch.get_default_dtype())
+        if self.integer and value.dtype.is_floating_point:
+            self.fail(name, value, TypeError)
         if self.ndim is not None and value.dim() not in self.ndim:
             self.fail(name, value)
         if not self.empty and value.numel() == 0:
@@ -292,6 +324,11 @@ class Tensor(Constraint):
             bad.append(torch.zeros(*([2] * (max(self.ndim) + 1))))
             bad.append(torch.tensor(1.0) if 0 not in self.ndim else torch.zeros(2, 2, 2, 2, 2))
         return bad
+
+
+def Indices(*, empty: bool = False) -> Tensor:  # noqa: N802
+    """A 1-D tensor of integer indices (a list is converted)."""
+    return Tensor(1, integer=True, empty=empty, description="a 1-D tensor of integer indices")
 
 
 def ClientMatrix(*, stack: bool = False, finite: bool = False) -> Tensor:  # noqa: N802

@@ -8,8 +8,8 @@ from hypothesis import strategies as st
 
 import mllib
 from mllib.decentralized import (
-    check_mixing, consensus_distance, dpsgd, dpsgd_step, from_graph, gossip, gossip_run, graph, is_connected,
-    mixing_matrix, spectral_gap,
+    DPSGD, Gossip, check_mixing, consensus_distance, dpsgd, dpsgd_step, from_graph, gossip, gossip_run, graph,
+    is_connected, mixing_matrix, node_traffic, spectral_gap,
 )
 from selfchecks import assert_passes, assert_rejects
 
@@ -128,6 +128,30 @@ def test_gossip_does_not_modify_and_checks_shapes():
         gossip(X, mixing_matrix("ring", 5))
     with pytest.raises(ValueError, match="client matrix"):
         gossip(torch.randn(4), W)
+
+
+def test_gossip_experiments_call_the_displayed_gossip_step():
+    """Lecture 03 shows ``gossip``'s source: gossip_run and D-PSGD mix with that very function."""
+    W = mixing_matrix("ring", 5, dtype=torch.float64)
+    # the rounds call gossip's own body; its argument checks ran once, at construction
+    assert Gossip(W).mix is gossip.__wrapped__ and DPSGD(W, lr=0.1).mix is gossip.__wrapped__
+    X = torch.randn(5, 3, generator=mllib.generator(0), dtype=torch.float64)
+    by_hand = [consensus_distance(X), consensus_distance(gossip(X, W)), consensus_distance(gossip(gossip(X, W), W))]
+    assert gossip_run(X, W, 2) == by_hand
+
+
+@pytest.mark.parametrize("n", [16, 64, 256])
+def test_busiest_node_traffic_star_grows_with_n_ring_and_torus_do_not(n):
+    star, ring, torus = (node_traffic(mixing_matrix(t, n)) for t in ("star", "ring", "torus"))
+    assert star.tolist() == [2 * (n - 1)] + [2] * (n - 1)  # the centre sends and receives n - 1 models
+    assert ring.tolist() == [4] * n and torus.tolist() == [8] * n
+
+
+def test_node_traffic_counts_sent_and_received_of_a_directed_graph():
+    W = mixing_matrix("exponential", 8)  # every node receives from 3 and sends to 3
+    assert node_traffic(W).tolist() == [6] * 8
+    with pytest.raises(ValueError, match="square"):
+        node_traffic(torch.ones(2, 3))
 
 
 def test_time_varying_matchings_reach_consensus():

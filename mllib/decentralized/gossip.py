@@ -18,7 +18,8 @@ from collections.abc import Callable
 
 import torch
 
-from ..clients import local_sgd
+from ..clients import CLIENTS, LOCAL_SGD, MODEL, local_sgd
+from ..constraints import ClientMatrix, Function, Generator, Instance, Integer, Real, Rule, Tensor, constrain
 from ..engine import Decentralized, History, Rounds, run
 from ..models import FlatModel
 from ..partition import Clients
@@ -26,23 +27,13 @@ from ..partition import Clients
 Mixing = torch.Tensor | Callable[[int], torch.Tensor]
 
 
-def _check_pair(X: torch.Tensor, W: torch.Tensor) -> None:
-    _check_matrix(X)
-    if W.shape != (X.shape[0], X.shape[0]):
-        n = X.shape[0]
-        raise ValueError(f"W must have shape ({n}, {n}) for X with {n} rows, got {tuple(W.shape)}")
+MIXING = Tensor(2, finite=True, description="a mixing matrix (n, n)")
+SQUARE = Rule("W", lambda X, W: W.shape == (X.shape[0], X.shape[0]),
+              lambda X, W: f"W must have shape ({len(X)}, {len(X)}) for X with {len(X)} rows, got {tuple(W.shape)}")
+MIXINGS = MIXING | Function()  # a matrix, or k -> W_k
 
 
-def _check_matrix(X: torch.Tensor) -> None:
-    if X.dim() != 2:
-        raise ValueError(f"X must be a client matrix of shape (n, d), got shape {tuple(X.shape)}")
-
-
-def _check_steps(steps: int) -> None:
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
-
-
+@constrain(SQUARE, X=ClientMatrix(), W=MIXING)
 def gossip(X: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
     """One gossip step: every node replaces its row by a weighted mean of its neighbours'.
 
@@ -59,10 +50,10 @@ def gossip(X: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
     Raises:
         ValueError: if X is not 2-D or W is not (n, n).
     """
-    _check_pair(X, W)
     return W.to(device=X.device, dtype=X.dtype) @ X  # (n, d)
 
 
+@constrain(X=ClientMatrix())
 def consensus_distance(X: torch.Tensor) -> float:
     """Mean squared distance of the rows to their average: (1/n) sum_i ||x_i - x_bar||^2.
 
@@ -78,16 +69,18 @@ def consensus_distance(X: torch.Tensor) -> float:
     Raises:
         ValueError: if X is not 2-D.
     """
-    _check_matrix(X)
     X = X.double()
     return float((X - X.mean(0)).pow(2).sum(1).mean())
 
 
+@constrain(W=MIXING)
 def links(W: torch.Tensor) -> int:
     """Directed links of a mixing matrix (W_ij != 0, i != j): the messages of one gossip step."""
     return int(W.ne(0).sum() - W.diagonal().ne(0).sum())
 
 
+@constrain(Rule("G", lambda X, G: G.shape == X.shape, "G must have the shape of X, {X.shape}, got {G.shape}"),
+           X=ClientMatrix(), W=MIXING, G=ClientMatrix(), lr=Real(ge=0), mix=Function())  # fmt: skip
 def dpsgd_step(
     X: torch.Tensor, W: torch.Tensor, G: torch.Tensor, lr: float, *, mix: Callable = gossip
 ) -> torch.Tensor:
@@ -111,11 +104,6 @@ def dpsgd_step(
     Raises:
         ValueError: for mismatched shapes or a negative lr.
     """
-    _check_matrix(X)
-    if G.shape != X.shape:
-        raise ValueError(f"G must have the shape of X, {tuple(X.shape)}, got {tuple(G.shape)}")
-    if not lr >= 0:
-        raise ValueError(f"lr must be >= 0, got {lr}")
     return mix(X, W) - lr * G
 
 
@@ -135,6 +123,7 @@ class Gradients:
             draws what the simulation draws.
     """
 
+    @constrain(model=MODEL, clients=CLIENTS, batch_size=Integer(min=1), gen=Generator(), rows=Instance(slice) | None)
     def __init__(self, model: FlatModel, clients: Clients, *, batch_size: int, gen: torch.Generator,
                  rows: slice | None = None):  # fmt: skip
         self.model, self.clients, self.batch_size, self.gen, self.rows = model, clients, batch_size, gen, rows
@@ -157,14 +146,16 @@ class LocalUpdates:
         gen: CPU generator of the minibatches.
     """
 
+    @constrain(model=MODEL, clients=CLIENTS, **LOCAL_SGD)
     def __init__(self, model: FlatModel, clients: Clients, *, steps: int, lr: float, batch_size: int,
                  gen: torch.Generator):  # fmt: skip
         self.model, self.clients, self.gen = model, clients, gen
         self.steps, self.lr, self.batch_size = steps, lr, batch_size
 
     def __call__(self, X: torch.Tensor) -> torch.Tensor:
-        Y = local_sgd(self.model, X, self.clients, steps=self.steps, lr=self.lr, batch_size=self.batch_size,
-                      gen=self.gen)  # fmt: skip
+        # checked once at construction, not every round
+        Y = local_sgd.__wrapped__(self.model, X, self.clients, steps=self.steps, lr=self.lr,
+                                  batch_size=self.batch_size, gen=self.gen)  # fmt: skip
         return Y - X
 
 
@@ -183,8 +174,9 @@ class Gossip:
     State: ``bits_sent``: every directed link of W carries one message per round.
     """
 
+    @constrain(W=MIXINGS, mix=Function(), bits_per_row=Function() | None)
     def __init__(self, W: Mixing, *, mix: Callable = gossip, bits_per_row: Callable[[int], int] | None = None):
-        self.W, self.mix = W, mix
+        self.W, self.mix = W, getattr(mix, "__wrapped__", mix)  # W checked here once, not every round
         self.bits_per_row = (lambda d: 32 * d) if bits_per_row is None else bits_per_row
         # State
         self.bits_sent = 0
@@ -210,12 +202,13 @@ class DPSGD(Gossip):
     """D-PSGD's combine part: (X, G, r) -> W_{r-1} X - lr G (``dpsgd_step``; Lian et al. 2017,
     Algorithm 1). Args: W and mix as ``Gossip``; lr: the step size."""
 
+    @constrain(W=MIXINGS, lr=Real(ge=0), mix=Function())
     def __init__(self, W: Mixing, lr: float, *, mix: Callable = gossip):
         super().__init__(W, mix=mix)
         self.lr = lr
 
     def __call__(self, X: torch.Tensor, G: torch.Tensor, r: int) -> torch.Tensor:
-        return dpsgd_step(X, self.mixing(r, X.shape[1]), G, self.lr, mix=self.mix)
+        return dpsgd_step.__wrapped__(X, self.mixing(r, X.shape[1]), G, self.lr, mix=self.mix)
 
 
 class GossipAveraging(Rounds):
@@ -229,6 +222,7 @@ class GossipAveraging(Rounds):
     State: ``X`` (n, d) the nodes' values.
     """
 
+    @constrain(X0=ClientMatrix(), part=Instance(Gossip))
     def __init__(self, X0: torch.Tensor, part: Gossip):
         self.part = part
         # State
@@ -246,6 +240,7 @@ class GossipAveraging(Rounds):
         return self.part.bits_sent
 
 
+@constrain(X=ClientMatrix(), part=Instance(Gossip), steps=Integer(min=1))
 def gossip_alone(X: torch.Tensor, part: Gossip, steps: int) -> History:
     """``steps`` rounds of a gossip part alone (``GossipAveraging``), recording the consensus
     distance before the first step and after each.
@@ -261,12 +256,11 @@ def gossip_alone(X: torch.Tensor, part: Gossip, steps: int) -> History:
     Raises:
         ValueError: for steps that are not an integer >= 1, or X not 2-D.
     """
-    _check_matrix(X)
-    _check_steps(steps)
     return run(GossipAveraging(X, part), steps, metrics={"consensus": lambda a: consensus_distance(a.X)},
                record_start=True)  # fmt: skip
 
 
+@constrain(X=ClientMatrix(), W=MIXINGS, steps=Integer(min=1))
 def gossip_run(X: torch.Tensor, W: Mixing, steps: int) -> list[float]:
     """Gossip ``steps`` times and record the consensus distance before each step and after the last.
 
@@ -286,6 +280,8 @@ def gossip_run(X: torch.Tensor, W: Mixing, steps: int) -> list[float]:
     return gossip_alone(X, Gossip(W), steps)["consensus"]
 
 
+@constrain(model=MODEL, clients=CLIENTS, W=MIXINGS, steps=Integer(min=1), lr=Real(ge=0), batch_size=Integer(min=1),
+           gen=Generator(), x0=Tensor(1) | None, eval_every=Integer(min=1))  # fmt: skip
 def dpsgd(
     model: FlatModel,
     clients: Clients,
@@ -326,7 +322,6 @@ def dpsgd(
     Raises:
         ValueError: for steps or eval_every that are not integers >= 1.
     """
-    _check_steps(steps)
     device = clients.x.device
     x = model.init(gen, device) if x0 is None else x0.to(device)
     X = x.expand(clients.n, -1).clone()  # (n, d)
