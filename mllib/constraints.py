@@ -288,13 +288,16 @@ class Tensor(Constraint):
         finite: reject NaN and infinite entries.
         empty: allow a tensor with no entries.
         integer: an integer tensor (indices, counts): floats are rejected, not rounded.
+        boolean: also accept a bool tensor (an adjacency matrix), kept as it is.
         description: how the message names it, e.g. "a client matrix of shape (n_clients, d)".
     """
 
     def __init__(self, ndim: int | Sequence[int] | None = None, *, floating: bool = True, finite: bool = False,
-                 empty: bool = False, integer: bool = False, description: str | None = None):  # fmt: skip
+                 empty: bool = False, integer: bool = False, boolean: bool = False,
+                 description: str | None = None):  # fmt: skip
         self.ndim = (ndim,) if isinstance(ndim, int) else tuple(ndim) if ndim is not None else None
         self.floating, self.finite, self.empty, self.integer = floating and not integer, finite, empty, integer
+        self.boolean = boolean
         rank = "" if self.ndim is None else " of " + " or ".join(f"{k} dimension{'s' * (k != 1)}" for k in self.ndim)
         self.description = description or f"a tensor{rank}"
 
@@ -304,7 +307,7 @@ class Tensor(Constraint):
                 value = torch.as_tensor(value)
             except (TypeError, ValueError, RuntimeError):
                 self.fail(name, value, TypeError)
-        if not isinstance(value, torch.Tensor) or value.dtype == torch.bool or value.is_complex():
+        if not isinstance(value, torch.Tensor) or (value.dtype == torch.bool and not self.boolean) or value.is_complex():
             self.fail(name, value, TypeError)
         if self.floating and not value.dtype.is_floating_point:
             value = value.to(torch.get_default_dtype())

@@ -167,7 +167,7 @@ def test_time_varying_matchings_reach_consensus():
         (lambda: mixing_matrix("ring", 2), "ring needs n >= 3"),
         (lambda: mixing_matrix("torus", 10), "torus needs n = r"),
         (lambda: mixing_matrix("hypercube", 12), "power of 2"),
-        (lambda: mixing_matrix("complete", 1), "n must be an int >= 2"),
+        (lambda: mixing_matrix("complete", 1), "n must be an integer >= 2"),
         (lambda: mixing_matrix("mesh", 4), "topology must be one of"),
         (lambda: mixing_matrix("ring", 4, weights="equal"), "weights must be one of"),
         (lambda: mixing_matrix("exponential", 8, weights="metropolis"), "undirected"),

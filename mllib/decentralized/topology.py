@@ -10,12 +10,20 @@ import math
 
 import torch
 
+from ..constraints import FloatDtype, Generator, Integer, OneOf, Real, Tensor, constrain
+
 UNDIRECTED = ("complete", "ring", "torus", "star", "hypercube", "erdos_renyi", "geometric", "matching")
 DIRECTED = ("exponential",)
 TOPOLOGIES = UNDIRECTED + DIRECTED
 WEIGHTS = ("uniform", "metropolis")
 
 
+ADJACENCY = Tensor(2, floating=False, boolean=True, description="an (n, n) adjacency matrix")
+SQUARE = Tensor(2, finite=True, description="a square (n, n) mixing matrix")
+RANDOM_GRAPH = dict(gen=Generator() | None, p=Real(gt=0, le=1) | None, radius=Real(gt=0) | None)
+
+
+@constrain(topology=OneOf(*TOPOLOGIES), n=Integer(min=2), **RANDOM_GRAPH)
 def graph(
     topology: str, n: int, *, gen: torch.Generator | None = None, p: float | None = None, radius: float | None = None
 ) -> torch.Tensor:
@@ -46,10 +54,6 @@ def graph(
         ValueError: for an unknown topology, n too small (or of the wrong form) for it,
             a random topology without ``gen``, or p / radius out of range.
     """
-    if topology not in TOPOLOGIES:
-        raise ValueError(f"topology must be one of {TOPOLOGIES}, got {topology!r}")
-    if not isinstance(n, int) or n < 2:
-        raise ValueError(f"n must be an int >= 2 for topology {topology!r}, got {n!r}")
     if topology in ("erdos_renyi", "geometric", "matching") and gen is None:
         raise ValueError(f"topology {topology!r} is random: pass gen=torch.Generator")
     i = torch.arange(n)
@@ -77,14 +81,10 @@ def graph(
             A[i, i ^ (1 << k)] = True
     elif topology == "erdos_renyi":
         p = 2 * math.log(n) / n if p is None else p
-        if not 0 < p <= 1:
-            raise ValueError(f"p must be in (0, 1], got {p}")
         upper = torch.triu(torch.rand(n, n, generator=gen) < p, diagonal=1)
         A = upper | upper.T
     elif topology == "geometric":
         radius = math.sqrt(2 * math.log(n) / n) if radius is None else radius
-        if radius <= 0:
-            raise ValueError(f"radius must be > 0, got {radius}")
         points = torch.rand(n, 2, generator=gen, dtype=torch.float64)  # (n, 2)
         A = torch.cdist(points, points) <= radius
     elif topology == "matching":
@@ -98,6 +98,7 @@ def graph(
     return A
 
 
+@constrain(A=ADJACENCY)
 def is_connected(A: torch.Tensor) -> bool:
     """Whether every node reaches every other along the edges of A (as a directed graph)."""
     n = A.shape[0]
@@ -107,6 +108,7 @@ def is_connected(A: torch.Tensor) -> bool:
     return bool(reach.all())
 
 
+@constrain(A=ADJACENCY, weights=OneOf(*WEIGHTS), dtype=FloatDtype())
 def from_graph(A: torch.Tensor, *, weights: str = "uniform", dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """The mixing matrix of a graph, with uniform (maximum-degree) or Metropolis-Hastings weights.
 
@@ -130,8 +132,6 @@ def from_graph(A: torch.Tensor, *, weights: str = "uniform", dtype: torch.dtype 
         ValueError: for an unknown weighting, Metropolis on a directed graph, or a directed
             graph whose in- and out-degrees differ (no uniform doubly stochastic W).
     """
-    if weights not in WEIGHTS:
-        raise ValueError(f"weights must be one of {WEIGHTS}, got {weights!r}")
     A = A.cpu().bool().clone().fill_diagonal_(False)
     E = A.double()
     d_in, d_out = E.sum(1), E.sum(0)  # (n,)
@@ -148,6 +148,7 @@ def from_graph(A: torch.Tensor, *, weights: str = "uniform", dtype: torch.dtype 
     return W.to(dtype)
 
 
+@constrain(A=ADJACENCY)
 def metropolis_hastings(A: torch.Tensor) -> torch.Tensor:
     """Metropolis-Hastings weights of an undirected graph, in float64 (the lab's exercise).
 
@@ -163,6 +164,8 @@ def metropolis_hastings(A: torch.Tensor) -> torch.Tensor:
     return from_graph(A, weights="metropolis", dtype=torch.float64)
 
 
+@constrain(topology=OneOf(*TOPOLOGIES), n=Integer(min=2), weights=OneOf(*WEIGHTS), **RANDOM_GRAPH,
+           dtype=FloatDtype())  # fmt: skip
 def mixing_matrix(
     topology: str,
     n: int,
@@ -238,6 +241,7 @@ def check_mixing(
         raise ValueError("the graph of W is disconnected, so gossip cannot reach consensus")
 
 
+@constrain(W=SQUARE)
 def spectral_gap(W: torch.Tensor) -> float:
     """The spectral gap of a mixing matrix: how much one gossip step shrinks disagreement.
 
