@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 NOTEBOOKS := $(wildcard lectures/*.ipynb solutions/*.ipynb)
 LAB_ARGS ?=
-BENCHMARKS := $(basename $(notdir $(filter-out benchmarks/__init__.py,$(wildcard benchmarks/*.py))))
+BENCHMARKS := $(basename $(notdir $(filter-out benchmarks/__init__.py benchmarks/table.py,$(wildcard benchmarks/*.py))))
 # Jupyter refuses to run as root (containers, CI) without this flag.
 ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root)
 
@@ -74,13 +74,16 @@ survey: $(STAMP)
 # replace the CPU build of torch).
 BENCH_STAMP := $(VENV)/.bench-installed
 $(BENCH_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c $(VENV)/constraints.txt -e ".[bench]"
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps torchattacks==3.5.1
 	touch $@
 
-# Every benchmarks/*.py in turn.
+# Every benchmarks/*.py in turn; results.json and the README's table are written anew.
 bench: $(BENCH_STAMP)
+	rm -f benchmarks/results.json
 	for module in $(BENCHMARKS); do \
 	  echo "== benchmarks/$$module.py"; $(BIN)/python -m benchmarks.$$module || exit 1; done
+	$(BIN)/python -m benchmarks.table
 
 # Every benchmark at a tiny size: checks that each runs and agrees with its reference, not speed.
 bench-quick: $(BENCH_STAMP)

@@ -14,10 +14,11 @@ import copy
 import torch
 
 import mllib
-from benchmarks import best_time, size
+from benchmarks import best_time, record, size
 
 STEPS, BATCH, LR = 10, 32, 0.1
 CLIENT_COUNTS = size((10, 100, 1000), (10,))
+MATMUL_AT = size(100, 10)  # the client count compared with one matmul
 
 
 def vectorized(model, module, X, clients, gen):
@@ -78,6 +79,30 @@ def main() -> None:
             assert torch.allclose(result, reference, atol=1e-4), f"{name} disagrees with the vectorized run"
         vec, deep, reload = (timed[name][0] for name in METHODS)
         print(f"{n:8d} {vec:13.3f} {deep:12.3f} {reload:9.3f} {deep / vec:15.1f}x {reload / vec:12.1f}x")
+        record(f"vectorized clients vs a deep-copy loop, {n} clients", ours_s=vec, reference_s=deep,
+               reference="a deep copy of the model and an optimizer per client, in a Python loop")  # fmt: skip
+        if n == MATMUL_AT:
+            against_matmul(vec, n, model, device)
+
+
+def step_flops(model, n: int) -> float:
+    """Floating-point operations of ``STEPS`` SGD steps of n clients: forward 2 B d_layer per
+    weight, backward twice that (the gradients of the inputs and of the weights)."""
+    weights = sum(p.numel() for name, p in model.module.named_parameters() if name.endswith("weight"))
+    return 3 * 2 * BATCH * weights * n * STEPS
+
+
+def against_matmul(vec: float, n: int, model, device) -> None:
+    """The vectorized step beside one square matmul of the same FLOPs: the hardware's pace."""
+    flops = step_flops(model, n)
+    side = round((flops / 2) ** (1 / 3))
+    A, B = torch.randn(side, side, device=device), torch.randn(side, side, device=device)
+    matmul, _ = best_time(lambda: synchronized(A @ B), 5, warm_up=True)
+    print(f"\n{n} clients: {flops / vec / 1e9:.1f} GFLOP/s; one ({side} x {side}) matmul of the same FLOPs: "
+          f"{2 * side**3 / matmul / 1e9:.1f} GFLOP/s ({vec / matmul:.1f}x its time)")  # fmt: skip
+    record("vectorized local step vs one matmul of the same FLOPs", ours_s=vec, reference_s=matmul, clients=n,
+           reference=f"one ({side} x {side}) float32 matmul", gflops=round(flops / vec / 1e9, 2),
+           matmul_gflops=round(2 * side**3 / matmul / 1e9, 2))  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ import torch
 from sklearn.utils import murmurhash3_32 as sk_murmur
 
 import mllib
-from benchmarks import best_time, size
+from benchmarks import best_time, record, size
 from mllib.numerics import FORMATS, hashing, round_to, sparse
 
 
@@ -24,6 +24,13 @@ def rounding(gen):
         assert torch.equal(round_to(x, fmt), x.to(dtype).float()), fmt
         ours, cast = best_time(lambda: round_to(x, fmt), 5)[0], best_time(lambda: x.to(dtype).float(), 5)[0]
         print(f"  {fmt:<9} ours {ours * 1e3:7.2f} ms   torch cast {cast * 1e3:6.2f} ms   ours / torch {ours / cast:5.1f}x")
+        record(f"rounding to {fmt} vs torch's cast", ours_s=ours, reference_s=cast, values=len(x),
+               reference=f"x.to(torch.{str(dtype).removeprefix('torch.')}).float()")  # fmt: skip
+        if fmt == "bf16":
+            stochastic = best_time(lambda: round_to(x, fmt, stochastic=True, gen=mllib.generator(1)), 5)[0]
+            print(f"  {'bf16, stochastic':<9} ours {stochastic * 1e3:7.2f} ms   ours / torch cast {stochastic / cast:5.1f}x")
+            record("stochastic rounding to bf16 vs torch's cast", ours_s=stochastic, reference_s=cast, values=len(x),
+                   reference="x.to(torch.bfloat16).float() (round to nearest)")  # fmt: skip
     xs = x.numpy()
     with np.errstate(invalid="ignore"):
         expected = torch.from_numpy(xs.astype(ml_dtypes.float8_e3m4).astype(np.float32))

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 import mllib
-from benchmarks import best_time, size
+from benchmarks import best_time, record, size
 from mllib import privacy
 
 BATCH, CLIP, REPEATS = size(256, 32), 1.0, 5
@@ -55,6 +55,12 @@ def main() -> None:
     row = model.flatten(module)
     x = torch.rand(BATCH, 1, 28, 28, generator=gen)
     y = torch.randint(0, 10, (BATCH,), generator=gen)
+    def plain_step():  # the non-private step: one gradient of the batch's mean loss
+        module.zero_grad()
+        torch.nn.functional.cross_entropy(module(x), y).backward()
+        return torch.cat([p.grad.detach().flatten() for p in module.parameters()])
+
+    plain = best_time(plain_step, REPEATS, warm_up=True)[0]
     results = {
         "mllib ghost": best_time(lambda: privacy.clipped_sum(model, row, x, y, CLIP, "ghost") / BATCH, REPEATS, warm_up=True),
         "mllib vmap": best_time(lambda: privacy.clipped_sum(model, row, x, y, CLIP, "vmap") / BATCH, 2, warm_up=True),
@@ -77,6 +83,12 @@ def main() -> None:
         gap = float((grad - reference).abs().max())
         print(f"{name:>13} {1000 * secs:8.2f} {secs / base:14.1f}x {gap:19.1e}")
         assert gap < 1e-5, f"{name} differs from the reference by {gap}"
+    print(f"{'plain step':>13} {1000 * plain:8.2f} {plain / base:14.1f}x   (no clipping, no noise)")
+    record("DP-SGD step (ghost clipping) vs a plain non-private step", ours_s=base, reference_s=plain,
+           reference="autograd gradient of the batch's mean loss", batch=BATCH)  # fmt: skip
+    if "opacus ghost" in results:
+        record("DP-SGD step (ghost clipping) vs Opacus ghost clipping", ours_s=base, batch=BATCH,
+               reference_s=results["opacus ghost"][0], reference=f"opacus {opacus.__version__} ghost clipping")  # fmt: skip
 
     print("\nepsilon at delta = 1e-5: mllib's accountant beside Opacus's RDP accountant")
     try:

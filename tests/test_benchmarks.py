@@ -12,7 +12,7 @@ import pytest
 
 from notebooks import ROOT
 
-MODULES = sorted(p for p in (ROOT / "benchmarks").glob("*.py") if p.name != "__init__.py")
+MODULES = sorted(p for p in (ROOT / "benchmarks").glob("*.py") if p.name not in ("__init__.py", "table.py"))
 
 
 def tree(path) -> ast.Module:
@@ -102,3 +102,73 @@ def test_bench_quick_switch(value, expected):
         env["BENCH_QUICK"] = value
     out = subprocess.run([sys.executable, "-c", SWITCH], cwd=ROOT, env=env, capture_output=True, text=True, check=True)
     assert json.loads(out.stdout) == expected
+
+
+# ---- results.json and the README's table (issue #25)
+
+ISSUE_25_GOALS = {  # the issue's table, as constants: a goal changes only with the issue
+    "vectorized clients vs a deep-copy loop, 10 clients": ">= 20",
+    "vectorized clients vs a deep-copy loop, 100 clients": ">= 20",
+    "vectorized clients vs a deep-copy loop, 1000 clients": ">= 20",
+    "vectorized local step vs one matmul of the same FLOPs": "<= 3",
+    "FedAvg steady round vs Flower's simulation engine": ">= 50",
+    "SCAFFOLD round vs a per-client loop": ">= 20",
+    "MIME round vs a per-client loop": ">= 20",
+    "Ditto personal steps vs a per-client loop": ">= 20",
+    "coordinate median vs one pass over the client matrix": "<= 10",
+    "trimmed mean vs one pass over the client matrix": "<= 10",
+    "Krum vs one pass over the client matrix": "<= 10",
+    "geometric median vs one pass over the client matrix": "<= 20",
+    "centered clipping vs one pass over the client matrix": "<= 20",
+    "rounding to bf16 vs torch's cast": "<= 2",
+    "rounding to fp16 vs torch's cast": "<= 2",
+    "rounding to fp8_e4m3 vs torch's cast": "<= 2",
+    "rounding to fp8_e5m2 vs torch's cast": "<= 2",
+    "stochastic rounding to bf16 vs torch's cast": "<= 3",
+    "Lasso with duality-gap working sets vs scikit-learn's Lasso": "<= 3",
+    "PGD vs torchattacks": ">= 1",
+    "DP-SGD step (ghost clipping) vs Opacus ghost clipping": ">= 2",
+    "DP-SGD step (ghost clipping) vs a plain non-private step": "<= 2",
+    "time per round, 10,000 clients vs 1,000 (cohort of 100)": "<= 1.5",
+}
+
+
+def test_the_goals_are_the_issues():
+    from benchmarks import GOALS
+
+    assert {name: str(goal).split(" ", 3)[-1] for name, goal in GOALS.items()} == ISSUE_25_GOALS
+    speedups = {name for name, goal in GOALS.items() if goal.at_least}
+    assert all(GOALS[name].ratio_of == "reference / ours" for name in speedups)
+
+
+@pytest.mark.parametrize("name", list(ISSUE_25_GOALS))
+def test_every_goal_is_recorded_by_a_benchmark(name):
+    sources = "".join(p.read_text() for p in MODULES)
+    stem = name.split(",")[0].split(" vs ")[0]
+    assert any(part in sources for part in (name, stem.split(" ")[0])), f"no benchmark records {name!r}"
+
+
+def test_record_writes_one_entry_per_comparison_and_the_table_shows_it(tmp_path, monkeypatch):
+    import benchmarks
+    from benchmarks import table
+
+    monkeypatch.setattr(benchmarks, "RESULTS", tmp_path / "results.json")
+    monkeypatch.setattr(benchmarks, "QUICK", False)
+    name = "PGD vs torchattacks"
+    benchmarks.record(name, ours_s=2.0, reference="torchattacks", reference_s=3.0)
+    entry = benchmarks.record(name, ours_s=4.0, reference="torchattacks", reference_s=3.0)  # replaces the first
+    entries = json.loads((tmp_path / "results.json").read_text())
+    assert entries == [entry] and entry["ratio"] == 0.75 and entry["met"] is False
+    assert {"name", "ours_s", "reference", "reference_s", "ratio", "goal", "met", "cpu", "threads"} <= entry.keys()
+    text = table.table(entries)
+    assert f"| {name} | 4.00 s | torchattacks | 3.00 s | 0.75 | reference / ours >= 1 | no |" in text
+    assert "| FedAvg steady round vs Flower's simulation engine | not measured |" in text
+    with pytest.raises(KeyError):
+        benchmarks.record("a comparison without a goal", ours_s=1.0, reference="x", reference_s=1.0)
+
+
+def test_the_readme_table_is_the_generated_one():
+    from benchmarks import RESULTS, table
+
+    entries = json.loads(RESULTS.read_text()) if RESULTS.exists() else []
+    assert table.table(entries) in (ROOT / "README.md").read_text(), "run python -m benchmarks.table"
