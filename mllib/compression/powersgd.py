@@ -8,6 +8,7 @@ import math
 
 import torch
 
+from ..constraints import Integer, Tensor, constrain
 from ..runtime import generator
 from .compressors import Compressor
 
@@ -55,6 +56,7 @@ def powersgd_step(M: torch.Tensor, Q: torch.Tensor) -> torch.Tensor:
     return P @ Qi.mean(0).T  # (n, m)
 
 
+@constrain(M=Tensor(2), rank=Integer(min=1))
 def truncated_svd(M: torch.Tensor, rank: int) -> torch.Tensor:
     """The best rank-r approximation (Eckart-Young) from a full ``torch.linalg.svd``."""
     U, S, Vh = torch.linalg.svd(M, full_matrices=False)

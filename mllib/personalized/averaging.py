@@ -19,7 +19,12 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
+from ..constraints import Generator, Integer, Real, Reals, Tensor, constrain
 from ..runtime import generator
+
+# scalars, or tensors that broadcast; NaN and inf are rejected, the ranges checked by _check
+VAR, COUNT, ANY = Real(ge=0) | Tensor(finite=True), Real(ge=1) | Tensor(finite=True), Real() | Tensor(finite=True)
+TWO_SOURCES = dict(var_own=VAR, n_own=COUNT, var_other=VAR, n_other=COUNT)
 
 
 def _check(var_own, n_own, var_other, n_other, bias):
@@ -30,6 +35,7 @@ def _check(var_own, n_own, var_other, n_other, bias):
     return values
 
 
+@constrain(beta=ANY, **TWO_SOURCES, bias=ANY)
 def mse_of_weight(beta, var_own, n_own, var_other, n_other, bias) -> torch.Tensor:
     """The exact mean squared error of est(beta) (Grimberg et al. 2021, Section 3).
 
@@ -49,6 +55,7 @@ def mse_of_weight(beta, var_own, n_own, var_other, n_other, bias) -> torch.Tenso
     return (1 - beta) ** 2 * v0 / n0 + beta**2 * (v1 / n1 + delta**2)
 
 
+@constrain(**TWO_SOURCES, bias=ANY)
 def optimal_weight(var_own, n_own, var_other, n_other, bias) -> torch.Tensor:
     """The MSE-optimal collaboration weight beta* (Grimberg et al. 2021).
 
@@ -74,6 +81,7 @@ def optimal_weight(var_own, n_own, var_other, n_other, bias) -> torch.Tensor:
     return torch.where(total > 0, own / total.clamp(min=1e-300), torch.zeros_like(total))
 
 
+@constrain(**TWO_SOURCES, beta=ANY)
 def harmful_bias(var_own, n_own, var_other, n_other, beta) -> torch.Tensor:
     """The bias |delta| above which collaborating with weight beta > 0 does worse than alone.
 
@@ -87,6 +95,8 @@ def harmful_bias(var_own, n_own, var_other, n_other, beta) -> torch.Tensor:
     return ((2 - beta) * v0 / (beta * n0) - v1 / n1).clamp(min=0).sqrt()
 
 
+@constrain(betas=Reals(), var_own=Real(ge=0), n_own=Integer(min=1), var_other=Real(ge=0),
+           n_other=Integer(min=1), bias=Real(), trials=Integer(min=2), gen=Generator())  # fmt: skip
 def monte_carlo_mse(
     betas, var_own: float, n_own: int, var_other: float, n_other: int, bias: float, *, trials: int, gen: torch.Generator
 ) -> torch.Tensor:
@@ -109,8 +119,6 @@ def monte_carlo_mse(
         ValueError: for trials < 2, a negative variance or a sample count below 1.
     """
     v0, n0, v1, n1, delta = _check(var_own, n_own, var_other, n_other, bias)
-    if trials < 2:
-        raise ValueError(f"trials must be >= 2, got {trials}")
     own = v0.sqrt() * torch.randn(trials, int(n0), generator=gen, dtype=torch.float64)  # (trials, n0)
     other = delta + v1.sqrt() * torch.randn(trials, int(n1), generator=gen, dtype=torch.float64)
     beta = torch.as_tensor(betas, dtype=torch.float64)[:, None]  # (k, 1)
@@ -118,6 +126,7 @@ def monte_carlo_mse(
     return estimate.pow(2).mean(1)
 
 
+@constrain(betas=Reals(), mse=Reals())
 def fitted_minimizer(betas, mse) -> float:
     """The minimizer -b / (2a) of the quadratic a beta^2 + b beta + c fitted to (betas, mse).
 
