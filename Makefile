@@ -5,6 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 NOTEBOOKS := $(wildcard lectures/*.ipynb solutions/*.ipynb)
 LAB_ARGS ?=
+NODE_MODULES := build/node_modules
 BENCHMARKS := $(basename $(notdir $(filter-out benchmarks/__init__.py benchmarks/table.py,$(wildcard benchmarks/*.py))))
 # Jupyter refuses to run as root (containers, CI) without this flag.
 ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root)
@@ -15,7 +16,7 @@ ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root)
 # (OMP_WAIT_POLICY): two kernels of 2 threads each share the 2 cores.
 PERTURBED := MKL_CBWR=COMPATIBLE ATEN_CPU_CAPABILITY=default MLLIB_THREADS=2 OMP_WAIT_POLICY=PASSIVE
 
-.PHONY: lab test test-fast test-portable labs update execute survey bench bench-quick flower site slides clean
+.PHONY: lab test test-fast test-portable labs update execute survey bench bench-quick flower site present lint lint-notebooks clean
 
 # Install under constraints.txt (torch==2.13.0, the CPU build). A torch already in .venv
 # (a GPU build, or the CPU wheel from PyTorch's index) is kept: its pin is dropped.
@@ -33,9 +34,11 @@ $(STAMP): pyproject.toml constraints.txt
 lab: $(STAMP)
 	$(BIN)/jupyter lab --ip=127.0.0.1 --ServerApp.root_dir=. $(ROOT_FLAG) $(LAB_ARGS)
 
-# Everything: unit tests and notebooks, the notebooks again with the kernels switched, and
-# every benchmark at a tiny size (a crashing benchmark fails CI).
-test: $(STAMP)
+# Everything: lint, unit tests and notebooks, the notebooks again with the kernels switched, and
+# every benchmark at a tiny size (a crashing benchmark fails CI). The site's scripts come from npm
+# first, where npm is installed (the site and browser tests load them; they skip without).
+NPM_ASSETS := $(if $(shell command -v npm),$(NODE_MODULES)/.installed)
+test: $(STAMP) $(NPM_ASSETS) lint
 	$(BIN)/python -m pytest -n 2 --dist loadscope -rs
 	$(MAKE) --no-print-directory test-portable bench-quick
 
@@ -59,6 +62,22 @@ labs: $(STAMP)
 UPDATE_ARGS ?=
 update: $(STAMP)
 	$(BIN)/python -m mllib.update $(UPDATE_ARGS)
+
+# ruff on the library, the tests and the benchmarks (rules in pyproject.toml).
+lint: $(STAMP)
+	$(BIN)/ruff check mllib tests benchmarks
+
+# The same rules on the lectures and solutions, through nbqa (not yet part of make test: the
+# README lists what it finds).
+lint-notebooks: $(STAMP)
+	$(BIN)/nbqa ruff lectures solutions
+
+# Present a lecture with its widgets live: JupyterLab opens it; run all cells (Run > Run All
+# Cells), then Start Deck (Command Palette, Ctrl+Shift+C). Space and the arrows move through the
+# slides, Escape or Stop Deck ends. make present LECTURE=lectures/05_byzantine_robustness.ipynb
+LECTURE ?= lectures/00_introduction.ipynb
+present: $(STAMP)
+	$(BIN)/jupyter lab --ip=127.0.0.1 --ServerApp.root_dir=. $(ROOT_FLAG) $(LAB_ARGS) $(LECTURE)
 
 # Re-run notebooks in place and keep their outputs (nbval compares against them); twice in a
 # row on one machine, it changes nothing. One notebook: make execute NOTEBOOKS=lectures/00_introduction.ipynb
@@ -96,22 +115,19 @@ FLOWER_ARGS ?=
 flower: $(STAMP)
 	$(BIN)/python -m mllib.flower $(FLOWER_ARGS)
 
-# The lectures and solutions as static HTML with their outputs: open build/site/index.html.
-site: $(STAMP)
-	$(BIN)/python -m mllib.site build/site
-	@echo "Open build/site/index.html in a browser."
-
-# The lectures as reveal.js slides. reveal.js, require.js, jQuery and MathJax come from npm
-# into build/node_modules once; the slides then load them locally and work offline.
-NODE_MODULES := build/node_modules
-$(NODE_MODULES)/.installed:
-	npm install --silent --no-save --no-audit --no-fund --prefix build \
-	  reveal.js@4.6.0 requirejs@2.3.7 jquery@3.7.1 mathjax@2.7.7
+# The course as a static site that works offline: every lecture and solution as a page, every
+# lecture as reveal.js slides, outputs, figures and the widgets' saved state embedded, math
+# typeset. Every script, stylesheet and font comes from build/site/static: require.js, jQuery,
+# reveal.js and the widget manager from npm (assets/package.json, installed into
+# build/node_modules once: needs npm the first time), MathJax from the pip package
+# jupyter-server-mathjax. Open build/site/index.html, or copy build/site anywhere.
+$(NODE_MODULES)/.installed: assets/package.json
+	mkdir -p build && cp assets/package.json build/package.json
+	npm install --silent --no-audit --no-fund --no-package-lock --prefix build
 	touch $@
 
-slides: $(STAMP) $(NODE_MODULES)/.installed
-	$(BIN)/python -m mllib.site build/slides --slides $(NODE_MODULES)
-	@echo "Open build/slides/<lecture>.slides.html in a browser."
+site: $(STAMP) $(NODE_MODULES)/.installed
+	$(BIN)/python -m mllib.site build/site
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis build

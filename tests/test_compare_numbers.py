@@ -69,8 +69,12 @@ def test_declarations_are_checked_against_the_recorded_numbers():
 
 
 def test_reconciled_outputs_keep_the_recorded_text_only_where_they_agree():
-    stream = lambda text: nbformat.v4.new_output("stream", name="stdout", text=text)
-    plain = lambda text: nbformat.v4.new_output("execute_result", data={"text/plain": text}, execution_count=1)
+    def stream(text):
+        return nbformat.v4.new_output("stream", name="stdout", text=text)
+
+    def plain(text):
+        return nbformat.v4.new_output("execute_result", data={"text/plain": text}, execution_count=1)
+
     recorded = [stream(RECORDED), plain("0.92")]
     new = [stream(RECORDED.replace("0.92", "0.93")), plain("0.93")]
     outputs, found = reconciled(new, recorded, [ACCURACY], sanitize=lambda s: s)

@@ -11,6 +11,7 @@ from scipy import stats
 
 import mllib
 from mllib import privacy
+from mllib.checks import CheckFailed
 from mllib.checks import privacy as check
 from mllib.privacy import secure_aggregation as sa
 from selfchecks import assert_passes, assert_rejects
@@ -133,7 +134,7 @@ def test_analytic_gaussian_meets_delta_exactly():
         (lambda: privacy.epsilon(q=0.1, sigma=1, steps=1, delta=0.0), "delta must be a finite number in"),
         (lambda: privacy.calibrate_sigma(target_epsilon=0, delta=1e-5, q=0.1, steps=10), "target_epsilon"),
         (lambda: privacy.calibrate_sigma(target_epsilon=1, delta=2, q=0.1, steps=10), "delta must be a finite number in"),
-        (lambda: privacy.compute_rdp(q=1.5, sigma=1, steps=1), "q must be a finite number in \[0, 1\]"),
+        (lambda: privacy.compute_rdp(q=1.5, sigma=1, steps=1), r"q must be a finite number in \[0, 1\]"),
     ],
 )
 def test_bad_input_raises_a_clear_value_error(call, match):
@@ -227,26 +228,32 @@ def loss_threshold_auc(member_losses, nonmember_losses):
     return ((diff > 0).double() + 0.5 * (diff == 0).double()).mean()
 
 
-SOLUTIONS = {"clip_and_noise": clip_and_noise, "pairwise_mask": pairwise_mask, "loss_threshold_auc": loss_threshold_auc}
+def dp_sgd(model, row, x, y, takes, noises, lr, clip, sigma, q):
+    for take, noise in zip(takes, noises):
+        G = privacy.per_sample_gradients(model, row, x, y)  # (N, d): every example, then masked
+        factors = (clip / G.norm(dim=1).clamp_min(1e-30)).clamp(max=1.0) * take
+        row = row - lr * ((G * factors[:, None]).sum(0) + sigma * clip * noise) / (q * len(y))
+    return row
+
+
+SOLUTIONS = {"clip_and_noise": clip_and_noise, "dp_sgd": dp_sgd, "pairwise_mask": pairwise_mask,
+             "loss_threshold_auc": loss_threshold_auc}  # fmt: skip
+# The known mistakes of each check are tested in test_checks.py; these are other wrong answers.
 WRONG = {
-    "clip_and_noise": {
-        "no clipping": lambda G, c, s, z: G.sum(0) + s * c * z,
-        "scales every row to C": lambda G, c, s, z: (c * G / G.norm(dim=1, keepdim=True).clamp_min(1e-12)).sum(0) + s * c * z,
-        "noise without C": lambda G, c, s, z: clip_and_noise(G, c, 0.0, z) + s * z,
-        "clips the sum": lambda G, c, s, z: privacy.clip_rows(G.sum(0, keepdim=True), c)[0] + s * c * z,
-        "mean": lambda G, c, s, z: clip_and_noise(G, c, s, z) / len(G),
-    },
-    "pairwise_mask": {
-        "signs swapped": lambda i, seeds, d: (-pairwise_mask(i, seeds, d)) % 2**32,
-        "no modulus": lambda i, seeds, d: sum((sa.prg(s, d) if j > i else -sa.prg(s, d)) for j, s in seeds.items()),
-        "all added": lambda i, seeds, d: sum(sa.prg(s, d) for s in seeds.values()) % 2**32,
-    },
-    "loss_threshold_auc": {
-        "reversed": lambda m, n: 1 - loss_threshold_auc(m, n),
-        "ties count 1": lambda m, n: (n[None, :] >= m[:, None]).double().mean(),
-        "ties count 0": lambda m, n: (n[None, :] > m[:, None]).double().mean(),
-    },
+    "clip_and_noise": {"clips to C / 2": lambda G, c, s, z: clip_and_noise(G, c / 2, s, z)},
+    "dp_sgd": {"one step": lambda m, w, x, y, t, z, lr, c, s, q: dp_sgd(m, w, x, y, t[:1], z[:1], lr, c, s, q)},
+    "pairwise_mask": {"zeros": lambda i, seeds, d: torch.zeros(d, dtype=torch.int64)},
+    "loss_threshold_auc": {"one half": lambda m, n: torch.tensor(0.5, dtype=torch.float64)},
 }
+
+
+def test_the_dp_sgd_check_refuses_the_library_dp_sgd():
+    def calls_library(model, row, x, y, takes, noises, lr, clip, sigma, q):
+        return privacy.dp_sgd(model, row[None], x[None], y[None], steps=len(takes), lr=lr, q=q, clip=clip,
+                              sigma=sigma, gen=torch.Generator().manual_seed(0))[0]  # fmt: skip
+
+    with pytest.raises(CheckFailed, match="^dp_sgd: your function calls the library's dp_sgd"):
+        check.dp_sgd(calls_library)
 
 
 @pytest.mark.parametrize("name", list(SOLUTIONS))

@@ -1,46 +1,108 @@
-"""`make site` and `make slides`: one HTML file per lecture, figures embedded, titles shown."""
+"""`make site`: one page per lecture and solution and slides per lecture, figures embedded,
+titles shown, and every script, stylesheet and font served from the site's own folder.
+
+tests/test_browser.py loads the site with every other host blocked."""
+import json
+import os
 import re
-import shutil
-import subprocess
 
 import nbformat
 import pytest
 
-from mllib.site import build_site, slide_metadata, title
-from notebooks import LECTURES, ROOT, SOLUTIONS, read
+from mllib.site import KERNELSPEC, NODE_MODULES, build_site, course_metadata, slide_metadata, title
+from notebooks import LABS, LECTURES, SOLUTIONS, read
+
+# What a page loads: scripts, stylesheets, images, module imports (not the links a reader follows).
+LOADED = re.compile(r"<script[^>]*\ssrc=\"([^\"]*)\"|<link[^>]*\shref=\"([^\"]*)\"|<img[^>]*\ssrc=\"([^\"]*)\"|import\(\"([^\"]*)\"")
+
+missing = None if (NODE_MODULES / ".installed").exists() else "build/node_modules is missing (make site installs it with npm)"
+if missing and os.environ.get("CI") == "true":
+    raise RuntimeError(f"the site tests cannot run in CI: {missing}")
+needs_npm = pytest.mark.skipif(missing is not None, reason=f"site test skipped: {missing}")
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    out = tmp_path_factory.mktemp("site")
+    return out, build_site(out)
 
 
 def figures(path) -> int:
     return sum("image/png" in o.get("data", {}) for c in read(path).cells if c.cell_type == "code" for o in c.outputs)
 
 
-def test_site_has_a_page_per_notebook_with_its_title_and_figures(tmp_path):
-    pages = build_site(tmp_path)
-    index = (tmp_path / "index.html").read_text()
-    for notebook in LECTURES + SOLUTIONS:
-        page = tmp_path / notebook.parent.name / f"{notebook.stem}.html"
+def loaded(text: str) -> list[str]:
+    return [next(group for group in match if group) for match in LOADED.findall(text)]
+
+
+@needs_npm
+def test_site_has_a_page_per_notebook_and_slides_per_lecture_with_titles_and_figures(site):
+    out, pages = site
+    index = (out / "index.html").read_text()
+    for notebook, folder in [(n, n.parent.name) for n in LECTURES + SOLUTIONS] + [(n, "slides") for n in LECTURES]:
+        page = out / folder / f"{notebook.stem}.html"
         assert page in pages
         text = page.read_text()
         assert title(read(notebook)).split(":")[0] in text
         assert len(re.findall(r'<img [^>]*src="data:image/png;base64,', text)) == figures(notebook)
-        assert f'href="{notebook.parent.name}/{page.name}"' in index
+        assert f'href="{folder}/{page.name}"' in index
 
 
-@pytest.mark.skipif(shutil.which("npm") is None, reason="make slides needs npm for reveal.js")
-def test_make_slides_writes_offline_reveal_slides():
-    subprocess.run(["make", "--no-print-directory", "slides"], cwd=ROOT, check=True, capture_output=True)
-    for lecture in LECTURES:
-        page = ROOT / "build" / "slides" / f"{lecture.stem}.slides.html"
-        text = page.read_text()
-        assert title(read(lecture)).split(":")[0] in text
-        for script in ["reveal.js/dist/reveal.js", "requirejs/require.js", "jquery/dist/jquery.min.js", "mathjax/MathJax.js"]:
-            assert f"../node_modules/{script}" in text
-            assert (page.parent / "../node_modules" / script).resolve().exists()
-        assert not re.search(r"(src|href)=\"https://\S*(reveal|require|jquery|mathjax)", text, re.I)
+@needs_npm
+def test_every_page_loads_only_files_of_the_site(site):
+    out, pages = site
+    for page in pages[1:]:  # the index loads nothing
+        urls = loaded(page.read_text())
+        assert urls, f"{page.name} loads nothing: the pattern missed nbconvert's tags"
+        for url in urls:
+            assert not re.match(r"[a-z]+://|//", url), f"{page.relative_to(out)} loads {url}"
+            if not url.startswith("data:"):
+                assert (page.parent / url.split("?")[0]).resolve().is_file(), f"{page.relative_to(out)}: {url} is missing"
+    # The widget manager, require.js and MathJax, from the build folder.
+    lecture = (out / "lectures" / "00_introduction.html").read_text()
+    for script in ["../static/require.js", "../static/html-manager/embed-amd.js", "../static/mathjax/MathJax.js"]:
+        assert script in lecture
 
 
-@pytest.mark.parametrize("lecture", LECTURES, ids=lambda p: p.name)
-def test_lectures_carry_their_slide_metadata(lecture):
-    notebook = read(lecture)
-    expected = slide_metadata(nbformat.from_dict(notebook))
-    assert [c.metadata.get("slideshow") for c in notebook.cells] == [c.metadata["slideshow"] for c in expected.cells]
+@needs_npm
+def test_stylesheets_import_nothing_from_another_host(site):
+    out, _ = site
+    sheets = list((out / "static").rglob("*.css"))
+    assert sheets
+    for sheet in sheets:
+        assert not re.search(r"(url\(|@import)\s*['\"]?(https?:)?//", sheet.read_text()), sheet
+
+
+@needs_npm
+def test_the_site_names_the_licence_of_every_third_party_file(site):
+    out, _ = site
+    licences = out / "static" / "licenses"
+    listing = (licences / "README.md").read_text()
+    for package in ["requirejs", "jquery", "@jupyter-widgets/html-manager", "reveal.js", "jupyter-server-mathjax"]:
+        assert package in listing
+    assert len(list(licences.glob("*LICENSE*"))) >= 4
+
+
+def test_slide_metadata_opens_a_slide_at_each_heading_and_skips_the_parameters():
+    notebook = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_markdown_cell("# Title\ntext"), nbformat.v4.new_code_cell("N = 3"),
+        nbformat.v4.new_markdown_cell("### Detail"), nbformat.v4.new_code_cell("print(N)"),
+        nbformat.v4.new_markdown_cell("## Next"),
+    ])  # fmt: skip
+    notebook.cells[3].metadata["slideshow"] = {"slide_type": "-"}
+    marks = [c.metadata.get("slideshow", {}).get("slide_type") for c in slide_metadata(notebook).cells]
+    assert marks == ["slide", "skip", "subslide", None, "slide"]
+    assert slide_metadata(notebook) == notebook  # idempotent
+
+
+@pytest.mark.xfail(strict=True, reason="metadata applied by the lead at the end")
+def test_every_notebook_carries_the_course_metadata():
+    """Applied by `python -m mllib.site --metadata` then `make labs` (which copies it to the labs)."""
+    reference = read(LECTURES[0]).metadata["language_info"]
+    for path in LECTURES + SOLUTIONS + LABS:
+        notebook = read(path)
+        assert notebook.metadata.get("kernelspec") == KERNELSPEC, path.name
+        assert notebook.metadata.get("language_info") == reference, path.name
+        if path in LECTURES:
+            expected = course_metadata(nbformat.from_dict(json.loads(json.dumps(notebook))), reference, slides=True)
+            assert [c.metadata for c in notebook.cells] == [c.metadata for c in expected.cells], path.name
