@@ -296,8 +296,18 @@ def fedavg_round(x, A, b, weights, local_steps, lr, server_lr):
     return x + server_lr * (weights @ (Y - x)) / weights.sum()
 
 
-def scaffold_control_update(c_i, c, x, Y, local_steps, lr):
-    return c_i - c + (x - Y) / (local_steps * lr)
+def scaffold_round(x, c, C, A, b, weights, local_steps, lr, server_lr):
+    Y = x.expand(len(b), -1)
+    for _ in range(local_steps):
+        Y = Y - lr * (torch.einsum("nij,nj->ni", A, Y) - b + c - C)
+    C_new = C - c + (x - Y) / (local_steps * lr)
+    p = weights / weights.sum()
+    return x + server_lr * p @ (Y - x), c + p @ (C_new - C), C_new
+
+
+def _scaffold_with_library(x, c, C, A, b, weights, K, lr, s):
+    x_new, c_new, C_new = scaffold_round(x, c, C, A, b, weights, K, lr, s)
+    return x_new, c_new, fl.scaffold_control_update(C, c, x, x_new, K, lr)
 
 
 def mimelite_step(Y, g, m, lr, momentum):
@@ -324,12 +334,10 @@ WRONG = {
     check.fedavg_round: (fedavg_round, [
         _fedavg_unweighted, _fedavg_one_step, _fedavg_no_server_lr, _fedavg_gradient_sign,
     ]),
-    check.scaffold_control_update: (scaffold_control_update, [
-        lambda c_i, c, x, Y, K, lr: c_i + c + (x - Y) / (K * lr),
-        lambda c_i, c, x, Y, K, lr: c_i - c + (Y - x) / (K * lr),
-        lambda c_i, c, x, Y, K, lr: c_i - c + (x - Y) / lr,
-        lambda c_i, c, x, Y, K, lr: (x - Y) / (K * lr),
-        lambda c_i, c, x, Y, K, lr: c_i.sub_(c) + (x - Y) / (K * lr),
+    check.scaffold_round: (scaffold_round, [
+        lambda x, c, C, A, b, w, K, lr, s: scaffold_round(x, c, C, A, b, w, K, lr, s)[:2],
+        lambda x, c, C, A, b, w, K, lr, s: (*scaffold_round(x, c, C, A, b, w, K, lr, s)[:2], C.zero_()),
+        _scaffold_with_library,
     ]),
     check.mimelite_step: (mimelite_step, [
         lambda Y, g, m, lr, b: Y - lr * (b * g + (1 - b) * m),
