@@ -353,10 +353,12 @@ class Rule:
     message: str | Callable[..., str]
 
     def check(self, arguments: dict) -> None:
-        wanted = inspect.signature(self.holds).parameters
-        if not self.holds(**{k: arguments[k] for k in wanted}):
+        parameters = inspect.signature(self.holds).parameters
+        takes_all = any(p.kind is p.VAR_KEYWORD for p in parameters.values())  # lambda **a: ...
+        given = arguments if takes_all else {k: arguments[k] for k in parameters}
+        if not self.holds(**given):
             if callable(self.message):  # a message that computes what was expected
-                raise ValueError(self.message(**{k: arguments[k] for k in wanted}))
+                raise ValueError(self.message(**given))
             raise ValueError(self.message.format(**{k: _InMessage(v) for k, v in arguments.items()}))
 
 

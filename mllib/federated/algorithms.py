@@ -10,11 +10,27 @@ from collections.abc import Callable, Mapping
 import torch
 
 from .. import engine
+from ..constraints import ClientMatrix, Integer, Real, Rule, Tensor, constrain
 from ..engine import Federated, History, move, uniform, weighted_mean
 from ..spread import Spread
 from .problems import Problem, _positive, _steps
 
 
+def _one_per_row(rows: str, weights: str = "weights") -> Rule:
+    """A Rule: one weight per row of the matrix argument ``rows``."""
+    return Rule(weights, lambda **a: a[weights].shape == (a[rows].shape[0],),
+                lambda **a: f"{weights} must have shape ({a[rows].shape[0]},), one per row of {rows}, got "
+                f"{tuple(a[weights].shape)}")  # fmt: skip
+
+
+def _model_of(rows: str) -> Rule:
+    """A Rule: x is one row of the matrix argument ``rows``."""
+    return Rule("x", lambda **a: a["x"].shape == a[rows].shape[1:],
+                lambda **a: f"x must have shape ({a[rows].shape[1]},) like a row of {rows}, got {tuple(a['x'].shape)}")
+
+
+@constrain(_model_of("Y"), _one_per_row("Y"), x=Tensor(1), Y=ClientMatrix(), weights=Tensor(1, finite=True),
+           server_lr=Real())  # fmt: skip
 def server_step(x: torch.Tensor, Y: torch.Tensor, weights: torch.Tensor, server_lr: float = 1.0) -> torch.Tensor:
     """x + server_lr * sum_i w_i (Y_i - x) / sum_i w_i (McMahan et al. 2017, Algorithm 1, server_lr = 1):
     the engine's aggregate (``weighted_mean``) and server step (``move``) written on the clients'
@@ -29,6 +45,8 @@ def server_step(x: torch.Tensor, Y: torch.Tensor, weights: torch.Tensor, server_
     return move(server_lr)(x, weighted_mean(Y - x, weights))
 
 
+@constrain(_model_of("Y"), c_i=ClientMatrix(), c=Tensor(1), x=Tensor(1), Y=ClientMatrix(), local_steps=Integer(min=1),
+           lr=Real(gt=0))  # fmt: skip
 def scaffold_control_update(c_i, c, x, Y, local_steps, lr) -> torch.Tensor:
     """SCAFFOLD's option II: c_i+ = c_i - c + (x - y_i) / (K lr) (Karimireddy et al. 2020, Alg. 1, line 12).
 
@@ -42,6 +60,7 @@ def scaffold_control_update(c_i, c, x, Y, local_steps, lr) -> torch.Tensor:
     return c_i - c + (x - Y) / (local_steps * lr)
 
 
+@constrain(_one_per_row("delta"), c=Tensor(1), delta=ClientMatrix(), weights=Tensor(1, finite=True))
 def control_variate_step(c: torch.Tensor, delta: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     """SCAFFOLD's server control variate: c + sum_{i in S} p_i (c_i+ - c_i) (Alg. 1, line 17, with
     the clients' shares p_i in place of 1/N, so that c stays sum_i p_i c_i).
@@ -181,7 +200,7 @@ class Scaffold(FedAvg):
         c_i = self.c_clients[S]  # (|S|, d)
         Y = problem.local_sgd(X, S, steps=self.local_steps, lr=self.lr, gen=gen, correction=self.c - c_i)  # 2.
         c_new = self.control_update(c_i, self.c, x, Y, self.local_steps, self.lr)  # 3.
-        self.c = control_variate_step(self.c, c_new - c_i, problem.weights[S])  # 5.
+        self.c = control_variate_step.__wrapped__(self.c, c_new - c_i, problem.weights[S])  # 5.
         self.c_clients = self.c_clients.index_copy(0, S.to(x.device), c_new)
         return Y - X
 

@@ -18,6 +18,7 @@ from functools import partial
 import torch
 
 from ..clients import evaluate, accuracy_on
+from ..constraints import Function, Generator, Instance, Integer, Real, Tensor, constrain
 from ..engine import Federated, History, descend, everyone, run
 from ..models import FlatModel
 from ..partition import Clients
@@ -115,6 +116,10 @@ class WorkerGradients:
         return self.model.grad(x.expand(len(S), -1), xb, yb)  # (n, d)
 
 
+@constrain(model=Instance(FlatModel), clients=Instance(Clients), steps=Integer(min=1), lr=Real(gt=0),
+           batch_size=Integer(min=1), aggregate=Function(), attack=Function(), momentum=Real(ge=0, lt=1),
+           momentum_update=Function(), gen=Generator(), x0=Tensor(1) | None, eval_every=Integer(min=1) | None,
+           test=Instance(tuple, list, description="a pair (x_test, y_test)") | None)  # fmt: skip
 def byzantine_sgd(
     model: FlatModel,
     clients: Clients,
@@ -155,8 +160,6 @@ def byzantine_sgd(
     Raises:
         ValueError: for steps < 1 or lr <= 0.
     """
-    if not (steps >= 1 and lr > 0):
-        raise ValueError(f"byzantine_sgd: need steps >= 1 and lr > 0, got steps={steps}, lr={lr}")
     device = clients.x.device
     x = model.init(gen, device) if x0 is None else x0.to(device)
     x_test, y_test = (clients.x_test, clients.y_test) if test is None else test
