@@ -375,6 +375,9 @@ class _InMessage:
     def __format__(self, spec):
         return format(self.value, spec) if spec else shown(self.value)
 
+    def __repr__(self):
+        return repr(self.value)
+
 
 def FloatDtype() -> OneOf:  # noqa: N802
     """A floating-point dtype (a float algorithm never computes in integers)."""

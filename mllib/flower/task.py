@@ -21,6 +21,7 @@ import torch
 
 import mllib
 from mllib import engine, federated, privacy, robust
+from mllib.constraints import Instance, Integer, OneOf, Real, Rule, constrain
 from mllib.personalized import restrict
 
 ALGORITHMS = ("fedavg", "scaffold", "dp-fedavg")
@@ -29,6 +30,14 @@ AGGREGATORS = ("mean", "median", "trimmed mean", "krum", "geometric median")
 BATCHES, ATTACK, SERVER_NOISE = 0, 1, 2
 
 
+@constrain(Rule("aggregator", lambda algorithm, aggregator: aggregator == "mean" or algorithm == "fedavg",
+                "a robust aggregator replaces FedAvg's mean; algorithm={algorithm!r} keeps its own"),
+           Rule("byzantine", lambda byzantine, clients: byzantine < clients,
+                "byzantine must be in [0, clients), got {byzantine} for clients={clients}"),
+           rounds=Integer(min=1), clients=Integer(min=1), local_steps=Integer(min=1), lr=Real(gt=0),
+           batch_size=Integer(min=1), seed=Integer(min=0), partition=OneOf("iid", "dirichlet"), alpha=Real(gt=0),
+           algorithm=OneOf(*ALGORITHMS), aggregator=OneOf(*AGGREGATORS), byzantine=Integer(min=0), clip=Real(gt=0),
+           noise=Real(gt=0), delta=Real(gt=0, lt=1), timeout=Real(gt=0), output=Instance(str))  # fmt: skip
 @dataclass(frozen=True)
 class Settings:
     """One federated run on the digits (an MLP 64-64-10), FedAvg by default.
@@ -63,20 +72,6 @@ class Settings:
     delta: float = 1e-5
     timeout: float = 60.0
     output: str = ""
-
-    def __post_init__(self):
-        if self.algorithm not in ALGORITHMS:
-            raise ValueError(f"algorithm must be one of {ALGORITHMS}, got {self.algorithm!r}")
-        if self.aggregator not in AGGREGATORS:
-            raise ValueError(f"aggregator must be one of {AGGREGATORS}, got {self.aggregator!r}")
-        if self.aggregator != "mean" and self.algorithm != "fedavg":
-            raise ValueError(f"a robust aggregator replaces FedAvg's mean; algorithm={self.algorithm!r} keeps its own")
-        if min(self.rounds, self.clients, self.local_steps, self.batch_size) < 1:
-            raise ValueError("rounds, clients, local-steps and batch-size must be >= 1")
-        if not 0 <= self.byzantine < self.clients:
-            raise ValueError(f"byzantine must be in [0, clients), got {self.byzantine}")
-        if min(self.lr, self.clip, self.noise, self.timeout) <= 0:
-            raise ValueError("lr, clip, noise and timeout must be > 0")
 
     @classmethod
     def from_config(cls, config: Mapping) -> "Settings":
