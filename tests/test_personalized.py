@@ -63,6 +63,17 @@ def test_the_ditto_part_moves_the_personal_models_of_the_selected_clients_only(s
     assert (part.personal != x0).any(1).tolist() == [i in (1, 4) for i in range(clients.n)]
 
 
+def test_ditto_calls_the_displayed_personal_step(setting, monkeypatch):
+    """Lecture 02 shows ``ditto_update``'s source: Ditto's personal models move by that very function."""
+    model, clients, x0 = setting
+    calls = []
+    step = pers.training.ditto_update
+    monkeypatch.setattr(pers.training, "ditto_update", lambda *args: calls.append(1) or step(*args))
+    pers.ditto(model, clients, rounds=2, local_steps=1, personal_steps=3, lr=LR, lam=1.0, batch_size=BATCH,
+               gen=mllib.generator(5), x0=x0)  # fmt: skip
+    assert len(calls) == 2 * 3
+
+
 @given(lam=st.floats(0, 1e4), lr=st.floats(1e-3, 1.0))
 def test_ditto_update_moves_toward_the_global_model_as_lambda_grows(lam, lr):
     gen = mllib.generator(0)
@@ -455,3 +466,49 @@ def test_fitted_minimizer_rejects_a_concave_fit():
     with pytest.raises(ValueError, match="not convex"):
         pers.fitted_minimizer([0.0, 0.5, 1.0], [0.0, 1.0, 0.0])
     assert abs(pers.fitted_minimizer([0.0, 0.5, 1.0], [1.0, 0.0, 1.0]) - 0.5) < 1e-9
+
+
+# Clients that come and go ---------------------------------------------------------------
+
+def test_diurnal_availability_peaks_at_each_zones_hour_and_averages_half_its_peak():
+    availability = pers.diurnal_availability([0, 1, 2, 3, 0], peaks=(0.8, 0.6, 0.4, 0.2), period=8)
+    assert torch.allclose(availability(8), torch.tensor([0.8, 0.3, 0.0, 0.1, 0.8], dtype=torch.float64))
+    assert torch.allclose(availability(2)[1], torch.tensor(0.6, dtype=torch.float64))  # zone 1 peaks a quarter day later
+    rates = pers.participation_rates(availability, 16)  # two whole days
+    assert torch.allclose(rates, torch.tensor([0.4, 0.3, 0.2, 0.1, 0.4], dtype=torch.float64))
+
+
+@pytest.mark.parametrize("zones, peaks, period, message", [
+    ([0, 2], (0.5, 0.5), 4, "zones"), ([0], (0.0,), 4, "peaks"), ([0], (1.5,), 4, "peaks"), ([0], (0.5,), 0, "period"),
+])  # fmt: skip
+def test_diurnal_availability_rejects_bad_input(zones, peaks, period, message):
+    with pytest.raises(ValueError, match=message):
+        pers.diurnal_availability(zones, peaks, period)
+
+
+def test_available_selects_each_client_as_often_as_its_probability():
+    q = torch.tensor([0.95, 0.5, 0.1, 0.0], dtype=torch.float64)  # empty draws (2%) are rare
+    select = pers.available(lambda r: q, mllib.generator(0))
+    counts = torch.zeros(4)
+    for r in range(1, 4001):
+        S = select(r)
+        assert len(S) >= 1 and torch.equal(S, S.sort().values)
+        counts[S] += 1
+    assert torch.allclose(counts / 4000, q.float(), atol=0.04)
+    assert counts[3] == 0  # never online: never selected, not even for an otherwise empty round
+
+
+def test_available_never_returns_an_empty_round():
+    select = pers.available(lambda r: torch.full((5,), 1e-6, dtype=torch.float64), mllib.generator(0))
+    assert all(len(select(r)) == 1 for r in range(1, 50))
+
+
+def test_reweighting_by_availability_gives_rare_clients_their_share(setting):
+    model, clients, x0 = setting
+    rare = pers.diurnal_availability([0, 0, 0, 0, 1, 1, 1, 1], peaks=(1.0, 0.2), period=4)
+    runs = {reweight: pers.fedavg_with_availability(model, clients, rare, rounds=4, local_steps=2, lr=LR,
+                                                    batch_size=BATCH, gen=mllib.generator(3), x0=x0, reweight=reweight)
+            for reweight in (False, True)}  # fmt: skip
+    assert len(runs[False].rounds) == 4 and runs[False].client_accuracy[0].shape == (8,)
+    plain = runs[False].algorithm.weights
+    assert torch.allclose(runs[True].algorithm.weights * pers.participation_rates(rare, 4).to(plain), plain)

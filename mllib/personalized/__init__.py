@@ -4,8 +4,12 @@ When every client has its own task, one global model is not the goal. This packa
 the personal-model algorithms on the client matrix (``training``: local training,
 fine-tuning, Ditto, interpolation, training in stages), the bias-variance analysis of
 collaboration for mean estimation (``averaging``, Grimberg et al. 2021), clients' Shapley
-values (``shapley``) and collaborative transfer learning (``transfer``).
+values (``shapley``), collaborative transfer learning (``transfer``) and clients that come and
+go with the time of day (``availability``).
 """
+from .availability import (
+    available, diurnal_availability, fedavg_with_availability, participation_rates,
+)
 from .averaging import (
     fitted_minimizer, harmful_bias, monte_carlo_mse, mse_of_weight, optimal_weight, plot_collaboration,
 )
@@ -19,7 +23,8 @@ from .transfer import (
 )
 
 __all__ = [
-    "CachedGame", "Ditto", "LinearCollaboration", "TransferCurve", "corrupt_labels", "ditto", "ditto_update",
+    "CachedGame", "Ditto", "LinearCollaboration", "TransferCurve", "available", "corrupt_labels", "ditto",
+    "ditto_update", "diurnal_availability", "fedavg_with_availability", "participation_rates",
     "exact_shapley", "federation_game", "fine_tune", "fine_tune_on", "fitted_minimizer", "forgetting", "harmful_bias",
     "interpolate", "interpolation_sweep", "leave_one_out", "linear_collaboration", "monte_carlo_mse",
     "monte_carlo_shapley", "mse_of_weight", "optimal_weight", "plot_collaboration", "plot_linear_collaboration",
