@@ -16,7 +16,7 @@ ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root)
 # (OMP_WAIT_POLICY): two kernels of 2 threads each share the 2 cores.
 PERTURBED := MKL_CBWR=COMPATIBLE ATEN_CPU_CAPABILITY=default MLLIB_THREADS=2 OMP_WAIT_POLICY=PASSIVE
 
-.PHONY: lab test test-fast test-portable labs update execute survey bench bench-quick flower site present lint lint-notebooks clean
+.PHONY: lab test test-fast test-portable labs update execute survey bench bench-quick flower site present lint lint-notebooks release grade clean
 
 # Install under constraints.txt (torch==2.13.0, the CPU build). A torch already in .venv
 # (a GPU build, or the CPU wheel from PyTorch's index) is kept: its pin is dropped.
@@ -31,6 +31,19 @@ $(STAMP): pyproject.toml constraints.txt
 	MPLBACKEND=Agg $(BIN)/python -c "import matplotlib.pyplot"
 	touch $@
 
+# The instructor extra (nbgrader, for make release and make grade). make test installs it too,
+# so that CI grades a lab; make lab does not. nbgrader's JupyterLab and server extensions are
+# disabled: grading uses its Python API, and JupyterLab stays the one students get.
+INSTRUCTOR_STAMP := $(VENV)/.instructor-installed
+$(INSTRUCTOR_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check \
+	  -c $(VENV)/constraints.txt -e ".[dev,flower,instructor]"
+	for extension in formgrader assignment_list course_list validate_assignment; do \
+	  $(BIN)/jupyter server extension disable --sys-prefix nbgrader.server_extensions.$$extension \
+	    >/dev/null 2>&1 || exit 1; done
+	$(BIN)/jupyter labextension disable --level=sys_prefix @jupyter/nbgrader >/dev/null 2>&1
+	touch $@
+
 lab: $(STAMP)
 	$(BIN)/jupyter lab --ip=127.0.0.1 --ServerApp.root_dir=. $(ROOT_FLAG) $(LAB_ARGS)
 
@@ -38,7 +51,7 @@ lab: $(STAMP)
 # every benchmark at a tiny size (a crashing benchmark fails CI). The site's scripts come from npm
 # first, where npm is installed (the site and browser tests load them; they skip without).
 NPM_ASSETS := $(if $(shell command -v npm),$(NODE_MODULES)/.installed)
-test: $(STAMP) $(NPM_ASSETS) lint
+test: $(INSTRUCTOR_STAMP) $(NPM_ASSETS) lint
 	$(BIN)/python -m pytest -n 2 --dist loadscope -rs
 	$(MAKE) --no-print-directory test-portable bench-quick
 
@@ -55,6 +68,21 @@ test-fast: $(STAMP)
 # beside it (labs/NN_topic.new.ipynb), and stdout says so.
 labs: $(STAMP)
 	$(BIN)/python -m mllib.labs solutions labs
+
+# Instructors (README "For instructors"): the student version of every lab, through nbgrader's
+# generate_assignment, into build/release/ (upload them to your LMS).
+RELEASE ?= build/release
+release: $(INSTRUCTOR_STAMP)
+	$(BIN)/python -m mllib.grading release $(RELEASE)
+
+# Grade a folder of submissions, one subfolder per student (an LMS export): writes
+# $(GRADES)/grades.csv and $(GRADES)/feedback/<student>/<lab>.html. Each submission runs in its
+# own process with a time limit, unsandboxed. Options: GRADE_ARGS="--jobs 4 --timeout 300 --seed 7"
+SUBMISSIONS ?= submissions
+GRADES ?= build/grades
+GRADE_ARGS ?=
+grade: $(INSTRUCTOR_STAMP)
+	$(BIN)/python -m mllib.grading grade $(SUBMISSIONS) $(GRADES) $(GRADE_ARGS)
 
 # Students: take the course's fixes and new labs (git fetch + a merge that keeps every file
 # you changed; the course's version of such a file goes beside it). Options: make update

@@ -106,7 +106,7 @@ def grading_metadata(notebook: nbformat.NotebookNode, name: str = "notebook") ->
         region = has_region(cell.source)
         checks = checks_called(cell.source, aliases) if cell.cell_type == "code" else []
         if region and checks:
-            raise MarkerError(f"{name}, cell {index}: an answer and a check in one cell; move the check to its own cell")
+            raise MarkerError(f"{name}, cell {index}: an answer and a check in one cell; give the check its own")
         if cell.cell_type == "markdown" and region:
             written += 1
             meta = dict(grade=True, solution=True, locked=False, points=POINTS["written"], grade_id=f"written-{written}")
