@@ -44,12 +44,20 @@ def test_ci_runs_the_readme_test_command():
 
 def test_the_github_workflow_runs_make_test_on_linux_and_macos_arm64_with_two_pythons():
     workflow = yaml.safe_load((ROOT / ".github" / "workflows" / "test.yml").read_text())
-    (job,) = workflow["jobs"].values()
+    job = workflow["jobs"]["test"]
     assert [step["run"] for step in job["steps"] if "run" in step] == ["make test"]
     matrix = job["strategy"]["matrix"]
     assert any(os.startswith("ubuntu") for os in matrix["os"]) and "macos-14" in matrix["os"]  # macos-14: arm64
     oldest = PYPROJECT["requires-python"].removeprefix(">=")
     assert len(matrix["python"]) == 2 and oldest in matrix["python"]
+
+
+def test_the_github_workflow_runs_the_readmes_set_up_without_make_on_windows():
+    job = yaml.safe_load((ROOT / ".github" / "workflows" / "test.yml").read_text())["jobs"]["without-make"]
+    set_up, start = re.search(r"```bat\n(.*?)```", (ROOT / "README.md").read_text(), re.S).group(1).splitlines()
+    commands = [step["run"] for step in job["steps"] if "run" in step]
+    assert job["runs-on"].startswith("windows") and commands[0] == set_up
+    assert commands[1].startswith(start) and "--execute lectures/" in commands[2]
 
 
 def test_readme_pyproject_and_environment_name_the_same_oldest_python():
