@@ -83,12 +83,13 @@ class Either(Constraint):
         self.description = f"{first.description}, or {second.description}"
 
     def check(self, name, value):
+        errors = []
         for constraint in (self.first, self.second):
             try:
                 return constraint.check(name, value)
-            except (TypeError, ValueError):
-                pass
-        self.fail(name, value, TypeError)
+            except (TypeError, ValueError) as error:
+                errors.append(type(error))
+        self.fail(name, value, ValueError if ValueError in errors else TypeError)  # the right kind, a wrong value
 
     def bad_values(self):
         return [v for v in self.first.bad_values() if _rejects(self.second, v)]

@@ -129,10 +129,10 @@ def test_pgd_is_stronger_than_fgsm_and_l2_balls_are_weaker_than_linf_of_the_same
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        (dict(eps=-0.1), "eps must be >= 0"),
-        (dict(eps=0.1, norm="1"), "unknown norm='1'"),
-        (dict(eps=0.1, steps=0), "steps must be >= 1"),
-        (dict(eps=0.1, step_size=-1.0), "step_size must be >= 0"),
+        (dict(eps=-0.1), "eps must be a finite number >= 0"),
+        (dict(eps=0.1, norm="1"), "norm must be one of"),
+        (dict(eps=0.1, steps=0), "steps must be an integer >= 1"),
+        (dict(eps=0.1, step_size=-1.0), "step_size must be a finite number >= 0"),
         (dict(eps=0.1, random_start=True), "needs gen"),
     ],
 )
@@ -144,7 +144,7 @@ def test_pgd_rejects_bad_input(kwargs, message):
 
 def test_fgsm_rejects_negative_eps():
     f, x, y, _ = tiny()
-    with pytest.raises(ValueError, match=r"eps must be >= 0 \(the radius of the perturbation ball\), got -1"):
+    with pytest.raises(ValueError, match=r"eps must be a finite number >= 0, or a tensor of 1 dimension, got -1"):
         adv.fgsm(f, x, y, -1)
 
 

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
+from ..constraints import Function, Generator, Integer, OneOf, Real, Tensor, constrain
 from ..models import FlatModel
 from ..runtime import rand, randn
 
@@ -25,6 +26,11 @@ def classifier(model: FlatModel, row: torch.Tensor) -> Classifier:
     """
     params = {name: p[0] for name, p in model.unflatten(row.unsqueeze(0)).items()}
     return lambda x: functional_call(model.module, params, (x,))
+
+
+# a radius: one number, or one per sample (B,); NaN and inf rejected, signs checked by _check
+EPS = Real(ge=0) | Tensor(1, finite=True)
+IMAGES = dict(f=Function(), x=Tensor(), y=Tensor(1, integer=True))
 
 
 def _check(eps, norm: str = "inf", steps: int = 1) -> None:
@@ -55,6 +61,7 @@ def input_gradient(f: Classifier, x: torch.Tensor, y: torch.Tensor) -> tuple[tor
     return g, losses.detach()
 
 
+@constrain(**IMAGES, eps=EPS)
 def fgsm(f: Classifier, x: torch.Tensor, y: torch.Tensor, eps: float, *, targeted: bool = False) -> torch.Tensor:
     """Fast gradient sign method: one step of size eps along the sign of the input gradient.
 
@@ -120,6 +127,7 @@ def pgd_step(
     return (x + delta).clamp(0, 1)
 
 
+@constrain(**IMAGES, eps=EPS, norm=OneOf(*NORMS), steps=Integer(min=1), step_size=EPS | None, gen=Generator() | None)
 def pgd(
     f: Classifier,
     x: torch.Tensor,
