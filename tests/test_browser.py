@@ -6,17 +6,22 @@ mismatched ipywidgets and JupyterLab versions); this test can. It needs Debian's
 where a skip is a failure (`.ci/run` installs Chromium).
 """
 import contextlib
+import functools
+import http.server
 import json
 import os
 import re
 import shutil
+import threading
 import time
+import urllib.request
 
 import nbformat
 import pytest
 
 from lab_server import TOKEN, running_lab, start_kernel_session
-from notebooks import ROOT, code_cells
+from notebooks import LECTURES, ROOT, code_cells, read
+from test_site import needs_npm
 
 # Debian names it chromium; elsewhere point CHROMIUM at a Chromium or Chrome binary.
 CHROMIUM = os.environ.get("CHROMIUM") or shutil.which("chromium")
@@ -170,3 +175,206 @@ def test_a_widget_that_cannot_render_is_caught(lab_page, version, renders, tmp_p
         assert (page.locator(".widget-slider").count() == 1 and not widget_errors(page)) == renders
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+# The static site (`make site`), served on 127.0.0.1 with every other host blocked.
+STATE = "application/vnd.jupyter.widget-state+json"
+WIDGETS_DRAWN = """() => ({
+  math: document.querySelectorAll('.MathJax, .MathJax_Display').length,
+  mathErrors: document.querySelectorAll('.MathJax_Error, merror').length,
+  widgets: [...document.querySelectorAll('.jupyter-widgets')].map(w => w.innerText).join('\\n'),
+  controls: document.querySelectorAll('.widget-slider, .widget-dropdown, .widget-text, .widget-button').length,
+})"""
+
+
+@pytest.fixture(scope="module")
+def offline_site(tmp_path_factory):
+    """The site's base URL on 127.0.0.1, a browser context that aborts (and records) every request
+    to another host, and that record."""
+    from mllib.site import build_site
+
+    out = tmp_path_factory.mktemp("site")
+    build_site(out)
+    handler = functools.partial(QuietHandler, directory=str(out))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base, elsewhere = f"http://127.0.0.1:{server.server_address[1]}", []
+
+    def only_the_site(route):
+        if route.request.url.startswith(base + "/"):
+            route.continue_()
+        else:
+            elsewhere.append(route.request.url)
+            route.abort()
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        context = browser.new_context(viewport={"width": 1280, "height": 720})
+        context.route("**/*", only_the_site)
+        yield base, context, elsewhere
+        browser.close()
+    server.shutdown()
+
+
+class QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args) -> None:
+        pass
+
+
+def has_math(path) -> bool:
+    return any(c.cell_type == "markdown" and re.search(r"\$[^$]+\$", c.source) for c in nbformat.read(path, 4).cells)
+
+
+def first_description(path) -> str:
+    """The description of the first labelled control in the notebook's saved widget state."""
+    state = nbformat.read(path, 4).metadata["widgets"][STATE]["state"]
+    return next(m["state"]["description"] for m in state.values() if m["state"].get("description"))
+
+
+@needs_npm
+@pytest.mark.parametrize(
+    "folder, lectures", [("lectures", LECTURES), ("slides", [LECTURES[1], LECTURES[7]])], ids=["pages", "slides"]
+)  # two slide decks suffice: they load the same files as the pages, and math and widgets (01, 07)
+def test_the_site_typesets_math_and_draws_saved_widgets_with_other_hosts_blocked(offline_site, folder, lectures, tmp_path):
+    base, context, elsewhere = offline_site
+    for lecture in lectures:
+        page = context.new_page()
+        failed = []
+        page.on("response", lambda r: failed.append(f"{r.status} {r.url}") if r.status >= 400 else None)
+        page.goto(f"{base}/{folder}/{lecture.stem}.html")
+        page.wait_for_selector(".jupyter-widgets", state="attached", timeout=60_000)
+        if has_math(lecture):  # MathJax typesets the page in one pass, then its queue is empty
+            page.wait_for_function("() => MathJax.Hub.queue.pending === 0 && !MathJax.Hub.queue.running"
+                                   " && document.querySelector('.MathJax')", timeout=90_000)  # fmt: skip
+        drawn = page.evaluate(WIDGETS_DRAWN)
+        page.screenshot(path=tmp_path / f"{folder}-{lecture.stem}.png")
+        page.close()
+        assert elsewhere == [] and failed == [], lecture.name
+        assert drawn["mathErrors"] == 0 and (drawn["math"] > 0) == has_math(lecture), (lecture.name, drawn)
+        assert drawn["controls"] >= 1 and not BROKEN.search(drawn["widgets"]), (lecture.name, drawn)
+        assert first_description(lecture) in drawn["widgets"], lecture.name
+
+
+# Presenting with jupyterlab-deck (`make present`): JupyterLab's own notebook, so widgets stay live.
+SLIDE = """() => {
+  const cells = [...document.querySelectorAll('.jp-Notebook .jp-Cell.jp-deck-mod-visible')];
+  const rects = cells.map(c => c.getBoundingClientRect());
+  return {cells: cells.map(c => [...document.querySelectorAll('.jp-Notebook .jp-Cell')].indexOf(c)),
+          title: cells.length ? cells[0].innerText.trim().split('\\n')[0].slice(0, 80) : '',
+          height: cells.length ? Math.max(...rects.map(r => r.bottom)) - Math.min(...rects.map(r => r.top)) : 0};
+}"""
+CONTROLS = ".jp-deck-mod-visible .jp-OutputArea-output :is(.widget-slider, .widget-dropdown, .widget-text)"
+# What a control's output shows: the figures and text next to it (interact's output, a gallery's image).
+SHOWN = """control => {
+  const area = control.closest('.jp-OutputArea-output');
+  return [...area.querySelectorAll('img')].map(i => i.src).join() + [...area.querySelectorAll('.widget-output')].map(o => o.innerText).join();
+}"""
+VIEWPORT = {"width": 1280, "height": 720}
+OVERFLOW_REPORT = ROOT / "build" / "slide-overflow"
+
+
+def presented_copy(lecture) -> str:
+    """The lecture with the course metadata applied (`python -m mllib.site --metadata`), in build/."""
+    from mllib.site import course_metadata
+
+    notebook = nbformat.read(lecture, as_version=4)
+    course_metadata(notebook, notebook.metadata["language_info"], slides=True)
+    folder = ROOT / "build" / "browser-test" / "present"
+    folder.mkdir(parents=True, exist_ok=True)
+    nbformat.write(notebook, folder / lecture.name)
+    return f"build/browser-test/present/{lecture.name}"
+
+
+def start_deck(page) -> None:
+    """Start presenting at the first cell, as an instructor does: Command Palette, "Start Deck"."""
+    page.locator(".jp-Notebook .jp-Cell").first.click()
+    page.keyboard.press("Escape")
+    page.keyboard.press("Control+Shift+C")
+    page.wait_for_selector(".lm-CommandPalette-input:visible", timeout=10_000)
+    page.keyboard.type("Start Deck")
+    page.wait_for_selector(".lm-CommandPalette-item.lm-mod-active:has-text('Start Deck')", timeout=10_000)
+    page.keyboard.press("Enter")
+    page.wait_for_selector("body[data-jp-deck-mode='presenting']", state="attached", timeout=30_000)
+
+
+def deck_off(base: str) -> None:
+    """jupyterlab-deck remembers that it presents (and hides the menus on the next page): forget."""
+    request = urllib.request.Request(
+        f"{base}/lab/api/settings/@deathbeds/jupyterlab-deck:plugin?token={TOKEN}", method="PUT",
+        data=json.dumps({"raw": json.dumps({"active": False})}).encode(), headers={"Content-Type": "application/json"},
+    )  # fmt: skip
+    with urllib.request.urlopen(request, timeout=30) as reply:
+        assert reply.status in (200, 204)
+
+
+def each_slide(page):
+    """Step through the deck (subslides first, then the next slide) and yield each slide once."""
+    seen = set()
+    for _ in range(500):
+        slide = page.evaluate(SLIDE)
+        if tuple(slide["cells"]) not in seen:
+            seen.add(tuple(slide["cells"]))
+            yield slide
+        for direction in ("down", "forward"):
+            button = page.locator(f".jp-deck-mod-direction-{direction}")
+            if "jp-mod-disabled" not in (button.get_attribute("class") or ""):
+                button.click()
+                page.wait_for_timeout(200)
+                break
+        else:
+            return
+
+
+def move(control) -> None:
+    """Move a slider one step, or pick the next option of a dropdown, or double a number."""
+    classes = control.get_attribute("class")
+    if "widget-slider" in classes:
+        control.locator(".noUi-handle").focus()
+        control.page.keyboard.press("ArrowRight")
+    elif "widget-dropdown" in classes:
+        select = control.locator("select")
+        select.select_option(index=(select.evaluate("s => s.selectedIndex") + 1) % select.locator("option").count())
+    else:
+        field = control.locator("input")
+        field.fill(str(2 * float(field.input_value() or 1)))
+        field.press("Enter")
+
+
+@pytest.mark.parametrize("lecture", LECTURES, ids=lambda p: p.stem)
+def test_presenting_a_lecture_its_widget_answers_and_every_slide_is_measured(lab_page, lecture, tmp_path):
+    base, browser = lab_page
+    relative = presented_copy(lecture)
+    deck_off(base)
+    page = open_notebook(browser, base, relative)
+    page.set_viewport_size(VIEWPORT)
+    run_all_cells(page, len([c for c in code_cells(ROOT / relative) if c.source.strip()]))
+    try:
+        start_deck(page)
+        slides, moved = [], None
+        for slide in each_slide(page):
+            slides.append(slide)
+            control = page.locator(CONTROLS).first
+            if moved is None and control.count():
+                control.scroll_into_view_if_needed()
+                before = control.evaluate(SHOWN)
+                move(control)
+                page.wait_for_function(f"([c, old]) => ({SHOWN})(c) !== old", arg=[control.element_handle(), before],
+                                       timeout=20_000)  # fmt: skip
+                moved = slide["title"]
+                page.screenshot(path=tmp_path / f"{lecture.stem}-moved.png")
+        errors = widget_errors(page)
+    finally:
+        page.screenshot(path=tmp_path / f"{lecture.stem}-last.png")
+        page.close()
+        deck_off(base)
+    assert errors == []
+    assert moved, f"no widget of {lecture.name} answered while presenting"
+    headings = sum(c.metadata.get("slideshow", {}).get("slide_type") in ("slide", "subslide") for c in read(ROOT / relative).cells)
+    assert len(slides) == headings, "the deck did not show every slide"
+    overflowing = [s for s in slides if s["height"] > VIEWPORT["height"]]
+    OVERFLOW_REPORT.mkdir(parents=True, exist_ok=True)
+    (OVERFLOW_REPORT / f"{lecture.stem}.md").write_text(
+        f"{lecture.name}: {len(overflowing)} of {len(slides)} slides taller than {VIEWPORT['height']} px at "
+        f"{VIEWPORT['width']}x{VIEWPORT['height']} while presenting\n"
+        + "".join(f"- {s['height']:.0f} px: {s['title']}\n" for s in overflowing)
+    )
