@@ -400,7 +400,17 @@ def fine_tune_solution(model, w, xb, yb, lr):
     return V
 
 
-SOLUTIONS = {"ditto_update": ditto_solution, "optimal_weight": weight_solution, "fine_tune": fine_tune_solution}
+def ditto_round_solution(model, w, V, xb, yb, xp, yp, weights, lr, lam):
+    Y = w.expand(len(V), -1)
+    for x, y in zip(xb, yb):
+        Y = Y - lr * model.grad(Y, x, y)
+    for x, y in zip(xp, yp):
+        V = ditto_solution(V, w, model.grad(V, x, y), lr, lam)
+    return weights @ Y / weights.sum(), V
+
+
+SOLUTIONS = {"ditto_update": ditto_solution, "optimal_weight": weight_solution, "fine_tune": fine_tune_solution,
+             "ditto_round": ditto_round_solution}  # fmt: skip
 WRONG = {
     "ditto_update": {
         "gradient step": lambda V, w, G, lr, lam: V - lr * (G + lam * (V - w)),
@@ -413,6 +423,12 @@ WRONG = {
         "bias not squared": lambda v0, n0, v1, n1, b: (v0 / n0) / (v0 / n0 + v1 / n1 + b.abs()),
         "forgets sample sizes": lambda v0, n0, v1, n1, b: v0 / (v0 + v1 + b**2),
         "ignores bias": lambda v0, n0, v1, n1, b: (v0 / n0) / (v0 / n0 + v1 / n1),
+    },
+    "ditto_round": {
+        "calls the library": lambda model, w, V, xb, yb, xp, yp, weights, lr, lam: (
+            weights @ pers.fine_tune_on(model, w, xb, yb, lr) / weights.sum(), V),
+        "personal models unchanged": lambda model, w, V, xb, yb, xp, yp, weights, lr, lam: (
+            ditto_round_solution(model, w, V, xb, yb, xp, yp, weights, lr, lam)[0], V.clone()),
     },
     "fine_tune": {
         "no steps": lambda model, w, xb, yb, lr: w.expand(xb.shape[1], -1).clone(),
