@@ -11,12 +11,14 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call, grad
 
+from ..constraints import Tensor, constrain
 from ..models import FlatModel
 from ..runtime import randn
 from .accountant import calibrate_sigma
 from .dp import clip_rows, dp_sgd
 
 
+@constrain(member_losses=Tensor(finite=True), nonmember_losses=Tensor(finite=True))
 def membership_auc(member_losses: torch.Tensor, nonmember_losses: torch.Tensor) -> float:
     """AUC of the loss-threshold attack: P(loss of a non-member > loss of a member), ties count 1/2.
 
@@ -26,8 +28,6 @@ def membership_auc(member_losses: torch.Tensor, nonmember_losses: torch.Tensor) 
     Raises:
         ValueError: if either set is empty.
     """
-    if member_losses.numel() == 0 or nonmember_losses.numel() == 0:
-        raise ValueError("member_losses and nonmember_losses must both be non-empty")
     a, b = member_losses.reshape(-1, 1).double(), nonmember_losses.reshape(1, -1).double()
     return float(((b > a).double() + 0.5 * (b == a).double()).mean())
 

@@ -15,6 +15,7 @@ from scipy import optimize, stats
 from torch.func import functional_call, grad, vmap
 
 from ..clients import run_rounds
+from ..constraints import ClientMatrix, Generator, Instance, Integer, Real, Tensor, constrain
 from ..models import FlatModel, loss_gradient
 from ..partition import split
 from ..runtime import rand, randn
@@ -204,6 +205,9 @@ def dp_sgd_gradient(
     return (total + sigma * clip * noise) / expected_batch
 
 
+@constrain(model=Instance(FlatModel), X=ClientMatrix(), x=Tensor(), y=Tensor(2, floating=False), steps=Integer(min=0),
+           lr=Real(ge=0), q=Real(gt=0, le=1), clip=Real(gt=0, infinite=True) | Tensor(1),
+           sigma=Real(ge=0) | Tensor(1, finite=True), gen=Generator())  # fmt: skip
 def dp_sgd(
     model: FlatModel, X: torch.Tensor, x: torch.Tensor, y: torch.Tensor, *, steps: int, lr: float, q: float,
     clip, sigma, gen: torch.Generator,
@@ -225,8 +229,6 @@ def dp_sgd(
     Raises:
         ValueError: for q outside (0, 1], sigma < 0, clip <= 0 or shapes that disagree.
     """
-    if not 0 < q <= 1:
-        raise ValueError(f"q must be in (0, 1], got {q}")
     n, size = y.shape
     if X.shape != (n, model.dim):
         raise ValueError(f"X must have shape ({n}, {model.dim}), one row per data set in y, got {tuple(X.shape)}")
