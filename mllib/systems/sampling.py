@@ -31,6 +31,8 @@ def check_probabilities(p: torch.Tensor, n: int | None = None) -> None:
     """Raise ValueError unless p is a 1-d distribution (non-negative, sums to one), of length n."""
     if p.ndim != 1 or (n is not None and len(p) != n):
         raise ValueError(f"p must have shape ({n if n is not None else 'n'},), got {tuple(p.shape)}")
+    if not bool(torch.isfinite(p).all()):  # NaN passes every comparison below
+        raise ValueError("p must be a distribution with finite entries, got NaN or inf in it")
     if (p < 0).any():
         raise ValueError(f"p must be non-negative, got a minimum of {float(p.min()):.4g}")
     total = float(p.double().sum())
