@@ -9,8 +9,8 @@
 """
 from .accountant import ORDERS, RDPAccountant, calibrate_sigma, compute_rdp, epsilon, rdp_to_epsilon
 from .attacks import (
-    InversionResult, MembershipResult, dlg, inversion_experiment, membership_auc, membership_experiment,
-    reconstruction_error, sample_gradient, sample_losses,
+    InversionResult, MembershipResult, dlg, dp_advantage_bound, inversion_experiment, membership_advantage,
+    membership_auc, membership_experiment, reconstruction_error, sample_gradient, sample_losses,
 )  # fmt: skip
 from .dp import (
     clip_rows, clipped_sum, dp_fedavg_accuracy, dp_fedavg_aggregate, dp_sgd, dp_sgd_gradient, gaussian_mechanism,
@@ -24,13 +24,14 @@ from .secure_aggregation import (
 )  # fmt: skip
 
 __all__ = [
-    "AdvertiseKeys", "EncryptedShares", "FixedPoint", "ForwardedShares", "InversionResult", "MODULUS", "MaskedInput",
-    "MembershipResult", "ORDERS", "PublicKeys", "RDPAccountant", "RefusedRequest", "SecAggClient", "SecAggServer",
-    "SecureAggregation", "UnmaskRequest", "UnmaskResponse", "agree", "calibrate_sigma", "clip_noise_summary",
-    "clip_rows", "clipped_sum", "compute_rdp", "dlg", "dp_fedavg_accuracy", "dp_fedavg_aggregate", "dp_sgd",
-    "dp_sgd_gradient", "epsilon", "gaussian_mechanism", "gaussian_sigma", "ghost_clipped_sum", "inversion_experiment",
-    "laplace_mechanism", "membership_auc", "membership_experiment", "noisy_clipped_sum", "pairwise_mask",
-    "per_sample_gradients", "plot_clip_noise", "plot_reconstructions", "plot_tradeoff", "prg", "privacy_utility",
-    "private_key", "protocol_cost", "rdp_to_epsilon", "reconstruct", "reconstruction_error", "sample_gradient",
-    "sample_losses", "secaggplus_cost", "share",
+    "AdvertiseKeys", "EncryptedShares", "FixedPoint", "ForwardedShares", "InversionResult", "MODULUS",
+    "MaskedInput", "MembershipResult", "ORDERS", "PublicKeys", "RDPAccountant", "RefusedRequest", "SecAggClient",
+    "SecAggServer", "SecureAggregation", "UnmaskRequest", "UnmaskResponse", "agree", "calibrate_sigma",
+    "clip_noise_summary", "clip_rows", "clipped_sum", "compute_rdp", "dlg", "dp_fedavg_accuracy",
+    "dp_fedavg_aggregate", "dp_sgd", "dp_advantage_bound", "dp_sgd_gradient", "epsilon", "gaussian_mechanism",
+    "gaussian_sigma", "ghost_clipped_sum", "inversion_experiment", "laplace_mechanism", "membership_advantage",
+    "membership_auc", "membership_experiment", "noisy_clipped_sum", "pairwise_mask", "per_sample_gradients",
+    "plot_clip_noise", "plot_reconstructions", "plot_tradeoff", "prg", "privacy_utility", "private_key",
+    "protocol_cost", "rdp_to_epsilon", "reconstruct", "reconstruction_error", "sample_gradient", "sample_losses",
+    "secaggplus_cost", "share",
 ]

@@ -5,6 +5,7 @@
 - Gradient inversion, DLG (Zhu, Liu, Han 2019, Algorithm 1): optimize a dummy input and
   label until their gradient matches the shared one.
 """
+import math
 from dataclasses import dataclass
 
 import torch
@@ -32,6 +33,42 @@ def membership_auc(member_losses: torch.Tensor, nonmember_losses: torch.Tensor) 
     return float(((b > a).double() + 0.5 * (b == a).double()).mean())
 
 
+def membership_advantage(member_losses: torch.Tensor, nonmember_losses: torch.Tensor) -> float:
+    """Membership advantage TPR - FPR of Yeom et al.'s threshold attack (2018, Adversary 1, Definition 4).
+
+    The adversary knows the average training loss tau (here: the members' mean loss) and guesses
+    "member" when a record's loss is below tau. Its advantage is P(guess | member) - P(guess |
+    non-member); 0 means it learns nothing. Under (epsilon, delta)-DP no attack exceeds
+    ``dp_advantage_bound(epsilon, delta)``.
+
+    Raises:
+        ValueError: if either set is empty.
+    """
+    if member_losses.numel() == 0 or nonmember_losses.numel() == 0:
+        raise ValueError("member_losses and nonmember_losses must both be non-empty")
+    tau = member_losses.double().mean()
+    return float((member_losses.double() < tau).double().mean() - (nonmember_losses.double() < tau).double().mean())
+
+
+def dp_advantage_bound(epsilon: float, delta: float) -> float:
+    """The largest TPR - FPR of any membership attack on an (epsilon, delta)-DP mechanism.
+
+    DP bounds every test: FPR + e^eps FNR >= 1 - delta and FNR + e^eps FPR >= 1 - delta
+    (Kairouz, Oh, Viswanath 2015, Theorem 2.1); their intersection gives
+    TPR - FPR <= (e^eps - 1 + 2 delta) / (e^eps + 1). Infinite epsilon: 1.
+
+    Raises:
+        ValueError: for epsilon <= 0 (or NaN) or delta outside [0, 1).
+    """
+    if not epsilon > 0:
+        raise ValueError(f"epsilon must be > 0, got {epsilon}")
+    if not 0 <= delta < 1:
+        raise ValueError(f"delta must be in [0, 1), got {delta}")
+    if math.isinf(epsilon):
+        return 1.0
+    return (math.expm1(epsilon) + 2 * delta) / (math.exp(epsilon) + 1)
+
+
 def sample_losses(model: FlatModel, row: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Each sample's cross-entropy loss under one model (d,): (M,)."""
     logits = model.forward(row.unsqueeze(0), x.unsqueeze(0))[0]
@@ -40,18 +77,19 @@ def sample_losses(model: FlatModel, row: torch.Tensor, x: torch.Tensor, y: torch
 
 @dataclass
 class MembershipResult:
-    """AUCs (configs, seeds) and test accuracies (configs, seeds); config 0 is non-private."""
+    """AUCs, advantages and test accuracies, each (configs, seeds); config 0 is non-private."""
 
     epsilons: list[float]  # inf first, then the DP budgets
     auc: torch.Tensor
     accuracy: torch.Tensor
+    advantage: torch.Tensor
 
 
 def membership_experiment(
     data, model: FlatModel, *, epsilons: list[float], seeds: int, members: int = 100, nonmembers: int = 300,
     steps: int = 200, lr: float = 0.5, q: float = 0.5, clip: float = 1.0, delta: float = 1e-5,
 ) -> MembershipResult:  # fmt: skip
-    """Loss-threshold membership AUC of models trained on ``members`` digits, without DP and at each epsilon.
+    """Loss-threshold membership AUC and advantage of models trained on ``members`` digits, without DP and at each epsilon.
 
     For each seed: draw ``members`` training images and ``nonmembers`` test images; train
     non-privately (SGD on the same Poisson batches) and by DP-SGD with sigma calibrated to
@@ -80,14 +118,14 @@ def membership_experiment(
     X0 = torch.stack([model.init(gen, device) for _ in range(seeds)]).repeat_interleave(configs, 0)
     rows = dict(sigma=torch.tensor(sigmas * seeds), clip=torch.tensor(clips * seeds))
     X = dp_sgd(model, X0, xm, ym, steps=steps, lr=lr, q=q, gen=gen, **rows)
-    auc = torch.zeros(configs, seeds)
-    acc = torch.zeros(configs, seeds)
+    auc, advantage, acc = torch.zeros(configs, seeds), torch.zeros(configs, seeds), torch.zeros(configs, seeds)
     for r, row in enumerate(X):
         s, c = divmod(r, configs)
         test = picks[s][1].to(device)
-        auc[c, s] = membership_auc(sample_losses(model, row, xm[r], ym[r]), sample_losses(model, row, data.x_test[test], data.y_test[test]))
+        losses = sample_losses(model, row, xm[r], ym[r]), sample_losses(model, row, data.x_test[test], data.y_test[test])
+        auc[c, s], advantage[c, s] = membership_auc(*losses), membership_advantage(*losses)
         acc[c, s] = (model.forward(row[None], data.x_test[None])[0].argmax(1) == data.y_test).float().mean()
-    return MembershipResult([float("inf"), *epsilons], auc, acc)
+    return MembershipResult([float("inf"), *epsilons], auc, acc, advantage)
 
 
 # --- gradient inversion -------------------------------------------------------------------------

@@ -66,7 +66,21 @@ def gaussian_sigma(*, sensitivity: float, epsilon: float, delta: float) -> float
 def gaussian_mechanism(
     value: torch.Tensor, *, sensitivity: float, epsilon: float, delta: float, gen: torch.Generator
 ) -> torch.Tensor:
-    """value + N(0, sigma^2) per coordinate, sigma from ``gaussian_sigma``: (epsilon, delta)-DP."""
+    """The Gaussian mechanism: M(D) = f(D) + N(0, sigma^2 I), (epsilon, delta)-DP (Dwork & Roth 2014, Sec. 3.5.3).
+
+    sigma is the smallest that suffices for a query of L2 sensitivity D (``gaussian_sigma``:
+    Balle & Wang 2018, Theorem 8).
+
+    Args:
+        value: the query's answer f(D), any shape; sensitivity: its L2 sensitivity D > 0.
+        epsilon, delta: the privacy budget; gen: CPU generator of the noise.
+
+    Returns:
+        value plus independent noise N(0, sigma^2) on every coordinate, same shape.
+
+    Raises:
+        ValueError: for epsilon <= 0, sensitivity <= 0 or delta outside (0, 1).
+    """
     sigma = gaussian_sigma(sensitivity=sensitivity, epsilon=epsilon, delta=delta)
     return value + sigma * randn(*value.shape, gen=gen, device=value.device)
 
