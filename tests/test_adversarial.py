@@ -202,6 +202,21 @@ def test_robust_accuracy_never_exceeds_clean_accuracy(f, test_batch):
     assert adv.robust_accuracy(f, x, y, functools.partial(adv.pgd, eps=0.05, steps=3)) <= adv.robust_accuracy(f, x, y)
 
 
+def test_transfer_rate_counts_flips_among_the_images_the_target_got_right():
+    def f(x):  # predicts class 1 where the first pixel is above 1/2, else class 0
+        return torch.stack([0.5 - x.flatten(1)[:, 0], x.flatten(1)[:, 0] - 0.5], dim=1)
+
+    x = torch.tensor([0.9, 0.9, 0.1, 0.9]).view(4, 1, 1, 1)
+    y = torch.tensor([1, 1, 0, 0])  # the last image is misclassified: left out
+    x_adv = torch.tensor([0.1, 0.9, 0.9, 0.1]).view(4, 1, 1, 1)  # flips images 0 and 2 of the 3 correct
+    assert adv.transfer_rate(f, x_adv, x, y) == pytest.approx(2 / 3)
+    assert adv.transfer_rate(f, x, x, y) == 0.0
+    with pytest.raises(ValueError, match="no image"):
+        adv.transfer_rate(f, x, x, torch.full((4,), 5))
+    with pytest.raises(ValueError, match="shape"):
+        adv.transfer_rate(f, x[:2], x, y)
+
+
 def test_minimal_epsilon_flips_each_image(f, test_batch):
     x, y = test_batch[0][:10], test_batch[1][:10]
     eps = adv.minimal_epsilon(f, x, y, high=0.5, iterations=8, steps=10)

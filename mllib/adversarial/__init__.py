@@ -8,7 +8,7 @@ client matrix. Adversarial training (the min-max of Madry et al. 2018) runs on o
 """
 from .attacks import (
     NORMS, Attack, Classifier, accuracy, classifier, fgsm, input_gradient, minimal_epsilon, pgd, pgd_step,
-    project, robust_accuracy,
+    project, robust_accuracy, transfer_rate,
 )  # fmt: skip
 from .patch import apply_patch, patch_success, random_positions, universal_patch
 from .training import adversarial_epoch, adversarial_training, small_cnn
@@ -18,5 +18,5 @@ __all__ = [
     "NORMS", "Attack", "AttackGrid", "Classifier", "accuracy", "adversarial_epoch", "adversarial_training",
     "apply_patch", "attack_grid", "classifier", "fgsm", "input_gradient", "minimal_epsilon", "patch_success",
     "pgd", "pgd_step", "plot_attack", "project", "random_positions", "robust_accuracy", "small_cnn",
-    "universal_patch",
+    "transfer_rate", "universal_patch",
 ]

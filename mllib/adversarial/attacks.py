@@ -218,6 +218,31 @@ def accuracy(f: Classifier, x: torch.Tensor, y: torch.Tensor, batch_size: int = 
     return correct / len(y)
 
 
+@torch.no_grad()
+def transfer_rate(f: Classifier, x_adv: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> float:
+    """The share of the images f classifies correctly that it misclassifies once perturbed.
+
+    Papernot, McDaniel and Goodfellow 2016 ("Transferability in machine learning", Section 3)
+    measure transferability so: examples x_adv crafted on a source model, evaluated on a target
+    f that the attacker never queried for gradients; images f already gets wrong are left out.
+
+    Args:
+        f: the target classifier; x_adv, x: (B, C, H, W) perturbed and clean images; y: (B,) labels.
+
+    Returns:
+        mis-classified on x_adv among correct on x, in [0, 1].
+
+    Raises:
+        ValueError: if the shapes of x_adv and x differ, or f classifies no image of x correctly.
+    """
+    if x_adv.shape != x.shape:
+        raise ValueError(f"x_adv must have the shape of x {tuple(x.shape)}, got {tuple(x_adv.shape)}")
+    correct = f(x).argmax(1) == y  # (B,)
+    if not correct.any():
+        raise ValueError("f classifies no image of x correctly: no transfer rate to measure")
+    return float((f(x_adv[correct]).argmax(1) != y[correct]).double().mean())
+
+
 def robust_accuracy(
     f: Classifier, x: torch.Tensor, y: torch.Tensor, attack: Attack | None = None, *, batch_size: int = 1000
 ) -> float:
