@@ -91,6 +91,29 @@ def test_slide_ranges_of_the_fp8_formats():
     assert FORMATS["fp8_e3m4"].max == float(ml_dtypes.finfo(ml_dtypes.float8_e3m4).max)
 
 
+def test_the_slide_rounds_ranges_up_to_powers_of_two_and_its_e4m3_is_ieee_style():
+    for name in ("fp16", "fp8_e5m2", "fp8_e3m4"):
+        assert FORMATS[name].slide_range == 2.0 ** math.ceil(math.log2(FORMATS[name].max)) > FORMATS[name].max
+    ieee_e4m3 = formats.FloatFormat("e4m3, IEEE-style", 4, 3, 7, True, 256.0)
+    assert ieee_e4m3.max == 240 and FORMATS["fp8_e4m3"].slide_range == 256 < FORMATS["fp8_e4m3"].max
+
+
+def test_grid_spacing_is_the_gap_between_neighbours():
+    z = torch.tensor([1.0, 1.5, 2.0, 1e-6, 0.0, 70000.0], dtype=torch.float64)
+    fp16 = FORMATS["fp16"]
+    expected = [2**-10, 2**-10, 2**-9, fp16.smallest_subnormal, fp16.smallest_subnormal, 2.0 ** (16 - 10)]
+    assert formats.grid_spacing(z, "fp16").tolist() == expected
+    assert formats.grid_spacing(z, "int8") == 1.0
+
+
+@pytest.mark.parametrize("fmt", list(FORMATS))
+def test_round_to_nearest_is_round_to_without_stochastic(fmt):
+    x = hard_inputs("bf16", n=1000)
+    assert same_bits(formats.round_to_nearest(x, fmt), formats.round_to(x, fmt))
+    with pytest.raises(ValueError, match="floating-point"):
+        formats.round_to_nearest(torch.arange(3), fmt)
+
+
 @pytest.mark.parametrize("fmt", ["fp16", "bf16", "fp8_e5m2", "fp8_e4m3", "fp8_e3m4", "int8"])
 def test_every_pattern_decodes_to_a_value_that_encodes_back(fmt):
     f = FORMATS[fmt]
@@ -313,6 +336,19 @@ def test_pruning_zeroes_the_smallest_entries():
     assert (p == 0).sum() == 30 and p[p != 0].abs().min() >= w[p == 0].abs().max()
     with pytest.raises(ValueError, match="sparsity"):
         training.magnitude_prune(w, 1.0)
+
+
+def test_retraining_keeps_the_pruned_connections_at_zero_and_recovers_accuracy(digits, fp32_run):
+    pruned_acc = training.mlp_accuracy(training.compress(training.unstack(fp32_run.model)[0], 0.9), digits.x_test.flatten(1),
+                                       digits.y_test)  # fmt: skip
+    retrained = training.prune_and_retrain(fp32_run.model, digits, 0.9, steps=100, lr=0.1, batch_size=32,
+                                           gens=[mllib.generator(2)])  # fmt: skip
+    for name in ("W1", "W2"):
+        kept = training.magnitude_prune(fp32_run.model[name][0], 0.9) != 0
+        assert torch.equal(retrained.model[name][0] != 0, kept)
+    assert retrained.algorithm.accuracies()[0] > pruned_acc + 0.1
+    with pytest.raises(ValueError, match="one generator per run"):
+        training.prune_and_retrain(fp32_run.model, digits, 0.5, steps=1, lr=0.1, batch_size=32, gens=[])
 
 
 def test_compression_bytes():

@@ -12,16 +12,19 @@ from . import autodiff, bits, formats, hashing, sparse, summation, training
 from .autodiff import Value
 from .bits import bit_rows, bit_string, bit_table, decode, decode_ieee, encode, format_table
 from .formats import (
-    FORMATS, FloatFormat, IntFormat, amax_scale, get_format, round_to, scaled_round, stochastic_round_grid, torch_cast,
+    FORMATS, FloatFormat, IntFormat, amax_scale, get_format, grid_spacing, round_to, round_to_nearest, scaled_round,
+    stochastic_round_grid, torch_cast,
 )
 from .hashing import collision_rate, hash_features, murmurhash3_32, signed_hash_vector
 from .summation import kahan_sum, naive_sum, pairwise_sum, summation_errors
-from .training import LimitedPrecisionSGD, Precision, compression_sweep, train_limited, train_limited_seeds, unstack
+from .training import (
+    LimitedPrecisionSGD, Precision, compression_sweep, prune_and_retrain, train_limited, train_limited_seeds, unstack,
+)
 
 __all__ = [
     "FORMATS", "FloatFormat", "IntFormat", "LimitedPrecisionSGD", "Precision", "Value", "amax_scale", "bit_rows",
     "bit_string", "bit_table", "collision_rate", "compression_sweep", "decode", "decode_ieee", "encode", "format_table",
-    "get_format", "hash_features", "kahan_sum", "murmurhash3_32", "naive_sum", "pairwise_sum", "round_to",
-    "scaled_round", "signed_hash_vector", "stochastic_round_grid", "summation_errors", "torch_cast", "train_limited",
-    "train_limited_seeds", "unstack",
+    "get_format", "grid_spacing", "hash_features", "kahan_sum", "murmurhash3_32", "naive_sum", "pairwise_sum",
+    "prune_and_retrain", "round_to", "round_to_nearest", "scaled_round", "signed_hash_vector", "stochastic_round_grid",
+    "summation_errors", "torch_cast", "train_limited", "train_limited_seeds", "unstack",
 ]

@@ -114,18 +114,18 @@ def bit_table(value: float) -> str:
 
 
 def format_table() -> str:
-    """The range/precision table of every format, exact values beside the slide's rounded ones."""
+    """The range/precision table of every format, the exact max beside the slide's rounded +-R."""
     head = (f"{'format':<9} {'bits':>4} {'E':>2} {'M':>2} {'bias':>4} {'max':>10} {'slide range':>11} "
             f"{'min normal':>10} {'min subnormal':>13} {'eps':>9}  special values")  # fmt: skip
     lines = [head]
     for f in FORMATS.values():
         if isinstance(f, IntFormat):
-            lines.append(f"{f.name:<9} {f.bits:>4} {'':>2} {'':>2} {'':>4} {f.max:>10.5g} {f.slide_range:>11} "
+            lines.append(f"{f.name:<9} {f.bits:>4} {'':>2} {'':>2} {'':>4} {f.max:>10.5g} {f'+-{f.slide_range:g}':>11} "
                          f"{1.0:>10.3g} {1.0:>13.3g} {f.eps:>9.3g}  {f.special_values}")  # fmt: skip
             continue
         lines.append(
             f"{f.name:<9} {f.bits:>4} {f.exponent_bits:>2} {f.mantissa_bits:>2} {f.bias:>4} {f.max:>10.5g} "
-            f"{f.slide_range:>11} {f.smallest_normal:>10.3g} {f.smallest_subnormal:>13.3g} {f.eps:>9.3g}  "
+            f"{f'+-{f.slide_range:g}':>11} {f.smallest_normal:>10.3g} {f.smallest_subnormal:>13.3g} {f.eps:>9.3g}  "
             f"{'no inf' if not f.has_inf else 'inf, NaN'}"
         )
     return "\n".join(lines)

@@ -27,7 +27,9 @@ class FloatFormat:
         bias: b, the exponent field of 1.0.
         has_inf: IEEE style (top exponent = inf and NaN) if True; "FN" style (top exponent
             holds numbers, only all-ones is NaN, no infinity) if False.
-        slide_range: the rounded range the lecture slide gives, shown beside the exact one.
+        slide_range: the bound R of the range +-R the lecture slide gives, shown beside the exact
+            max (the slide rounds the 16- and 8-bit ranges up to powers of two; its E4M3 is the
+            IEEE-style one, max 240).
         torch_dtype: torch's dtype for the format, or None where torch has none (TF32, E3M4).
     """
 
@@ -36,7 +38,7 @@ class FloatFormat:
     mantissa_bits: int
     bias: int
     has_inf: bool
-    slide_range: str
+    slide_range: float
     torch_dtype: torch.dtype | None = None
 
     @property
@@ -89,7 +91,7 @@ class IntFormat:
 
     name: str
     bits: int
-    slide_range: str
+    slide_range: float
     torch_dtype: torch.dtype | None = None
     special_values: str = "none"
 
@@ -110,14 +112,14 @@ class IntFormat:
 Format = FloatFormat | IntFormat
 
 FORMATS: dict[str, Format] = {
-    "fp32": FloatFormat("fp32", 8, 23, 127, True, "+-3.4e38", torch.float32),
-    "tf32": FloatFormat("tf32", 8, 10, 127, True, "+-3.4e38"),
-    "fp16": FloatFormat("fp16", 5, 10, 15, True, "+-65504", torch.float16),
-    "bf16": FloatFormat("bf16", 8, 7, 127, True, "+-3.4e38", torch.bfloat16),
-    "fp8_e5m2": FloatFormat("fp8_e5m2", 5, 2, 15, True, "+-57344", torch.float8_e5m2),
-    "fp8_e4m3": FloatFormat("fp8_e4m3", 4, 3, 7, False, "+-448", torch.float8_e4m3fn),
-    "fp8_e3m4": FloatFormat("fp8_e3m4", 3, 4, 3, True, "+-15.5"),
-    "int8": IntFormat("int8", 8, "-128..127", torch.int8),
+    "fp32": FloatFormat("fp32", 8, 23, 127, True, 3.4e38, torch.float32),
+    "tf32": FloatFormat("tf32", 8, 10, 127, True, 3.4e38),
+    "fp16": FloatFormat("fp16", 5, 10, 15, True, 65536.0, torch.float16),
+    "bf16": FloatFormat("bf16", 8, 7, 127, True, 3.4e38, torch.bfloat16),
+    "fp8_e5m2": FloatFormat("fp8_e5m2", 5, 2, 15, True, 65536.0, torch.float8_e5m2),
+    "fp8_e4m3": FloatFormat("fp8_e4m3", 4, 3, 7, False, 256.0, torch.float8_e4m3fn),
+    "fp8_e3m4": FloatFormat("fp8_e3m4", 3, 4, 3, True, 16.0),
+    "int8": IntFormat("int8", 8, 128.0, torch.int8),
 }
 
 
@@ -134,15 +136,41 @@ def get_format(fmt: str | Format) -> Format:
     return FORMATS[fmt]
 
 
-def round_to(
-    x: torch.Tensor, fmt: str | Format, *, stochastic: bool = False, gen: torch.Generator | None = None
-) -> torch.Tensor:
-    """Round every entry of ``x`` to the nearest value of ``fmt`` (ties to even), or stochastically.
+def grid_spacing(z: torch.Tensor, fmt: str | Format) -> torch.Tensor | float:
+    """The gap q between the neighbours of ``fmt`` around each entry of z (float64).
 
-    Round to nearest even: with q = 2^(max(floor(log2|x|), 1 - b) - M) the gap between
-    neighbours around x, the result is q * round_half_even(x / q). Division by a power of
-    two is exact in float64, so the only rounding is the one asked for (bit for bit torch's
-    casts where torch has the type; tests/test_numerics.py checks it).
+    q = 2^(e - M), with e the exponent of z's leading bit clamped to [1 - b, emax + 1]:
+    below the normal range the subnormals keep the gap 2^(1 - b - M); beyond max, q is the
+    gap just above max. INT8: q = 1.
+
+    Args:
+        z: (...) float64 tensor; fmt: a name in ``FORMATS`` or a format.
+
+    Returns:
+        (...) float64 tensor of powers of two (1.0 for an integer format).
+    """
+    f = get_format(fmt)
+    if isinstance(f, IntFormat):
+        return 1.0
+    e = ((z.view(torch.int64) >> 52) & 0x7FF) - 1023  # float64's exponent field: zero lands on the clamp
+    e = e.clamp(min=f.min_exponent, max=f.max_exponent + 1)
+    return ((e + (1023 - f.mantissa_bits)) << 52).view(torch.float64)  # 2^(e - M), built from its bits
+
+
+def _as_float64(x: torch.Tensor) -> tuple[torch.Tensor, torch.dtype]:
+    """x in float64 (exact: every input dtype embeds in it), and the dtype to return."""
+    if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+        raise ValueError(f"x must be a floating-point tensor, got {getattr(x, 'dtype', type(x).__name__)}")
+    return x.to(torch.float64), x.dtype if x.dtype in (torch.float32, torch.float64) else torch.float32
+
+
+def round_to_nearest(x: torch.Tensor, fmt: str | Format) -> torch.Tensor:
+    """Round every entry of ``x`` to the nearest value of ``fmt``, ties to even.
+
+    With q = ``grid_spacing`` the gap between neighbours around x, the result is
+    q * round_half_even(x / q). Division by a power of two is exact in float64, so the only
+    rounding is the one asked for (bit for bit torch's casts where torch has the type;
+    tests/test_numerics.py checks it).
 
     Overflow follows torch 2.13's casts: IEEE-style formats round to +-inf once x reaches
     max + q/2 (the tie goes to the even neighbour 2^(emax+1)); FP8 E4M3 (FN) *saturates* to
@@ -150,9 +178,41 @@ def round_to(
     non-saturating mode give NaN (``torch_cast`` saturates on every torch version). NaN stays NaN.
     INT8 rounds to an integer and saturates to [-128, 127].
 
+    Args:
+        x: a floating-point tensor of any shape (bf16 and fp8 inputs are read as float32).
+        fmt: a name in ``FORMATS`` or a ``FloatFormat``/``IntFormat``.
+
+    Returns:
+        A tensor of x's shape and dtype (float32 for half, bf16, fp8 inputs) whose values
+        all lie in ``fmt``.
+
+    Raises:
+        ValueError: for an unknown format or a non-float ``x``.
+
+    Reference: IEEE 754-2019, Sec. 4.3.1 (roundTiesToEven).
+    """
+    f = get_format(fmt)
+    z, dtype = _as_float64(x)
+    q = grid_spacing(z, f)  # the gap between fmt's neighbours around z
+    y = torch.round(z / q) * q  # torch.round: half to even
+    if isinstance(f, IntFormat) or not f.has_inf:
+        y = y.clamp(-f.max - (isinstance(f, IntFormat)), f.max)  # INT8: [-128, 127]; E4M3: saturate as torch does
+        y = torch.where(torch.isnan(z), z, y)
+    else:
+        # overflow (and inf, nan: inf / q = inf) -> +-inf; nan stays nan (nan > max is False)
+        y = torch.where(y.abs() > f.max, z * math.inf, y)
+    return y.to(dtype)
+
+
+def round_to(
+    x: torch.Tensor, fmt: str | Format, *, stochastic: bool = False, gen: torch.Generator | None = None
+) -> torch.Tensor:
+    """Round every entry of ``x`` into ``fmt``: to nearest even (``round_to_nearest``), or stochastically.
+
     Stochastic rounding (Gupta et al. 2015, "Deep learning with limited numerical precision",
     Eq. 5) rounds up with probability (x - down) / q, so E[round(x)] = x: floor(x / q + u) q,
-    u ~ U[0, 1). It saturates at +-max so that it stays unbiased for every |x| <= max.
+    u ~ U[0, 1), q = ``grid_spacing``. It saturates at +-max so that it stays unbiased for
+    every |x| <= max.
 
     Args:
         x: a floating-point tensor of any shape (bf16 and fp8 inputs are read as float32).
@@ -168,33 +228,16 @@ def round_to(
         ValueError: for an unknown format, a non-float ``x``, or stochastic without ``gen``.
     """
     f = get_format(fmt)
-    if not isinstance(x, torch.Tensor) or not x.is_floating_point():
-        raise ValueError(f"x must be a floating-point tensor, got {getattr(x, 'dtype', type(x).__name__)}")
-    if stochastic and gen is None:
+    z, dtype = _as_float64(x)
+    if not stochastic:
+        return round_to_nearest(x, f)
+    if gen is None:
         raise ValueError("stochastic rounding needs gen=<a torch.Generator>, got gen=None")
-    out_dtype = x.dtype if x.dtype in (torch.float32, torch.float64) else torch.float32
-    z = x.to(torch.float64)  # exact: every input dtype embeds in float64
-    if isinstance(f, IntFormat):
-        q = 1.0
-    else:
-        # 1. exponent of the leading bit (float64 exponent field), clamped to the subnormal
-        #    range (zero, and float64 subnormals, land on the clamp); 2. the gap q = 2^(e - M).
-        e = ((z.view(torch.int64) >> 52) & 0x7FF) - 1023
-        e = e.clamp(min=f.min_exponent, max=f.max_exponent + 1)
-        q = ((e + (1023 - f.mantissa_bits)) << 52).view(torch.float64)  # spacing of fmt around z
-    if stochastic:
-        z = z.clamp(-f.max, f.max)
-        u = torch.rand(z.shape, generator=gen, dtype=torch.float64).to(z.device)
-        y = torch.floor(z / q + u) * q
-    else:
-        y = torch.round(z / q) * q  # torch.round: half to even
-    if isinstance(f, IntFormat) or not f.has_inf:
-        y = y.clamp(-f.max - (isinstance(f, IntFormat)), f.max)  # INT8: [-128, 127]; E4M3: saturate as torch does
-        y = torch.where(torch.isnan(z), z, y)
-    else:
-        # overflow (and inf, nan: inf / q = inf) -> +-inf; nan stays nan (nan > max is False)
-        y = torch.where(y.abs() > f.max, z * math.inf, y)
-    return y.to(out_dtype)
+    q = grid_spacing(z, f)  # the gap around the unclamped z
+    z = z.clamp(-f.max, f.max)  # NaN stays NaN
+    u = torch.rand(z.shape, generator=gen, dtype=torch.float64).to(z.device)
+    y = torch.floor(z / q + u) * q  # on fmt's grid, or one gap beyond max
+    return round_to_nearest(y, f).to(dtype)  # exact on the grid; beyond max: inf or saturation, as nearest rounding
 
 
 def torch_cast(x: torch.Tensor, fmt: str | Format) -> torch.Tensor:

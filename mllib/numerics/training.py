@@ -124,6 +124,9 @@ class LimitedPrecisionSGD(Rounds):
         precision: the ``Precision`` configuration.
         gens: one CPU generator per run: its initialization, minibatches and stochastic roundings.
         hidden, lr, batch_size: network width and SGD settings.
+        init: starting weights {name: (S, ...)} instead of a fresh initialization (fine-tuning).
+        masks: {name: (S, ...) bool} entries kept; the others are held at zero after every step
+            (retraining a pruned network, Han et al. 2015, Sec. 3).
 
     State: ``params`` {name: (S, ...)} the master weights; ``skipped`` (S,) steps skipped so
     far; ``loss`` (S,) the last step's training loss; ``underflow`` (S,) the last step's fraction
@@ -134,7 +137,8 @@ class LimitedPrecisionSGD(Rounds):
     """
 
     def __init__(self, data: Dataset, precision: Precision, gens: list[torch.Generator], *, hidden: int, lr: float,
-                 batch_size: int):  # fmt: skip
+                 batch_size: int, init: dict[str, torch.Tensor] | None = None,
+                 masks: dict[str, torch.Tensor] | None = None):  # fmt: skip
         if not gens:
             raise ValueError("seeds must name at least one seed, got none")
         if batch_size < 1 or hidden < 1 or not lr > 0:
@@ -143,7 +147,11 @@ class LimitedPrecisionSGD(Rounds):
         self.data, self.precision, self.gens = data, precision, gens
         self.lr, self.batch_size = lr, batch_size
         self.x_all = data.x_train.flatten(1)  # (N, n_in)
-        runs = [init_mlp(self.x_all.shape[1], hidden, data.n_classes, gen=g, device=data.x_train.device) for g in gens]
+        if init is None:
+            runs = [init_mlp(self.x_all.shape[1], hidden, data.n_classes, gen=g, device=data.x_train.device) for g in gens]
+        else:
+            runs = unstack(init)
+        self.masks = masks or {}
         self.qc = _rounder(precision.compute, precision.scaled, per_row=True)
         self.qg = _rounder(precision.grads, precision.scaled, per_row=True)
         # State
@@ -182,6 +190,8 @@ class LimitedPrecisionSGD(Rounds):
                 new = torch.stack([_fast(row, p.master, stochastic=True, gen=g) for row, g in zip(new, self.gens)])
             else:
                 new = _fast(new, p.master)
+            if k in self.masks:
+                new = new * self.masks[k]  # pruned connections stay pruned
             params[k] = torch.where(finite.view(-1, *[1] * (w.dim() - 1)), new, w)
 
     @property
@@ -277,6 +287,41 @@ def magnitude_prune(w: torch.Tensor, sparsity: float) -> torch.Tensor:
         return w.clone()
     threshold = w.abs().flatten().sort().values[k - 1]  # sort: deterministic on CUDA too
     return torch.where(w.abs() > threshold, w, torch.zeros_like(w))
+
+
+def prune_and_retrain(
+    params: dict[str, torch.Tensor], data: Dataset, sparsity: float, *, steps: int, lr: float, batch_size: int,
+    gens: list[torch.Generator],
+) -> History:  # fmt: skip
+    """Magnitude-prune S trained networks, then retrain the connections that are left (Han et al. 2015).
+
+    Han, Pool, Tran and Dally 2015 ("Learning both weights and connections", Sec. 3): train,
+    prune each weight matrix's smallest-magnitude entries, retrain the remaining weights with
+    the pruned ones held at zero. Here: ``magnitude_prune`` of W1 and W2 of every run, then
+    ``steps`` FP32 SGD steps of ``LimitedPrecisionSGD`` from the pruned weights, with masks.
+
+    Args:
+        params: the trained weights of S runs, {name: (S, ...)} (``history.model``).
+        data: the training and test data; sparsity: in [0, 1).
+        steps, lr, batch_size: the retraining SGD; gens: S generators for its minibatches.
+
+    Returns:
+        The retraining's ``engine.History``; ``history.algorithm.accuracies()`` one test accuracy
+        per run, ``history.model`` the retrained weights (each W as sparse as pruned).
+
+    Raises:
+        ValueError: for a sparsity outside [0, 1), one generator per run missing, or bad SGD settings.
+    """
+    pruned = {k: torch.stack([magnitude_prune(w, sparsity) for w in W]) if k.startswith("W") else W.clone()
+              for k, W in params.items()}  # fmt: skip
+    if len(gens) != len(pruned["W1"]):
+        raise ValueError(f"gens must hold one generator per run ({len(pruned['W1'])}), got {len(gens)}")
+    masks = {k: w != 0 for k, w in pruned.items() if k.startswith("W")}
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
+    sgd = LimitedPrecisionSGD(data, Precision(), gens, hidden=pruned["W1"].shape[1], lr=lr, batch_size=batch_size,
+                              init=pruned, masks=masks)  # fmt: skip
+    return engine.run(sgd, steps, metrics=METRICS)
 
 
 def compressed_bytes(params: dict[str, torch.Tensor], value_bits: int, *, sparse: bool) -> int:
