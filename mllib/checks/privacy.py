@@ -1,17 +1,40 @@
-"""Self-checks for lab 07_privacy."""
+"""Self-checks for lab 07_privacy: DP-SGD's clipped noisy sum, DP-SGD built from its update, pairwise masks, a membership attack."""
 import torch
 
+from ..models import FlatModel, mlp
 from ..privacy import dp, secure_aggregation
 from ..privacy.attacks import membership_auc
 from ..runtime import rand, randn
-from . import self_check
+from . import Mistake, self_check
+
+# ---- Exercise 1: the privatized sum
 
 
-@self_check(dp.noisy_clipped_sum)
+def _clipped(G, clip):
+    return G * (clip / G.norm(dim=1, keepdim=True).clamp_min(1e-30)).clamp(max=1.0)
+
+
+@self_check(
+    dp.noisy_clipped_sum,
+    mistakes=[
+        Mistake(lambda G, c, s, z: _clipped(G.sum(0, keepdim=True), c)[0] + s * c * z,
+                "you clip the summed gradient, not each example's gradient",
+                "clip every row g_i of G to norm C first, then sum the rows"),
+        Mistake(lambda G, c, s, z: _clipped(G, c).sum(0) + s * z, "your noise is missing the factor C",
+                "the sum's sensitivity is C, so the noise is sigma * C * noise"),
+        Mistake(lambda G, c, s, z: (c * G / G.norm(dim=1, keepdim=True).clamp_min(1e-12)).sum(0) + s * c * z,
+                "you scale every row to norm C, also the shorter ones",
+                "g_i / max(1, ||g_i|| / C) leaves a row of norm <= C as it is"),
+        Mistake(lambda G, c, s, z: G.sum(0) + s * c * z, "the rows are not clipped",
+                "divide each row by max(1, ||g_i|| / C) before summing"),
+        Mistake(lambda G, c, s, z: (_clipped(G, c).sum(0) + s * c * z) / len(G), "you return a mean, not the sum",
+                "return the noisy sum; DP-SGD divides it by the batch size later"),
+    ],
+)  # fmt: skip
 def clip_and_noise(gen):
     """G (B, d) with rows of norm below, at and above C; sigma 0 and positive; noise (d,)."""
     cases = []
-    for b, d, clip, sigma in [(1, 3, 1.0, 0.0), (4, 5, 0.5, 1.0), (8, 10, 2.0, 0.3), (16, 7, 0.1, 2.0), (5, 1, 1.0, 1.0)]:
+    for b, d, clip, sigma in [(4, 5, 0.5, 1.0), (1, 3, 1.0, 0.0), (8, 10, 2.0, 0.3), (16, 7, 0.1, 2.0), (5, 1, 1.0, 1.0)]:
         G = randn(b, d, gen=gen) * (0.05 + 3 * rand(b, 1, gen=gen))  # norms spread around C
         cases.append(dict(G=G, clip=clip, sigma=sigma, noise=randn(d, gen=gen)))
     G = randn(6, 4, gen=gen)
@@ -20,7 +43,93 @@ def clip_and_noise(gen):
     return cases
 
 
-@self_check(secure_aggregation.pairwise_mask)
+# ---- Exercise 2: DP-SGD, built from its update rule
+
+
+def reference_dp_sgd(model, row, x, y, takes, noises, lr, clip, sigma, q):
+    for take, noise in zip(takes, noises, strict=True):
+        G = dp.per_sample_gradients(model, row, x[take], y[take])  # (batch, d)
+        row = row - lr * dp.noisy_clipped_sum(G, clip, sigma, noise) / (q * len(y))
+    return row
+
+
+def _dp_sgd_variant(kind):
+    """DP-SGD with one mistake of ``kind``; otherwise the update of ``reference_dp_sgd``."""
+
+    def wrong(model, row, x, y, takes, noises, lr, clip, sigma, q):
+        for take, noise in zip(takes, noises, strict=True):
+            if kind == "every example":
+                take = torch.ones_like(take)
+            G = dp.per_sample_gradients(model, row, x[take], y[take])
+            if kind == "clips the sum":
+                total = _clipped(G.sum(0, keepdim=True), clip)[0]
+            elif kind == "no clipping":
+                total = G.sum(0)
+            else:
+                total = _clipped(G, clip).sum(0)
+            total = total + (sigma * noise if kind == "noise without C" else sigma * clip * noise)
+            batch = {"realized batch": max(int(take.sum()), 1), "data set size": len(y)}.get(kind, q * len(y))
+            row = row - lr * total / batch
+        return row
+
+    return wrong
+
+
+def _tiny_classifier_data(n, gen):
+    x = randn(n, 4, gen=gen).double() * 2
+    return x, torch.randint(0, 3, (n,), generator=gen)
+
+
+@self_check(
+    reference_dp_sgd,
+    mistakes=[
+        Mistake(_dp_sgd_variant("every example"), "you use every example at each step, not the sampled ones",
+                "step t uses only the examples with takes[t] True: x[takes[t]], y[takes[t]]"),
+        Mistake(_dp_sgd_variant("clips the sum"), "you clip the summed gradient, not each example's gradient",
+                "per-sample gradients (B, d) first, clip each row to norm C, then sum"),
+        Mistake(_dp_sgd_variant("no clipping"), "the per-example gradients are not clipped",
+                "scale each row g_i by min(1, C / ||g_i||) before summing"),
+        Mistake(_dp_sgd_variant("noise without C"), "your noise is missing the factor C",
+                "the clipped sum's sensitivity is C: add sigma * C * noises[t]"),
+        Mistake(_dp_sgd_variant("realized batch"), "you divide by the realized batch size, not q * N",
+                "the realized size depends on who is in the data: divide by the expected size q * len(y)"),
+        Mistake(_dp_sgd_variant("data set size"), "you divide by the data set size N, not q * N",
+                "the expected batch size is q * N"),
+    ],
+    forbid=[dp.dp_sgd, dp.dp_sgd_gradient, dp.clipped_sum, dp.ghost_clipped_sum, dp.noisy_clipped_sum, dp.clip_rows],
+)  # fmt: skip
+def dp_sgd(gen):
+    """A tiny float64 MLP (4 -> 5 -> 3) on N examples; takes (T, N) Poisson draws with
+    probability q; noises (T, d) standard normal; clip around the per-example norms."""
+    cases = []
+    for n, steps, lr, clip, sigma, q in [(12, 3, 0.5, 0.5, 1.0, 0.5), (8, 2, 1.0, 1.0, 0.0, 0.7),
+                                         (20, 4, 0.2, 0.3, 2.0, 0.3), (6, 1, 0.5, 10.0, 0.5, 1.0)]:  # fmt: skip
+        model = FlatModel(mlp(4, 3, hidden=(5,)).double())
+        x, y = _tiny_classifier_data(n, gen)
+        takes = rand(steps, n, gen=gen) < q
+        cases.append(dict(model=model, row=model.init(gen).double(), x=x, y=y, takes=takes,
+                          noises=randn(steps, model.dim, gen=gen).double(), lr=lr, clip=clip, sigma=sigma, q=q))  # fmt: skip
+    return cases
+
+
+# ---- Exercise 3: secure aggregation's pairwise masks
+
+
+def _signed_masks(i, seeds, d):
+    return [secure_aggregation.prg(s, d) if j > i else -secure_aggregation.prg(s, d) for j, s in seeds.items()]
+
+
+@self_check(
+    secure_aggregation.pairwise_mask,
+    mistakes=[
+        Mistake(lambda i, seeds, d: sum(secure_aggregation.prg(s, d) for s in seeds.values()) % 2**32,
+                "you add every PRG(s_ij); the masks cannot cancel", "add PRG(s_ij) for j > i, subtract it for j < i"),
+        Mistake(lambda i, seeds, d: (-sum(_signed_masks(i, seeds, d))) % 2**32, "your signs are swapped",
+                "client i adds the masks shared with clients j > i and subtracts those with j < i"),
+        Mistake(lambda i, seeds, d: sum(_signed_masks(i, seeds, d)), "some values fall outside [0, 2^32)",
+                "reduce the sum modulo 2^32: mask % 2**32"),
+    ],
+)  # fmt: skip
 def pairwise_mask(gen):
     """Client i of n with 32-byte seeds shared with every other client; vectors of length d."""
     cases = []
@@ -30,12 +139,25 @@ def pairwise_mask(gen):
     return cases
 
 
+# ---- Exercise 4: the loss-threshold membership attack
+
+
 def loss_threshold_auc_reference(member_losses: torch.Tensor, nonmember_losses: torch.Tensor) -> torch.Tensor:
     """``membership_auc`` as a 0-d float64 tensor."""
     return torch.tensor(membership_auc(member_losses, nonmember_losses), dtype=torch.float64)
 
 
-@self_check(loss_threshold_auc_reference)
+@self_check(
+    loss_threshold_auc_reference,
+    mistakes=[
+        Mistake(lambda m, n: 1 - loss_threshold_auc_reference(m, n), "your AUC is reversed: 1 - AUC",
+                "a member has the smaller loss: count pairs where the non-member's loss is larger"),
+        Mistake(lambda m, n: (n[None, :] >= m[:, None]).double().mean(), "you count a tie as a full win",
+                "a tie between a member's and a non-member's loss counts 1/2"),
+        Mistake(lambda m, n: (n[None, :] > m[:, None]).double().mean(), "you count a tie as a loss",
+                "a tie between a member's and a non-member's loss counts 1/2"),
+    ],
+)  # fmt: skip
 def loss_threshold_auc(gen):
     """Member and non-member losses of different sizes, overlapping, separated, and with ties."""
     cases = []
