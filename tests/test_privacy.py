@@ -12,7 +12,6 @@ from scipy import stats
 import mllib
 from mllib import privacy
 from mllib.checks import CheckFailed
-from mllib.checks import CheckFailed
 from mllib.checks import privacy as check
 from mllib.privacy import secure_aggregation as sa
 from selfchecks import assert_passes, assert_rejects
