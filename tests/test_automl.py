@@ -54,6 +54,14 @@ def test_every_hyperband_bracket_costs_about_s_max_plus_one_times_R(R, eta):
         assert all(a[0] >= b[0] and a[1] <= b[1] for a, b in zip(bracket, bracket[1:]))  # fewer, longer runs
 
 
+def test_random_search_trains_one_drawn_configuration_per_R_epochs():
+    curves, pool = torch.rand(10, 9, generator=torch.Generator().manual_seed(0)), torch.arange(3, 10)
+    trace = automl.random_search(curves, pool, 40, torch.Generator().manual_seed(1))
+    assert [spent for spent, _ in trace] == [9, 18, 27, 36]
+    assert all(c in pool.tolist() for _, c in trace)
+    assert trace == automl.search_trace("random", curves, pool, 40, torch.Generator().manual_seed(1))
+
+
 def test_hyperband_beats_random_search_on_a_small_budget_when_good_configurations_are_rare():
     quality = torch.cat([torch.rand(5) * 0.1 + 0.9, torch.rand(75) * 0.5])  # 5 good configurations of 80
     curves = quality[:, None] * (1 - torch.exp(-torch.arange(1, 28).float() / 4))

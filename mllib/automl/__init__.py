@@ -14,7 +14,7 @@ from .meta import adaptation_curve, meta_step, meta_train, meta_train_seeds, rep
 from .nas import architecture_search, deepen, mutate, widen
 from .search import (
     CurveTable, anytime_curves, bergstra_objective, best_found, grid_configs, grid_points, hyperband_schedule,
-    learning_curves, sample_configs, search_trace, successive_halving,
+    learning_curves, random_search, sample_configs, search_trace, successive_halving,
 )  # fmt: skip
 from .zeroorder import (
     finite_difference_gradient, gaussian_smoothing_gradient, gradient_descent, quadratic, ridge_validation_loss,
