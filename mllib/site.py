@@ -22,7 +22,7 @@ import os
 import pathlib
 import shutil
 import sys
-from importlib.metadata import version
+from importlib.metadata import files, version
 
 import jinja2
 import jupyter_server_mathjax
@@ -140,6 +140,9 @@ def copy_assets(static: pathlib.Path, node_modules: pathlib.Path = NODE_MODULES)
         copy_into(static / target, node_modules / package / source)
     copy_into(static / "mathjax", MATHJAX)
     shutil.copy(MATHJAX / "LICENSE", licences / "mathjax.LICENSE")
+    # The widget manager's npm package ships no licence file: its project's, from the ipywidgets wheel.
+    ipywidgets_licence = next(f for f in files("ipywidgets") if f.name == "LICENSE")
+    shutil.copy(ipywidgets_licence.locate(), licences / "@jupyter-widgets__html-manager.LICENSE")
     lines.append(f"- MathJax from the pip package jupyter-server-mathjax {version('jupyter-server-mathjax')}, licence Apache-2.0")
     (licences / "README.md").write_text("\n".join(lines) + "\n")
 
