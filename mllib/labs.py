@@ -35,7 +35,6 @@ BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
 CODE_STUB = ("# YOUR CODE HERE", "raise NotImplementedError")
 TEXT_STUB = ("YOUR ANSWER HERE",)  # nbgrader's text stub
 RECORD = ("mllib", "lab")  # metadata.mllib.lab = {"solution": name, "sha256": digest}
-CHECK_IMPORT = re.compile(r"^from mllib\.checks import (\w+)(?: as (\w+))?", re.M)
 CALL = re.compile(r"^(\w+)\.(\w+)\(", re.M)  # `check.fedavg_round(` at the start of a line
 POINTS = {"check": 1, "written": 1}  # per check cell, per written answer
 
@@ -73,6 +72,24 @@ def has_region(source: str) -> bool:
     return any(line.strip() == BEGIN for line in source.splitlines())
 
 
+def check_imports(notebook: nbformat.NotebookNode) -> dict[str, str]:
+    """The self-check modules a notebook imports, by the name it gives them:
+    ``from mllib.checks import federated as check`` gives ``{"check": "mllib.checks.federated"}``,
+    ``from mllib import checks`` gives ``{"checks": "mllib.checks"}`` (experiment questions)."""
+    found = {}
+    for cell in notebook.cells:
+        try:
+            tree = ast.parse(cell.source) if cell.cell_type == "code" else ast.Module(body=[])
+        except SyntaxError:
+            continue
+        for node in ast.walk(tree):
+            for alias in getattr(node, "names", []) if isinstance(node, ast.Import | ast.ImportFrom) else []:
+                module = alias.name if isinstance(node, ast.Import) else f"{node.module}.{alias.name}"
+                if module == "mllib.checks" or module.startswith("mllib.checks."):
+                    found[alias.asname or alias.name] = module
+    return found
+
+
 def checks_called(source: str, aliases: set[str]) -> list[str]:
     """Names of the self-checks a cell calls (``check.fedavg_round(...)`` gives fedavg_round)."""
     return [name for alias, name in CALL.findall(source) if alias in aliases]
@@ -93,14 +110,14 @@ def grading_metadata(notebook: nbformat.NotebookNode, name: str = "notebook") ->
     """nbgrader's ``metadata.nbgrader`` of each cell of a solution (None: an ordinary cell).
 
     grade_ids come from names, not positions (``answer-fedavg_round``, ``check-fedavg_round``,
-    ``written-1``), so that a submission made before a cell was inserted still grades.
+    ``written-1``; a name used twice continues ``-2``), so that a submission made before a
+    cell was inserted still grades.
 
     Raises:
         MarkerError: a cell that both holds an answer and calls a check (the check would be
-            the student's to edit), or two cells with the same grade_id.
+            the student's to edit).
     """
-    aliases = {m.group(2) or m.group(1) for c in notebook.cells if c.cell_type == "code"
-               for m in CHECK_IMPORT.finditer(c.source)}  # fmt: skip
+    aliases = set(check_imports(notebook))
     found, written = [], 0
     for index, cell in enumerate(notebook.cells):
         region = has_region(cell.source)
@@ -119,9 +136,11 @@ def grading_metadata(notebook: nbformat.NotebookNode, name: str = "notebook") ->
             found.append(None)
             continue
         found.append({**meta, "schema_version": 3})
-    ids = [m["grade_id"] for m in found if m]
-    if len(ids) != len(set(ids)):
-        raise MarkerError(f"{name}: two cells with the grade_id {max(ids, key=ids.count)!r}")
+    seen: dict[str, int] = {}
+    for meta in filter(None, found):  # the same check twice (two experiment questions): -2, -3, ...
+        seen[meta["grade_id"]] = seen.get(meta["grade_id"], 0) + 1
+        if seen[meta["grade_id"]] > 1:
+            meta["grade_id"] += f"-{seen[meta['grade_id']]}"
     return found
 
 
