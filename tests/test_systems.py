@@ -8,6 +8,7 @@ from sklearn.linear_model import Lasso, Ridge
 import mllib
 from mllib import engine
 from mllib import systems as sy
+from mllib.checks import CheckFailed
 from mllib.checks import systems as check
 from selfchecks import assert_passes, assert_rejects
 
@@ -17,51 +18,50 @@ def problem(seed=0, n=30, d=12):
     return sy.sparse_problem(n, d, informative=4, gen=gen)
 
 
-# --- lab checks -------------------------------------------------------------------------
+# --- lab checks (their known mistakes are tested for every check in test_checks.py) -------------
 
 def ridge_solution(A, b, alpha, lam):
     u = A.T @ (A @ alpha - b)
     return (lam * alpha + u) ** 2 / (2 * lam)
 
 
-WRONG_GAPS = {
-    "forgets the square": lambda A, b, a, lam: (lam * a + A.T @ (A @ a - b)) / (2 * lam),
-    "residual sign": lambda A, b, a, lam: (lam * a + A.T @ (b - A @ a)) ** 2 / (2 * lam),
-    "no regularizer": lambda A, b, a, lam: (A.T @ (A @ a - b)) ** 2 / (2 * lam),
-    "primal only": lambda A, b, a, lam: lam / 2 * a**2,
-    "in place": lambda A, b, a, lam: (a.mul_(lam).add_(A.T @ (A @ (a / lam) - b))) ** 2 / (2 * lam),
-}
-
-
-def test_ridge_gap_check_passes_the_solution(capsys):
-    assert_passes(check.ridge_coordinate_gaps, ridge_solution, capsys)
-
-
-@pytest.mark.parametrize("wrong", list(WRONG_GAPS))
-def test_ridge_gap_check_rejects_wrong_answers(wrong):
-    assert_rejects(check.ridge_coordinate_gaps, WRONG_GAPS[wrong])
+def working_sets_solution(A, b, lam, alpha, rounds, budget, epochs):
+    alpha, w, norms = alpha.clone(), A @ alpha - b, A.pow(2).sum(0)
+    for _ in range(rounds):
+        chosen = torch.sort(torch.topk(ridge_solution(A, b, alpha, lam), budget).indices).values
+        for _ in range(epochs):
+            for i in chosen.tolist():
+                new = alpha[i] - (A[:, i] @ w + lam * alpha[i]) / (norms[i] + lam)
+                w, alpha[i] = w + A[:, i] * (new - alpha[i]), new
+    return alpha
 
 
 def importance_solution(grads, idx, p):
     return (grads / (len(p) * p[idx])[:, None]).mean(0)
 
 
-WRONG_IS = {
-    "no reweighting": lambda g, i, p: g.mean(0),
-    "multiplies by p": lambda g, i, p: (g * (len(p) * p[i])[:, None]).mean(0),
-    "forgets n": lambda g, i, p: (g / p[i][:, None]).mean(0),
-    "sums the batch": lambda g, i, p: (g / (len(p) * p[i])[:, None]).sum(0),
-    "in place": lambda g, i, p: g.div_((len(p) * p[i])[:, None]).mean(0),
-}
+@pytest.mark.parametrize(
+    "name, solution",
+    [("ridge_coordinate_gaps", ridge_solution), ("gap_working_sets", working_sets_solution),
+     ("importance_gradient", importance_solution)],
+)  # fmt: skip
+def test_checks_pass_the_solution(name, solution, capsys):
+    assert_passes(getattr(check, name), solution, capsys)
 
 
-def test_importance_check_passes_the_solution(capsys):
-    assert_passes(check.importance_gradient, importance_solution, capsys)
+def test_checks_reject_answers_that_modify_their_input():
+    assert_rejects(check.ridge_coordinate_gaps, lambda A, b, a, lam: ridge_solution(A, b, a.mul_(1.0).add_(1.0), lam))
+    assert_rejects(check.importance_gradient, lambda g, i, p: g.div_((len(p) * p[i])[:, None]).mean(0))
 
 
-@pytest.mark.parametrize("wrong", list(WRONG_IS))
-def test_importance_check_rejects_wrong_answers(wrong):
-    assert_rejects(check.importance_gradient, WRONG_IS[wrong])
+def test_the_working_set_check_refuses_the_library_solver():
+    def calls_library(A, b, lam, alpha, rounds, budget, epochs):
+        alpha, w = alpha.clone(), A @ alpha - b
+        sy.coordinate_descent(A, alpha, w, range(len(alpha)), lam, "ridge", A.pow(2).sum(0))
+        return alpha
+
+    with pytest.raises(CheckFailed, match="^gap_working_sets: your function calls the library's coordinate_descent"):
+        check.gap_working_sets(calls_library)
 
 
 # --- duality gaps -------------------------------------------------------------------------
