@@ -12,11 +12,12 @@ from .gossip import (
 )  # fmt: skip
 from .topology import (
     DIRECTED, TOPOLOGIES, UNDIRECTED, WEIGHTS, check_mixing, from_graph, graph, is_connected, metropolis_hastings,
-    mixing_matrix, spectral_gap,
+    mixing_matrix, node_traffic, spectral_gap,
 )
 
 __all__ = [
     "DIRECTED", "DPSGD", "Gossip", "GossipAveraging", "Gradients", "LocalUpdates", "TOPOLOGIES", "UNDIRECTED",
     "WEIGHTS", "check_mixing", "consensus_distance", "dpsgd", "dpsgd_step", "from_graph", "gossip", "gossip_alone",
-    "gossip_run", "graph", "is_connected", "links", "metropolis_hastings", "mixing_matrix", "spectral_gap",
+    "gossip_run", "graph", "is_connected", "links", "metropolis_hastings", "mixing_matrix", "node_traffic",
+    "spectral_gap",
 ]

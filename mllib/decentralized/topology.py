@@ -108,6 +108,30 @@ def is_connected(A: torch.Tensor) -> bool:
     return bool(reach.all())
 
 
+def node_traffic(W: torch.Tensor) -> torch.Tensor:
+    """Model copies each node sends and receives in one gossip step X <- W X.
+
+    Node i receives x_j from every j != i with W_ij != 0 and sends x_i to every j != i with
+    W_ji != 0: traffic_i = #{j != i: W_ij != 0} + #{j != i: W_ji != 0}. The centre of a star
+    is a federated server: it receives and sends n - 1 models per round, 2 (n - 1) in all;
+    on a ring every node handles 4 whatever n, on a 2-D torus 8 (Lian et al. 2017, Section 1:
+    the busiest node is the bottleneck of a centralized topology).
+
+    Args:
+        W: (n, n) mixing matrix (or adjacency: only its non-zero pattern counts).
+
+    Returns:
+        (n,) int64: the copies of the model node i sends plus those it receives per step.
+
+    Raises:
+        ValueError: if W is not a square matrix.
+    """
+    if W.dim() != 2 or W.shape[0] != W.shape[1]:
+        raise ValueError(f"W must be a square (n, n) matrix, got shape {tuple(W.shape)}")
+    links = W.detach().cpu().ne(0).fill_diagonal_(False)  # links[i, j]: i receives from j
+    return links.sum(1) + links.sum(0)  # received + sent
+
+
 @constrain(A=ADJACENCY, weights=OneOf(*WEIGHTS), dtype=FloatDtype())
 def from_graph(A: torch.Tensor, *, weights: str = "uniform", dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """The mixing matrix of a graph, with uniform (maximum-degree) or Metropolis-Hastings weights.
