@@ -368,3 +368,29 @@ def test_objective_at_reads_the_last_finished_round():
     assert sy.objective_at(trace, cost, times[2].item() - 1e-9) == trace.objective[1]
     with pytest.raises(ValueError, match="after the run's end"):
         sy.objective_at(trace, cost, times[-1].item() + 1)
+
+
+# --- importance sampling on a neural network ---------------------------------------------------
+@pytest.fixture(scope="module")
+def digits_net():
+    data = mllib.load("digits", gen=mllib.generator(0))
+    return mllib.FlatModel(mllib.mlp(data.n_features, data.n_classes, hidden=(8,)).double()), data
+
+
+def test_network_sgd_by_gradient_norms_lowers_the_variance_and_the_loss(digits_net):
+    net, data = digits_net
+    runs = {s: sy.network_sgd(net, data, scheme=s, steps=60, batch=8, lr=0.3, refresh=20, gen=mllib.generator(1))
+            for s in ("uniform", "norm")}  # fmt: skip
+    assert runs["norm"].rounds == [20, 40, 60] and len(runs["norm"].variance) == 3
+    assert runs["norm"].variance[0] < runs["uniform"].variance[0]  # the same initial model
+    assert runs["norm"].loss[-1] < runs["uniform"].loss[0]
+    p = runs["norm"].algorithm.p
+    assert abs(float(p.sum()) - 1) < 1e-12 and float(p.min()) >= 0.2 / len(p) - 1e-15  # mixed with uniform
+
+
+def test_network_sgd_rejects_bad_settings(digits_net):
+    net, data = digits_net
+    with pytest.raises(ValueError, match="scheme"):
+        sy.NetworkImportanceSGD(net, data, scheme="lipschitz", batch=8, lr=0.1, refresh=5, gen=mllib.generator(0))
+    with pytest.raises(ValueError, match="mix"):
+        sy.NetworkImportanceSGD(net, data, scheme="norm", batch=8, lr=0.1, refresh=5, mix=0.0, gen=mllib.generator(0))

@@ -17,13 +17,14 @@ from .hetero import (
 from .plots import sampling_figure, selection_explorer, selection_figure
 from .sampling import (
     SCHEMES, AdaptiveSampler, ImportanceSGD, check_probabilities, gradient_variance, heterogeneous_regression,
-    importance_gradient, least_squares_grads, log10_mean, proportional, records, sgd,
+    importance_gradient, least_squares_grads, log10_mean, network_sgd, NetworkImportanceSGD, proportional, records,
+    sgd,
 )
 
 __all__ = [
-    "METRICS", "RULES", "SCHEMES", "AdaptiveSampler", "CostModel", "ImportanceSGD", "SlowAlone", "TwoUnits",
+    "METRICS", "RULES", "SCHEMES", "AdaptiveSampler", "CostModel", "ImportanceSGD", "NetworkImportanceSGD", "SlowAlone", "TwoUnits",
     "check_probabilities", "coordinate_descent", "coordinate_gaps", "gradient_variance", "heterogeneous_regression",
-    "importance_gradient", "lasso_bound", "least_squares_grads", "log10_mean", "objective_at", "primal",
+    "importance_gradient", "lasso_bound", "least_squares_grads", "log10_mean", "network_sgd", "objective_at", "primal",
     "proportional", "reach_table", "records", "sampling_figure", "selection_explorer", "selection_figure", "series",
     "sgd", "simulated_time", "solve", "sparse_problem", "time_to_reach", "train_slow_alone", "train_two_units",
 ]

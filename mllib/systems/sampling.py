@@ -271,3 +271,84 @@ def log10_mean(history: History, metric: str, *, start: int = 0) -> float:
     if not kept.any():
         raise ValueError(f"start must be at most the last recorded step {history.rounds[-1]}, got {start}")
     return float(records(history, metric)[:, kept].log10().mean())
+
+
+class NetworkImportanceSGD(Rounds):
+    """SGD on a neural network, beyond GLMs: examples drawn uniformly or by their gradient norms.
+
+    Every ``refresh`` steps the per-example gradients G (n, d) at the current model set p:
+    uniform, or ("norm") p_i = (1 - mix) ||G_i|| / sum_j ||G_j|| + mix / n, the variance-optimal
+    distribution of Zhao and Zhang (2015) mixed with uniform so that no p_i vanishes (for deep
+    networks: Katharopoulos and Fleuret 2018, "Not all samples are created equal"). Each step
+    draws i_1..i_B ~ p with replacement and moves x <- x - lr ``importance_gradient``(G_batch, idx, p).
+
+    Args:
+        model: a ``FlatModel`` (float64 parameters keep the runs portable); data: its data set.
+        scheme: "uniform" or "norm". batch: examples per step, >= 1. lr: the step size.
+        refresh: steps between two computations of p, >= 1. mix: the share of uniform in p.
+        gen: CPU generator for the initial model, then the draws.
+
+    State: ``x`` (d,) the model; ``p`` (n,) the current distribution; ``variance`` the exact
+    one-sample variance of the gradient estimate under p at the last refresh (``gradient_variance``).
+
+    Raises:
+        ValueError: for an unknown scheme, batch or refresh < 1, or mix outside (0, 1].
+    """
+
+    def __init__(self, model, data, *, scheme: str, batch: int, lr: float, refresh: int, mix: float = 0.2,
+                 gen: torch.Generator):  # fmt: skip
+        if scheme not in ("uniform", "norm"):
+            raise ValueError(f"scheme must be 'uniform' or 'norm', got {scheme!r}")
+        if batch < 1 or refresh < 1 or not 0 < mix <= 1:
+            raise ValueError(f"batch and refresh must be >= 1 and mix in (0, 1], got {batch}, {refresh}, {mix}")
+        self.net, self.scheme, self.batch, self.lr, self.refresh, self.mix = model, scheme, batch, lr, refresh, mix
+        dtype = model.init(gen).dtype
+        self.x_all, self.y_all, self.gen = data.x_train.to(dtype), data.y_train, gen
+        # State
+        self.x = model.init(gen, self.x_all.device)
+        self.p: torch.Tensor | None = None
+        self.variance: float | None = None
+
+    def per_example_gradients(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """grad f_i at the current model for each example: (B, ...), (B,) -> (B, d); each example is
+        one row of a client matrix of copies of x, so one batched backward pass gives them all."""
+        return self.net.grad(self.x.expand(len(y), -1), x[:, None], y[:, None])
+
+    def refresh_probabilities(self) -> None:
+        """p and its gradient variance from every example's gradient at the current model."""
+        G = self.per_example_gradients(self.x_all, self.y_all)  # (n, d)
+        n = len(G)
+        uniform = torch.full((n,), 1.0 / n, dtype=G.dtype, device=G.device)
+        self.p = uniform if self.scheme == "uniform" else proportional(G.norm(dim=1), mix=self.mix)
+        self.variance = gradient_variance(G, self.p)
+
+    def round(self, r: int) -> None:
+        if (r - 1) % self.refresh == 0:
+            self.refresh_probabilities()
+        idx = torch.multinomial(self.p.cpu(), self.batch, replacement=True, generator=self.gen).to(self.x.device)
+        G = self.per_example_gradients(self.x_all[idx], self.y_all[idx])  # (B, d)
+        self.x = self.x - self.lr * importance_gradient(G, idx, self.p)
+
+    @property
+    def model(self) -> torch.Tensor:
+        return self.x
+
+    def training_loss(self) -> float:
+        """The mean loss over all training examples at the current model."""
+        return float(self.net.loss(self.x[None], self.x_all[None], self.y_all[None])[0])
+
+
+def network_sgd(model, data, *, scheme: str, steps: int, batch: int, lr: float, refresh: int, mix: float = 0.2,
+                gen: torch.Generator) -> History:  # fmt: skip
+    """``steps`` rounds of ``NetworkImportanceSGD`` on the round engine, recording the training
+    loss and the gradient variance under p after every ``refresh`` steps and after the last.
+
+    Returns:
+        The ``engine.History``: metrics "loss" and "variance" (floats), ``history.algorithm.x`` the model.
+
+    Raises:
+        ValueError: as ``NetworkImportanceSGD``, or for steps < 1.
+    """
+    run = NetworkImportanceSGD(model, data, scheme=scheme, batch=batch, lr=lr, refresh=refresh, mix=mix, gen=gen)
+    return engine.run(run, steps, metrics={"loss": NetworkImportanceSGD.training_loss,
+                                           "variance": lambda sgd: sgd.variance}, eval_every=refresh)  # fmt: skip
