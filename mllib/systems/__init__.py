@@ -22,9 +22,10 @@ from .sampling import (
 )
 
 __all__ = [
-    "METRICS", "RULES", "SCHEMES", "AdaptiveSampler", "CostModel", "ImportanceSGD", "NetworkImportanceSGD", "SlowAlone", "TwoUnits",
-    "check_probabilities", "coordinate_descent", "coordinate_gaps", "gradient_variance", "heterogeneous_regression",
-    "importance_gradient", "lasso_bound", "least_squares_grads", "log10_mean", "network_sgd", "objective_at", "primal",
-    "proportional", "reach_table", "records", "sampling_figure", "selection_explorer", "selection_figure", "series",
-    "sgd", "simulated_time", "solve", "sparse_problem", "time_to_reach", "train_slow_alone", "train_two_units",
+    "METRICS", "RULES", "SCHEMES", "AdaptiveSampler", "CostModel", "ImportanceSGD", "NetworkImportanceSGD",
+    "SlowAlone", "TwoUnits", "check_probabilities", "coordinate_descent", "coordinate_gaps", "gradient_variance",
+    "heterogeneous_regression", "importance_gradient", "lasso_bound", "least_squares_grads", "log10_mean",
+    "network_sgd", "objective_at", "primal", "proportional", "reach_table", "records", "sampling_figure",
+    "selection_explorer", "selection_figure", "series", "sgd", "simulated_time", "solve", "sparse_problem",
+    "time_to_reach", "train_slow_alone", "train_two_units",
 ]
