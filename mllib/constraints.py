@@ -268,6 +268,9 @@ class Instance(Constraint):
             self.fail(name, value, TypeError)
         return value
 
+    def bad_values(self):
+        return [v for v in (None, "text", 2.5) if not isinstance(v, self.classes)]
+
 
 class Function(Constraint):
     """Something callable (an aggregator, an attack, a metric)."""

@@ -60,8 +60,10 @@ class SecureAggregation:
 
     def advertise_keys(self, among: Iterable[int] | None = None) -> list:
         """Step 0: a new round; the clients in ``among`` (default: all) send fresh public keys."""
-        self.round += 1
         among = range(self.n) if among is None else sorted(set(among))
+        if outside := [i for i in among if not (isinstance(i, int) and 0 <= i < self.n)]:
+            raise ValueError(f"among must hold client indices in [0, {self.n}), got {outside}")
+        self.round += 1
         messages = [self.clients[i].advertise_keys(self.round) for i in among]
         self.in_flight = self.server.collect_keys(messages)
         return messages

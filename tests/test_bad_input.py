@@ -1,0 +1,496 @@
+"""Bad input gets a clear error (issue #27): every public function and class of mllib, called with
+values its declared constraints reject and with the generic bad values a student passes (None, a
+string, NaN, +-inf, an empty tensor, a tensor of the wrong rank, a float where an int belongs),
+raises ValueError or TypeError naming the argument, within a time limit.
+
+The walk reads the constraints each function declares (``mllib.constraints.constrain`` keeps them
+on ``__constraints__``); good values for the other arguments come from ``example`` (derived from
+each constraint) and ``INSTANCES``. A public callable without declared constraints must be listed
+in ``EXEMPT`` with its reason. ``test_summary`` prints the counts (``pytest -s`` or ``-rA``).
+"""
+import importlib
+import inspect
+import math
+import re
+import signal
+from contextlib import contextmanager
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import mllib
+from mllib.constraints import Either, Function, Instance, Integer, OneOf, Optional, Real, Reals, Tensor
+
+NAN, INF = float("nan"), float("inf")
+TIME_LIMIT_S = 10  # per call: a bad argument must be refused, not run
+GENERIC = [None, "text", NAN, INF, -INF, 2.5, torch.zeros(0), torch.zeros(2, 2, 2, 2, 2, 2), [1.0, "a"]]
+
+MODULES = ["mllib", "mllib.adversarial", "mllib.automl", "mllib.compression", "mllib.decentralized",
+           "mllib.distributed", "mllib.federated", "mllib.numerics", "mllib.personalized", "mllib.playground",
+           "mllib.privacy", "mllib.privacy.secure_aggregation", "mllib.robust", "mllib.systems",
+           "mllib.flower.task"]  # fmt: skip
+
+NOT_YET = "constraints not declared yet: left for the follow-up of issue #27"
+FIGURE = "draws a figure of results computed and checked elsewhere"
+MESSAGE = "a protocol message the parties build, not a caller"
+EXEMPT = {
+    "mllib.History": "the engine's record, built by engine.run",
+    "mllib.Dataset": "a record built by mllib.load",
+    "mllib.Clients": "a record built by mllib.split",
+    "mllib.device": "takes no arguments",
+    "mllib.distributed.DistributedError": "an exception type",
+    "mllib.privacy.RefusedRequest": "an exception type",
+    "mllib.privacy.secure_aggregation.RefusedRequest": "an exception type",
+    "mllib.compression.Compressor": "an abstract base class",
+    **{f"mllib.privacy.{name}": MESSAGE for name in (
+        "AdvertiseKeys", "EncryptedShares", "ForwardedShares", "MaskedInput", "PublicKeys", "UnmaskRequest",
+        "UnmaskResponse")},  # fmt: skip
+    **{f"mllib.privacy.secure_aggregation.{name}": MESSAGE for name in (
+        "AdvertiseKeys", "EncryptedShares", "ForwardedShares", "MaskedInput", "PublicKeys", "UnmaskRequest",
+        "UnmaskResponse", "Message")},  # fmt: skip
+    **dict.fromkeys((
+        "mllib.adversarial.plot_attack", "mllib.automl.plot_anytime", "mllib.automl.plot_zero_order",
+        "mllib.federated.plot_drift", "mllib.numerics.bit_table", "mllib.personalized.plot_collaboration",
+        "mllib.personalized.plot_linear_collaboration", "mllib.playground.panel", "mllib.playground.plot",
+        "mllib.privacy.plot_clip_noise", "mllib.privacy.plot_reconstructions", "mllib.privacy.plot_tradeoff",
+        "mllib.systems.sampling_figure", "mllib.systems.selection_explorer", "mllib.systems.selection_figure",
+    ), FIGURE),  # fmt: skip
+    **dict.fromkeys((
+        "mllib.adversarial.AttackGrid", "mllib.adversarial.accuracy", "mllib.adversarial.adversarial_epoch",
+        "mllib.adversarial.adversarial_training", "mllib.adversarial.apply_patch", "mllib.adversarial.attack_grid",
+        "mllib.adversarial.classifier", "mllib.adversarial.input_gradient", "mllib.adversarial.minimal_epsilon",
+        "mllib.adversarial.patch_success", "mllib.adversarial.pgd_step", "mllib.adversarial.project",
+        "mllib.adversarial.random_positions", "mllib.adversarial.robust_accuracy", "mllib.adversarial.small_cnn",
+        "mllib.adversarial.transfer_rate", "mllib.adversarial.universal_patch", "mllib.automl.CurveTable",
+        "mllib.compression.Cast", "mllib.compression.Choco", "mllib.compression.ErrorFeedback",
+        "mllib.compression.NaiveCompressedGossip", "mllib.compression.PowerSGD", "mllib.compression.QSGD",
+        "mllib.compression.RandomK", "mllib.compression.TopK", "mllib.compression.choco_gossip",
+        "mllib.compression.choco_sgd", "mllib.compression.choco_step", "mllib.compression.error_feedback_memory",
+        "mllib.compression.flops_power_iteration", "mllib.compression.flops_svd",
+        "mllib.compression.flops_svd_lowrank", "mllib.compression.index_bits",
+        "mllib.compression.naive_compressed_gossip", "mllib.compression.naive_step",
+        "mllib.compression.orthogonalize", "mllib.compression.pack_bits", "mllib.compression.power_iteration",
+        "mllib.compression.powersgd_round", "mllib.compression.powersgd_step", "mllib.compression.random_k",
+        "mllib.compression.top_k", "mllib.compression.unpack_bits", "mllib.decentralized.check_mixing",
+        "mllib.decentralized.node_traffic", "mllib.distributed.RunConfig", "mllib.distributed.launch",
+        "mllib.distributed.main", "mllib.federated.ClientUpdate", "mllib.federated.DataProblem",
+        "mllib.federated.FedAvg", "mllib.federated.FedSGD", "mllib.federated.Mime",
+        "mllib.federated.QuadraticProblem", "mllib.federated.Scaffold", "mllib.federated.best_rate",
+        "mllib.federated.drift_trajectories", "mllib.federated.fedavg_fixed_point", "mllib.federated.fedavg_update",
+        "mllib.federated.momentum_step", "mllib.federated.run", "mllib.federated.sample_clients",
+        "mllib.federated.scalar_quadratics", "mllib.numerics.FloatFormat", "mllib.numerics.IntFormat",
+        "mllib.numerics.LimitedPrecisionSGD", "mllib.numerics.Precision", "mllib.numerics.Value",
+        "mllib.numerics.amax_scale", "mllib.numerics.bit_rows", "mllib.numerics.bit_string",
+        "mllib.numerics.collision_rate", "mllib.numerics.compression_sweep", "mllib.numerics.decode",
+        "mllib.numerics.decode_ieee", "mllib.numerics.encode", "mllib.numerics.get_format",
+        "mllib.numerics.grid_spacing", "mllib.numerics.hash_features", "mllib.numerics.kahan_sum",
+        "mllib.numerics.murmurhash3_32", "mllib.numerics.naive_sum", "mllib.numerics.pairwise_sum",
+        "mllib.numerics.prune_and_retrain", "mllib.numerics.round_to", "mllib.numerics.round_to_nearest",
+        "mllib.numerics.scaled_round", "mllib.numerics.signed_hash_vector", "mllib.numerics.stochastic_round_grid",
+        "mllib.numerics.summation_errors", "mllib.numerics.torch_cast", "mllib.numerics.train_limited",
+        "mllib.numerics.train_limited_seeds", "mllib.numerics.unstack", "mllib.personalized.CachedGame",
+        "mllib.personalized.Ditto", "mllib.personalized.LinearCollaboration", "mllib.personalized.TransferCurve",
+        "mllib.personalized.available", "mllib.personalized.corrupt_labels", "mllib.personalized.ditto",
+        "mllib.personalized.ditto_update", "mllib.personalized.diurnal_availability",
+        "mllib.personalized.fedavg_with_availability", "mllib.personalized.participation_rates",
+        "mllib.personalized.exact_shapley", "mllib.personalized.federation_game", "mllib.personalized.fine_tune",
+        "mllib.personalized.fine_tune_on", "mllib.personalized.forgetting", "mllib.personalized.interpolate",
+        "mllib.personalized.interpolation_sweep", "mllib.personalized.leave_one_out",
+        "mllib.personalized.linear_collaboration", "mllib.personalized.monte_carlo_shapley",
+        "mllib.personalized.relabel", "mllib.personalized.restrict", "mllib.personalized.stage_selection",
+        "mllib.personalized.train_in_stages", "mllib.personalized.transfer_curve", "mllib.playground.Config",
+        "mllib.playground.allowed", "mllib.playground.describe", "mllib.playground.describe_dp",
+        "mllib.playground.dp_epsilon", "mllib.playground.final_accuracy", "mllib.playground.is_valid",
+        "mllib.playground.make_aggregate", "mllib.playground.make_compressor", "mllib.playground.max_f",
+        "mllib.playground.paired_difference", "mllib.playground.pairwise", "mllib.playground.run",
+        "mllib.playground.run_seeds", "mllib.playground.validate", "mllib.privacy.FixedPoint",
+        "mllib.privacy.InversionResult", "mllib.privacy.MembershipResult", "mllib.privacy.SecAggClient",
+        "mllib.privacy.SecAggServer", "mllib.privacy.SecureAggregation", "mllib.privacy.agree",
+        "mllib.privacy.clip_noise_summary", "mllib.privacy.clip_rows", "mllib.privacy.clipped_sum",
+        "mllib.privacy.dlg", "mllib.privacy.dp_fedavg_accuracy", "mllib.privacy.dp_fedavg_aggregate",
+        "mllib.privacy.dp_advantage_bound", "mllib.privacy.dp_sgd_gradient", "mllib.privacy.gaussian_mechanism",
+        "mllib.privacy.gaussian_sigma", "mllib.privacy.ghost_clipped_sum", "mllib.privacy.inversion_experiment",
+        "mllib.privacy.laplace_mechanism", "mllib.privacy.membership_advantage",
+        "mllib.privacy.membership_experiment", "mllib.privacy.noisy_clipped_sum", "mllib.privacy.pairwise_mask",
+        "mllib.privacy.per_sample_gradients", "mllib.privacy.prg", "mllib.privacy.privacy_utility",
+        "mllib.privacy.private_key", "mllib.privacy.protocol_cost", "mllib.privacy.reconstruct",
+        "mllib.privacy.reconstruction_error", "mllib.privacy.sample_gradient", "mllib.privacy.sample_losses",
+        "mllib.privacy.secaggplus_cost", "mllib.privacy.share", "mllib.privacy.secure_aggregation.FixedPoint",
+        "mllib.privacy.secure_aggregation.SecAggClient", "mllib.privacy.secure_aggregation.SecAggRounds",
+        "mllib.privacy.secure_aggregation.SecAggServer", "mllib.privacy.secure_aggregation.SecureAggregation",
+        "mllib.privacy.secure_aggregation.agree", "mllib.privacy.secure_aggregation.check_parties",
+        "mllib.privacy.secure_aggregation.open_sealed", "mllib.privacy.secure_aggregation.pair_info",
+        "mllib.privacy.secure_aggregation.pairwise_mask", "mllib.privacy.secure_aggregation.prg",
+        "mllib.privacy.secure_aggregation.private_key", "mllib.privacy.secure_aggregation.protocol_cost",
+        "mllib.privacy.secure_aggregation.public_bytes", "mllib.privacy.secure_aggregation.random_bytes",
+        "mllib.privacy.secure_aggregation.reconstruct", "mllib.privacy.secure_aggregation.seal",
+        "mllib.privacy.secure_aggregation.secaggplus_cost", "mllib.privacy.secure_aggregation.share",
+        "mllib.robust.Grid", "mllib.robust.PerRun", "mllib.robust.StackedGradients", "mllib.robust.WorkerGradients",
+        "mllib.robust.WorkerMomentum", "mllib.robust.alie", "mllib.robust.alie_z", "mllib.robust.as_aggregator",
+        "mllib.robust.attack_grid", "mllib.robust.centered_clipping", "mllib.robust.check_rows",
+        "mllib.robust.constant", "mllib.robust.coordinate_median", "mllib.robust.gaussian",
+        "mllib.robust.geometric_median", "mllib.robust.group_accuracies", "mllib.robust.group_accuracy",
+        "mllib.robust.inner_product", "mllib.robust.krum", "mllib.robust.krum_scores", "mllib.robust.label_flip",
+        "mllib.robust.make", "mllib.robust.make_attack", "mllib.robust.mean", "mllib.robust.multi_krum",
+        "mllib.robust.no_attack", "mllib.robust.pairwise_sq_distances", "mllib.robust.q_ffl",
+        "mllib.robust.sign_flip", "mllib.robust.trimmed_mean", "mllib.robust.with_minority",
+        "mllib.robust.worker_momentum", "mllib.systems.AdaptiveSampler", "mllib.systems.CostModel",
+        "mllib.systems.ImportanceSGD", "mllib.systems.NetworkImportanceSGD", "mllib.systems.SlowAlone",
+        "mllib.systems.TwoUnits", "mllib.systems.check_probabilities", "mllib.systems.coordinate_descent",
+        "mllib.systems.coordinate_gaps", "mllib.systems.gradient_variance", "mllib.systems.heterogeneous_regression",
+        "mllib.systems.importance_gradient", "mllib.systems.lasso_bound", "mllib.systems.least_squares_grads",
+        "mllib.systems.log10_mean", "mllib.systems.network_sgd", "mllib.systems.objective_at",
+        "mllib.systems.primal", "mllib.systems.proportional", "mllib.systems.reach_table", "mllib.systems.records",
+        "mllib.systems.series", "mllib.systems.sgd", "mllib.systems.simulated_time", "mllib.systems.solve",
+        "mllib.systems.sparse_problem", "mllib.systems.time_to_reach", "mllib.systems.train_slow_alone",
+        "mllib.systems.train_two_units", "mllib.flower.task.flower_config", "mllib.flower.task.derived_generator",
+        "mllib.flower.task.batch_generator", "mllib.flower.task.client_generators", "mllib.flower.task.federation",
+        "mllib.flower.task.client_share", "mllib.flower.task.initial_model", "mllib.flower.task.aggregator",
+        "mllib.flower.task.server_parts", "mllib.flower.task.message_transforms", "mllib.flower.task.attacker",
+        "mllib.flower.task.attack_generator", "mllib.flower.task.epsilon", "mllib.flower.task.simulate",
+    ), NOT_YET),  # fmt: skip
+}
+
+
+def public_callables():
+    """(qualified name, object) of every public function and class: a module's ``__all__``, or
+    for a package without one, the public callables it defines or imports from itself."""
+    found = {}
+    for module_name in MODULES:
+        module = importlib.import_module(module_name)
+        names = getattr(module, "__all__", None)
+        if names is None:
+            names = [n for n, v in vars(module).items() if not n.startswith("_")
+                     and getattr(v, "__module__", "").startswith(module_name)]  # fmt: skip
+        for name in names:
+            value = getattr(module, name)
+            if inspect.isfunction(value) or inspect.isclass(value):
+                found[f"{module_name}.{name}"] = value
+    return found
+
+
+PUBLIC = public_callables()
+
+
+def target(obj):
+    """What is called and carries the constraints: the function, or a class's ``__init__``."""
+    return obj.__init__ if inspect.isclass(obj) else obj
+
+
+def parameters(obj) -> dict:
+    params = dict(inspect.signature(target(obj)).parameters)
+    params.pop("self", None)
+    return {k: p for k, p in params.items() if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
+
+
+# ------------------------------------------------------------------------------ good values
+def _small_world():
+    gen = mllib.generator(0)
+    data = mllib.load("digits", gen=gen)
+    return data, mllib.split(data, 4, gen=gen)
+
+
+DATA, CLIENTS = _small_world()
+MODEL = mllib.FlatModel(mllib.mlp(64, 10, hidden=(8,)))
+
+
+def instance_of(classes: tuple):
+    """An instance for an ``Instance`` constraint."""
+    from mllib.automl import SGD
+    from mllib.decentralized import Gossip
+
+    makers = {torch.Generator: lambda: torch.Generator().manual_seed(0), mllib.FlatModel: lambda: MODEL,
+              mllib.Clients: lambda: CLIENTS, mllib.Dataset: lambda: DATA, torch.nn.Module: lambda: mllib.mlp(4, 2),
+              tuple: tuple, list: list, range: lambda: range(2), str: str, slice: lambda: slice(0, 1),
+              SGD: lambda: SGD(0.1), Gossip: lambda: Gossip(torch.eye(4))}  # fmt: skip
+    for cls in classes:
+        for known, make in makers.items():
+            if isinstance(cls, type) and issubclass(known, cls):
+                return make()
+    raise LookupError(f"no example instance of {classes}; add one to instance_of")
+
+
+def example(constraint):
+    """A value the constraint accepts."""
+    if isinstance(constraint, Optional):
+        return None
+    if isinstance(constraint, Either):
+        return example(constraint.first)
+    if isinstance(constraint, Real):
+        low = constraint.gt if constraint.gt is not None else constraint.ge
+        high = constraint.lt if constraint.lt is not None else constraint.le
+        if low is not None and high is not None:
+            return (low + high) / 2
+        return low + 1.0 if low is not None else high - 1.0 if high is not None else 0.5
+    if isinstance(constraint, Integer):
+        return constraint.min if constraint.min is not None else constraint.max if constraint.max is not None else 1
+    if isinstance(constraint, Reals):
+        return (example(constraint.each),) * 2
+    if isinstance(constraint, OneOf):
+        return constraint.options[0]
+    if isinstance(constraint, Function):
+        return lambda *args, **kwargs: None
+    if isinstance(constraint, Tensor):
+        rank = constraint.ndim[0] if constraint.ndim else 1
+        dtype = torch.bool if constraint.boolean else torch.int64 if constraint.integer else torch.float32
+        return torch.ones([2] * rank, dtype=dtype)
+    if isinstance(constraint, Instance):
+        return instance_of(constraint.classes)
+    raise LookupError(f"no example for {constraint!r}")
+
+
+def rejects(constraint, value) -> bool:
+    try:
+        constraint.check("value", value)
+    except (TypeError, ValueError):
+        return True
+    return False
+
+
+def cases():
+    """(function name, argument, bad value) for every declared constraint."""
+    out = []
+    for qualified, obj in PUBLIC.items():
+        declared = getattr(target(obj), "__constraints__", None)
+        for name, constraint in (declared or {}).items():
+            bad = constraint.bad_values() + [v for v in GENERIC if rejects(constraint, v)]
+            seen = set()
+            for value in bad:
+                key = repr(value) if not isinstance(value, torch.Tensor) else f"tensor{tuple(value.shape)}"
+                if key not in seen:
+                    seen.add(key)
+                    out.append((qualified, name, value))
+    return out
+
+
+CASES = cases()
+
+
+def call_with(obj, argument: str, value):
+    """Call obj with good values everywhere but ``argument``, which gets ``value``."""
+    declared = target(obj).__constraints__
+    if inspect.isabstract(obj):  # an abstract base checks its arguments for its subclasses
+        obj = type(obj.__name__, (obj,), dict.fromkeys(obj.__abstractmethods__, lambda *args, **kwargs: None))
+    args, kwargs = [], {}
+    for name, p in parameters(obj).items():
+        if name == argument:
+            good = value
+        elif name in declared:
+            good = example(declared[name])
+        elif p.default is not p.empty:
+            continue
+        else:
+            good = None  # never reached: the checks refuse the bad argument before the body runs
+        if p.kind is p.POSITIONAL_ONLY:
+            args.append(good)
+        else:
+            kwargs[name] = good
+    return obj(*args, **kwargs)
+
+
+@contextmanager
+def time_limit(seconds: float):
+    def stop(signum, frame):
+        raise TimeoutError(f"no answer within {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, stop)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+# ------------------------------------------------------------------------------ the walk
+def test_every_public_callable_declares_constraints_or_is_exempt_with_a_reason():
+    undeclared = [q for q, obj in PUBLIC.items() if not hasattr(target(obj), "__constraints__")
+                  and q not in EXEMPT and parameters(obj)]  # fmt: skip
+    assert not undeclared, f"declare constraints (mllib.constraints.constrain) or exempt with a reason: {undeclared}"
+    stale = [q for q in EXEMPT if q in PUBLIC and hasattr(target(PUBLIC[q]), "__constraints__")]
+    assert not stale, f"declared now, remove from EXEMPT: {stale}"
+
+
+@pytest.mark.parametrize(("function", "argument", "value"), CASES, ids=[f"{f}-{a}-{i}" for i, (f, a, _) in enumerate(CASES)])
+def test_a_bad_argument_gets_a_clear_error_naming_it(function, argument, value):
+    with time_limit(TIME_LIMIT_S), pytest.raises((TypeError, ValueError)) as raised:
+        call_with(PUBLIC[function], argument, value)
+    first_line = str(raised.value).splitlines()[0]
+    assert re.match(rf"{re.escape(argument)}\b", first_line), first_line
+
+
+@pytest.mark.parametrize("function", sorted(q for q, o in PUBLIC.items() if hasattr(target(o), "__constraints__")))
+def test_the_example_values_pass_each_constraint(function):
+    """The good values the walk uses are good: else a case would fail on the wrong argument."""
+    for name, constraint in target(PUBLIC[function]).__constraints__.items():
+        constraint.check(name, example(constraint))
+
+
+def test_summary(capsys):
+    declared = [q for q, o in PUBLIC.items() if hasattr(target(o), "__constraints__")]
+    exempt = [q for q in PUBLIC if q in EXEMPT]
+    no_arguments = [q for q, o in PUBLIC.items() if not parameters(o) and q not in EXEMPT and q not in declared]
+    with capsys.disabled():
+        print(f"\nbad-input walk: {len(PUBLIC)} public functions and classes; {len(declared)} declare constraints "
+              f"({len(CASES)} bad calls); {len(exempt)} exempt ({sum(EXEMPT[q] == NOT_YET for q in exempt)} not "
+              f"declared yet); {len(no_arguments)} without arguments")  # fmt: skip
+    assert len(declared) + len(exempt) + len(no_arguments) == len(PUBLIC)
+
+
+# ------------------------------------------------------------------------------ the issue's examples
+def raises(error, pattern, call):
+    with time_limit(TIME_LIMIT_S), pytest.raises(error, match=pattern):
+        call()
+
+
+@pytest.mark.parametrize("sigma", [NAN, INF])
+def test_compute_rdp_refuses_a_sigma_that_would_never_end(sigma):
+    from mllib.privacy import compute_rdp
+
+    raises(ValueError, f"^sigma must be a finite number > 0, got {sigma}", lambda: compute_rdp(q=0.5, sigma=sigma, steps=1))
+
+
+def test_hyperband_and_search_refuse_infinite_budgets():
+    from mllib import automl
+
+    raises(TypeError, "^max_resource must be an integer >= 1, got inf", lambda: automl.hyperband_schedule(INF))
+    curves = torch.rand(4, 9, generator=mllib.generator(0))
+    raises(ValueError, "^budget must be a finite number >= 1, got inf",
+           lambda: automl.search_trace("hyperband", curves, torch.arange(4), INF, torch.Generator()))  # fmt: skip
+
+
+def test_integer_matrices_are_mixed_as_floats_and_integer_dtypes_refused():
+    from mllib.decentralized import gossip, mixing_matrix
+
+    X = torch.arange(12).view(4, 3)  # int64
+    W = mixing_matrix("ring", 4)
+    assert torch.equal(gossip(X, W), gossip(X.float(), W)) and gossip(X, W).abs().sum() > 0
+    raises(ValueError, "^dtype must be one of", lambda: mixing_matrix("ring", 4, dtype=torch.int64))
+
+
+def test_secure_aggregation_refuses_nan_inputs_and_clients_that_do_not_exist():
+    from mllib.privacy import FixedPoint, SecureAggregation
+
+    raises(ValueError, "^x must be finite, got nan", lambda: FixedPoint(1.0, 4).encode(torch.tensor([0.5, NAN])))
+    protocol = SecureAggregation(4, 3, 5, bound=1.0, gen=torch.Generator().manual_seed(0))
+    raises(ValueError, r"^among must hold client indices in \[0, 4\), got \[9\]", lambda: protocol.advertise_keys(among=[9]))
+
+
+def test_an_aggregate_of_the_wrong_shape_is_named():
+    raises(ValueError, r"^aggregate <lambda> must return a tensor of shape \(650,\)",
+           lambda: mllib.run_rounds(mllib.FlatModel(mllib.logistic_regression(64, 10)), CLIENTS, rounds=1, local_steps=1,
+                                    lr=0.1, batch_size=4, gen=mllib.generator(0), aggregate=lambda U: U))  # fmt: skip
+
+
+def test_nan_statistics_are_refused():
+    from mllib.personalized import optimal_weight
+    from mllib.privacy import membership_auc
+    from mllib.systems import check_probabilities
+
+    raises(ValueError, "^member_losses must be", lambda: membership_auc(torch.tensor([0.1, NAN]), torch.tensor([0.2])))
+    raises(ValueError, "^member_losses must be", lambda: membership_auc(torch.tensor([]), torch.tensor([0.2])))
+    raises(ValueError, "^var_own must be", lambda: optimal_weight(NAN, 10, 1.0, 10, 0.0))
+    raises(ValueError, "^p must be a distribution with finite entries", lambda: check_probabilities(torch.tensor([0.5, NAN])))
+
+
+def test_truncated_svd_refuses_a_negative_rank():
+    from mllib.compression import truncated_svd
+
+    raises(ValueError, "^rank must be an integer >= 1, got -1", lambda: truncated_svd(torch.eye(3), rank=-1))
+
+
+@pytest.mark.parametrize("attack", ["fgsm", "pgd"])
+def test_attacks_refuse_a_nan_radius(attack):
+    from mllib import adversarial
+
+    f = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 2))
+    raises(ValueError, "^eps must be", lambda: getattr(adversarial, attack)(f, torch.rand(3, 1, 2, 2), torch.zeros(3, dtype=torch.long), NAN))
+
+
+def test_a_nan_learning_rate_is_refused_everywhere():
+    from mllib import robust
+    from mllib.decentralized import dpsgd_step
+    from mllib.flower.task import Settings
+    from mllib.privacy import dp_sgd
+
+    X = torch.zeros(4, MODEL.dim)
+    gen = mllib.generator(0)
+    calls = [
+        lambda: mllib.local_sgd(MODEL, X, CLIENTS, steps=1, lr=NAN, batch_size=2, gen=gen),
+        lambda: dpsgd_step(X, torch.eye(4), X, NAN),
+        lambda: dp_sgd(MODEL, X, torch.zeros(4, 5, 64), torch.zeros(4, 5, dtype=torch.long), steps=1, lr=NAN, q=0.5,
+                       clip=1.0, sigma=1.0, gen=gen),
+        lambda: robust.byzantine_sgd(MODEL, CLIENTS, steps=1, lr=NAN, batch_size=2, aggregate=robust.Mean(), gen=gen),
+        lambda: Settings(lr=NAN),
+    ]  # fmt: skip
+    for call in calls:
+        raises(ValueError, "^lr must be a finite number", call)
+
+
+def test_obscure_errors_now_name_the_argument():
+    from mllib.federated import server_step
+
+    raises(TypeError, "^n_clients must be an integer >= 1, got None", lambda: mllib.split(DATA, None, gen=mllib.generator(0)))
+    raises(TypeError, "^test_fraction must be", lambda: mllib.load("digits", test_fraction="a", gen=mllib.generator(0)))
+    raises(TypeError, "^n_clients must be an integer >= 1, got 2.5", lambda: mllib.split(DATA, 2.5, gen=mllib.generator(0)))
+    raises(ValueError, r"^weights must have shape \(4,\), one per row of Y",
+           lambda: server_step(torch.zeros(3), torch.ones(4, 3), torch.ones(3)))  # fmt: skip
+    raises(ValueError, "^X must be a client matrix", lambda: mllib.weighted_average(torch.zeros(0, 3), torch.ones(0)))
+
+
+def test_lists_and_arrays_are_converted_and_integer_tensors_become_floats():
+    average = mllib.weighted_average([[1, 2], [3, 4]], np.array([1, 1]))
+    assert average.dtype == torch.get_default_dtype() and average.tolist() == [2.0, 3.0]
+
+
+# ------------------------------------------------------------------------------ numeric edges
+EDGES = st.one_of(st.sampled_from([0.0, -0.0, 5e-324, 1e-300, 1e300, NAN, INF, -INF]),
+                  st.floats(allow_nan=True, allow_infinity=True))  # fmt: skip
+
+
+# Accepted sigmas are drawn from [0.5, 1e3]: below about 0.2 (q = 0.01) the series at fractional
+# orders runs for minutes, and near 1e300 sigma**2 overflows (left, see issue #27's follow-up).
+@settings(max_examples=60, deadline=None)
+@given(sigma=st.one_of(st.sampled_from([0.0, -0.0, -5e-324, -1e300, NAN, INF, -INF]), st.floats(0.5, 1e3)))
+def test_compute_rdp_answers_or_names_sigma_at_every_edge(sigma):
+    from mllib.privacy import compute_rdp
+
+    try:
+        with time_limit(TIME_LIMIT_S):
+            rdp = compute_rdp(q=0.01, sigma=sigma, steps=10, orders=(2.0, 8.5, 32.0))
+    except ValueError as error:
+        assert str(error).startswith("sigma must be a finite number > 0")
+        assert not (math.isfinite(sigma) and sigma > 0)
+    else:
+        assert np.all(rdp >= 0) and not np.any(np.isnan(rdp))
+
+
+@settings(max_examples=60, deadline=None)
+@given(var_own=EDGES, bias=EDGES)
+def test_optimal_weight_is_a_weight_or_an_error_naming_its_argument(var_own, bias):
+    from mllib.personalized import optimal_weight
+
+    try:
+        beta = float(optimal_weight(var_own, 10, 1.0, 10, bias))
+    except ValueError as error:
+        assert re.match(r"(var_own|bias) must be", str(error))
+    else:
+        assert 0.0 <= beta <= 1.0
+
+
+@settings(max_examples=60, deadline=None)
+@given(eps=EDGES)
+def test_fgsm_stays_in_the_image_range_or_names_eps(eps):
+    from mllib import adversarial
+
+    f = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 2))
+    x = torch.rand(3, 1, 2, 2, generator=mllib.generator(0))
+    try:
+        x_adv = adversarial.fgsm(f, x, torch.zeros(3, dtype=torch.long), eps)
+    except ValueError as error:
+        assert str(error).startswith("eps must be")
+    else:
+        assert torch.isfinite(x_adv).all() and x_adv.min() >= 0 and x_adv.max() <= 1
