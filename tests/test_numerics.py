@@ -393,14 +393,27 @@ def _decode_solution(b, E, M, bias):
     return sign * v
 
 
+def _stochastic_round_solution(x, E, M, bias, u):
+    largest = (2 - 2.0**-M) * 2.0 ** (2**E - 2 - bias)
+    x = x.double().clamp(-largest, largest)
+    q = 2.0 ** ((torch.frexp(x).exponent - 1).clamp(min=1 - bias) - M).double()
+    return torch.floor(x / q + u) * q
+
+
 SOLUTIONS = {
     "decode_bits": _decode_solution,
     "round_bf16": _bf16_solution,
-    "stochastic_round": lambda x, step, u: torch.floor(x / step + u) * step,
+    "stochastic_round_to_format": lambda x, E, M, bias, u: _stochastic_round_solution(x, E, M, bias, u),
     "hash_trick": lambda h, v, m: torch.zeros(m, dtype=v.dtype).index_add_(0, h.to(torch.int64).abs() % m, torch.where(h >= 0, 1.0, -1.0).to(v.dtype) * v),
 }
 
+# The known mistakes of each check are tested in test_checks.py; these are other wrong answers.
 WRONG = {
+    "stochastic_round_to_format": {
+        "always down": lambda x, E, M, bias, u: _stochastic_round_solution(x, E, M, bias, torch.zeros_like(u)),
+        "calls the library": lambda x, E, M, bias, u: formats.round_to(x, formats.FloatFormat("x", E, M, bias, True, 0.0),
+                                                                  stochastic=True, gen=torch.Generator()),
+    },
     "decode_bits": {
         "no subnormals": lambda b, E, M, bias: torch.where(((b >> M) & (2**E - 1)) == 0, 0.0, _decode_solution(b, E, M, bias)),
         "bias off by one": lambda b, E, M, bias: _decode_solution(b, E, M, bias - 1),
@@ -412,12 +425,6 @@ WRONG = {
         "ties away from zero": lambda x: ((x.view(torch.int32).to(torch.int64) + 0x8000) & -65536).to(torch.int32).view(torch.float32),
         "fp16 instead": lambda x: x.half().float(),
         "in place": lambda x: x.copy_(_bf16_solution(x)),
-    },
-    "stochastic_round": {
-        "nearest": lambda x, step, u: torch.round(x / step) * step,
-        "ceil": lambda x, step, u: torch.ceil(x / step - u) * step,
-        "rounds down with u": lambda x, step, u: torch.floor(x / step + 1 - u) * step,
-        "unscaled": lambda x, step, u: torch.floor(x + u),
     },
     "hash_trick": {
         "no sign": lambda h, v, m: SOLUTIONS["hash_trick"](h, v.abs() * 0 + v, m).abs(),
