@@ -318,8 +318,18 @@ def sol_powersgd_step(M, Q):
     return P @ (M.transpose(1, 2) @ P).mean(0).T
 
 
+def sol_ef_sgd(model, x, xb, yb, k, lr, error_feedback):
+    memory = torch.zeros(xb.shape[1], len(x), dtype=x.dtype)
+    for inputs, labels in zip(xb, yb):
+        P = lr * model.grad(x.expand(xb.shape[1], -1), inputs, labels) + memory
+        sent = sol_top_k(P, k)
+        memory = P - sent if error_feedback else memory
+        x = x - sent.mean(0)
+    return x
+
+
 SOLUTIONS = {"top_k": sol_top_k, "error_feedback": sol_error_feedback, "random_k": sol_random_k,
-             "powersgd_step": sol_powersgd_step}  # fmt: skip
+             "powersgd_step": sol_powersgd_step, "ef_sgd": sol_ef_sgd}  # fmt: skip
 WRONG = {
     "top_k": {
         "largest, not largest magnitude": lambda X, k: torch.zeros_like(X).scatter(1, X.topk(k, 1).indices, X.gather(1, X.topk(k, 1).indices)),
@@ -338,6 +348,11 @@ WRONG = {
         "smallest u": lambda X, k, u: sol_random_k(X, k, -u),
         "scaled by k/d": lambda X, k, u: sol_random_k(X, k, u) * (k / X.shape[1]) ** 2,
         "top-k of X": lambda X, k, u: sol_top_k(X, k) * X.shape[1] / k,
+    },
+    "ef_sgd": {
+        "calls the library's top_k": lambda model, x, xb, yb, k, lr, ef: x - C.top_k(lr * model.grad(
+            x.expand(xb.shape[1], -1), xb[0], yb[0]), k).mean(0),
+        "no step": lambda model, x, xb, yb, k, lr, ef: x.clone(),
     },
     "powersgd_step": {
         "no orthogonalization": lambda M, Q: (M @ Q).mean(0) @ (M.transpose(1, 2) @ (M @ Q).mean(0)).mean(0).T,
