@@ -25,7 +25,6 @@ import ast
 import contextlib
 import csv
 import importlib
-import inspect
 import logging
 import os
 import pathlib
@@ -137,12 +136,13 @@ def source_notebook(name: str, hidden_seed: int | None = None,
 
 def check_modules(notebook: nbformat.NotebookNode) -> dict[str, object]:
     """The ``mllib.checks`` modules a notebook imports, by alias: ``{"check": module}``."""
-    return {
-        match.group(2) or match.group(1): importlib.import_module(f"mllib.checks.{match.group(1)}")
-        for cell in notebook.cells
-        if cell.cell_type == "code"
-        for match in labs.CHECK_IMPORT.finditer(cell.source)
-    }
+    return {alias: importlib.import_module(module) for alias, module in labs.check_imports(notebook).items()}
+
+
+def takes_seed(check) -> bool:
+    """Whether a check draws its cases from a seed: those ``mllib.checks.self_check`` builds (their
+    signature hides behind the decorators; ``make_cases`` marks them)."""
+    return callable(getattr(check, "make_cases", None))
 
 
 def hidden_calls(source: str, modules: dict[str, object], seed: int) -> list[str]:
@@ -154,7 +154,7 @@ def hidden_calls(source: str, modules: dict[str, object], seed: int) -> list[str
         if not (isinstance(function, ast.Attribute) and isinstance(function.value, ast.Name)):
             continue
         check = getattr(modules.get(function.value.id), function.attr, None)
-        if check is not None and "seed" in inspect.signature(check).parameters:
+        if takes_seed(check):
             call.keywords = [k for k in call.keywords if k.arg != "seed"] + [ast.keyword("seed", ast.Constant(seed))]
             calls.append(ast.unparse(call))
     return calls
@@ -262,14 +262,13 @@ def run_with_limit(command: list[str], timeout: int) -> str | None:
 
 
 def scores(root: pathlib.Path, student: str, lab: str) -> tuple[float, float, list[str]]:
-    """Points and maximum of the checks, and the written answers to grade by hand (nbgrader
-    gives an unanswered one 0 points: it is not listed), from the gradebook."""
+    """Points so far, maximum (written answers included, as on nbgrader's feedback page) and the
+    written answers to grade by hand, from the gradebook. nbgrader gives an unanswered written
+    answer 0 points: it is not listed."""
     with Gradebook(f"sqlite:///{root / 'gradebook.db'}") as gradebook:
-        written = {cell.name for cell in gradebook.find_notebook(lab, lab).solution_cells}
         grades = gradebook.find_submission_notebook(lab, lab, student).grades
-        checks = [g for g in grades if g.name not in written]
-        by_hand = [g.name for g in grades if g.name in written and g.needs_manual_grade]
-        return sum(g.auto_score or 0 for g in checks), sum(g.max_score for g in checks), by_hand
+        by_hand = [g.name for g in grades if g.needs_manual_grade]
+        return sum(g.auto_score or 0 for g in grades), sum(g.max_score for g in grades), by_hand
 
 
 def known_cells_only(notebook: nbformat.NotebookNode, source: nbformat.NotebookNode) -> nbformat.NotebookNode:
