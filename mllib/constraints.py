@@ -357,13 +357,19 @@ class Rule:
     message: str | Callable[..., str]
 
     def check(self, arguments: dict) -> None:
-        parameters = inspect.signature(self.holds).parameters
-        takes_all = any(p.kind is p.VAR_KEYWORD for p in parameters.values())  # lambda **a: ...
-        given = arguments if takes_all else {k: arguments[k] for k in parameters}
+        names, takes_all = _wanted(self.holds)
+        given = arguments if takes_all else {k: arguments[k] for k in names}
         if not self.holds(**given):
             if callable(self.message):  # a message that computes what was expected
                 raise ValueError(self.message(**given))
             raise ValueError(self.message.format(**{k: _InMessage(v) for k, v in arguments.items()}))
+
+
+@functools.cache
+def _wanted(function) -> tuple[tuple[str, ...], bool]:
+    """The argument names a Rule's function takes, and whether it takes them all (``**a``); read once."""
+    parameters = inspect.signature(function).parameters
+    return tuple(parameters), any(p.kind is p.VAR_KEYWORD for p in parameters.values())
 
 
 class _InMessage:
