@@ -208,6 +208,26 @@ def test_powersgd_step_is_the_mean_decoded_by_the_class():
     assert torch.allclose(ps(M.reshape(3, -1)).mean(0), C.powersgd_step(M, Q).flatten(), atol=1e-6)
 
 
+def test_powersgd_round_is_what_the_class_runs(monkeypatch):
+    """Lecture 04 shows ``powersgd_round``: the compressor the experiment trains with calls it, per layer."""
+    calls = []
+    original = C.powersgd_round
+    monkeypatch.setattr("mllib.compression.powersgd.powersgd_round", lambda M, Q: calls.append(M.shape) or original(M, Q))
+    X = torch.randn(4, 8 * 6 + 8, generator=torch.Generator().manual_seed(0))
+    C.PowerSGD([(8, 6), (8,)], rank=1, groups=2)(X)
+    assert calls == [(2, 2, 8, 6)]  # the one matrix layer, g = 2 groups of w = 2 workers
+
+
+def test_powersgd_round_decodes_to_a_rank_r_mean_and_its_next_warm_start():
+    gen = torch.Generator().manual_seed(0)
+    M, Q = torch.randn(2, 3, 6, 5, generator=gen, dtype=torch.float64), torch.randn(2, 5, 2, generator=gen, dtype=torch.float64)
+    decoded, Q_next = C.powersgd_round(M, Q)
+    assert decoded.shape == M.shape and Q_next.shape == Q.shape
+    assert torch.linalg.matrix_rank(decoded.mean(1)[0]) == 2
+    for group in range(2):  # each group is powersgd_step of its own workers
+        assert torch.allclose(decoded[group].mean(0), C.powersgd_step(M[group], Q[group]))
+
+
 def test_powersgd_groups_are_independent_runs_side_by_side():
     """groups=2: each block of rows is compressed as its own PowerSGD with that group's Q."""
     gen = torch.Generator().manual_seed(0)

@@ -56,6 +56,24 @@ def powersgd_step(M: torch.Tensor, Q: torch.Tensor) -> torch.Tensor:
     return P @ Qi.mean(0).T  # (n, m)
 
 
+def powersgd_round(M: torch.Tensor, Q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """One PowerSGD round of one layer (Vogels et al. 2019, Algorithm 1), for g independent groups of w workers.
+
+    P = orthogonalize(mean_i M_i Q);  Q_i = M_i^T P;  worker i decodes P Q_i^T (their mean over
+    the group is P (mean_i Q_i)^T), and mean_i Q_i is the next round's warm start.
+
+    Args:
+        M: (g, w, n, m) each worker's matrix (its update plus its error feedback).
+        Q: (g, m, r) each group's warm start.
+
+    Returns:
+        The decoded matrices (g, w, n, m) and the next warm starts (g, m, r).
+    """
+    P = orthogonalize((M @ Q[:, None]).mean(1))  # (g, n, r): all-reduce of the P_i = M_i Q, then orthogonalized
+    Qi = M.transpose(2, 3) @ P[:, None]  # (g, w, m, r): Q_i = M_i^T P
+    return P[:, None] @ Qi.transpose(2, 3), Qi.mean(1)  # P Q_i^T, and the all-reduce of the Q_i
+
+
 @constrain(M=Tensor(2), rank=Integer(min=1))
 def truncated_svd(M: torch.Tensor, rank: int) -> torch.Tensor:
     """The best rank-r approximation (Eckart-Young) from a full ``torch.linalg.svd``."""
@@ -97,6 +115,7 @@ class PowerSGD(Compressor):
         6. e_i = M_i - P Q_i^T                     (error feedback, local);
         7. row i decodes to P Q_i^T, whose mean over workers is P (mean_i Q_i)^T;
         8. Q <- mean_i Q_i                          (all-reduce; the next warm start).
+    Steps 2-5, 7 and 8 are ``powersgd_round``, once per compressed layer.
     Tensors with fewer than 2 dimensions, and layers where r (n + m) >= n m, are sent
     uncompressed (float32). With ``groups`` g > 1 the k rows are g independent runs side by
     side (e.g. seeds), k / g consecutive workers each: every group has its own Q, and the
@@ -150,11 +169,8 @@ class PowerSGD(Compressor):
                 out[:, start : start + chunk.shape[1]] = chunk
                 continue
             M = chunk.reshape(g, k // g, *nm)  # (g, k/g, n, m)
-            Q = self.Q[j].to(X.device, X.dtype)  # (g, m, r)
-            P = orthogonalize((M @ Q[:, None]).mean(1))  # 2.-4. (g, n, r)
-            Qi = M.transpose(2, 3) @ P[:, None]  # 5. (g, k/g, m, r)
-            out[:, start : start + chunk.shape[1]] = (P[:, None] @ Qi.transpose(2, 3)).reshape(k, -1)  # 7.
-            self.Q[j] = Qi.mean(1)  # 8. (g, m, r)
+            decoded, self.Q[j] = powersgd_round(M, self.Q[j].to(X.device, X.dtype))  # 2.-5., 7., 8.
+            out[:, start : start + chunk.shape[1]] = decoded.reshape(k, -1)
         if self.error_feedback:
             self.error = M_all - out  # 6.
         return out
