@@ -10,6 +10,9 @@ A round runs a fixed pipeline, each stage taken from its topic's module (nothing
 | 4 | aggregation | ``mllib.robust.make``, or gossip ``mllib.decentralized.gossip`` / ``compression.choco_step`` | (n, d) -> (d,), or X <- W (X + U) |
 | 5 | DP noise | ``mllib.privacy`` (``dp_fedavg_aggregate``, ``clip_rows``) | clip rows to C, add N(0, (sigma C / n)^2 I) |
 
+The DP noise's guarantee is reported beside it wherever it appears (``dp_epsilon``: the RDP
+accountant of ``mllib.privacy`` at the config's delta).
+
 Every run is a configuration of the round engine (``mllib.engine``), recorded in its ``History``.
 With a server the round is ``mllib.run_rounds`` (``engine.Federated``; McMahan et al. 2017, FedAvg)
 with stages 1-3 as its ``transforms`` and 4-5 as its ``aggregate``; with a topology it is
@@ -22,6 +25,7 @@ noise the server playground *is* ``run_rounds``.
 from __future__ import annotations
 
 import itertools
+import math
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -53,7 +57,8 @@ class Config:
     Topics: data (partition, alpha, n_clients), server or gossip topology, local steps, compressor
     (with error feedback; on a topology, CHOCO-Gossip with consensus step ``choco_gamma``), attack
     with f Byzantine clients (the last f), aggregator, worker momentum, client-level DP (noise
-    multiplier sigma, clip C). Training: rounds, lr, batch_size, hidden, seed.
+    multiplier sigma, clip C, reported as (epsilon, dp_delta)-DP). Training: rounds, lr,
+    batch_size, hidden, seed.
     """
 
     partition: str = "dirichlet"
@@ -69,6 +74,7 @@ class Config:
     momentum: float = 0.0
     dp_sigma: float = 0.0
     dp_clip: float = 1.0
+    dp_delta: float = 1e-5
     choco_gamma: float = 0.5
     rounds: int = 30
     lr: float = 0.1
@@ -124,6 +130,8 @@ def validate(config: Config) -> Config:
         raise ValueError(f"momentum must be in [0, 1), got momentum={c.momentum}")
     if not c.dp_sigma >= 0 or not c.dp_clip > 0:
         raise ValueError(f"need dp_sigma >= 0 and dp_clip > 0, got dp_sigma={c.dp_sigma}, dp_clip={c.dp_clip}")
+    if not 0 < c.dp_delta < 1:
+        raise ValueError(f"dp_delta must be in (0, 1), got dp_delta={c.dp_delta}; pass e.g. 1e-5")
     if not c.lr > 0:
         raise ValueError(f"lr must be > 0, got lr={c.lr}")
     if not 0 < c.choco_gamma <= 1:
@@ -181,6 +189,40 @@ def make_aggregate(config: Config, gen: torch.Generator):
         return robust_agg(privacy.clip_rows(U, c.dp_clip)) + c.dp_sigma * c.dp_clip / len(U) * noise
 
     return aggregate
+
+
+def dp_epsilon(config: Config) -> float | None:
+    """The epsilon of the playground's client-level DP at the config's delta, for the mean aggregator.
+
+    Every round every client's update is clipped to C and the mean gets N(0, (sigma C / n)^2 I):
+    a Gaussian mechanism of noise multiplier sigma on the sum (McMahan et al. 2018, DP-FedAvg),
+    with every client in every round (sampling rate q = 1, no amplification), composed over
+    the rounds by ``privacy.epsilon`` (RDP; Mironov 2017, Balle et al. 2020 for the conversion).
+
+    Returns:
+        epsilon, math.inf without noise (sigma = 0), or None for a robust aggregator: the noise is
+        calibrated to the mean's sensitivity C / n, and one client moves a median by more.
+
+    Raises:
+        ValueError: for a delta outside (0, 1) (from the accountant).
+    """
+    c = config
+    if c.aggregator != "mean":
+        return None
+    if c.dp_sigma == 0:
+        return math.inf
+    return privacy.epsilon(q=1.0, sigma=c.dp_sigma, steps=c.rounds, delta=c.dp_delta)
+
+
+def describe_dp(config: Config) -> str:
+    """Stage 5 in words: sigma and C with the (epsilon, delta) they give (``dp_epsilon``)."""
+    c = config
+    if c.dp_sigma == 0:
+        return "none (sigma = 0): no privacy guarantee"
+    eps = dp_epsilon(c)
+    guarantee = (f"epsilon = {eps:.1f} at delta = {c.dp_delta:g} over {c.rounds} rounds" if eps is not None else
+                 f"no epsilon: the noise is sized for the mean, and one client moves the {c.aggregator} further")  # fmt: skip
+    return f"sigma = {c.dp_sigma:g}, clip C = {c.dp_clip:g}: {guarantee}"
 
 
 def run(config: Config, data, gen: torch.Generator | None = None) -> History:
@@ -334,7 +376,7 @@ def describe(config: Config) -> str:
         f"2. compression : {c.compressor}" + (" + error feedback" if c.error_feedback else ""),
         f"3. attack      : {c.attack}, f = {c.f} of {c.n_clients} clients",
         f"4. aggregation : {c.aggregator} at the server" if server else f"4. aggregation : gossip on a {c.topology}",
-        f"5. DP noise    : sigma = {c.dp_sigma}, clip C = {c.dp_clip}",
+        f"5. DP noise    : {describe_dp(c)}",
     ]
     return "\n".join(rows)
 
@@ -361,7 +403,9 @@ def panel(data, config: Config | None = None):
     """The widget panel: one control per option (only valid values offered), a Run button, the plot.
 
     Changing the aggregator or the number of clients bounds f; a topology other than "server"
-    fixes compressor, aggregator and DP noise. Run re-runs ``run`` and redraws ``plot``.
+    fixes the aggregator (the mean) and the DP noise (none), and offers the compressors
+    CHOCO-Gossip can use. Beside the DP slider, the (epsilon, delta) its noise gives
+    (``describe_dp``). Run re-runs ``run`` and redraws ``plot``.
     Returns the ``ipywidgets.VBox``; its ``results`` list holds every run's ``History``, its
     ``configs`` list their ``Config``s.
     """
@@ -386,6 +430,7 @@ def panel(data, config: Config | None = None):
         "rounds": widgets.IntSlider(value=config.rounds, min=5, max=100, description="rounds"),
     }  # fmt: skip
     button, out = widgets.Button(description="Run"), widgets.Output()
+    dp_label = widgets.Label()  # the DP noise's (epsilon, delta), beside its slider
     results: list[History] = []
     configs: list[Config] = []
 
@@ -405,6 +450,7 @@ def panel(data, config: Config | None = None):
         w["error_feedback"].disabled = options["error_feedback"] == (False,)  # no compressor, or gossip
         if w["error_feedback"].disabled:
             w["error_feedback"].value = False
+        dp_label.value = "DP: " + describe_dp(current())
 
     def on_run(_=None):
         c = current()
@@ -417,11 +463,11 @@ def panel(data, config: Config | None = None):
             plot(results[-3:], [f"run {i}" for i in range(len(results) - len(results[-3:]), len(results))])
             plt.show()
 
-    for name in ("n_clients", "aggregator", "topology", "compressor"):
+    for name in ("n_clients", "aggregator", "topology", "compressor", "dp_sigma", "rounds"):
         w[name].observe(constrain, names="value")
     button.on_click(on_run)
     constrain()
-    box = widgets.VBox([widgets.HBox([widgets.VBox(list(w.values())[:7]), widgets.VBox([*list(w.values())[7:], button])]), out])
+    box = widgets.VBox([widgets.HBox([widgets.VBox(list(w.values())[:7]), widgets.VBox([*list(w.values())[7:], dp_label, button])]), out])
     box.results, box.configs = results, configs  # every run the Run button made, and its Config
     box.current = current  # the Config the controls show
     display(box)
@@ -430,6 +476,6 @@ def panel(data, config: Config | None = None):
 
 __all__ = [
     "AGGREGATORS", "ATTACKS", "COMPRESSORS", "Config", "PARTITIONS", "PIPELINE", "TOPOLOGIES",
-    "allowed", "describe", "final_accuracy", "is_valid", "make_aggregate", "make_compressor", "max_f",
+    "allowed", "describe", "describe_dp", "dp_epsilon", "final_accuracy", "is_valid", "make_aggregate", "make_compressor", "max_f",
     "paired_difference", "pairwise", "panel", "plot", "run", "run_seeds", "validate",
 ]

@@ -1,6 +1,7 @@
 """Tests of mllib.playground: the composed pipeline of lecture 11."""
 import dataclasses
 import itertools
+import math
 
 import matplotlib
 import pytest
@@ -10,6 +11,7 @@ from hypothesis import strategies as st
 
 import mllib
 from mllib import playground as pg
+from mllib import privacy
 
 matplotlib.use("Agg")
 
@@ -172,6 +174,28 @@ def test_plot_and_describe(data):
     text = pg.describe(pg.Config())
     positions = [text.index(stage) for stage in pg.PIPELINE]
     assert positions == sorted(positions)
+
+
+def test_dp_noise_is_reported_with_its_epsilon():
+    """sigma = 0.5 on every client for 30 rounds is epsilon of about 111 at delta = 1e-5 (issue #21)."""
+    noisy = pg.Config(dp_sigma=0.5, rounds=30)
+    assert pg.dp_epsilon(noisy) == privacy.epsilon(q=1.0, sigma=0.5, steps=30, delta=1e-5)
+    assert 110 < pg.dp_epsilon(noisy) < 112
+    assert "epsilon = 110.7 at delta = 1e-05 over 30 rounds" in pg.describe(noisy)
+    assert pg.dp_epsilon(pg.Config()) == math.inf and "no privacy guarantee" in pg.describe(pg.Config())
+    median = pg.Config(dp_sigma=0.5, aggregator="median")
+    assert pg.dp_epsilon(median) is None and "no epsilon" in pg.describe(median)
+    with pytest.raises(ValueError, match="dp_delta"):
+        pg.validate(pg.Config(dp_delta=0.0))
+
+
+def test_panel_shows_the_dp_epsilon_beside_its_slider():
+    box = pg.panel(None, pg.Config())
+    controls = {w.description: w for col in box.children[0].children for w in col.children}
+    label = next(w for col in box.children[0].children for w in col.children if type(w).__name__ == "Label")
+    assert "no privacy guarantee" in label.value
+    controls["DP sigma"].value = 0.5
+    assert "epsilon = " in label.value and "delta = 1e-05" in label.value
 
 
 def test_panel_constrains_and_runs(data):
