@@ -328,7 +328,22 @@ WRONG = {
         lambda X, W, G, lr: torch.sub(X, G, alpha=lr, out=X),  # in place
     ],
 }
-SOLUTIONS = {"metropolis_hastings": solution_metropolis, "spectral_gap": solution_gap, "dpsgd_step": solution_step}
+def solution_gossip(X, A, steps):
+    W = solution_metropolis(A).to(X.dtype)
+    distances = [(X - X.mean(0)).pow(2).sum(1).mean()]
+    for _ in range(steps):
+        X = W @ X
+        distances.append((X - X.mean(0)).pow(2).sum(1).mean())
+    return torch.stack(distances)
+
+
+WRONG["metropolis_gossip"] = [
+    lambda X, A, steps: solution_gossip(X, A, steps)[-1],  # the last distance only
+    lambda X, A, steps: solution_gossip(X, A, steps + 1),  # one step too many
+    lambda X, A, steps: solution_gossip(X.mul_(1), A, steps) * 0,  # no gossip
+]
+SOLUTIONS = {"metropolis_hastings": solution_metropolis, "spectral_gap": solution_gap, "dpsgd_step": solution_step,
+             "metropolis_gossip": solution_gossip}  # fmt: skip
 
 
 @pytest.mark.parametrize("name", list(SOLUTIONS))
