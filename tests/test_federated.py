@@ -31,6 +31,25 @@ def one_round(algorithm, problem, x, sampled, gen):
     return federation.x
 
 
+# ---------------------------------------------------------------- the round lecture 01 shows
+def test_a_fedavg_round_runs_the_displayed_functions(monkeypatch):
+    """Lecture 01 shows ``fedavg_update`` and ``engine.weighted_mean``: FedAvg's rounds call both."""
+    problem, calls = quadratic_problem(), []
+    update = fl.algorithms.fedavg_update
+    monkeypatch.setattr(fl.algorithms, "fedavg_update", lambda *a, **k: calls.append(1) or update(*a, **k))
+    federation = fl.FedAvg(local_steps=3, lr=0.1).federation(problem, torch.zeros(problem.dim, dtype=torch.double),
+                                                              select=mllib.engine.everyone(problem.n), gen=None)
+    federation.round(1)
+    assert calls == [1] and federation.aggregate is mllib.engine.weighted_mean
+
+
+def test_fedavg_update_is_k_local_gradient_steps_from_the_server_model():
+    problem = quadratic_problem()
+    x, S = torch.ones(problem.dim, dtype=torch.double), torch.tensor([1, 4])
+    U = fl.fedavg_update(problem, x, S, local_steps=3, lr=0.1, gen=None)
+    assert torch.equal(U, problem.local_sgd(x.expand(2, -1), S, steps=3, lr=0.1, gen=None) - x)
+
+
 # ---------------------------------------------------------------- FedAvg = GD for K = 1
 def test_fedavg_with_one_step_is_gradient_descent_on_the_pooled_objective():
     problem = quadratic_problem()
@@ -357,3 +376,4 @@ def test_checks_pass_the_solution(check_, capsys):
 @pytest.mark.parametrize("check_, wrong", CASES, ids=[f"{c.__name__}-{i}" for i, (c, _) in enumerate(CASES)])
 def test_checks_reject_wrong_answers(check_, wrong):
     assert_rejects(check_, wrong)
+

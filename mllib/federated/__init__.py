@@ -12,7 +12,7 @@ clients with exact gradients (``QuadraticProblem``), where client drift has a cl
 (``fedavg_fixed_point``).
 """
 from .algorithms import (
-    ClientUpdate, FedAvg, FedSGD, Mime, Scaffold, best_rate, control_variate_step, momentum_step, run,
+    ClientUpdate, FedAvg, FedSGD, Mime, Scaffold, best_rate, control_variate_step, fedavg_update, momentum_step, run,
     scaffold_control_update, server_step,
 )  # fmt: skip
 from .drift import drift_trajectories, plot_drift, scalar_quadratics
@@ -20,6 +20,6 @@ from .problems import DataProblem, QuadraticProblem, fedavg_fixed_point, sample_
 
 __all__ = [
     "ClientUpdate", "DataProblem", "FedAvg", "FedSGD", "Mime", "QuadraticProblem", "Scaffold", "best_rate",
-    "control_variate_step", "drift_trajectories", "fedavg_fixed_point", "momentum_step", "plot_drift", "run", "sample_clients",
-    "scaffold_control_update", "scalar_quadratics", "server_step",
+    "control_variate_step", "drift_trajectories", "fedavg_fixed_point", "fedavg_update", "momentum_step", "plot_drift",
+    "run", "sample_clients", "scaffold_control_update", "scalar_quadratics", "server_step",
 ]

@@ -87,11 +87,32 @@ def momentum_step(Y, g, m, lr, momentum) -> torch.Tensor:
     return Y - lr * ((1 - momentum) * g + momentum * m)
 
 
+def fedavg_update(problem: Problem, x: torch.Tensor, S: torch.Tensor, *, local_steps: int, lr: float,
+                  gen) -> torch.Tensor:  # fmt: skip
+    """FedAvg's clients in one round, all at once (McMahan et al. 2017, Algorithm 1, ClientUpdate):
+    y_i <- x, then K times y_i <- y_i - lr * g_i(y_i; batch), and each sends U_i = y_i - x.
+
+    Args:
+        problem: the federation; S: (|S|,) the sampled clients; x: (d,) the server model.
+        local_steps: K; lr: the local step size; gen: CPU generator of the minibatches.
+
+    Returns:
+        (|S|, d) the updates U; the server averages them (``engine.weighted_mean``).
+    """
+    X = x.expand(len(S), -1)  # (|S|, d): every sampled client starts from the server model
+    Y = X
+    for _ in range(local_steps):
+        G = problem.grad(Y, S, problem.batch(S, gen))  # (|S|, d): each client's minibatch gradient
+        Y = Y - lr * G  # one local SGD step of every client
+    return Y - X  # (|S|, d): the updates U_i = y_i - x
+
+
 # ----------------------------------------------------------------------------- algorithms
 class FedAvg:
     """Federated averaging (McMahan et al. 2017, Algorithm 1) with a server learning rate.
 
-    Round: 1. y_i <- K local SGD steps of size lr from x, for i in S (``update``, the local part);
+    Round: 1. y_i <- K local SGD steps of size lr from x, for i in S (``update``, the local part:
+              ``fedavg_update``);
            2. each client sends U_i = y_i - x;
            3. x <- x + server_lr * sum_{i in S} p_i U_i / sum_{i in S} p_i, p_i = client share
               (the engine's ``weighted_mean`` and ``move(server_lr)``).
@@ -116,8 +137,7 @@ class FedAvg:
     def update(self, problem: Problem, x: torch.Tensor, S: torch.Tensor, gen) -> torch.Tensor:
         """The local part: the clients S (|S|,) of ``problem`` start from the server model x (d,)
         and draw their minibatches from ``gen``. Returns their updates U = y_i - x, (|S|, d)."""
-        X = x.expand(len(S), -1)  # (|S|, d) broadcast
-        return problem.local_sgd(X, S, steps=self.local_steps, lr=self.lr, gen=gen) - X
+        return fedavg_update(problem, x, S, local_steps=self.local_steps, lr=self.lr, gen=gen)
 
     def federation(self, problem: Problem, x0: torch.Tensor, *, select: Callable[[int], torch.Tensor],
                    gen) -> Federated:  # fmt: skip
