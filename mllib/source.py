@@ -1,11 +1,15 @@
 """The library's own code in a lecture: displayed from the source that runs, never a copy.
 
-    show_source(federated.fedavg_local_step)
+    show_source(federated.server_step)
 
-shows the function's source, syntax-highlighted, as the module defines it; editing the library
-changes what the lecture shows (and nbval then asks for the notebook to be re-recorded).
+shows the function's source, syntax-highlighted, as the module defines it, from its ``def``
+on: the decorators that declare its argument constraints (``mllib.constraints``) are checks,
+not the algorithm. Editing the function changes what the lecture shows (and nbval then asks
+for the notebook to be re-recorded).
 """
+import ast
 import inspect
+import textwrap
 from collections.abc import Callable
 
 from IPython.display import Code
@@ -19,7 +23,8 @@ def show_source(function: Callable) -> Code:
             calls it (a lambda or a builtin has no source to show).
 
     Returns:
-        An ``IPython.display.Code`` whose text is the source and the file it lives in.
+        An ``IPython.display.Code`` whose text is the module and name, then the source from the
+        ``def`` (or ``class``) line on.
 
     Raises:
         TypeError: for an object that is not a function, method or class of mllib.
@@ -29,5 +34,7 @@ def show_source(function: Callable) -> Code:
         raise TypeError(f"function must be a function, method or class of mllib, got {type(function).__name__}")
     if module.split(".")[0] != "mllib" or function.__name__ == "<lambda>":
         raise TypeError(f"function must be defined in mllib (its source is what runs), got {function!r}")
-    source = inspect.getsource(function)
-    return Code(f"# {module}.{function.__qualname__}\n{source}", language="python")
+    source = textwrap.dedent(inspect.getsource(function))
+    start = ast.parse(source).body[0].lineno - 1  # the def line: decorators come before it
+    body = "".join(source.splitlines(keepends=True)[start:])
+    return Code(f"# {module}.{function.__qualname__}\n{body}", language="python")

@@ -4,10 +4,12 @@ from mllib import federated
 from mllib.source import show_source
 
 
-def test_show_source_displays_the_code_that_runs():
+def test_show_source_displays_the_code_that_runs_from_its_def():
     code = show_source(federated.server_step)
     assert code.data.startswith("# mllib.federated.algorithms.server_step\ndef server_step(")
-    assert "return" in code.data
+    assert "return" in code.data and "@constrain" not in code.data  # the constraints are checks, not the rule
+    method = show_source(federated.FedAvg.update)
+    assert method.data.startswith("# mllib.federated.algorithms.FedAvg.update\ndef update(")
 
 
 @pytest.mark.parametrize("bad", [len, lambda x: x, 3, "server_step"])
