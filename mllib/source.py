@@ -2,10 +2,10 @@
 
     show_source(federated.server_step)
 
-shows the function's source, syntax-highlighted, as the module defines it, from its ``def``
-on: the decorators that declare its argument constraints (``mllib.constraints``) are checks,
-not the algorithm. Editing the function changes what the lecture shows (and nbval then asks
-for the notebook to be re-recorded).
+shows the function's code, syntax-highlighted, as the module defines it, without what is not
+the algorithm: the decorators that declare its argument constraints (``mllib.constraints``)
+and the docstring (the lecture gives the update rule as math beside it). Editing the function
+changes what the lecture shows (and nbval then asks for the notebook to be re-recorded).
 """
 import ast
 import inspect
@@ -24,7 +24,7 @@ def show_source(function: Callable) -> Code:
 
     Returns:
         An ``IPython.display.Code`` whose text is the module and name, then the source from the
-        ``def`` (or ``class``) line on.
+        ``def`` (or ``class``) line on, without its docstring.
 
     Raises:
         TypeError: for an object that is not a function, method or class of mllib.
@@ -35,6 +35,9 @@ def show_source(function: Callable) -> Code:
     if module.split(".")[0] != "mllib" or function.__name__ == "<lambda>":
         raise TypeError(f"function must be defined in mllib (its source is what runs), got {function!r}")
     source = textwrap.dedent(inspect.getsource(function))
-    start = ast.parse(source).body[0].lineno - 1  # the def line: decorators come before it
-    body = "".join(source.splitlines(keepends=True)[start:])
-    return Code(f"# {module}.{function.__qualname__}\n{body}", language="python")
+    lines = source.splitlines(keepends=True)
+    definition = ast.parse(source).body[0]
+    docstring = definition.body[0] if ast.get_docstring(definition) is not None else None
+    kept = [line for number, line in enumerate(lines, 1)  # the def line on (decorators come before it)
+            if number >= definition.lineno and not (docstring and docstring.lineno <= number <= docstring.end_lineno)]
+    return Code(f"# {module}.{function.__qualname__}\n{''.join(kept)}", language="python")
