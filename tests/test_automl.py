@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 import mllib
 from mllib import automl
 from mllib.automl import meta, nas, optuna_replay, search, zeroorder
+from mllib.checks import CheckFailed
 from mllib.checks import automl as check
 from selfchecks import assert_rejects
 
@@ -281,6 +282,24 @@ def test_checks_pass_the_reference_answers():
     check.hyperband_schedule(search.hyperband_schedule)
     check.smoothing_estimate(zeroorder.smoothing_estimate)
     check.reptile_update(meta.reptile_update)
+
+
+def halving_solution(curves, configs, min_resource, eta):
+    alive, r, spent = configs, min_resource, 0
+    while True:
+        r = min(r, curves.shape[1])
+        spent += len(alive) * r
+        ranking = torch.sort(-curves[alive, r - 1], stable=True).indices
+        if r >= curves.shape[1] or len(alive) == 1:
+            return int(alive[ranking[0]]), spent
+        alive, r = alive[ranking[: max(len(alive) // eta, 1)]], r * eta
+
+
+def test_the_successive_halving_check_passes_a_solution_and_refuses_the_library(capsys):
+    check.successive_halving(halving_solution)
+    assert "✔ successive_halving: matches the reference" in capsys.readouterr().out
+    with pytest.raises(CheckFailed, match="^successive_halving: your function calls the library's successive_halving"):
+        check.successive_halving(lambda curves, configs, r0, eta: search.successive_halving(curves, configs, r0, eta))
 
 
 def wrong_schedule_ceil(R, eta):
