@@ -139,7 +139,7 @@ def test_every_aggregator_leaves_its_input_unchanged(name):
 @pytest.mark.parametrize("name", [name for name in ALL if ALL[name](0).stacks])
 def test_stacked_matrices_aggregate_like_one_at_a_time(name):
     X = torch.randn(3, 9, D, generator=mllib.generator(0))
-    assert torch.allclose(fresh(name, 2, 9)(X), torch.stack([fresh(name, 2, 9)(x) for x in X]), atol=1e-6)
+    assert torch.allclose(fresh(name, 2, 9)(X), torch.stack([fresh(name, 2, 9)(x) for x in X]), atol=1e-6)  # Zeno: one model
 
 
 def test_zeno_and_qffl_need_to_observe_first():
@@ -622,3 +622,55 @@ def test_grid_averages_the_last_steps_like_a_single_run(small):
     assert grid[0.0, "none", "mean"].median == pytest.approx(run.mean_last(3), abs=1e-5)
     with pytest.raises(ValueError, match=r"k must be in \[1, 6\].*got 7"):
         run.mean_last(7)
+
+
+def test_zeno_scores_each_run_of_a_stack_at_its_own_model():
+    gen = mllib.generator(3)
+    X, x = torch.randn(3, 9, D, generator=gen), torch.randn(3, D, generator=gen)
+    stacked, single = ALL["zeno"](2), ALL["zeno"](2)
+    stacked.observe(x)
+    for r in range(3):
+        single.observe(x[r])
+        assert torch.equal(stacked.scores(X)[r], single.scores(X[r]))
+        assert torch.allclose(stacked(X)[r], single(X[r]), atol=1e-7)
+    with pytest.raises(ValueError, match="does not match the observed model"):
+        stacked(torch.randn(2, 9, D))
+
+
+def test_centered_clipping_counts_the_rows_it_clips():
+    X = torch.randn(2, 7, D, generator=mllib.generator(0))  # a stack of two runs
+    far, near = robust.CenteredClipping(f=2, tau=1e-3), robust.CenteredClipping(f=2, tau=1e3)
+    for _ in range(3):
+        far(X), near(X)
+    assert torch.equal(far.clipped_share(), torch.ones(2, 7, dtype=torch.float64))  # every row, every call
+    assert torch.equal(near.clipped_share(), torch.zeros(2, 7, dtype=torch.float64))
+    assert torch.allclose(robust.CenteredClipping(f=2, tau=1e3)(X), X.mean(1), atol=1e-6)  # never clips: the mean
+    assert near.state_dict()["calls"] == 3
+    with pytest.raises(ValueError, match="no call yet"):
+        robust.CenteredClipping(f=2).clipped_share()
+
+
+def test_the_grid_runs_zeno_and_reports_what_centered_clipping_clipped(small, digits):
+    model, clients = small
+    grid = robust.attack_grid(
+        model, clients, f=2, attacks=["none", "noise"], momenta=[0.0], steps=4, lr=0.5, batch_size=4, seeds=(0, 1),
+        aggregators={"clip": lambda: robust.CenteredClipping(tau=1.0, f=2),
+                     "Zeno": lambda: robust.Zeno(model, digits.x_train[:16], digits.y_train[:16], f=2, gamma=0.5)},
+    )  # fmt: skip
+    assert grid.states["Zeno"]["x"].shape == (4, model.dim)  # it observed the 2 seeds x 2 attacks models
+    shares = grid.clipped((0.0, "noise", "clip"))
+    assert shares["Byzantine"].values == (1.0, 1.0)  # rows of N(0, 10^2 I) are always far away
+    assert all(0 <= v <= 1 for v in shares["honest"].values)
+    with pytest.raises(ValueError, match="counted no clipping"):
+        grid.clipped((0.0, "noise", "Zeno"))
+
+
+def test_the_median_the_lecture_shows_is_the_one_the_grid_runs(monkeypatch, small):
+    """Lecture 05 shows rules.coordinate_median: the "median" of its grid calls it."""
+    model, clients = small
+    calls = []
+    original = robust.rules.coordinate_median
+    monkeypatch.setattr(robust.rules, "coordinate_median", lambda X, f=0: calls.append(X.shape) or original(X, f))
+    robust.attack_grid(model, clients, f=2, attacks=["none"], momenta=[0.0], steps=2, lr=0.5, batch_size=4,
+                       aggregators={"median": lambda: robust.make("median", 2)})  # fmt: skip
+    assert calls == [(1, 9, model.dim)] * 2

@@ -16,7 +16,7 @@ calls it). ``Mean`` is the non-robust baseline.
 | ``MultiKrum`` | the mean of the m rows of lowest Krum score | n > 2f + 2 | yes | up to f |
 | ``GeometricMedian`` | smoothed Weiszfeld (Pillutla et al. 2019) | f < n/2 | yes | up to f |
 | ``CenteredClipping`` | v + (1/n) sum_i clip(X_i - v) (Karimireddy et al. 2021) | f < n/2 | yes | up to f |
-| ``Zeno`` | mean of the n - f rows of best descent score (Xie et al. 2018) | f < n | no | up to f |
+| ``Zeno`` | mean of the n - f rows of best descent score (Xie et al. 2018) | f < n | yes | up to f |
 | ``QFFL`` | q-FFL's loss-weighted step (Li et al. 2020), fairness, not robustness | f < n/2 (only checked) | no | not tolerated |
 
 "Up to f": rows holding NaN, +-inf or 1e30, f of them or fewer, leave the output finite and
@@ -165,11 +165,17 @@ class CenteredClipping(Aggregator):
 
     Update: v <- v + (1/n) sum_i clip_tau(X_i - v), ``iterations`` times, from the centre.
 
+    A row is clipped at a call when it lies farther than tau from the centre the call starts
+    from (with iterations = 1, the default, exactly the rows clip_tau shortens; a row with a
+    NaN entry is dropped, not counted). With a tau above every such distance the rule is the mean.
+
     Args:
         f: the number of Byzantine rows.
         tau: clipping radius > 0; iterations: L in the paper, >= 1.
 
-    State: ``center``, the last output (d,) or (R, d) (None before the first call: 0).
+    State: ``center``, the last output (d,) or (R, d) (None before the first call: 0);
+    ``clipped`` (n,) or (R, n), the calls at which each row was clipped (None before the first
+    call), and ``calls``.
     """
 
     @constrain(tau=Real(gt=0), iterations=Integer(min=1))
@@ -178,17 +184,33 @@ class CenteredClipping(Aggregator):
         self.tau, self.iterations = tau, iterations
         # State
         self.center: torch.Tensor | None = None
+        self.clipped: torch.Tensor | None = None
+        self.calls = 0
 
     def aggregate(self, X: torch.Tensor) -> torch.Tensor:
         shape = (*X.shape[:-2], X.shape[-1])
         v = torch.zeros(shape, dtype=X.dtype, device=X.device) if self.center is None else self.center  # (..., d)
         if v.shape != shape:
             raise ValueError(f"CenteredClipping: X of shape {tuple(X.shape)} does not match the centre {tuple(v.shape)}")
+        far = rules._row_norms(X - v.unsqueeze(-2)) > self.tau  # (..., n): the rows clip_tau shortens
+        self.clipped = far.long() if self.clipped is None else self.clipped + far
+        self.calls += 1
         self.center = rules.centered_clipping(X, v, tau=self.tau, iterations=self.iterations)
         return self.center.clone()
 
+    def clipped_share(self) -> torch.Tensor:
+        """(n,) or (R, n): the share of the calls so far at which each row was clipped.
+
+        Raises:
+            ValueError: before the first call.
+        """
+        if self.clipped is None:
+            raise ValueError("CenteredClipping: no call yet, nothing clipped to report")
+        return self.clipped.double() / self.calls
+
     def state_dict(self) -> dict:
-        return {"f": self.f, "tau": self.tau, "iterations": self.iterations, "center": self.center}
+        return {"f": self.f, "tau": self.tau, "iterations": self.iterations, "center": self.center,
+                "clipped": self.clipped, "calls": self.calls}  # fmt: skip
 
 
 class Zeno(Aggregator):
@@ -199,7 +221,9 @@ class Zeno(Aggregator):
         s_i = L_r(x) - L_r(x - gamma g_i) - rho ||g_i||^2
     (the estimated descent minus a penalty on the magnitude); keep the n - f highest scores
     (f is the paper's b, the candidates dropped, at least the Byzantine count) and average
-    them. A NaN score counts as -inf. One client matrix at a time, no stack.
+    them. A NaN score counts as -inf. A stack of R client matrices (R, n, d) is scored at R
+    models (R, d), one per run. The paper draws a fresh validation minibatch each step; this
+    server scores on one fixed batch.
 
     Args:
         model: the architecture (a ``FlatModel``).
@@ -207,10 +231,10 @@ class Zeno(Aggregator):
         f: candidates dropped, f < n.
         gamma: the learning rate > 0; rho: the magnitude penalty >= 0.
 
-    State: ``x`` (d,), the model the candidates are scored at (``observe`` sets it).
+    State: ``x`` (d,) or (R, d), the model the candidates are scored at (``observe`` sets it).
     """
 
-    need, stacks = "honest", False
+    need = "honest"
 
     @constrain(model=Instance(FlatModel), x_val=Tensor(), y_val=Tensor(1, floating=False), gamma=Real(gt=0),
                rho=Real(ge=0))  # fmt: skip
@@ -223,27 +247,30 @@ class Zeno(Aggregator):
         self.x: torch.Tensor | None = None
 
     def observe(self, x: torch.Tensor, batch=None) -> None:
-        """Score at the server model x (d,) from now on; the workers' batch is not used (the
-        server scores on its own validation batch)."""
+        """Score at the server model x (d,), or the R models (R, d) of a stack, from now on; the
+        workers' batch is not used (the server scores on its own validation batch)."""
         self.x = x
 
     def scores(self, X: torch.Tensor) -> torch.Tensor:
-        """(n,) Zeno scores of the rows of X at the observed model."""
+        """(n,) Zeno scores of the rows of X (n, d) at the observed model, or (R, n) for a stack (R, n, d)
+        at the R observed models (or at one, (d,), for all)."""
         if self.x is None:
             raise ValueError("Zeno: no model to score at; call observe(x) with the server model first")
-        n, x = len(X), self.x
-        xv = self.x_val.expand(n + 1, *self.x_val.shape)
-        yv = self.y_val.expand(n + 1, -1)
+        if self.x.shape[-1] != X.shape[-1] or (self.x.dim() > 1 and self.x.shape[:-1] != X.shape[:-2]):
+            raise ValueError(f"Zeno: X of shape {tuple(X.shape)} does not match the observed model {tuple(self.x.shape)}")
+        x = self.x.unsqueeze(-2).expand(*X.shape[:-2], 1, X.shape[-1])  # (..., 1, d); one model scores a whole stack
         with torch.no_grad():
-            points = torch.cat([x[None], x - self.gamma * X.nan_to_num(0.0, posinf=0.0, neginf=0.0)])  # (n + 1, d)
-            losses = self.model.loss(points, xv, yv)  # (n + 1,)
-        s = losses[0] - losses[1:] - self.rho * X.pow(2).sum(1)
+            points = torch.cat([x, x - self.gamma * X.nan_to_num(0.0, posinf=0.0, neginf=0.0)], -2)  # (..., n + 1, d)
+            flat = points.reshape(-1, X.shape[-1])  # (P, d)
+            xv, yv = self.x_val.expand(len(flat), *self.x_val.shape), self.y_val.expand(len(flat), -1)
+            losses = self.model.loss(flat, xv, yv).view(points.shape[:-1])  # (..., n + 1)
+        s = losses[..., :1] - losses[..., 1:] - self.rho * X.pow(2).sum(-1)  # (..., n)
         s = torch.where(rules._finite_rows(X), s, torch.full_like(s, -float("inf")))
         return s.nan_to_num(-float("inf"))
 
     def aggregate(self, X: torch.Tensor) -> torch.Tensor:
-        keep = self.scores(X).topk(len(X) - self.f).indices  # (n - f,)
-        return X[keep].mean(0)
+        keep = self.scores(X).topk(X.shape[-2] - self.f, dim=-1).indices  # (..., n - f)
+        return X.gather(-2, keep[..., None].expand(*keep.shape, X.shape[-1])).mean(-2)
 
     def state_dict(self) -> dict:
         return {"f": self.f, "gamma": self.gamma, "rho": self.rho, "x": self.x}

@@ -12,7 +12,7 @@ their worker momentum):
 ``attack_grid`` runs R such trainings as one: the same configuration on stacks (R, n, d).
 """
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from functools import partial
 
 import torch
@@ -176,19 +176,43 @@ def byzantine_sgd(
 
 @dataclass
 class Grid:
-    """Test accuracy for every seed x momentum x attack x aggregator."""
+    """Test accuracy for every seed x momentum x attack x aggregator, and each aggregator's final
+    state (its ``state_dict`` after training, e.g. what centered clipping clipped)."""
 
     seeds: list[int]
     momenta: list[float]
     attacks: list[str]
     aggregators: list[str]
     accuracy: torch.Tensor  # (len(seeds), len(momenta), len(attacks), len(aggregators))
+    f: int = 0  # the last f workers are Byzantine
+    states: dict[str, dict] = field(default_factory=dict)  # aggregator name -> its state_dict, runs stacked
 
     def __getitem__(self, key: tuple[float, str, str]) -> Spread:
         """The accuracies of one momentum x attack x aggregator over the seeds."""
         beta, attack, aggregator = key
         i, j, k = self.momenta.index(beta), self.attacks.index(attack), self.aggregators.index(aggregator)
         return Spread(self.accuracy[:, i, j, k].tolist())
+
+    def clipped(self, key: tuple[float, str, str]) -> dict[str, Spread]:
+        """For a ``CenteredClipping`` aggregator: the share of the steps at which it clipped a row,
+        averaged over the honest rows and over the Byzantine rows, over the seeds.
+
+        Returns:
+            {"honest": Spread, "Byzantine": Spread} (no "Byzantine" for f = 0).
+
+        Raises:
+            ValueError: for an aggregator that counted no clipping.
+        """
+        beta, attack, aggregator = key
+        state = self.states.get(aggregator, {})
+        if state.get("clipped") is None:
+            raise ValueError(f"aggregator {aggregator!r} counted no clipping; only CenteredClipping does")
+        share = (state["clipped"].double() / state["calls"]).cpu()  # (R, n), R = seeds x momenta x attacks
+        runs = share.view(len(self.seeds), len(self.momenta), len(self.attacks), -1)[
+            :, self.momenta.index(beta), self.attacks.index(attack)]  # (seeds, n)  # fmt: skip
+        honest = runs.shape[-1] - self.f
+        shares = {"honest": Spread(runs[:, :honest].mean(1).tolist())}
+        return shares | ({"Byzantine": Spread(runs[:, honest:].mean(1).tolist())} if self.f else {})
 
     def spreads(self) -> dict[tuple[float, str, str], Spread]:
         """(momentum, attack, aggregator) -> its ``Spread`` over the seeds, for every cell."""
@@ -208,12 +232,15 @@ class StackedGradients:
         per_seed: runs per block.
         flip: (R, 1, 1) bool, the runs whose Byzantine workers flip their labels.
         byzantine: (1, n, 1) bool, the Byzantine workers.
+        observe: called with (x (R, d), (x (R, n, B, ...), y (R, n, B))) before the gradients
+            are computed: the aggregator's ``observe`` (Zeno scores each run at its model).
     """
 
     def __init__(self, model: FlatModel, clients: Clients, *, batch_size: int, gens: Sequence[torch.Generator],
-                 per_seed: int, flip: torch.Tensor, byzantine: torch.Tensor):  # fmt: skip
+                 per_seed: int, flip: torch.Tensor, byzantine: torch.Tensor, observe: Callable | None = None):  # fmt: skip
         self.model, self.clients, self.batch_size, self.gens, self.per_seed = model, clients, batch_size, gens, per_seed
         self.flipped = flip & byzantine  # (R, n, 1)
+        self.observe = observe
 
     def __call__(self, x: torch.Tensor, S: torch.Tensor) -> torch.Tensor:
         R, n = len(x), len(S)
@@ -221,6 +248,8 @@ class StackedGradients:
         xb = torch.stack(xb).repeat_interleave(self.per_seed, 0)  # (R, n, B, ...)
         yb = torch.stack(yb).repeat_interleave(self.per_seed, 0)  # (R, n, B)
         Y = torch.where(self.flipped, self.clients.n_classes - 1 - yb, yb)  # (R, n, B)
+        if self.observe is not None:
+            self.observe(x, (xb, Y))
         G = self.model.grad(x.repeat_interleave(n, 0), xb.flatten(0, 1), Y.flatten(0, 1))  # (R * n, d)
         return G.view(R, n, -1)
 
@@ -257,7 +286,8 @@ def attack_grid(
     as one ``engine.Federated`` on stacks: the server model is (R, d), the workers'
     gradients one (R * n, d) client matrix (``StackedGradients``), worker momentum has one
     beta per run, each run has its attack (``PerRun``) and the aggregator gets the stack
-    (R, n, d). The runs of one seed start from the same initialization and see the same
+    (R, n, d) (an aggregator that observes, as Zeno, sees the R models and minibatches each
+    step). The runs of one seed start from the same initialization and see the same
     minibatches (both from ``generator(seed)``), as ``byzantine_sgd`` with
     ``gen=generator(seed)`` does; the noise attack draws from ``generator(seed + 1)``.
 
@@ -271,7 +301,8 @@ def attack_grid(
             attack, one step's accuracy jumps by tens of points from step to step).
 
     Returns:
-        The ``Grid`` of test accuracies (a NaN model scores as the zero model).
+        The ``Grid`` of test accuracies (a NaN model scores as the zero model), with each
+        aggregator's final ``state_dict`` (e.g. centered clipping's counts, ``Grid.clipped``).
 
     Raises:
         ValueError: for f outside [0, n/2), average_last outside [1, steps], or no seed.
@@ -292,24 +323,27 @@ def attack_grid(
     y_test = clients.y_test.expand(R, -1)
     accuracy = lambda fed: model.accuracy(fed.x.nan_to_num(0.0), x_test, y_test).cpu()  # noqa: E731 (R,)
     acc = torch.zeros(len(aggregators), R)
-    for k, factory in enumerate(aggregators.values()):
+    states = {}
+    for k, (name, factory) in enumerate(aggregators.items()):
         gens = [generator(seed) for seed in seeds]
         attack = PerRun([make_attack(a, f, gen=generator(seed + 1), sigma=sigma, epsilon=epsilon)
                          for seed in seeds for _, a in runs])  # fmt: skip
         x = torch.stack([model.init(gen, device) for gen in gens]).repeat_interleave(per_seed, 0)  # (R, d)
+        aggregator = agg.as_aggregator(factory())
         federation = Federated(
             x, select=everyone(n), weights=torch.ones(n, device=device),
             local=StackedGradients(model, clients, batch_size=batch_size, gens=gens, per_seed=per_seed, flip=flip,
-                                   byzantine=byzantine),
+                                   byzantine=byzantine, observe=aggregator.observe),
             transforms=[WorkerMomentum([b for _ in seeds for b, _ in runs]), attack],
-            aggregate=agg.as_aggregator(factory()), server_step=descend(lr),
+            aggregate=aggregator, server_step=descend(lr),
         )  # fmt: skip
         if steps > average_last:  # the first steps unrecorded, then the last average_last with their accuracy
             run(federation, steps - average_last)
         for a in run(federation, average_last, metrics={"accuracy": accuracy}).accuracy:
             acc[k] += a / average_last
+        states[name] = aggregator.state_dict()
     shape = (n_seeds, len(momenta), len(attacks), len(aggregators))
-    return Grid(seeds, list(momenta), list(attacks), list(aggregators), acc.T.reshape(shape))
+    return Grid(seeds, list(momenta), list(attacks), list(aggregators), acc.T.reshape(shape), f, states)
 
 
 def with_minority(clients: Clients, minority: torch.Tensor, quarter_turns: int = 2) -> Clients:
