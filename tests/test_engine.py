@@ -151,7 +151,10 @@ def round_loops(path: pathlib.Path) -> list[int]:
 
 
 def test_the_loop_over_rounds_appears_once_in_mllib():
-    loops = {str(p.relative_to(ROOT)): round_loops(p) for p in (ROOT / "mllib").rglob("*.py")}
+    # mllib/checks holds the reference answers of the labs' build exercises, where the student
+    # writes the loop over rounds (e.g. DuHL's working sets in lab 08): not a second engine
+    checks = ROOT / "mllib" / "checks"
+    loops = {str(p.relative_to(ROOT)): round_loops(p) for p in (ROOT / "mllib").rglob("*.py") if checks not in p.parents}
     loops = {path: lines for path, lines in loops.items() if lines}
     assert list(loops) == ["mllib/engine.py"] and len(loops["mllib/engine.py"]) == 1, loops
 

@@ -95,7 +95,6 @@ def test_slide_metadata_opens_a_slide_at_each_heading_and_skips_the_parameters()
     assert slide_metadata(notebook) == notebook  # idempotent
 
 
-@pytest.mark.xfail(strict=True, reason="metadata applied by the lead at the end")
 def test_every_notebook_carries_the_course_metadata():
     """Applied by `python -m mllib.site --metadata` then `make labs` (which copies it to the labs)."""
     reference = read(LECTURES[0]).metadata["language_info"]
