@@ -50,7 +50,17 @@ pytestmark = pytest.mark.skipif(missing is not None, reason=f"browser test skipp
 
 
 @pytest.fixture(scope="module")
-def lab_page(tmp_path_factory):
+def chromium():
+    """One browser for the module: Playwright's sync API allows one instance per thread, and
+    pytest keeps every module-scoped fixture alive until the module ends."""
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture(scope="module")
+def lab_page(tmp_path_factory, chromium):
     # Never autosave (the browser's outputs must not overwrite the committed notebooks), and
     # render every cell, not only those in view, so that every widget can be counted.
     settings = tmp_path_factory.mktemp("lab-settings")
@@ -62,10 +72,8 @@ def lab_page(tmp_path_factory):
         path.write_text(json.dumps(values))
     workspaces = tmp_path_factory.mktemp("lab-workspaces")  # no tabs restored from earlier runs
     lab_args = (f"--LabApp.user_settings_dir={settings}", f"--LabApp.workspaces_dir={workspaces}")
-    with running_lab(*lab_args) as base, sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-        yield base, browser
-        browser.close()
+    with running_lab(*lab_args) as base:
+        yield base, chromium
 
 
 def open_notebook(browser, base: str, relative: str):
@@ -188,7 +196,7 @@ WIDGETS_DRAWN = """() => ({
 
 
 @pytest.fixture(scope="module")
-def offline_site(tmp_path_factory):
+def offline_site(tmp_path_factory, chromium):
     """The site's base URL on 127.0.0.1, a browser context that aborts (and records) every request
     to another host, and that record."""
     from mllib.site import build_site
@@ -207,12 +215,10 @@ def offline_site(tmp_path_factory):
             elsewhere.append(route.request.url)
             route.abort()
 
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-        context = browser.new_context(viewport={"width": 1280, "height": 720})
-        context.route("**/*", only_the_site)
-        yield base, context, elsewhere
-        browser.close()
+    context = chromium.new_context(viewport={"width": 1280, "height": 720})
+    context.route("**/*", only_the_site)
+    yield base, context, elsewhere
+    context.close()
     server.shutdown()
 
 
