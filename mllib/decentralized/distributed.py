@@ -314,7 +314,10 @@ def launch_subprocess(cfg: RunConfig, nproc: int, *, wall_timeout: float = 300.0
         options = [f"--{k.replace('_', '-')}={v}" for k, v in asdict(cfg).items()]
         command = [sys.executable, "-m", __name__, f"--nproc={nproc}", f"--out={path}", *options]
         try:
-            done = subprocess.run(command, capture_output=True, text=True, timeout=wall_timeout)
+            # one torch thread per rank: the ranks are the parallelism (several threads per rank on
+            # a 2-core machine made gloo's collectives stall past any timeout)
+            env = {**os.environ, "MLLIB_THREADS": "1"}
+            done = subprocess.run(command, capture_output=True, text=True, timeout=wall_timeout, env=env)
         except subprocess.TimeoutExpired:
             raise DistributedError(f"the distributed run did not finish within {wall_timeout:g} s") from None
         if done.returncode != 0:
