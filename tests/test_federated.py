@@ -333,26 +333,8 @@ def mimelite_step(Y, g, m, lr, momentum):
     return Y - lr * ((1 - momentum) * g + momentum * m)
 
 
-def _fedavg_unweighted(x, A, b, w, K, lr, s):
-    return fedavg_round(x, A, b, torch.ones_like(w), K, lr, s)
-
-
-def _fedavg_one_step(x, A, b, w, K, lr, s):
-    return fedavg_round(x, A, b, w, 1, lr, s)
-
-
-def _fedavg_no_server_lr(x, A, b, w, K, lr, s):
-    return fedavg_round(x, A, b, w, K, lr, 1.0)
-
-
-def _fedavg_gradient_sign(x, A, b, w, K, lr, s):
-    return fedavg_round(x, A, -b, w, K, lr, s)
-
-
 WRONG = {
-    check.fedavg_round: (fedavg_round, [
-        _fedavg_unweighted, _fedavg_one_step, _fedavg_no_server_lr, _fedavg_gradient_sign,
-    ]),
+    check.fedavg_round: (fedavg_round, []),  # its known mistakes: tests/test_checks.py
     check.scaffold_round: (scaffold_round, [
         lambda x, c, C, A, b, w, K, lr, s: scaffold_round(x, c, C, A, b, w, K, lr, s)[:2],
         lambda x, c, C, A, b, w, K, lr, s: (*scaffold_round(x, c, C, A, b, w, K, lr, s)[:2], C.zero_()),
