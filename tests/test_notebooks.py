@@ -1,22 +1,28 @@
 """What nbval does not check by itself: executed notebooks, compared outputs, listed claims."""
+import ast
 import re
 import subprocess
 import sys
-import tomllib
 
 import pytest
 from nbval.plugin import get_sanitize_patterns
 
+from mllib.claims import bounds, declared
 from notebooks import IGNORED, LECTURES, ROOT, VALIDATED, code_cells, is_compared, nbval_tags, read
 
-CLAIMS = {path.stem: tomllib.loads(path.read_text()) for path in sorted((ROOT / "tests" / "claims").glob("*.toml"))}
-BAND = re.compile(r"^assert (-?[\d.]+) < .+ < (-?[\d.]+)$")
 WIDGET = "application/vnd.jupyter.widget-view+json"
 
 
-def claims_of(notebook):
+def claims_of(notebook) -> set[str]:
+    """The names of the claims declared for a notebook (mllib.claims reads lectures/claims/, solutions/claims/)."""
     relative = notebook.relative_to(ROOT).as_posix()
-    return [c for listed in CLAIMS.values() if listed["notebook"] == relative for c in listed["claim"]]
+    return {name for name, c in declared().items() if c["notebook"] == relative}
+
+
+def stated(cell) -> list[str]:
+    """The claims a cell states: the names in its ``claim("name", measured)`` calls."""
+    calls = [n for n in ast.walk(ast.parse(cell.source)) if isinstance(n, ast.Call)]
+    return [c.args[0].value for c in calls if getattr(c.func, "id", None) == "claim" and isinstance(c.args[0], ast.Constant)]
 
 
 @pytest.mark.parametrize("notebook", VALIDATED, ids=lambda p: p.name)
@@ -95,32 +101,33 @@ def test_no_notebook_loads_precomputed_results(notebook):
 
 @pytest.mark.parametrize("notebook", LECTURES, ids=lambda p: p.name)
 def test_every_lecture_makes_claims(notebook):
-    assert claims_of(notebook), f"list the claims of {notebook.name} in tests/claims/"
-
-
-@pytest.mark.parametrize("name", list(CLAIMS))
-def test_every_listed_claim_is_asserted_in_a_compared_cell(name):
-    listed = CLAIMS[name]
-    notebook = ROOT / listed["notebook"]
-    assert notebook.exists(), f"tests/claims/{name}.toml names a missing notebook"
-    cells = [c for c in code_cells(notebook) if is_compared(c)]
-    for claim in listed["claim"]:
-        assert any(claim["check"] in c.source.splitlines() for c in cells), (
-            f"{notebook.name} no longer asserts: {claim['says']} ({claim['check']})"
-        )
-        band = BAND.match(claim["check"])
-        if band:
-            low, high = map(float, band.groups())
-            assert 0 < high - low <= 0.1 + 1e-9, f"band wider than 0.1: {claim['check']}"
+    assert claims_of(notebook), f"declare the claims of {notebook.name} in lectures/claims/{notebook.stem}.toml"
 
 
 @pytest.mark.parametrize("notebook", VALIDATED, ids=lambda p: p.name)
-def test_every_assertion_in_a_notebook_is_a_listed_claim(notebook):
-    listed = {c["check"] for c in claims_of(notebook)}
+def test_every_declared_claim_is_stated_once_in_a_compared_cell(notebook):
+    compared = [name for c in code_cells(notebook) if is_compared(c) for name in stated(c)]
+    for name in claims_of(notebook):
+        assert compared.count(name) == 1, f"{notebook.name} states {name!r} {compared.count(name)} times in compared cells"
+
+
+@pytest.mark.parametrize("notebook", VALIDATED, ids=lambda p: p.name)
+def test_a_notebook_states_only_its_declared_claims_and_asserts_nothing_else(notebook):
+    mine = claims_of(notebook)
     for cell in code_cells(notebook):
-        for line in cell.source.splitlines():
-            if line.startswith("assert "):
-                assert line in listed, f"{notebook.name}: list this claim in tests/claims/: {line}"
+        assert set(stated(cell)) <= mine, f"{notebook.name}: declare {set(stated(cell)) - mine} in its claims file"
+        assert not [line for line in cell.source.splitlines() if line.startswith("assert ")], (
+            f"{notebook.name}: state a claim with claim(name, measured), declared in its claims file:\n{cell.source}"
+        )
+
+
+def test_two_sided_bands_are_at_most_0_1_wide():
+    for name, declaration in declared().items():
+        limits = bounds(declaration)
+        low = limits.get("above", limits.get("at_least"))
+        high = limits.get("below", limits.get("at_most"))
+        if low is not None and high is not None:
+            assert 0 < high - low <= 0.1 + 1e-9, f"claim {name!r}: band ({low}, {high}) wider than 0.1"
 
 
 @pytest.mark.parametrize("notebook", VALIDATED, ids=lambda p: p.name)
