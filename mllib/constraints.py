@@ -440,3 +440,12 @@ def Generator() -> Instance:  # noqa: N802
 def Generators() -> Instance:  # noqa: N802
     """A torch.Generator, or a sequence of them (one per client)."""
     return Instance(torch.Generator, list, tuple, description="a torch.Generator or a list of one per client")
+
+
+class Integers(Reals):
+    """A non-empty sequence of whole numbers, each what ``Integer(**bounds)`` accepts (seeds, step
+    counts, channel widths); returns a tuple of ints."""
+
+    def __init__(self, **bounds):
+        self.each = Integer(**bounds)
+        self.description = f"a non-empty sequence of integers, each {self.each.description}"

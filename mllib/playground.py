@@ -34,6 +34,8 @@ import torch
 
 from . import compression, decentralized, engine, privacy, robust
 from .clients import evaluate, run_rounds
+from .constraints import Function, Generator, Instance, Integer, OneOf, Real, Rule, constrain
+from .data import Dataset
 from .engine import History
 from .models import FlatModel, mlp
 from .partition import split
@@ -50,6 +52,11 @@ ATTACKS = tuple(a for a in robust.ATTACKS if a != "huge")
 AGGREGATORS = ("mean", "median", "trimmed mean", "krum", "geometric median", "centered clipping")
 
 
+@constrain(partition=OneOf(*PARTITIONS), alpha=Real(gt=0), n_clients=Integer(min=2), topology=OneOf(*TOPOLOGIES),
+           local_steps=Integer(min=1), compressor=OneOf(*COMPRESSORS), attack=OneOf(*ATTACKS), f=Integer(min=0),
+           aggregator=OneOf(*AGGREGATORS), momentum=Real(ge=0, lt=1), dp_sigma=Real(ge=0), dp_clip=Real(gt=0),
+           dp_delta=Real(gt=0, lt=1), choco_gamma=Real(gt=0, le=1), rounds=Integer(min=1), lr=Real(gt=0),
+           batch_size=Integer(min=1), hidden=Integer(min=1), seed=Integer(min=0))  # fmt: skip
 @dataclass(frozen=True)
 class Config:
     """One playground setting (defaults: the lecture's default run).
@@ -58,7 +65,7 @@ class Config:
     (with error feedback; on a topology, CHOCO-Gossip with consensus step ``choco_gamma``), attack
     with f Byzantine clients (the last f), aggregator, worker momentum, client-level DP (noise
     multiplier sigma, clip C, reported as (epsilon, dp_delta)-DP). Training: rounds, lr,
-    batch_size, hidden, seed.
+    batch_size, hidden, seed. Each option is checked here; how they combine, by ``validate``.
     """
 
     partition: str = "dirichlet"
@@ -83,6 +90,14 @@ class Config:
     seed: int = 0
 
 
+CONFIG = Instance(Config, description="a playground.Config")
+RESULTS = Instance(Mapping, description="a dict seed -> History (run_seeds)")
+SAME_SEEDS = Rule("others", lambda results, others: list(results) == list(others),
+                  lambda results, others: f"results and others must be runs of the same seeds, got {list(results)} and "
+                  f"{list(others)}")  # fmt: skip
+
+
+@constrain(aggregator=OneOf(*AGGREGATORS), n_clients=Integer(min=1))
 def max_f(aggregator: str, n_clients: int) -> int:
     """The largest number of Byzantine clients the aggregator's own condition accepts.
 
@@ -90,11 +105,10 @@ def max_f(aggregator: str, n_clients: int) -> int:
     The mean has no such guarantee: one bad row moves it anywhere. The playground still lets it
     face f < n/2 attackers, to show exactly that.
     """
-    if aggregator not in AGGREGATORS:
-        raise ValueError(f"unknown aggregator={aggregator!r}; choose one of {AGGREGATORS}")
     return robust.rules.max_f(n_clients, "krum" if aggregator == "krum" else "half")
 
 
+@constrain(config=CONFIG)
 def allowed(config: Config) -> dict[str, tuple]:
     """The values each option may take given the others (what the widgets offer)."""
     gossip = config.topology != "server"
@@ -102,41 +116,21 @@ def allowed(config: Config) -> dict[str, tuple]:
         "partition": PARTITIONS, "topology": TOPOLOGIES, "attack": ATTACKS,
         "compressor": GOSSIP_COMPRESSORS if gossip else COMPRESSORS,
         "aggregator": ("mean",) if gossip else AGGREGATORS,
-        "f": tuple(range(max_f(config.aggregator, config.n_clients) + 1)),
+        "f": tuple(range(max_f.__wrapped__(config.aggregator, config.n_clients) + 1)),  # checked by Config
         # CHOCO's public copies X_hat already keep what compression held back
         "error_feedback": (False,) if gossip or config.compressor == "none" else (False, True),
     }  # fmt: skip
 
 
+@constrain(config=CONFIG)
 def validate(config: Config) -> Config:
-    """Check a ``Config``; return it.
+    """Check how the options of a ``Config`` combine (each alone is checked by ``Config``); return it.
 
     Raises:
         ValueError: naming the option, the value received and what to pass.
     """
     c = config
-    if not isinstance(c, Config):
-        raise ValueError(f"config must be a playground.Config, got {type(c).__name__}")
-    for name, values in (("partition", PARTITIONS), ("topology", TOPOLOGIES), ("compressor", COMPRESSORS),
-                         ("attack", ATTACKS), ("aggregator", AGGREGATORS)):  # fmt: skip
-        if getattr(c, name) not in values:
-            raise ValueError(f"unknown {name}={getattr(c, name)!r}; choose one of {values}")
-    for name in ("n_clients", "local_steps", "rounds", "batch_size", "hidden"):
-        if not isinstance(getattr(c, name), int) or getattr(c, name) < (2 if name == "n_clients" else 1):
-            raise ValueError(f"{name} must be an integer >= {2 if name == 'n_clients' else 1}, got {getattr(c, name)!r}")
-    if not c.alpha > 0:
-        raise ValueError(f"alpha must be > 0, got alpha={c.alpha}")
-    if not 0 <= c.momentum < 1:
-        raise ValueError(f"momentum must be in [0, 1), got momentum={c.momentum}")
-    if not c.dp_sigma >= 0 or not c.dp_clip > 0:
-        raise ValueError(f"need dp_sigma >= 0 and dp_clip > 0, got dp_sigma={c.dp_sigma}, dp_clip={c.dp_clip}")
-    if not 0 < c.dp_delta < 1:
-        raise ValueError(f"dp_delta must be in (0, 1), got dp_delta={c.dp_delta}; pass e.g. 1e-5")
-    if not c.lr > 0:
-        raise ValueError(f"lr must be > 0, got lr={c.lr}")
-    if not 0 < c.choco_gamma <= 1:
-        raise ValueError(f"choco_gamma must be in (0, 1], got choco_gamma={c.choco_gamma}")
-    options = allowed(c)
+    options = allowed.__wrapped__(c)  # c is checked
     if c.topology != "server":
         if c.aggregator != "mean":
             raise ValueError(f"aggregator={c.aggregator!r} needs a server; with topology={c.topology!r} pass 'mean'")
@@ -157,6 +151,7 @@ def validate(config: Config) -> Config:
     return c
 
 
+@constrain(name=OneOf(*COMPRESSORS), seed=Integer(min=0))
 def make_compressor(name: str, error_feedback: bool = False, seed: int = 0) -> compression.Compressor:
     """A fresh compressor of ``mllib.compression`` by playground name, optionally with error feedback."""
     table = {
@@ -164,12 +159,11 @@ def make_compressor(name: str, error_feedback: bool = False, seed: int = 0) -> c
         "random-k 10%": lambda: compression.RandomK(fraction=0.1, seed=seed), "sign": compression.ScaledSign,
         "qsgd 4 levels": lambda: compression.QSGD(4, seed=seed), "bfloat16": lambda: compression.Cast(torch.bfloat16),
     }  # fmt: skip
-    if name not in table:
-        raise ValueError(f"unknown compressor={name!r}; choose one of {COMPRESSORS}")
     inner = table[name]()
     return compression.ErrorFeedback(inner) if error_feedback else inner
 
 
+@constrain(config=CONFIG, gen=Generator())
 def make_aggregate(config: Config, gen: torch.Generator):
     """Stages 4 and 5: the aggregator of ``mllib.robust`` then client-level DP noise of ``mllib.privacy``.
 
@@ -191,6 +185,7 @@ def make_aggregate(config: Config, gen: torch.Generator):
     return aggregate
 
 
+@constrain(config=CONFIG)
 def dp_epsilon(config: Config) -> float | None:
     """The epsilon of the playground's client-level DP at the config's delta, for the mean aggregator.
 
@@ -214,6 +209,7 @@ def dp_epsilon(config: Config) -> float | None:
     return privacy.epsilon(q=1.0, sigma=c.dp_sigma, steps=c.rounds, delta=c.dp_delta)
 
 
+@constrain(config=CONFIG)
 def describe_dp(config: Config) -> str:
     """Stage 5 in words: sigma and C with the (epsilon, delta) they give (``dp_epsilon``)."""
     c = config
@@ -225,6 +221,7 @@ def describe_dp(config: Config) -> str:
     return f"sigma = {c.dp_sigma:g}, clip C = {c.dp_clip:g}: {guarantee}"
 
 
+@constrain(config=CONFIG, data=Instance(Dataset), gen=Generator() | None)
 def run(config: Config, data, gen: torch.Generator | None = None) -> History:
     """Run the playground pipeline on ``data`` (a ``mllib.Dataset``).
 
@@ -269,6 +266,8 @@ def run(config: Config, data, gen: torch.Generator | None = None) -> History:
     return history
 
 
+@constrain(Rule("seeds", lambda seeds: len(seeds) > 0, "seeds must name at least one seed, got none"), config=CONFIG,
+           data=Instance(Dataset), seeds=Instance(Sequence, description="a sequence of seeds"))  # fmt: skip
 def run_seeds(config: Config, data, seeds: Sequence[int]) -> dict[int, History]:
     """``run`` once per seed: ``config`` with its ``seed`` replaced, so that the split, the
     initial model, the minibatches and the draws of the attack, the compressor and the DP
@@ -283,12 +282,11 @@ def run_seeds(config: Config, data, seeds: Sequence[int]) -> dict[int, History]:
     Raises:
         ValueError: for no seed, or an invalid config (see ``validate``).
     """
-    results = {s: run(replace(config, seed=s), data) for s in seeds}
-    if not results:
-        raise ValueError("seeds must name at least one seed, got none")
-    return results
+    return {s: run(replace(config, seed=s), data) for s in seeds}
 
 
+@constrain(Rule("results", lambda results: len(results) > 0, "results must hold at least one run, got none"),
+           results=RESULTS)  # fmt: skip
 def final_accuracy(results: Mapping[int, History]) -> Spread:
     """The final mean client accuracy of each run, over the seeds.
 
@@ -304,6 +302,7 @@ def final_accuracy(results: Mapping[int, History]) -> Spread:
     return Spread(h.accuracy[-1] for h in results.values())
 
 
+@constrain(SAME_SEEDS, results=RESULTS, others=RESULTS)
 def paired_difference(results: Mapping[int, History], others: Mapping[int, History]) -> Spread:
     """Final accuracy of ``results`` minus that of ``others``, seed by seed: each difference
     compares two settings on the same split and initial model.
@@ -317,11 +316,13 @@ def paired_difference(results: Mapping[int, History], others: Mapping[int, Histo
     Raises:
         ValueError: if the two are not of the same seeds, or are empty.
     """
-    if list(results) != list(others):
-        raise ValueError(f"results and others must be runs of the same seeds, got {list(results)} and {list(others)}")
     return Spread(results[s].accuracy[-1] - others[s].accuracy[-1] for s in results)
 
 
+@constrain(Rule("options", lambda options: all(len(values) > 0 for values in options.values()),
+                "options must give every name at least one value, got {options}"),
+           options=Instance(Mapping, description="a dict name -> values"), is_valid=Function(), tries=Integer(min=1),
+           seed=Integer())  # fmt: skip
 def pairwise(options: dict[str, tuple], is_valid, *, tries: int = 1000, seed: int = 0) -> list[dict]:
     """A small set of valid settings covering every valid pair of option values (all-pairs testing).
 
@@ -359,14 +360,17 @@ def pairwise(options: dict[str, tuple], is_valid, *, tries: int = 1000, seed: in
     return chosen
 
 
+@constrain(config=CONFIG)
 def is_valid(config: Config) -> bool:
+    """Whether ``validate`` accepts the config."""
     try:
-        validate(config)
+        validate.__wrapped__(config)  # config is checked
     except ValueError:
         return False
     return True
 
 
+@constrain(config=CONFIG)
 def describe(config: Config) -> str:
     """The pipeline as one line per stage, with the settings the config gives each."""
     c = config

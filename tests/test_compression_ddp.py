@@ -90,5 +90,5 @@ def test_bad_hook_and_rank_raise():
         run_ddp(hook=())
     with pytest.raises(ValueError, match=r"seed must be an integer >= 0 or a tuple of them, got \(\)"):
         run_ddp(seed=())
-    with pytest.raises(ValueError, match="rank must be an integer >= 1, got rank=0"):
+    with pytest.raises(ValueError, match="rank must be an integer >= 1, got 0"):
         PowerSGDHook(0)

@@ -51,7 +51,7 @@ def test_torch_cast_saturates_e4m3_on_every_torch_version():
     x = torch.tensor([464.0, 1e6, math.inf, -math.inf, math.nan])
     assert formats.torch_cast(x, "fp8_e4m3")[:4].tolist() == [448.0, 448.0, 448.0, -448.0]
     assert formats.torch_cast(x, "fp8_e4m3")[4].isnan()
-    with pytest.raises(ValueError, match="torch has no dtype for fp8_e3m4"):
+    with pytest.raises(ValueError, match="fmt must be a float format torch has a dtype for, .* got fp8_e3m4; use round_to"):
         formats.torch_cast(x, "fp8_e3m4")
 
 
@@ -110,8 +110,8 @@ def test_grid_spacing_is_the_gap_between_neighbours():
 def test_round_to_nearest_is_round_to_without_stochastic(fmt):
     x = hard_inputs("bf16", n=1000)
     assert same_bits(formats.round_to_nearest(x, fmt), formats.round_to(x, fmt))
-    with pytest.raises(ValueError, match="floating-point"):
-        formats.round_to_nearest(torch.arange(3), fmt)
+    integers = torch.tensor([-300, 3, 1000001])  # become float32, never truncated
+    assert same_bits(formats.round_to_nearest(integers, fmt), formats.round_to_nearest(integers.float(), fmt))
 
 
 @pytest.mark.parametrize("fmt", ["fp16", "bf16", "fp8_e5m2", "fp8_e4m3", "fp8_e3m4", "int8"])
@@ -179,21 +179,21 @@ def test_scaled_round_uses_the_format_range():
 @pytest.mark.parametrize("bad", [dict(fmt="fp12"), dict(fmt="fp16", scale=math.nan), dict(fmt="fp16", scale=math.inf),
                                  dict(fmt="fp16", scale=0.0), dict(fmt="fp16", scale=-1.0)])  # fmt: skip
 def test_bad_format_or_scale_raises(bad):
-    with pytest.raises(ValueError, match="fmt must be one of|scale must be a finite positive"):
+    with pytest.raises(ValueError, match=r"^(fmt must be a format \(FloatFormat or IntFormat\), or one of|scale must be a finite number > 0, or None, got)"):
         formats.scaled_round(torch.ones(3), **bad)
 
 
 def test_other_bad_input_raises():
-    with pytest.raises(ValueError, match="x must be a floating-point tensor"):
-        formats.round_to(torch.ones(3, dtype=torch.int64), "fp16")
-    with pytest.raises(ValueError, match="gen="):
+    with pytest.raises(TypeError, match="^x must be a tensor of values to round, got"):
+        formats.round_to(torch.ones(3, dtype=torch.bool), "fp16")
+    with pytest.raises(ValueError, match="^gen must be a torch.Generator for stochastic rounding, got None"):
         formats.round_to(torch.ones(3), "fp16", stochastic=True)
-    with pytest.raises(ValueError, match="bits must lie"):
+    with pytest.raises(ValueError, match=r"^bits must lie in \[0, 2\^8\) for fp8_e4m3, got 256"):
         bits.decode(256, "fp8_e4m3")
-    with pytest.raises(ValueError, match="loss_scale"):
+    with pytest.raises(ValueError, match="^loss_scale must be a finite number > 0, got inf"):
         training.Precision(loss_scale=math.inf)
     for n in (0, -3, 2.5):
-        with pytest.raises(ValueError, match="n_features must be an integer >= 1"):
+        with pytest.raises((TypeError, ValueError), match=f"^n_features must be an integer >= 1, got {n}"):
             hashing.hash_features([{"a": 1}], n)
 
 
@@ -463,16 +463,16 @@ def test_sparse_operands_have_the_density():
 def test_more_bad_input_raises(digits):
     with pytest.raises(ValueError, match="input_type"):
         hashing.hash_features([["a"]], 8, input_type="tokens")
-    with pytest.raises(ValueError, match="x must be a float tensor"):
+    with pytest.raises(ValueError, match=r"^x must be a tensor of terms \(\.\.\., n\), got a tensor of shape \(3, 0\)"):
         summation.naive_sum(torch.ones(3, 0), "bf16")
-    with pytest.raises(ValueError, match="batch_size and hidden must be >= 1 and lr > 0, got batch_size=1, hidden=0"):
+    with pytest.raises(ValueError, match="^hidden must be an integer >= 1, got 0"):
         training.train_limited(digits, training.Precision(), hidden=0, steps=1, lr=0.1, batch_size=1, gen=torch.Generator())
     with pytest.raises(ValueError, match="steps must be an integer >= 1, got 0"):
         training.train_limited(digits, training.Precision(), hidden=4, steps=0, lr=0.1, batch_size=1,
                                gen=torch.Generator())
-    with pytest.raises(ValueError, match="fmt must be one of"):
+    with pytest.raises(ValueError, match="^compute must be one of"):
         training.Precision(compute="fp4")
-    with pytest.raises(ValueError, match="step must be finite"):
+    with pytest.raises(ValueError, match="^step must be a finite number > 0, got 0.0"):
         formats.stochastic_round_grid(torch.ones(2), 0.0, torch.zeros(2))
 
 

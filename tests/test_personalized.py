@@ -67,8 +67,8 @@ def test_ditto_calls_the_displayed_personal_step(setting, monkeypatch):
     """Lecture 02 shows ``ditto_update``'s source: Ditto's personal models move by that very function."""
     model, clients, x0 = setting
     calls = []
-    step = pers.training.ditto_update
-    monkeypatch.setattr(pers.training, "ditto_update", lambda *args: calls.append(1) or step(*args))
+    step = pers.training.ditto_update.__wrapped__  # a round calls it unchecked: its arguments were checked once
+    monkeypatch.setattr(pers.training.ditto_update, "__wrapped__", lambda *args: calls.append(1) or step(*args))
     pers.ditto(model, clients, rounds=2, local_steps=1, personal_steps=3, lr=LR, lam=1.0, batch_size=BATCH,
                gen=mllib.generator(5), x0=x0)  # fmt: skip
     assert len(calls) == 2 * 3
@@ -88,15 +88,15 @@ def test_ditto_update_at_lambda_zero_is_an_sgd_step():
     assert torch.equal(pers.ditto_update(V, w, G, 0.1, 0.0), V - 0.1 * G)
 
 
-@pytest.mark.parametrize("kwargs", [dict(lr=0.0, lam=1.0), dict(lr=0.1, lam=-1.0)])
-def test_ditto_update_rejects_bad_hyperparameters(kwargs):
-    with pytest.raises(ValueError, match="lr"):
+@pytest.mark.parametrize(("kwargs", "name"), [(dict(lr=0.0, lam=1.0), "lr"), (dict(lr=0.1, lam=-1.0), "lam")])
+def test_ditto_update_rejects_bad_hyperparameters(kwargs, name):
+    with pytest.raises(ValueError, match=f"^{name} must be"):
         pers.ditto_update(torch.zeros(2, 3), torch.zeros(3), torch.zeros(2, 3), **kwargs)
 
 
 def test_ditto_rejects_zero_rounds(setting):
     model, clients, _ = setting
-    with pytest.raises(ValueError, match="rounds=0"):
+    with pytest.raises(ValueError, match="^rounds must be an integer >= 1, got 0"):
         pers.ditto(model, clients, rounds=0, local_steps=1, personal_steps=1, lr=LR, lam=1.0, batch_size=2,
                    gen=mllib.generator(0))  # fmt: skip
 
@@ -140,7 +140,7 @@ def test_interpolation_ends_are_local_and_global():
 
 @pytest.mark.parametrize("alpha", [1.5, -0.1, torch.tensor([0.5, 0.5])])
 def test_interpolation_rejects_bad_alpha(alpha):
-    with pytest.raises(ValueError, match="alpha must be in"):
+    with pytest.raises(ValueError, match="^alpha must be"):
         pers.interpolate(torch.zeros(3, 2), torch.zeros(2), alpha)
 
 
@@ -162,7 +162,7 @@ def test_restrict_caps_the_samples(setting):
 
 @pytest.mark.parametrize("among", [[], [8], [-1]])
 def test_restrict_rejects_unknown_clients(setting, among):
-    with pytest.raises(ValueError, match="among"):
+    with pytest.raises((TypeError, ValueError), match="^among must"):  # [] is a float tensor: no indices
         pers.restrict(setting[1], among)
 
 
@@ -371,7 +371,7 @@ def test_linear_clients_alone_win_under_and_lose_over_parameterized():
 
 
 def test_linear_collaboration_rejects_negative_noise():
-    with pytest.raises(ValueError, match="noise=-1"):
+    with pytest.raises(ValueError, match="^noise must be a finite number >= 0, got -1.0"):
         pers.linear_collaboration([5], n_clients=2, n_samples=3, bias=0.0, noise=-1.0, gen=mllib.generator(0))
 
 
@@ -469,7 +469,7 @@ def test_corrupt_labels_touches_only_the_chosen_client(digits):
     changed = noisy.y != clients.y
     assert not changed[:start].any() and not changed[start + size :].any()
     assert 0.8 < changed[start : start + size].float().mean() < 0.95  # 9 in 10 random labels differ
-    with pytest.raises(ValueError, match="fraction=2"):
+    with pytest.raises(ValueError, match=r"^fraction must be a finite number in \[0, 1\], got 2.0"):
         pers.corrupt_labels(clients, 0, 2.0, mllib.generator(0))
 
 

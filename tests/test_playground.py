@@ -162,7 +162,7 @@ def test_bad_input_raises_naming_the_option(data, change, word):
 
 
 def test_not_a_config_raises(data):
-    with pytest.raises(ValueError, match="Config"):
+    with pytest.raises(TypeError, match="^config must be a playground.Config"):
         pg.run({"rounds": 2}, data)
 
 

@@ -224,7 +224,7 @@ def test_half_or_more_byzantine_rows_is_refused(name):
     function = FUNCTIONS[name]
     with pytest.raises(ValueError, match=r"f=5 of n=10|n > 2f \+ 2"):
         function(torch.zeros(10, 3), 5)
-    with pytest.raises(TypeError, match="must be an integer, got 1.5"):
+    with pytest.raises(TypeError, match="^f must be an integer >= 0, got 1.5"):
         function(torch.zeros(10, 3), 1.5)
 
 
@@ -288,9 +288,9 @@ def test_centered_clipping_remembers_its_centre():
 
 
 def test_unknown_names_are_refused():
-    with pytest.raises(ValueError, match="unknown aggregator"):
+    with pytest.raises(ValueError, match="^name must be one of .*'mean'.*, got 'average'"):
         robust.make("average", 1)
-    with pytest.raises(ValueError, match="unknown attack"):
+    with pytest.raises(ValueError, match="^name must be one of .*'sign flip'.*, got 'flip'"):
         robust.make_attack("flip", 1)
 
 
@@ -357,9 +357,8 @@ def test_attacks_check_f():
         robust.alie(torch.zeros(6, 2), 6)
     with pytest.raises(ValueError, match="outside"):
         robust.alie_z(10, 7)
-    with pytest.raises(ValueError, match="sign_flip: U must hold floats"):
-        robust.sign_flip(torch.zeros(6, 2, dtype=torch.int64), 1)
-    with pytest.raises(ValueError, match=r"alie: U must be a client matrix of shape \(n_clients, d\), got shape \(6,\)"):
+    assert robust.sign_flip(torch.ones(6, 2, dtype=torch.int64), 1).dtype == torch.get_default_dtype()  # as floats
+    with pytest.raises(ValueError, match=r"^U must be a client matrix of shape \(n_clients, d\), got a tensor of shape \(6,\)"):
         robust.alie(torch.zeros(6), 1)
 
 
@@ -669,8 +668,8 @@ def test_the_median_the_lecture_shows_is_the_one_the_grid_runs(monkeypatch, smal
     """Lecture 05 shows rules.coordinate_median: the "median" of its grid calls it."""
     model, clients = small
     calls = []
-    original = robust.rules.coordinate_median
-    monkeypatch.setattr(robust.rules, "coordinate_median", lambda X, f=0: calls.append(X.shape) or original(X, f))
+    body = robust.rules.coordinate_median.__wrapped__  # each round runs the body, its arguments checked once
+    monkeypatch.setattr(robust.rules.coordinate_median, "__wrapped__", lambda X, f=0: calls.append(X.shape) or body(X, f))
     robust.attack_grid(model, clients, f=2, attacks=["none"], momenta=[0.0], steps=2, lr=0.5, batch_size=4,
                        aggregators={"median": lambda: robust.make("median", 2)})  # fmt: skip
     assert calls == [(1, 9, model.dim)] * 2

@@ -10,7 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
-from ..constraints import Function, Generator, Integer, OneOf, Real, Tensor, constrain
+from ..clients import MODEL
+from ..constraints import Function, Generator, Integer, OneOf, Real, Rule, Tensor, constrain, shown
 from ..models import FlatModel
 from ..runtime import rand, randn
 
@@ -19,6 +20,7 @@ Attack = Callable[[Classifier, torch.Tensor, torch.Tensor], torch.Tensor]
 NORMS = ("inf", "2")
 
 
+@constrain(model=MODEL, row=Tensor(1))
 def classifier(model: FlatModel, row: torch.Tensor) -> Classifier:
     """The model whose parameters are ``row`` (d,), as a function images (B, ...) -> logits (B, C).
 
@@ -28,18 +30,25 @@ def classifier(model: FlatModel, row: torch.Tensor) -> Classifier:
     return lambda x: functional_call(model.module, params, (x,))
 
 
-# a radius: one number, or one per sample (B,); NaN and inf rejected, signs checked by _check
+# a radius: one number, or one per sample (B,); NaN and inf rejected, a tensor's signs by _nonnegative
 EPS = Real(ge=0) | Tensor(1, finite=True)
 IMAGES = dict(f=Function(), x=Tensor(), y=Tensor(1, integer=True))
+BATCH = Integer(min=1)
 
 
-def _check(eps, norm: str = "inf", steps: int = 1) -> None:
-    if (torch.as_tensor(eps) < 0).any():
-        raise ValueError(f"eps must be >= 0 (the radius of the perturbation ball), got {eps}")
-    if norm not in NORMS:
-        raise ValueError(f"unknown norm={norm!r}; pass 'inf' (L-infinity ball) or '2' (L2 ball)")
-    if steps < 1:
-        raise ValueError(f"steps must be >= 1 (the number of gradient steps), got {steps}")
+def _nonnegative(name: str) -> Rule:
+    """Every entry of the radius ``name`` >= 0 (``EPS`` checks a number's sign, this a (B,) tensor's)."""
+    return Rule(name, lambda **a: a[name] is None or bool((torch.as_tensor(a[name]) >= 0).all()),
+                lambda **a: f"{name} must be >= 0 (a radius of the perturbation ball), got {shown(a[name])} "
+                "with a negative entry")  # fmt: skip
+
+
+RADIUS, STEP = _nonnegative("eps"), _nonnegative("step_size")
+
+
+def _check(eps) -> None:
+    """``RADIUS`` in a body: fgsm's, which lecture 06 shows."""
+    RADIUS.check({"eps": eps})
 
 
 def _per_sample(value, x: torch.Tensor) -> torch.Tensor:
@@ -48,6 +57,7 @@ def _per_sample(value, x: torch.Tensor) -> torch.Tensor:
     return value.reshape(-1, *[1] * (x.dim() - 1)) if value.dim() else value
 
 
+@constrain(**IMAGES)
 def input_gradient(f: Classifier, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The gradient of each sample's cross-entropy with respect to its input, and the losses.
 
@@ -89,13 +99,13 @@ def fgsm(f: Classifier, x: torch.Tensor, y: torch.Tensor, eps: float, *, targete
     return (x + _per_sample(eps, x) * direction).clamp(0, 1).detach()
 
 
+@constrain(RADIUS, delta=Tensor(), eps=EPS, norm=OneOf(*NORMS))
 def project(delta: torch.Tensor, eps, norm: str = "inf") -> torch.Tensor:
     """The nearest point of the eps ball to each perturbation: (B, ...) -> (B, ...).
 
     L-infinity: clamp every coordinate to [-eps, eps]. L2: delta * min(1, eps / ||delta||_2),
     the norm taken over all but the first axis.
     """
-    _check(eps, norm)
     eps = _per_sample(eps, delta)
     if norm == "inf":
         return torch.maximum(torch.minimum(delta, eps), -eps)
@@ -103,6 +113,9 @@ def project(delta: torch.Tensor, eps, norm: str = "inf") -> torch.Tensor:
     return delta * torch.clamp(eps / norms.clamp_min(1e-12), max=1.0)
 
 
+@constrain(RADIUS, STEP, Rule("x", lambda x_adv, grad, x: x_adv.shape == grad.shape == x.shape,
+                                "x, x_adv and grad must have one shape, got {x.shape}, {x_adv.shape}, {grad.shape}"),
+           x_adv=Tensor(), grad=Tensor(), x=Tensor(), eps=EPS, step_size=EPS, norm=OneOf(*NORMS))  # fmt: skip
 def pgd_step(
     x_adv: torch.Tensor, grad: torch.Tensor, x: torch.Tensor, eps, step_size, norm: str = "inf"
 ) -> torch.Tensor:
@@ -123,11 +136,12 @@ def pgd_step(
         direction = grad.sign()
     else:
         direction = grad / grad.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *[1] * (grad.dim() - 1))
-    delta = project(x_adv + _per_sample(step_size, x) * direction - x, eps, norm)
+    delta = project.__wrapped__(x_adv + _per_sample(step_size, x) * direction - x, eps, norm)
     return (x + delta).clamp(0, 1)
 
 
-@constrain(**IMAGES, eps=EPS, norm=OneOf(*NORMS), steps=Integer(min=1), step_size=EPS | None, gen=Generator() | None)
+@constrain(RADIUS, STEP, **IMAGES, eps=EPS, norm=OneOf(*NORMS), steps=Integer(min=1), step_size=EPS | None,
+           gen=Generator() | None)  # fmt: skip
 def pgd(
     f: Classifier,
     x: torch.Tensor,
@@ -173,11 +187,8 @@ def pgd(
     Reference: Madry, Makelov, Schmidt, Tsipras and Vladu 2018, "Towards deep learning
     models resistant to adversarial attacks", Section 2.1 (the PGD attack, Eq. (2.1)).
     """
-    _check(eps, norm, steps)
     if step_size is None:
         step_size = 2.5 * torch.as_tensor(eps) / steps
-    if (torch.as_tensor(step_size) < 0).any():
-        raise ValueError(f"step_size must be >= 0, got {step_size}")
     if random_start and gen is None:
         raise ValueError("random_start=True needs gen, a CPU torch.Generator for the start point")
     x = x.detach()
@@ -189,12 +200,12 @@ def pgd(
             z = randn(*x.shape, gen=gen, device=x.device)
             n = z[0].numel()
             radius = rand(len(x), gen=gen, device=x.device).pow(1 / n).view(-1, *[1] * (x.dim() - 1))
-            start = project(z / z.flatten(1).norm(dim=1).view_as(radius) * radius * _per_sample(eps, x), eps, norm)
+            start = project.__wrapped__(z / z.flatten(1).norm(dim=1).view_as(radius) * radius * _per_sample(eps, x), eps, norm)
         x_adv = (x + start).clamp(0, 1)
     sign = -1.0 if targeted else 1.0
     best, best_score = None, None
     for t in range(steps + keep_best):  # 2. ascend; with keep_best, one more pass scores x_steps
-        g, losses = input_gradient(f, x_adv, y)
+        g, losses = input_gradient.__wrapped__(f, x_adv, y)
         if keep_best and t > 0:  # score x_t (t >= 1): (success, signed loss), lexicographic
             with torch.no_grad():
                 hit = f(x_adv).argmax(1) == y
@@ -207,10 +218,11 @@ def pgd(
                 best = torch.where(better.view(-1, *[1] * (x.dim() - 1)), x_adv, best)
                 best_score = torch.where(better, score, best_score)
         if t < steps:
-            x_adv = pgd_step(x_adv, sign * g, x, eps, step_size, norm).detach()
+            x_adv = pgd_step.__wrapped__(x_adv, sign * g, x, eps, step_size, norm).detach()
     return (best if keep_best else x_adv).detach()  # 3.
 
 
+@constrain(**IMAGES, batch_size=BATCH)
 @torch.no_grad()
 def accuracy(f: Classifier, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000) -> float:
     """Plain accuracy of f on (x, y), by batches."""
@@ -218,6 +230,7 @@ def accuracy(f: Classifier, x: torch.Tensor, y: torch.Tensor, batch_size: int = 
     return correct / len(y)
 
 
+@constrain(**IMAGES, x_adv=Tensor())
 @torch.no_grad()
 def transfer_rate(f: Classifier, x_adv: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> float:
     """The share of the images f classifies correctly that it misclassifies once perturbed.
@@ -243,6 +256,7 @@ def transfer_rate(f: Classifier, x_adv: torch.Tensor, x: torch.Tensor, y: torch.
     return float((f(x_adv[correct]).argmax(1) != y[correct]).double().mean())
 
 
+@constrain(**IMAGES, attack=Function() | None, batch_size=BATCH)
 def robust_accuracy(
     f: Classifier, x: torch.Tensor, y: torch.Tensor, attack: Attack | None = None, *, batch_size: int = 1000
 ) -> float:
@@ -253,11 +267,12 @@ def robust_accuracy(
     attack is an upper bound on the true robust accuracy (Madry et al. 2018, Section 2).
     """
     if attack is None:
-        return accuracy(f, x, y, batch_size)
+        return accuracy.__wrapped__(f, x, y, batch_size)
     adv = torch.cat([attack(f, xb, yb) for xb, yb in zip(x.split(batch_size), y.split(batch_size))])
-    return accuracy(f, adv, y, batch_size)
+    return accuracy.__wrapped__(f, adv, y, batch_size)
 
 
+@constrain(**IMAGES, high=Real(gt=0), iterations=Integer(min=0))
 def minimal_epsilon(
     f: Classifier, x: torch.Tensor, y: torch.Tensor, *, high: float = 1.0, iterations: int = 12, **pgd_options
 ) -> torch.Tensor:

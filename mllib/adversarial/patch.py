@@ -2,10 +2,16 @@
 import torch
 import torch.nn.functional as F
 
+from ..constraints import Function, Generator, Indices, Integer, Real, Rule, Tensor, constrain
 from ..runtime import rand
-from .attacks import Classifier
+from .attacks import BATCH, IMAGES, Classifier
+
+IMAGE_BATCH = Tensor(4, description="a batch of images (B, C, H, W)")
+PATCH = Tensor(3, description="a patch (C, s, s)")
+TARGET = Integer(min=0)  # the class the patch forces
 
 
+@constrain(x=IMAGE_BATCH, patch=PATCH, rows=Indices(), cols=Indices())
 def apply_patch(x: torch.Tensor, patch: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
     """Paste ``patch`` (C, s, s) over each image x_i (C, H, W) with its top-left corner at (rows_i, cols_i).
 
@@ -21,12 +27,18 @@ def apply_patch(x: torch.Tensor, patch: torch.Tensor, rows: torch.Tensor, cols: 
     return torch.where(inside, pasted, x)
 
 
+@constrain(Rule("size", lambda size, image: size <= image, "size must be <= image={image}, got {size}"),
+           n=Integer(min=0), size=Integer(min=1), image=Integer(min=1), gen=Generator())  # fmt: skip
 def random_positions(n: int, size: int, image: int, gen: torch.Generator, device=None):
     """(n,) rows and (n,) columns, uniform among the positions that keep the patch inside."""
     rc = torch.randint(0, image - size + 1, (2, n), generator=gen).to(device or "cpu")
     return rc[0], rc[1]
 
 
+@constrain(Rule("size", lambda x, size: size <= x.shape[-2],
+                lambda x, size: f"size must be <= the image height {x.shape[-2]}, got {size}"),
+           f=Function(), x=IMAGE_BATCH, target=TARGET, size=Integer(min=1), steps=Integer(min=1), lr=Real(gt=0),
+           batch_size=BATCH, gen=Generator())  # fmt: skip
 def universal_patch(
     f: Classifier,
     x: torch.Tensor,
@@ -59,15 +71,13 @@ def universal_patch(
     Reference: Brown, Mane, Roy, Abadi and Gilmer 2017, "Adversarial patch", Eq. (1).
     """
     c, h, _ = x.shape[1:]
-    if not 0 < size <= h or steps < 1:
-        raise ValueError(f"need 0 < size <= {h} and steps >= 1, got size={size}, steps={steps}")
     patch = rand(c, size, size, gen=gen, device=x.device).requires_grad_(True)
     optimizer = torch.optim.Adam([patch], lr=lr)
     targets = torch.full((batch_size,), target, device=x.device)
     for _ in range(steps):
         idx = torch.randint(0, len(x), (batch_size,), generator=gen).to(x.device)
-        rows, cols = random_positions(batch_size, size, h, gen, x.device)
-        loss = F.cross_entropy(f(apply_patch(x[idx], patch, rows, cols)), targets)
+        rows, cols = random_positions.__wrapped__(batch_size, size, h, gen, x.device)  # every step: checked once above
+        loss = F.cross_entropy(f(apply_patch.__wrapped__(x[idx], patch, rows, cols)), targets)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -76,6 +86,7 @@ def universal_patch(
     return patch.detach()
 
 
+@constrain(**IMAGES, patch=PATCH, target=TARGET, gen=Generator())
 @torch.no_grad()
 def patch_success(
     f: Classifier, x: torch.Tensor, y: torch.Tensor, patch: torch.Tensor, target: int, gen: torch.Generator

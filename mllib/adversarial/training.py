@@ -1,10 +1,15 @@
 """Adversarial training (Madry et al. 2018): SGD on the attacked minibatches of one row."""
 import torch
 
+from ..clients import MODEL
+from ..constraints import Function, Generator, Indices, Integer, Integers, Real, Rule, Tensor, constrain
 from ..models import FlatModel
-from .attacks import Attack, classifier
+from .attacks import BATCH, Attack, classifier
+
+TRAINING = dict(model=MODEL, row=Tensor(1), x=Tensor(), y=Tensor(1, integer=True), lr=Real(ge=0), batch_size=BATCH)
 
 
+@constrain(**TRAINING, order=Indices(), attack=Function())
 def adversarial_epoch(
     model: FlatModel,
     row: torch.Tensor,
@@ -32,15 +37,14 @@ def adversarial_epoch(
 
     Reference: Madry et al. 2018, Eq. (2.1) and Section 4 (training on PGD examples only).
     """
-    if batch_size < 1 or lr < 0:
-        raise ValueError(f"need batch_size >= 1 and lr >= 0, got batch_size={batch_size}, lr={lr}")
     for idx in order.split(batch_size):
         xb, yb = x[idx], y[idx]
-        x_adv = attack(classifier(model, row.detach()), xb, yb)  # inner max
+        x_adv = attack(classifier.__wrapped__(model, row.detach()), xb, yb)  # inner max
         row = row - lr * model.grad(row[None], x_adv[None], yb[None])[0]  # outer min
     return row
 
 
+@constrain(**TRAINING, attack=Function() | None, epochs=Integer(min=0), gen=Generator())
 def adversarial_training(
     model: FlatModel,
     row: torch.Tensor,
@@ -57,15 +61,16 @@ def adversarial_training(
 
     ``attack=None`` is standard training (the attack that returns its input).
     """
-    if epochs < 0:
-        raise ValueError(f"epochs must be >= 0, got {epochs}")
     attack = attack or (lambda f, xb, yb: xb)
     for _ in range(epochs):
         order = torch.randperm(len(y), generator=gen).to(y.device)
-        row = adversarial_epoch(model, row, x, y, order, attack=attack, lr=lr, batch_size=batch_size)
+        row = adversarial_epoch.__wrapped__(model, row, x, y, order, attack=attack, lr=lr, batch_size=batch_size)
     return row
 
 
+@constrain(Rule("channels", lambda channels: len(channels) == 2,
+                "channels must be a pair (c1, c2) of the two convolutions, got {channels}"),
+           n_classes=Integer(min=1), channels=Integers(min=1))  # fmt: skip
 def small_cnn(n_classes: int = 10, channels: tuple[int, int] = (8, 16)) -> torch.nn.Sequential:
     """A CNN for (1, 28, 28) images: two 4x4 convolutions of stride 2 with ReLU, then a linear layer.
 

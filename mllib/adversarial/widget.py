@@ -4,6 +4,7 @@ from dataclasses import dataclass
 import matplotlib.pyplot as plt
 import torch
 
+from ..constraints import Function, Integer, Integers, Reals, Tensor, constrain
 from .attacks import Classifier, pgd
 
 
@@ -19,9 +20,9 @@ class AttackGrid:
     probabilities: torch.Tensor
 
 
+@constrain(f=Function(), image=Tensor(3), label=Integer(min=0), eps=Reals(ge=0), steps=Integers(min=1))
 def attack_grid(f: Classifier, image: torch.Tensor, label: int, eps, steps, **pgd_options) -> AttackGrid:
-    """Run PGD on one image (C, H, W) for every radius in ``eps`` and step count in ``steps``."""
-    eps, steps = tuple(float(e) for e in eps), tuple(int(s) for s in steps)
+    """Run PGD on one image (C, H, W) for every radius in ``eps`` and step count in ``steps`` (tuples once checked)."""
     x = image.expand(len(eps), *image.shape)  # every radius at once, one row each
     y = torch.full((len(eps),), label, device=image.device)
     images = torch.stack([pgd(f, x, y, torch.tensor(eps), steps=s, **pgd_options) for s in steps], 1)

@@ -12,23 +12,19 @@ from collections.abc import Callable
 
 import torch
 
+from ..constraints import ClientMatrix, Function, Instance, Integer, Real, Rule, constrain
 from ..decentralized import Gossip, gossip_alone
-from ..decentralized.gossip import Mixing
+from ..decentralized.gossip import MIXING, MIXINGS, SQUARE, Mixing
 from ..engine import Decentralized, run
 from .compressors import Compressor
 
-
-def _check(X: torch.Tensor, W: torch.Tensor, gamma: float, steps: int) -> None:
-    if X.dim() != 2:
-        raise ValueError(f"X must have shape (n_nodes, d), got {tuple(X.shape)}")
-    if W.shape != (X.shape[0], X.shape[0]):
-        raise ValueError(f"W must have shape ({X.shape[0]}, {X.shape[0]}), one row per node, got {tuple(W.shape)}")
-    if not 0 < gamma <= 1:
-        raise ValueError(f"gamma (consensus step size) must be in (0, 1], got {gamma}")
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
+PART = dict(compressor=Instance(Compressor), gamma=Real(gt=0, le=1))  # gamma: the consensus step size
+STEP = dict(X=ClientMatrix(), W=MIXING, **PART)
+RUN = dict(**STEP, steps=Integer(min=1))
 
 
+@constrain(SQUARE, Rule("X_hat", lambda X, X_hat: X_hat.shape == X.shape, "X_hat must have the shape of X, {X.shape}, "
+                        "got {X_hat.shape}"), **STEP, X_hat=ClientMatrix())
 def choco_step(
     X: torch.Tensor, X_hat: torch.Tensor, W: torch.Tensor, compressor: Compressor, gamma: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -48,6 +44,7 @@ def choco_step(
     return X + gamma * (W @ X_hat - X_hat), X_hat
 
 
+@constrain(SQUARE, **STEP)
 def naive_step(X: torch.Tensor, W: torch.Tensor, compressor: Compressor, gamma: float) -> torch.Tensor:
     """One step of gossip on compressed models (Koloskova et al. 2019, Section 3's strawman):
     X <- X + gamma (W - I) C(X).
@@ -76,6 +73,7 @@ class Choco(Gossip):
     every directed link carries one compressed message per round.
     """
 
+    @constrain(W=MIXINGS, **PART)
     def __init__(self, W: Mixing, compressor: Compressor, gamma: float):
         super().__init__(W, bits_per_row=compressor.bits_per_row)
         self.compressor, self.gamma = compressor, gamma
@@ -85,7 +83,7 @@ class Choco(Gossip):
     def step(self, X: torch.Tensor, r: int) -> torch.Tensor:
         if self.X_hat is None:
             self.X_hat = torch.zeros_like(X)
-        X, self.X_hat = choco_step(X, self.X_hat, self.mixing(r, X.shape[1]), self.compressor, self.gamma)
+        X, self.X_hat = choco_step.__wrapped__(X, self.X_hat, self.mixing(r, X.shape[1]), self.compressor, self.gamma)
         return X
 
     def state_dict(self) -> dict:
@@ -98,14 +96,16 @@ class NaiveCompressedGossip(Gossip):
     Args: W, compressor, gamma as ``Choco``. State: ``bits_sent``.
     """
 
+    @constrain(W=MIXINGS, **PART)
     def __init__(self, W: Mixing, compressor: Compressor, gamma: float):
         super().__init__(W, bits_per_row=compressor.bits_per_row)
         self.compressor, self.gamma = compressor, gamma
 
     def step(self, X: torch.Tensor, r: int) -> torch.Tensor:
-        return naive_step(X, self.mixing(r, X.shape[1]), self.compressor, self.gamma)
+        return naive_step.__wrapped__(X, self.mixing(r, X.shape[1]), self.compressor, self.gamma)
 
 
+@constrain(SQUARE, **RUN)
 def choco_gossip(
     X: torch.Tensor, W: torch.Tensor, compressor: Compressor, *, gamma: float, steps: int
 ) -> tuple[torch.Tensor, list[float]]:
@@ -130,11 +130,11 @@ def choco_gossip(
     Raises:
         ValueError: for X not 2-D, W not (n, n), gamma outside (0, 1] or steps < 1.
     """
-    _check(X, W, gamma, steps)
     history = gossip_alone(X, Choco(W, compressor, gamma), steps)
     return history.model, history["consensus"]
 
 
+@constrain(SQUARE, **RUN)
 def naive_compressed_gossip(
     X: torch.Tensor, W: torch.Tensor, compressor: Compressor, *, gamma: float, steps: int
 ) -> tuple[torch.Tensor, list[float]]:
@@ -144,11 +144,11 @@ def naive_compressed_gossip(
     e.g. rows whose compressions agree, not rows that agree (Koloskova et al. 2019, Section 3).
     Same arguments, returns and errors as ``choco_gossip``.
     """
-    _check(X, W, gamma, steps)
     history = gossip_alone(X, NaiveCompressedGossip(W, compressor, gamma), steps)
     return history.model, history["consensus"]
 
 
+@constrain(SQUARE, grad=Function(), **RUN, lr=Real(ge=0))
 def choco_sgd(
     grad: Callable[[torch.Tensor], torch.Tensor],
     X: torch.Tensor,
@@ -176,7 +176,6 @@ def choco_sgd(
     Raises:
         ValueError: as ``choco_gossip``.
     """
-    _check(X, W, gamma, steps)
     nodes = Decentralized(X, local=lambda X: -lr * grad(X), combine=Choco(W, compressor, gamma))  # 1., 2.-3.
     return run(nodes, steps).model
 

@@ -27,12 +27,30 @@ import math
 
 import torch
 
+from ..constraints import ClientMatrix, Instance, Integer, OneOf, Real, Rule, Tensor, constrain
 from ..runtime import generator
 
 INTEGER_OF_WIDTH = {1: torch.uint8, 2: torch.int16, 4: torch.int32}
 CAST_BITS = {torch.float32: 32, torch.float16: 16, torch.bfloat16: 16, torch.float8_e4m3fn: 8, torch.float8_e5m2: 8}
 
 
+def _k_message(k: int, d: int) -> str:
+    return f"k must be between 1 and d = {d}, got {k}; pass a k in [1, {d}] or a smaller fraction"
+
+
+def _k_in_rows_of(matrix: str) -> Rule:
+    """k <= d, the length of the rows of the argument ``matrix``."""
+    return Rule("k", lambda **a: a["k"] <= a[matrix].shape[1], lambda **a: _k_message(a["k"], a[matrix].shape[1]))
+
+
+K = Integer(min=1)  # entries kept per row
+SPARSITY = dict(k=K | None, fraction=Real(gt=0, le=1) | None)
+ONE_OF_K_AND_FRACTION = Rule("k", lambda k, fraction: (k is None) != (fraction is None),
+                             "k or fraction must be given, exactly one of them, got k={k} and fraction={fraction}")  # fmt: skip
+SEED = Integer(min=0)
+
+
+@constrain(d=Integer(min=1))
 def index_bits(d: int) -> int:
     """Bits of one index into d entries: ceil(log2 d), at least 1."""
     return max(1, math.ceil(math.log2(d)))
@@ -44,22 +62,23 @@ def _check_matrix(X: torch.Tensor) -> None:
 
 
 def _check_k(k: int, d: int) -> None:
-    if not 1 <= k <= d:
-        raise ValueError(f"k must be between 1 and d = {d}, got k={k}; pass a k in [1, {d}] or a smaller fraction")
+    if k > d:
+        raise ValueError(_k_message(k, d))
 
 
+@constrain(_k_in_rows_of("X"), X=ClientMatrix(), k=K)
 def top_k(X: torch.Tensor, k: int) -> torch.Tensor:
     """Keep the k entries of largest magnitude in each row of X (n, d), zero the rest.
 
     Raises:
         ValueError: for k < 1 or k > d.
     """
-    _check_matrix(X)
-    _check_k(k, X.shape[1])
     idx = X.abs().topk(k, dim=1).indices  # (n, k)
     return torch.zeros_like(X).scatter_(1, idx, X.gather(1, idx))
 
 
+@constrain(_k_in_rows_of("X"), Rule("u", lambda X, u: u.shape == X.shape, "u must have the shape of X, {X.shape}, got {u.shape}"),
+           X=ClientMatrix(), k=K, u=Tensor(2))
 def random_k(X: torch.Tensor, k: int, u: torch.Tensor, *, unbiased: bool = True) -> torch.Tensor:
     """Keep k random entries of each row of X (n, d): those where the uniform numbers u (n, d)
     are largest (a uniformly random k-subset), scaled by d/k when ``unbiased``.
@@ -67,15 +86,13 @@ def random_k(X: torch.Tensor, k: int, u: torch.Tensor, *, unbiased: bool = True)
     Raises:
         ValueError: for k < 1 or k > d, or u not of X's shape.
     """
-    _check_matrix(X)
-    _check_k(k, X.shape[1])
-    if u.shape != X.shape:
-        raise ValueError(f"u must have the shape of X, {tuple(X.shape)}, got {tuple(u.shape)}")
     idx = u.topk(k, dim=1).indices  # (n, k)
     scale = X.shape[1] / k if unbiased else 1.0
     return torch.zeros_like(X).scatter_(1, idx, scale * X.gather(1, idx))
 
 
+@constrain(Rule("error", lambda U, error: error.shape == U.shape, "error must have the shape of U, {U.shape}, got {error.shape}"),
+           _k_in_rows_of("U"), U=ClientMatrix(), error=ClientMatrix(), k=K)
 def error_feedback_memory(U: torch.Tensor, error: torch.Tensor, k: int) -> torch.Tensor:
     """The new error memory of top-k with error feedback: e' = (U + e) - top_k(U + e, k).
 
@@ -150,6 +167,7 @@ class MessageCompressor(Compressor):
         return self.decode(self.encode(X), X.shape[1]).to(X.dtype)
 
 
+@constrain(bits=Tensor(2, integer=True, boolean=True, description="a bool matrix (k, d)"))
 def pack_bits(bits: torch.Tensor) -> torch.Tensor:
     """A bool (k, d) matrix as (k, ceil(d / 8)) uint8, 8 entries per byte, first entry highest."""
     k, d = bits.shape
@@ -157,6 +175,9 @@ def pack_bits(bits: torch.Tensor) -> torch.Tensor:
     return (padded << torch.arange(7, -1, -1, device=bits.device, dtype=torch.uint8)).sum(2, dtype=torch.uint8)
 
 
+@constrain(Rule("d", lambda packed, d: d <= 8 * packed.shape[1],
+                "d must be at most 8 * {packed.shape[1]} (8 entries per byte of a row of packed), got {d}"),
+           packed=Tensor(2, integer=True, description="a uint8 matrix (k, ceil(d / 8))"), d=Integer(min=1))
 def unpack_bits(packed: torch.Tensor, d: int) -> torch.Tensor:
     """The inverse of ``pack_bits``: (k, ceil(d / 8)) uint8 -> bool (k, d)."""
     shifts = torch.arange(7, -1, -1, device=packed.device, dtype=torch.uint8)
@@ -187,11 +208,11 @@ class ScaledSign(MessageCompressor):
     """
 
     def encode(self, X):
-        return [pack_bits(X >= 0), X.abs().mean(1, keepdim=True)]  # signs (k, d/8) uint8, scales (k, 1)
+        return [pack_bits.__wrapped__(X >= 0), X.abs().mean(1, keepdim=True)]  # signs (k, d/8) uint8, scales (k, 1)
 
     def decode(self, payload, d):
         signs, scale = payload
-        return torch.where(unpack_bits(signs, d), scale, -scale)  # (k, d)
+        return torch.where(unpack_bits.__wrapped__(signs, d), scale, -scale)  # (k, d)
 
     def bits_per_row(self, d):
         return d + 32
@@ -216,10 +237,9 @@ class QSGD(MessageCompressor):
 
     unbiased = True
 
+    @constrain(s=Integer(min=1), seed=SEED)
     def __init__(self, s: int, seed: int = 0):
         super().__init__()
-        if not (isinstance(s, int) and s >= 1):
-            raise ValueError(f"s (QSGD levels) must be an integer >= 1, got s={s!r}")
         self.s = s
         self.gen = generator(seed)  # State: own generator
 
@@ -243,14 +263,9 @@ class QSGD(MessageCompressor):
 
 
 class _Sparsifier(MessageCompressor):
+    @constrain(ONE_OF_K_AND_FRACTION, **SPARSITY)
     def __init__(self, k: int | None = None, fraction: float | None = None):
         super().__init__()
-        if (k is None) == (fraction is None):
-            raise ValueError(f"pass exactly one of k and fraction, got k={k!r}, fraction={fraction!r}")
-        if k is not None and k < 1:
-            raise ValueError(f"k must be at least 1, got k={k}")
-        if fraction is not None and not 0 < fraction <= 1:
-            raise ValueError(f"fraction must be in (0, 1], got fraction={fraction}")
         self.k_, self.fraction = k, fraction
 
     def k(self, d: int) -> int:
@@ -289,7 +304,7 @@ class TopK(_Sparsifier):
         return torch.zeros(len(values), d, dtype=values.dtype, device=values.device).scatter_(1, idx.long(), values)
 
     def bits_per_row(self, d):
-        return self.k(d) * (32 + index_bits(d))
+        return self.k(d) * (32 + index_bits.__wrapped__(d))
 
 
 class RandomK(_Sparsifier):
@@ -309,6 +324,7 @@ class RandomK(_Sparsifier):
         ValueError: as ``TopK``.
     """
 
+    @constrain(**SPARSITY, seed=SEED)
     def __init__(self, k=None, fraction=None, *, unbiased: bool = True, seed: int = 0):
         super().__init__(k, fraction)
         self.unbiased = unbiased
@@ -337,10 +353,9 @@ class Cast(MessageCompressor):
         ValueError: for a dtype not in CAST_BITS.
     """
 
+    @constrain(dtype=OneOf(*CAST_BITS))
     def __init__(self, dtype: torch.dtype):
         super().__init__()
-        if dtype not in CAST_BITS:
-            raise ValueError(f"dtype must be one of {sorted(map(str, CAST_BITS))}, got {dtype}")
         self.dtype = dtype
 
     def encode(self, X):
@@ -374,10 +389,9 @@ class ErrorFeedback(MessageCompressor):
         error: (k, d) the memory, zeros before the first call.
     """
 
+    @constrain(inner=Instance(Compressor))
     def __init__(self, inner: Compressor):
         super().__init__()
-        if not isinstance(inner, Compressor):
-            raise ValueError(f"inner must be a Compressor, got {type(inner).__name__}")
         self.inner = inner
         self.error: torch.Tensor | None = None  # State
 

@@ -115,7 +115,7 @@ class PowerSGDHook:
                 M = chunk.view(*nm)  # (n, m)
                 P = M @ ps.Q[j][0].to(M)  # (n, r)
                 dist.all_reduce(P, group=process_group)
-                P = orthogonalize(P / world)
+                P = orthogonalize.__wrapped__(P / world)
                 Q = M.T @ P  # (m, r)
                 ps.error[start : start + size] = (M - P @ Q.T).flatten()
                 dist.all_reduce(Q, group=process_group)

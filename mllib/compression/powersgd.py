@@ -8,11 +8,17 @@ import math
 
 import torch
 
-from ..constraints import Integer, Tensor, constrain
+from ..constraints import Instance, Integer, Rule, Tensor, constrain
 from ..runtime import generator
-from .compressors import Compressor
+from .compressors import SEED, Compressor
+
+MATRICES = Tensor((2, 3, 4), description="a matrix (n, m) or a batch of them (..., n, m)")
+SIZE = Integer(min=1)  # a matrix dimension, a rank, a count of iterations
+M_TIMES_Q = Rule("Q", lambda M, Q: Q.shape[-2] == M.shape[-1],  # M (..., n, m) multiplies Q (..., m, r)
+                 lambda M, Q: f"Q must have shape (..., m, r) for the m = {M.shape[-1]} columns of M, got {tuple(Q.shape)}")
 
 
+@constrain(P=MATRICES)
 def orthogonalize(P: torch.Tensor) -> torch.Tensor:
     """Orthonormal columns spanning P's columns: (..., n, r) -> (..., n, r).
 
@@ -22,6 +28,7 @@ def orthogonalize(P: torch.Tensor) -> torch.Tensor:
     return torch.linalg.qr(P, mode="reduced").Q
 
 
+@constrain(M_TIMES_Q, M=MATRICES, Q=MATRICES, iterations=SIZE)
 def power_iteration(M: torch.Tensor, Q: torch.Tensor, iterations: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
     """Rank-r approximation M ~ P Q^T by subspace (power) iteration from Q.
 
@@ -36,14 +43,13 @@ def power_iteration(M: torch.Tensor, Q: torch.Tensor, iterations: int = 1) -> tu
     Returns:
         P (..., n, r) with orthonormal columns and Q (..., m, r); P Q^T approximates M.
     """
-    if iterations < 1:
-        raise ValueError(f"iterations must be >= 1, got {iterations}")
     for _ in range(iterations):
-        P = orthogonalize(M @ Q)  # (..., n, r)
+        P = orthogonalize.__wrapped__(M @ Q)  # (..., n, r)
         Q = (P.transpose(-1, -2) @ M).transpose(-1, -2)  # (..., m, r) = M^T P; reads M row-major, 2x faster on CPU
     return P, Q
 
 
+@constrain(M_TIMES_Q, M=Tensor(3), Q=Tensor(2))
 def powersgd_step(M: torch.Tensor, Q: torch.Tensor) -> torch.Tensor:
     """One PowerSGD step for k workers' matrices M (k, n, m) from the shared Q (m, r).
 
@@ -56,6 +62,9 @@ def powersgd_step(M: torch.Tensor, Q: torch.Tensor) -> torch.Tensor:
     return P @ Qi.mean(0).T  # (n, m)
 
 
+@constrain(M_TIMES_Q, Rule("Q", lambda M, Q: len(Q) == len(M),
+                           "Q must hold one warm start per group, {M.shape[0]} for M of shape {M.shape}, got {Q.shape[0]}"),
+           M=Tensor(4), Q=Tensor(3))
 def powersgd_round(M: torch.Tensor, Q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """One PowerSGD round of one layer (Vogels et al. 2019, Algorithm 1), for g independent groups of w workers.
 
@@ -81,11 +90,13 @@ def truncated_svd(M: torch.Tensor, rank: int) -> torch.Tensor:
     return (U[:, :rank] * S[:rank]) @ Vh[:rank]
 
 
+@constrain(n=SIZE, m=SIZE, rank=SIZE, iterations=SIZE)
 def flops_power_iteration(n: int, m: int, rank: int, iterations: int = 1) -> int:
     """FLOPs of ``power_iteration``: per iteration 2nmr (M Q) + 2nmr (M^T P) + 4nr^2 (QR)."""
     return iterations * (4 * n * m * rank + 4 * n * rank * rank)
 
 
+@constrain(n=SIZE, m=SIZE)
 def flops_svd(n: int, m: int) -> int:
     """FLOPs of a thin SVD with both singular vector sets, Golub-Reinsch:
     4 a^2 b + 8 a b^2 + 9 b^3 for a = max(n, m), b = min(n, m) (Golub and Van Loan, Table 8.6.1)."""
@@ -93,15 +104,11 @@ def flops_svd(n: int, m: int) -> int:
     return 4 * a * a * b + 8 * a * b * b + 9 * b**3
 
 
+@constrain(n=SIZE, m=SIZE, q=SIZE, niter=Integer(min=0))
 def flops_svd_lowrank(n: int, m: int, q: int, niter: int) -> int:
     """FLOPs of ``torch.svd_lowrank(M, q, niter)`` (Halko et al. 2011, Algorithm 4.4 + 5.1):
     (2 + 2 niter) products with a thin matrix (2nmq each), a QR of each, and the SVD of q x m."""
     return (2 + 2 * niter) * 2 * n * m * q + (1 + 2 * niter) * 4 * max(n, m) * q * q + flops_svd(q, m)
-
-
-def _check_rank(rank) -> None:
-    if not (isinstance(rank, int) and rank >= 1):
-        raise ValueError(f"rank must be an integer >= 1, got rank={rank!r}")
 
 
 class PowerSGD(Compressor):
@@ -137,11 +144,10 @@ class PowerSGD(Compressor):
             shapes or whose number is not a multiple of groups.
     """
 
+    @constrain(shapes=Instance(list, tuple, description="a list of parameter shapes (FlatModel.shapes)"), rank=SIZE,
+               seed=SEED, groups=SIZE)
     def __init__(self, shapes, rank: int, *, error_feedback: bool = True, seed: int = 0, groups: int = 1):
         super().__init__()
-        _check_rank(rank)
-        if not (isinstance(groups, int) and groups >= 1):
-            raise ValueError(f"groups must be an integer >= 1, got groups={groups!r}")
         self.shapes = [torch.Size(s) for s in shapes]
         self.rank, self.error_feedback, self.groups = rank, error_feedback, groups
         self.sizes = [math.prod(s) for s in self.shapes]
@@ -169,7 +175,7 @@ class PowerSGD(Compressor):
                 out[:, start : start + chunk.shape[1]] = chunk
                 continue
             M = chunk.reshape(g, k // g, *nm)  # (g, k/g, n, m)
-            decoded, self.Q[j] = powersgd_round(M, self.Q[j].to(X.device, X.dtype))  # 2.-5., 7., 8.
+            decoded, self.Q[j] = powersgd_round.__wrapped__(M, self.Q[j].to(X.device, X.dtype))  # 2.-5., 7., 8.
             out[:, start : start + chunk.shape[1]] = decoded.reshape(k, -1)
         if self.error_feedback:
             self.error = M_all - out  # 6.

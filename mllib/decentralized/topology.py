@@ -108,6 +108,7 @@ def is_connected(A: torch.Tensor) -> bool:
     return bool(reach.all())
 
 
+@constrain(W=Tensor(2, floating=False, boolean=True, description="an (n, n) mixing or adjacency matrix"))
 def node_traffic(W: torch.Tensor) -> torch.Tensor:
     """Model copies each node sends and receives in one gossip step X <- W X.
 
@@ -227,6 +228,7 @@ def mixing_matrix(
     return from_graph(A, weights=weights, dtype=dtype)
 
 
+@constrain(W=SQUARE, A=ADJACENCY | None, atol=Real(ge=0))
 def check_mixing(
     W: torch.Tensor, A: torch.Tensor | None = None, *, connected: bool = True, atol: float = 1e-5
 ) -> None:
@@ -284,7 +286,7 @@ def spectral_gap(W: torch.Tensor) -> float:
     Raises:
         ValueError: if W is not a doubly stochastic square matrix.
     """
-    check_mixing(W, connected=False)
+    check_mixing.__wrapped__(W, connected=False)  # W checked by spectral_gap's constraint
     W = W.detach().cpu().double()
     if W.shape[0] == 1:
         return 1.0

@@ -10,10 +10,14 @@ from collections.abc import Callable, Mapping
 import torch
 
 from .. import engine
-from ..constraints import ClientMatrix, Integer, Real, Rule, Tensor, constrain
+from ..constraints import (
+    ClientMatrix, Function, Generator, Generators, Indices, Instance, Integer, Real, Rule, Tensor, constrain,
+)  # fmt: skip
 from ..engine import Federated, History, move, uniform, weighted_mean
 from ..spread import Spread
-from .problems import Problem, _positive, _steps
+from .problems import LOCAL, PROBLEM, Problem, _one_model
+
+SERVER_LR, MOMENTUM = Real(gt=0), Real(ge=0, lt=1)
 
 
 def _one_per_row(rows: str, weights: str = "weights") -> Rule:
@@ -71,6 +75,10 @@ def control_variate_step(c: torch.Tensor, delta: torch.Tensor, weights: torch.Te
     return c + weights.to(delta.dtype) @ delta
 
 
+@constrain(Rule("g", lambda Y, g: g.shape == Y.shape, "g must have the shape of Y, {Y.shape}, got {g.shape}"),
+           Rule("m", lambda Y, m: m.shape == Y.shape[1:],
+                "m must have shape ({Y.shape[1]},) like a row of Y, got {m.shape}"),
+           Y=ClientMatrix(), g=ClientMatrix(), m=Tensor(1), lr=Real(gt=0), momentum=MOMENTUM)  # fmt: skip
 def momentum_step(Y, g, m, lr, momentum) -> torch.Tensor:
     """One local step of MIME/MimeLite with SGD+momentum as base optimizer, state frozen:
     y <- y - lr ((1 - beta) g + beta m) (Karimireddy et al. 2020, "Mime", Algorithm 1 with
@@ -87,6 +95,7 @@ def momentum_step(Y, g, m, lr, momentum) -> torch.Tensor:
     return Y - lr * ((1 - momentum) * g + momentum * m)
 
 
+@constrain(_one_model("x"), problem=PROBLEM, x=Tensor(1), S=Indices(), **LOCAL, gen=Generators() | None)
 def fedavg_update(problem: Problem, x: torch.Tensor, S: torch.Tensor, *, local_steps: int, lr: float,
                   gen) -> torch.Tensor:  # fmt: skip
     """FedAvg's clients in one round, all at once (McMahan et al. 2017, Algorithm 1, ClientUpdate):
@@ -94,7 +103,8 @@ def fedavg_update(problem: Problem, x: torch.Tensor, S: torch.Tensor, *, local_s
 
     Args:
         problem: the federation; S: (|S|,) the sampled clients; x: (d,) the server model.
-        local_steps: K; lr: the local step size; gen: CPU generator of the minibatches.
+        local_steps: K; lr: the local step size; gen: CPU generator of the minibatches, one per
+            client, or None for exact gradients.
 
     Returns:
         (|S|, d) the updates U; the server averages them (``engine.weighted_mean``).
@@ -128,16 +138,15 @@ class FedAvg:
 
     name = "FedAvg"
 
+    @constrain(**LOCAL, server_lr=SERVER_LR)
     def __init__(self, *, local_steps: int, lr: float, server_lr: float = 1.0):
-        _steps(local_steps)
-        _positive("lr", lr)
-        _positive("server_lr", server_lr)
         self.local_steps, self.lr, self.server_lr = local_steps, lr, server_lr
 
     def update(self, problem: Problem, x: torch.Tensor, S: torch.Tensor, gen) -> torch.Tensor:
         """The local part: the clients S (|S|,) of ``problem`` start from the server model x (d,)
         and draw their minibatches from ``gen``. Returns their updates U = y_i - x, (|S|, d)."""
-        return fedavg_update(problem, x, S, local_steps=self.local_steps, lr=self.lr, gen=gen)
+        # fedavg_update's checks ran once, when this algorithm and the run were built: not every round
+        return fedavg_update.__wrapped__(problem, x, S, local_steps=self.local_steps, lr=self.lr, gen=gen)
 
     def federation(self, problem: Problem, x0: torch.Tensor, *, select: Callable[[int], torch.Tensor],
                    gen) -> Federated:  # fmt: skip
@@ -165,6 +174,7 @@ class ClientUpdate:
     """An algorithm's ``update`` bound to a problem and a minibatch generator: the local part
     (x (d,), S (|S|,)) -> U (|S|, d) of ``engine.Federated``. Its state is the algorithm's."""
 
+    @constrain(algorithm=Instance(FedAvg), problem=PROBLEM, gen=Generators() | None)
     def __init__(self, algorithm: FedAvg, problem: Problem, gen):
         self.algorithm, self.problem, self.gen = algorithm, problem, gen
 
@@ -180,6 +190,7 @@ class FedSGD(FedAvg):
 
     name = "FedSGD"
 
+    @constrain(lr=LOCAL["lr"], server_lr=SERVER_LR)
     def __init__(self, *, lr: float, server_lr: float = 1.0):
         super().__init__(local_steps=1, lr=lr, server_lr=server_lr)
 
@@ -204,10 +215,11 @@ class Scaffold(FedAvg):
 
     name = "SCAFFOLD"
 
+    @constrain(**LOCAL, server_lr=SERVER_LR, control_update=Function())
     def __init__(self, *, local_steps: int, lr: float, server_lr: float = 1.0,
                  control_update: Callable = scaffold_control_update):  # fmt: skip
         super().__init__(local_steps=local_steps, lr=lr, server_lr=server_lr)
-        self.control_update = control_update
+        self.control_update = getattr(control_update, "__wrapped__", control_update)  # checked here, not every round
         # State
         self.c: torch.Tensor | None = None
         self.c_clients: torch.Tensor | None = None
@@ -251,12 +263,12 @@ class Mime(FedAvg):
         ValueError: for momentum outside [0, 1), K < 1, lr <= 0 or server_lr <= 0.
     """
 
+    @constrain(**LOCAL, momentum=MOMENTUM, server_lr=SERVER_LR, step=Function())
     def __init__(self, *, local_steps: int, lr: float, momentum: float = 0.9, server_lr: float = 1.0,
                  lite: bool = False, step: Callable = momentum_step):  # fmt: skip
         super().__init__(local_steps=local_steps, lr=lr, server_lr=server_lr)
-        if not 0 <= momentum < 1:
-            raise ValueError(f"momentum must be in [0, 1), got momentum={momentum}")
-        self.momentum, self.lite, self.step = momentum, lite, step
+        self.momentum, self.lite = momentum, lite
+        self.step = getattr(step, "__wrapped__", step)  # checked here, not every local step
         self.name = "MimeLite" if lite else "MIME"
         # State
         self.m: torch.Tensor | None = None
@@ -286,6 +298,12 @@ class Mime(FedAvg):
         return {"m": self.m}
 
 
+@constrain(Rule("clients_per_round", lambda problem, clients_per_round: clients_per_round <= problem.n,
+                "clients_per_round must be in [1, n_clients={problem.n}], got {clients_per_round}; sample at most "
+                "all clients"),
+           _one_model("x0"), algorithm=Instance(FedAvg), problem=PROBLEM, x0=Tensor(1), rounds=Integer(min=1),
+           clients_per_round=Integer(min=1), gen=Generators(), metrics=Instance(Mapping) | None,
+           eval_every=Integer(min=1), sample_gen=Generator() | None)  # fmt: skip
 def run(algorithm: FedAvg, problem: Problem, x0: torch.Tensor, *, rounds: int, clients_per_round: int, gen,
         metrics: Mapping[str, Callable[[torch.Tensor], object]] | None = None, eval_every: int = 1,
         sample_gen: torch.Generator | None = None) -> History:  # fmt: skip
@@ -313,17 +331,15 @@ def run(algorithm: FedAvg, problem: Problem, x0: torch.Tensor, *, rounds: int, c
     Raises:
         ValueError: for rounds < 1, eval_every < 1 or clients_per_round outside [1, n].
     """
-    if not 1 <= clients_per_round <= problem.n:
-        raise ValueError(
-            f"clients_per_round must be in [1, n_clients={problem.n}], got {clients_per_round}; "
-            "sample at most all clients"
-        )
     federation = algorithm.federation(problem, x0, select=uniform(problem.n, clients_per_round, sample_gen or gen),
                                       gen=gen)  # fmt: skip
     at_server = {name: (lambda f, metric=metric: metric(f.x)) for name, metric in (metrics or {}).items()}
     return engine.run(federation, rounds, metrics=at_server, eval_every=eval_every, record_start=True)
 
 
+@constrain(Rule("scores", lambda scores: len(scores) > 0,
+                "scores must hold at least one learning rate's Spread, got none"),
+           scores=Instance(Mapping, description="a dict learning rate -> Spread"), decimals=Integer(min=0))  # fmt: skip
 def best_rate(scores: dict[float, Spread], *, decimals: int = 2) -> float:
     """The learning rate whose score (e.g. the late accuracy) has the highest median over seeds,
     the medians compared as printed, rounded to ``decimals``: rates that tie there differ by
@@ -344,8 +360,4 @@ def best_rate(scores: dict[float, Spread], *, decimals: int = 2) -> float:
     Raises:
         ValueError: for an empty ``scores`` or a negative ``decimals``.
     """
-    if not scores:
-        raise ValueError("scores must hold at least one learning rate's Spread, got none")
-    if not isinstance(decimals, int) or decimals < 0:
-        raise ValueError(f"decimals must be an integer >= 0, got decimals={decimals}")
     return min(scores, key=lambda lr: (-round(scores[lr].median, decimals), lr))

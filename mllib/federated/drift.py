@@ -2,11 +2,18 @@
 import matplotlib.pyplot as plt
 import torch
 
+from ..constraints import Integer, Instance, Rule, Tensor, constrain
 from ..data import Quadratics
-from .algorithms import FedAvg, Mime, Scaffold, run
-from .problems import QuadraticProblem
+from .algorithms import MOMENTUM, FedAvg, Mime, Scaffold, run
+from .problems import LOCAL, QuadraticProblem, _one_model
 
 
+@constrain(Rule("curvature", lambda curvature: bool((curvature > 0).all()),
+                lambda curvature: f"curvature must be > 0 for every client, got {curvature.tolist()}"),
+           Rule("centre", lambda curvature, centre: len(centre) == len(curvature),
+                "centre must have shape (n,) or (n, d) for the n = {curvature.shape[0]} clients of curvature, got "
+                "{centre.shape}"),
+           curvature=Tensor(1, finite=True), centre=Tensor((1, 2), finite=True))  # fmt: skip
 def scalar_quadratics(curvature: torch.Tensor, centre: torch.Tensor) -> QuadraticProblem:
     """n clients f_i(x) = a_i / 2 ||x - b_i||^2, equal weights; one column per independent 1-D problem.
 
@@ -18,18 +25,13 @@ def scalar_quadratics(curvature: torch.Tensor, centre: torch.Tensor) -> Quadrati
         ValueError: for a non-positive curvature or shapes that do not match.
     """
     centre = centre.double().view(len(centre), -1)
-    if curvature.dim() != 1 or len(curvature) != len(centre):
-        raise ValueError(
-            f"curvature must have shape (n,) and centre (n,) or (n, d), "
-            f"got {tuple(curvature.shape)}, {tuple(centre.shape)}"
-        )
-    if (curvature <= 0).any():
-        raise ValueError(f"curvature must be > 0 for every client, got {curvature.tolist()}")
     a = curvature.double()
     eye = torch.eye(centre.shape[1], dtype=torch.double)
     return QuadraticProblem(Quadratics(a.view(-1, 1, 1) * eye, a[:, None] * centre))
 
 
+@constrain(_one_model("x0"), problem=Instance(QuadraticProblem), **LOCAL, rounds=Integer(min=1), x0=Tensor(1),
+           momentum=MOMENTUM)  # fmt: skip
 def drift_trajectories(problem: QuadraticProblem, *, local_steps: int, lr: float, rounds: int,
                        x0: torch.Tensor, momentum: float = 0.5) -> dict[str, torch.Tensor]:  # fmt: skip
     """The server models of FedAvg, SCAFFOLD and MIME, full participation, exact gradients.

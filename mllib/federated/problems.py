@@ -8,7 +8,8 @@ from typing import Protocol
 
 import torch
 
-from ..clients import local_sgd
+from ..clients import CLIENTS, MODEL, local_sgd
+from ..constraints import Generator, Instance, Integer, Real, Rule, Tensor, constrain
 from ..data import Quadratics
 from ..engine import uniform
 from ..models import FlatModel
@@ -16,15 +17,14 @@ from ..partition import Clients
 from ..runtime import randn
 
 
-def _positive(name: str, value: float, *, allow_zero: bool = False) -> None:
-    if not (value >= 0 if allow_zero else value > 0):
-        bound = ">= 0" if allow_zero else "> 0"
-        raise ValueError(f"{name} must be {bound}, got {name}={value}; pass a positive number")
+LOCAL = dict(local_steps=Integer(min=1), lr=Real(gt=0))  # K local steps of size lr
 
 
-def _steps(local_steps: int) -> None:
-    if int(local_steps) != local_steps or local_steps < 1:
-        raise ValueError(f"local_steps (K) must be an integer >= 1, got local_steps={local_steps}")
+def _one_model(x: str) -> Rule:
+    """A Rule: the argument ``x`` is one model (d,) of the argument ``problem``."""
+    return Rule(x, lambda **a: a[x].shape == (a["problem"].dim,),
+                lambda **a: f"{x} must have shape ({a['problem'].dim},), one model of the problem, got "
+                f"{tuple(a[x].shape)}")  # fmt: skip
 
 
 class Problem(Protocol):
@@ -47,6 +47,9 @@ class Problem(Protocol):
         """(k, d): ``steps`` SGD steps from X, each gradient plus ``correction``."""
 
 
+@constrain(Rule("k", lambda n, k: k <= n,
+                "k must be in [1, n], got k={k} for n={n}: no more clients per round than clients"),
+           n=Integer(min=1), k=Integer(min=1), gen=Generator())  # fmt: skip
 def sample_clients(n: int, k: int, gen: torch.Generator) -> torch.Tensor:
     """k of n clients drawn uniformly without replacement, sorted: (k,) int64; one draw of the
     engine's selection part ``engine.uniform(n, k, gen)``, as a round of ``run`` makes it.
@@ -66,8 +69,8 @@ class DataProblem:
         batch_size: local minibatch size.
     """
 
+    @constrain(model=MODEL, clients=CLIENTS, batch_size=Integer(min=1))
     def __init__(self, model: FlatModel, clients: Clients, batch_size: int):
-        _positive("batch_size", batch_size)
         self.model, self.clients, self.batch_size = model, clients, batch_size
         self.n, self.dim = clients.n, model.dim
         self.weights = clients.weights.to(clients.x.device)  # (n,)
@@ -101,8 +104,12 @@ class QuadraticProblem:
         noise: standard deviation of the gradient noise.
     """
 
+    @constrain(Rule("weights", lambda quadratics, weights: weights is None or weights.shape == quadratics.b.shape[:1],
+                    "weights must have shape ({quadratics.b.shape[0]},), one per client, got {weights.shape}"),
+               Rule("weights", lambda weights: weights is None or bool((weights >= 0).all() and weights.sum() > 0),
+                    "weights must be non-negative and not all zero"),
+               quadratics=Instance(Quadratics), weights=Tensor(1, finite=True) | None, noise=Real(ge=0))  # fmt: skip
     def __init__(self, quadratics: Quadratics, weights: torch.Tensor | None = None, noise: float = 0.0):
-        _positive("noise", noise, allow_zero=True)
         self.q, self.noise = quadratics, noise
         self.n, self.dim = quadratics.b.shape
         w = torch.ones(self.n, dtype=quadratics.b.dtype) if weights is None else weights.to(quadratics.b.dtype)
@@ -130,6 +137,10 @@ class QuadraticProblem:
         return torch.linalg.solve(torch.einsum("n,nij->ij", self.weights, self.q.A), self.weights @ self.q.b)
 
 
+PROBLEM = Instance(DataProblem, QuadraticProblem, description="a Problem (DataProblem or QuadraticProblem)")
+
+
+@constrain(problem=Instance(QuadraticProblem), **LOCAL)
 def fedavg_fixed_point(problem: QuadraticProblem, *, local_steps: int, lr: float) -> torch.Tensor:
     """Where FedAvg with K exact local gradient steps and full participation converges.
 
@@ -146,8 +157,6 @@ def fedavg_fixed_point(problem: QuadraticProblem, *, local_steps: int, lr: float
     Raises:
         ValueError: for K < 1 or lr <= 0.
     """
-    _steps(local_steps)
-    _positive("lr", lr)
     A, b, p = problem.q.A, problem.q.b, problem.weights
     eye = torch.eye(problem.dim, dtype=A.dtype, device=A.device)
     M = torch.linalg.matrix_power(eye - lr * A, local_steps)  # (n, d, d)

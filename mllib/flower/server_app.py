@@ -113,7 +113,7 @@ def main(grid: Grid, context: Context) -> None:
         value = mllib.accuracy_on(model, run.x, clients.x_test, clients.y_test)
         line = f"round {nodes.rounds_done}: test accuracy {value:.3f}"
         if settings.algorithm == "dp-fedavg" and nodes.rounds_done:
-            line += f", epsilon {epsilon(settings, nodes.rounds_done):.2f} at delta {settings.delta:g}"
+            line += f", epsilon {epsilon.__wrapped__(settings, nodes.rounds_done):.2f} at delta {settings.delta:g}"
         print(line, flush=True)
         return value
 

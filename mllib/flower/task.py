@@ -21,7 +21,8 @@ import torch
 
 import mllib
 from mllib import engine, federated, privacy, robust
-from mllib.constraints import Instance, Integer, OneOf, Real, Rule, constrain
+from mllib.clients import CLIENTS, MODEL
+from mllib.constraints import Generator, Instance, Integer, OneOf, Real, Rule, constrain
 from mllib.personalized import restrict
 
 ALGORITHMS = ("fedavg", "scaffold", "dp-fedavg")
@@ -87,25 +88,38 @@ class Settings:
         return flower_config({key.replace("_", "-"): value for key, value in asdict(self).items()})
 
 
+SETTINGS = Instance(Settings)
+ATTACK_NAME = OneOf(*robust.ATTACKS)  # lecture 05's attacks, "none" included
+PARTITION = dict(settings=SETTINGS, partition=Integer(min=0))
+OF_THE_CLIENTS = Rule("partition", lambda settings, partition: partition < settings.clients,
+                      "partition must be in [0, {settings.clients}), got {partition}")
+
+
+@constrain(values=Instance(Mapping, description="a dict key -> value"))
 def flower_config(values: Mapping) -> str:
     """``key=value`` pairs separated by spaces, strings quoted: Flower's --run-config and --node-config."""
     return " ".join(f"{key}={value!r}" if isinstance(value, str) else f"{key}={value}" for key, value in values.items())
 
 
+@constrain(seed=Integer(min=0), role=Integer(min=0), index=Integer(min=0))
 def derived_generator(seed: int, role: int, index: int = 0) -> torch.Generator:
     """A CPU generator for one purpose of one party, independent of all others (NumPy's SeedSequence)."""
     return mllib.generator(int(np.random.SeedSequence([seed, role, index]).generate_state(1)[0]))
 
 
+@constrain(OF_THE_CLIENTS, **PARTITION)
 def batch_generator(settings: Settings, partition: int) -> torch.Generator:
     """Client ``partition``'s minibatch generator, on its SuperNode and in the simulation alike."""
     return derived_generator(settings.seed, BATCHES, partition)
 
 
+@constrain(settings=SETTINGS)
 def client_generators(settings: Settings) -> list[torch.Generator]:
+    """Every client's minibatch generator (``batch_generator``), in partition order."""
     return [batch_generator(settings, i) for i in range(settings.clients)]
 
 
+@constrain(settings=SETTINGS)
 def federation(settings: Settings) -> tuple[mllib.FlatModel, mllib.Clients]:
     """The model and the split of the digits into ``settings.clients`` clients, the same on every machine."""
     gen = mllib.generator(settings.seed)
@@ -114,18 +128,20 @@ def federation(settings: Settings) -> tuple[mllib.FlatModel, mllib.Clients]:
     return mllib.FlatModel(mllib.mlp(data.n_features, data.n_classes, hidden=(64,))), clients
 
 
+@constrain(OF_THE_CLIENTS, **PARTITION)
 def client_share(settings: Settings, partition: int) -> tuple[mllib.FlatModel, mllib.Clients]:
-    """The model and the one client a SuperNode holds."""
-    if not 0 <= partition < settings.clients:
-        raise ValueError(f"partition-id must be in [0, {settings.clients}), got {partition}")
+    """The model and the one client a SuperNode holds (its node config's partition-id)."""
     model, clients = federation(settings)
     return model, restrict(clients, [partition])
 
 
+@constrain(model=MODEL, settings=SETTINGS)
 def initial_model(model: mllib.FlatModel, settings: Settings) -> torch.Tensor:
+    """The server's model before round 1, drawn from the seed (the same on every machine)."""
     return model.init(mllib.generator(settings.seed))
 
 
+@constrain(settings=SETTINGS)
 def aggregator(settings: Settings) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     """The server's aggregate, part 4 of ``engine.Federated``: (U (k, d), p (k,)) -> (d,).
 
@@ -142,6 +158,7 @@ def aggregator(settings: Settings) -> Callable[[torch.Tensor, torch.Tensor], tor
     return lambda U, p: rule(U)
 
 
+@constrain(settings=SETTINGS, clients=CLIENTS)
 def server_parts(settings: Settings, clients: mllib.Clients) -> dict:
     """The server's parts of ``engine.Federated``, the same objects on Flower's server and in ``simulate``.
 
@@ -156,6 +173,7 @@ def server_parts(settings: Settings, clients: mllib.Clients) -> dict:
             "aggregate": aggregator(settings), "server_step": engine.move(1.0)}  # fmt: skip
 
 
+@constrain(settings=SETTINGS, attack=ATTACK_NAME, gen=Generator())
 def message_transforms(settings: Settings, attack: str, gen: torch.Generator) -> list:
     """What the clients do to their updates before sending them, part 3 of ``engine.Federated``:
     DP-FedAvg's client-level clipping to norm C (``privacy.clip_rows``), then, with ``attack``,
@@ -168,21 +186,26 @@ def message_transforms(settings: Settings, attack: str, gen: torch.Generator) ->
     return transforms
 
 
+@constrain(attack=ATTACK_NAME, gen=Generator())
 def attacker(attack: str, gen: torch.Generator):
     """A Byzantine client's attack from lecture 05, a local one (the node sees no other
     client's update): U (k, d) -> U with its last row replaced."""
     return robust.make_attack(attack, 1, gen=gen)
 
 
+@constrain(OF_THE_CLIENTS, **PARTITION)
 def attack_generator(settings: Settings, partition: int) -> torch.Generator:
+    """Client ``partition``'s generator for its attack, on its SuperNode and in the simulation alike."""
     return derived_generator(settings.seed, ATTACK, partition)
 
 
+@constrain(settings=SETTINGS, rounds=Integer(min=0))
 def epsilon(settings: Settings, rounds: int) -> float:
     """DP-FedAvg's epsilon after ``rounds`` rounds with every client taking part (q = 1)."""
     return privacy.epsilon(q=1.0, sigma=settings.noise, steps=rounds, delta=settings.delta)
 
 
+@constrain(settings=SETTINGS, attack=ATTACK_NAME)
 def simulate(settings: Settings, attack: str = "none") -> torch.Tensor:
     """The run in one process: the final server model (d,).
 

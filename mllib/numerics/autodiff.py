@@ -8,6 +8,8 @@ the same on tensors.
 """
 import math
 
+from ..constraints import Instance, Real, constrain
+
 
 class Value:
     """A scalar that records how it was computed.
@@ -17,6 +19,7 @@ class Value:
         grad: d(output)/d(this value), filled by ``backward`` on the output.
     """
 
+    @constrain(data=Real(infinite=True), parents=Instance(tuple), local=Instance(tuple))
     def __init__(self, data: float, parents: tuple = (), local: tuple = ()):
         self.data = float(data)
         self.grad = 0.0

@@ -8,12 +8,19 @@ The value of sign s, exponent field e and mantissa field m (IEEE 754-2019, Sec. 
                          a normal number unless m is all ones (then NaN)   ("FN" style E4M3)
 """
 import math
+import numbers
 
 import torch
 
-from .formats import FORMATS, FloatFormat, Format, IntFormat, get_format, round_to
+from ..constraints import Instance, Integer, Rule, Tensor, constrain
+from .formats import FMT, FORMATS, LAYOUT, NAMES, FloatFormat, Format, IntFormat, get_format, names_of_formats, round_to
+
+NUMBER = Instance(numbers.Real, description="a real number (inf and nan allowed)")  # a value to show, not a setting
 
 
+@constrain(Rule("bits", lambda bits, fmt: bits < 2 ** get_format(fmt).bits,
+                lambda bits, fmt: f"bits must lie in [0, 2^{get_format(fmt).bits}) for {get_format(fmt).name}, got {bits}"),
+           bits=Integer(min=0), fmt=FMT)
 def decode(bits: int, fmt: str | Format) -> float:
     """The value of the bit pattern ``bits`` (sign bit first) in ``fmt``.
 
@@ -28,8 +35,6 @@ def decode(bits: int, fmt: str | Format) -> float:
         ValueError: for an unknown format or a pattern out of range.
     """
     f = get_format(fmt)
-    if not 0 <= bits < 2**f.bits:
-        raise ValueError(f"bits must lie in [0, 2^{f.bits}) for {f.name}, got {bits}")
     if isinstance(f, IntFormat):
         return float(bits - 2**f.bits if bits >= 2 ** (f.bits - 1) else bits)
     M, E = f.mantissa_bits, f.exponent_bits
@@ -46,6 +51,7 @@ def decode(bits: int, fmt: str | Format) -> float:
     return sign * math.ldexp(2**M + m, e - f.bias - M)
 
 
+@constrain(value=NUMBER, fmt=FMT)
 def encode(value: float, fmt: str | Format) -> int:
     """The bit pattern of ``value`` rounded to ``fmt`` (nearest even; see ``round_to``).
 
@@ -71,6 +77,7 @@ def encode(value: float, fmt: str | Format) -> int:
     return sign << (E + M) | (e - 1 + f.bias) << M | int((2 * m - 1) * 2**M)
 
 
+@constrain(value=NUMBER, fmt=FMT)
 def bit_string(value: float, fmt: str | Format) -> str:
     """``value``'s pattern in ``fmt`` as 'sign exponent mantissa' groups of 0s and 1s."""
     f = get_format(fmt)
@@ -80,6 +87,7 @@ def bit_string(value: float, fmt: str | Format) -> str:
     return f"{bits[0]} {bits[1:1 + f.exponent_bits]} {bits[1 + f.exponent_bits:]}"
 
 
+@constrain(names_of_formats("names"), value=NUMBER, names=NAMES | None)
 def bit_rows(value: float, names: list[str] | None = None) -> list[dict]:
     """For the bit-layout explorer: ``value`` in every format.
 
@@ -142,6 +150,7 @@ def finfo_rows() -> list[tuple[str, dict, dict]]:
     return rows
 
 
+@constrain(bits=Tensor(integer=True, description="a tensor of integer bit patterns"), **LAYOUT)
 def decode_ieee(bits: torch.Tensor, exponent_bits: int, mantissa_bits: int, bias: int) -> torch.Tensor:
     """Decode integer bit patterns (any shape) of an IEEE-style format into float64 values.
 

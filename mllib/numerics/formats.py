@@ -16,7 +16,14 @@ from dataclasses import dataclass
 
 import torch
 
+from ..constraints import Generator, Instance, Integer, OneOf, Real, Rule, Tensor, constrain
 
+# Bit counts that float64, which every rounding computes in, holds exactly: E <= 11, M <= 52.
+LAYOUT = dict(exponent_bits=Integer(min=1, max=11), mantissa_bits=Integer(min=1, max=52), bias=Integer())
+DESCRIPTION = dict(name=Instance(str), slide_range=Real(ge=0), torch_dtype=Instance(torch.dtype) | None)
+
+
+@constrain(**LAYOUT, **DESCRIPTION)
 @dataclass(frozen=True)
 class FloatFormat:
     """A binary floating-point format: bit counts, bias and what the top exponent holds.
@@ -85,6 +92,7 @@ class FloatFormat:
         return "no inf; NaN only at exponent and mantissa all ones"
 
 
+@constrain(**DESCRIPTION, bits=Integer(min=2, max=32), special_values=Instance(str))
 @dataclass(frozen=True)
 class IntFormat:
     """A two's complement integer format (INT8), used with a scale: x ~ scale * q."""
@@ -121,21 +129,38 @@ FORMATS: dict[str, Format] = {
     "fp8_e3m4": FloatFormat("fp8_e3m4", 3, 4, 3, True, 16.0),
     "int8": IntFormat("int8", 8, 128.0, torch.int8),
 }
+# A format object first: the library's own calls pass one, and it is accepted at once.
+FMT = Instance(FloatFormat, IntFormat, description="a format (FloatFormat or IntFormat)") | OneOf(*FORMATS)
+VALUES = Tensor(description="a tensor of values to round")
+GEN = Generator() | None  # what stochastic rounding draws from
+NAMES = Instance(list, tuple, description="a list of format names")
+GEN_IF_STOCHASTIC = Rule("gen", lambda stochastic, gen: gen is not None or not stochastic,
+                         "gen must be a torch.Generator for stochastic rounding, got None")  # fmt: skip
 
 
+def names_of_formats(argument: str) -> Rule:
+    """The rule that ``argument`` (a list, or None) holds only names of ``FORMATS``."""
+    return Rule(argument, lambda **a: a[argument] is None or set(a[argument]) <= set(FORMATS),
+                lambda **a: f"{argument} must be names of FORMATS, {list(FORMATS)}, got {a[argument]!r}")
+
+
+def _torch_typed(fmt) -> bool:
+    f = get_format(fmt)
+    return isinstance(f, FloatFormat) and f.torch_dtype is not None
+
+
+@constrain(fmt=FMT)
 def get_format(fmt: str | Format) -> Format:
     """The format named ``fmt`` (a key of ``FORMATS``), or ``fmt`` itself if already one.
 
     Raises:
         ValueError: for an unknown name.
     """
-    if isinstance(fmt, FloatFormat | IntFormat):
-        return fmt
-    if fmt not in FORMATS:
-        raise ValueError(f"fmt must be one of {sorted(FORMATS)}, got {fmt!r}")
-    return FORMATS[fmt]
+    return fmt if isinstance(fmt, FloatFormat | IntFormat) else FORMATS[fmt]
 
 
+@constrain(Rule("z", lambda z: z.dtype == torch.float64, "z must be a float64 tensor, got dtype {z.dtype}"),
+           z=VALUES, fmt=FMT)
 def grid_spacing(z: torch.Tensor, fmt: str | Format) -> torch.Tensor | float:
     """The gap q between the neighbours of ``fmt`` around each entry of z (float64).
 
@@ -158,12 +183,11 @@ def grid_spacing(z: torch.Tensor, fmt: str | Format) -> torch.Tensor | float:
 
 
 def _as_float64(x: torch.Tensor) -> tuple[torch.Tensor, torch.dtype]:
-    """x in float64 (exact: every input dtype embeds in it), and the dtype to return."""
-    if not isinstance(x, torch.Tensor) or not x.is_floating_point():
-        raise ValueError(f"x must be a floating-point tensor, got {getattr(x, 'dtype', type(x).__name__)}")
+    """x in float64 (exact: every float dtype embeds in it), and the dtype to return."""
     return x.to(torch.float64), x.dtype if x.dtype in (torch.float32, torch.float64) else torch.float32
 
 
+@constrain(x=VALUES, fmt=FMT)
 def round_to_nearest(x: torch.Tensor, fmt: str | Format) -> torch.Tensor:
     """Round every entry of ``x`` to the nearest value of ``fmt``, ties to even.
 
@@ -179,7 +203,7 @@ def round_to_nearest(x: torch.Tensor, fmt: str | Format) -> torch.Tensor:
     INT8 rounds to an integer and saturates to [-128, 127].
 
     Args:
-        x: a floating-point tensor of any shape (bf16 and fp8 inputs are read as float32).
+        x: a tensor of any shape (bf16 and fp8 inputs are read as float32, integers become float32).
         fmt: a name in ``FORMATS`` or a ``FloatFormat``/``IntFormat``.
 
     Returns:
@@ -187,7 +211,7 @@ def round_to_nearest(x: torch.Tensor, fmt: str | Format) -> torch.Tensor:
         all lie in ``fmt``.
 
     Raises:
-        ValueError: for an unknown format or a non-float ``x``.
+        ValueError: for an unknown format.
 
     Reference: IEEE 754-2019, Sec. 4.3.1 (roundTiesToEven).
     """
@@ -204,6 +228,7 @@ def round_to_nearest(x: torch.Tensor, fmt: str | Format) -> torch.Tensor:
     return y.to(dtype)
 
 
+@constrain(GEN_IF_STOCHASTIC, x=VALUES, fmt=FMT, gen=GEN)
 def round_to(
     x: torch.Tensor, fmt: str | Format, *, stochastic: bool = False, gen: torch.Generator | None = None
 ) -> torch.Tensor:
@@ -215,7 +240,7 @@ def round_to(
     every |x| <= max.
 
     Args:
-        x: a floating-point tensor of any shape (bf16 and fp8 inputs are read as float32).
+        x: a tensor of any shape (bf16 and fp8 inputs are read as float32, integers become float32).
         fmt: a name in ``FORMATS`` or a ``FloatFormat``/``IntFormat``.
         stochastic: stochastic instead of nearest-even rounding.
         gen: the CPU generator stochastic rounding draws u from (required then).
@@ -225,21 +250,22 @@ def round_to(
         all lie in ``fmt``.
 
     Raises:
-        ValueError: for an unknown format, a non-float ``x``, or stochastic without ``gen``.
+        ValueError: for an unknown format, or stochastic without ``gen``.
     """
-    f = get_format(fmt)
-    z, dtype = _as_float64(x)
+    f = get_format.__wrapped__(fmt)  # checked by the call; runs every step of sums, training
     if not stochastic:
-        return round_to_nearest(x, f)
-    if gen is None:
-        raise ValueError("stochastic rounding needs gen=<a torch.Generator>, got gen=None")
-    q = grid_spacing(z, f)  # the gap around the unclamped z
+        return round_to_nearest.__wrapped__(x, f)
+    z, dtype = _as_float64(x)
+    q = grid_spacing.__wrapped__(z, f)  # the gap around the unclamped z
     z = z.clamp(-f.max, f.max)  # NaN stays NaN
     u = torch.rand(z.shape, generator=gen, dtype=torch.float64).to(z.device)
     y = torch.floor(z / q + u) * q  # on fmt's grid, or one gap beyond max
-    return round_to_nearest(y, f).to(dtype)  # exact on the grid; beyond max: inf or saturation, as nearest rounding
+    return round_to_nearest.__wrapped__(y, f).to(dtype)  # exact on the grid; beyond max: inf or saturation, as nearest rounding
 
 
+@constrain(Rule("fmt", _torch_typed, lambda fmt: f"fmt must be a float format torch has a dtype for, "
+                f"{[n for n in FORMATS if _torch_typed(n)]}, got {get_format(fmt).name}; use round_to"),
+           x=VALUES, fmt=FMT)
 def torch_cast(x: torch.Tensor, fmt: str | Format) -> torch.Tensor:
     """``x`` cast to ``fmt``'s torch dtype and back to x's dtype: ``round_to`` bit for bit, faster.
 
@@ -249,13 +275,12 @@ def torch_cast(x: torch.Tensor, fmt: str | Format) -> torch.Tensor:
     Raises:
         ValueError: if torch has no dtype for ``fmt``.
     """
-    f = get_format(fmt)
-    if not isinstance(f, FloatFormat) or f.torch_dtype is None:
-        raise ValueError(f"torch has no dtype for {f.name}; use round_to")
+    f = get_format.__wrapped__(fmt)  # checked by the call; runs every step of sums, training
     saturated = x if f.has_inf else x.clamp(-f.max, f.max)
     return saturated.to(f.torch_dtype).to(x.dtype)
 
 
+@constrain(x=VALUES, fmt=FMT, margin=Real(gt=0))
 def amax_scale(x: torch.Tensor, fmt: str | Format, *, margin: float = 1.0) -> torch.Tensor:
     """Per-tensor scale s = amax(|x|) / (margin * max(fmt)), so that x / s just fits the format.
 
@@ -266,11 +291,12 @@ def amax_scale(x: torch.Tensor, fmt: str | Format, *, margin: float = 1.0) -> to
     Returns:
         A 0-dim float64 tensor on x's device.
     """
-    f = get_format(fmt)
+    f = get_format.__wrapped__(fmt)  # checked by the call; runs every step of sums, training
     amax = x.detach().abs().to(torch.float64).nan_to_num(0.0, posinf=0.0).max()
     return torch.where(amax > 0, amax / (margin * f.max), torch.ones_like(amax))
 
 
+@constrain(GEN_IF_STOCHASTIC, x=VALUES, fmt=FMT, scale=Real(gt=0) | None, gen=GEN)
 def scaled_round(
     x: torch.Tensor,
     fmt: str | Format,
@@ -294,10 +320,8 @@ def scaled_round(
         ValueError: for a scale that is not finite and positive, or an unknown format.
     """
     f = get_format(fmt)
-    s = amax_scale(x, f) if scale is None else torch.as_tensor(scale, dtype=torch.float64, device=x.device)
-    if s.numel() != 1 or not bool(torch.isfinite(s)) or not bool(s > 0):
-        raise ValueError(f"scale must be a finite positive number, got {scale!r}; pass None for amax scaling")
-    return (round_to(x.to(torch.float64) / s, f, stochastic=stochastic, gen=gen) * s).to(
+    s = amax_scale.__wrapped__(x, f) if scale is None else torch.tensor(scale, dtype=torch.float64, device=x.device)
+    return (round_to.__wrapped__(x.to(torch.float64) / s, f, stochastic=stochastic, gen=gen) * s).to(
         x.dtype if x.dtype in (torch.float32, torch.float64) else torch.float32
     ), s
 
@@ -314,6 +338,8 @@ def cast_like_torch(x: torch.Tensor, fmt: str | Format) -> torch.Tensor:
     return x.to(f.torch_dtype).to(torch.float32)
 
 
+@constrain(Rule("u", lambda x, u: u.shape == x.shape, "u must have x's shape {x.shape}, got {u.shape}"),
+           x=VALUES, step=Real(gt=0), u=Tensor(description="a tensor of uniform numbers in [0, 1)"))
 def stochastic_round_grid(x: torch.Tensor, step: float, u: torch.Tensor) -> torch.Tensor:
     """Stochastic rounding to the grid step * Z with given uniforms u in [0, 1) (x's shape).
 
@@ -323,8 +349,4 @@ def stochastic_round_grid(x: torch.Tensor, step: float, u: torch.Tensor) -> torc
     Raises:
         ValueError: for step not finite and positive, or u of another shape.
     """
-    if not (math.isfinite(step) and step > 0):
-        raise ValueError(f"step must be finite and positive, got {step}")
-    if u.shape != x.shape:
-        raise ValueError(f"u must have x's shape {tuple(x.shape)}, got {tuple(u.shape)}")
     return torch.floor(x / step + u) * step

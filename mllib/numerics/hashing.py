@@ -14,15 +14,19 @@ from collections.abc import Iterable
 
 import torch
 
+from ..constraints import Instance, Integer, OneOf, Rule, Tensor, constrain
 from .formats import round_to
 
 _C1, _C2, _MASK = 0xCC9E2D51, 0x1B873593, 0xFFFFFFFF
+KEY = Instance(str, bytes, description="a feature name (str or bytes)")
+N_FEATURES = Integer(min=1)  # m, the number of buckets
 
 
 def _rotl(x: int, r: int) -> int:
     return ((x << r) | (x >> (32 - r))) & _MASK
 
 
+@constrain(key=KEY, seed=Integer(min=0, max=_MASK))
 def murmurhash3_32(key: str | bytes, seed: int = 0) -> int:
     """MurmurHash3 x86_32 (Appleby 2011) of ``key`` (UTF-8 for a str), as a signed 32-bit int.
 
@@ -49,22 +53,19 @@ def murmurhash3_32(key: str | bytes, seed: int = 0) -> int:
     return h - 2**32 if h >= 2**31 else h
 
 
+@constrain(name=KEY, n_features=N_FEATURES)
 def hash_index_sign(name: str, n_features: int) -> tuple[int, int]:
     """(index, sign) of a feature name: |v| mod m and +-1 from v = murmurhash3_32(name).
 
     v = -2^31 has no 32-bit absolute value; scikit-learn defines its index as
     (2^31 - 1 - (m - 1)) mod m, which equals 2^31 mod m: so does this.
     """
-    _check_n_features(n_features)
-    v = murmurhash3_32(name)
+    v = murmurhash3_32.__wrapped__(name)
     return abs(v) % n_features, 1 if v >= 0 else -1
 
 
-def _check_n_features(n_features: int) -> None:
-    if not isinstance(n_features, int) or n_features < 1:
-        raise ValueError(f"n_features must be an integer >= 1, got {n_features!r}")
-
-
+@constrain(samples=Instance(list, tuple, description="a list of samples"), n_features=N_FEATURES,
+           input_type=OneOf("dict", "pair", "string"))
 def hash_features(
     samples: Iterable, n_features: int, *, input_type: str = "dict", alternate_sign: bool = True
 ) -> torch.Tensor:
@@ -86,9 +87,7 @@ def hash_features(
     Raises:
         ValueError: for n_features < 1 or an unknown input_type.
     """
-    _check_n_features(n_features)
-    if input_type not in ("dict", "pair", "string"):
-        raise ValueError(f"input_type must be 'dict', 'pair' or 'string', got {input_type!r}")
+    index_sign = hash_index_sign.__wrapped__  # checked once, not for every name
     cache: dict[str, tuple[int, int]] = {}
     rows, cols, vals = [], [], []
     n_samples = 0
@@ -101,7 +100,7 @@ def hash_features(
             if value == 0:
                 continue
             if name not in cache:
-                cache[name] = hash_index_sign(name, n_features)
+                cache[name] = index_sign(name, n_features)
             index, sign = cache[name]
             rows.append(i)
             cols.append(index)
@@ -111,18 +110,19 @@ def hash_features(
     return out.index_put_(index, torch.tensor(vals, dtype=torch.float64), accumulate=True)
 
 
+@constrain(Rule("names", lambda names: len(names) > 0, "names must hold at least one name, got {names}"),
+           names=Instance(list, tuple, set, frozenset, description="a collection of names"), n_features=N_FEATURES)
 def collision_rate(names: Iterable[str], n_features: int) -> float:
     """Fraction of distinct names that share their bucket with at least one other name."""
-    _check_n_features(n_features)
     names = sorted(set(names))
-    buckets = torch.tensor([hash_index_sign(n, n_features)[0] for n in names])
+    buckets = torch.tensor([hash_index_sign.__wrapped__(n, n_features)[0] for n in names])
     counts = torch.bincount(buckets, minlength=n_features)
     return (counts[buckets] > 1).double().mean().item()
 
 
+@constrain(n_names=Integer(min=1), n_features=N_FEATURES)
 def expected_collision_rate(n_names: int, n_features: int) -> float:
     """1 - (1 - 1/m)^(n - 1): the chance that another of n uniformly hashed names shares a bucket."""
-    _check_n_features(n_features)
     return 1 - (1 - 1 / n_features) ** (n_names - 1)
 
 
@@ -194,6 +194,9 @@ def model_bytes(n_features: int, n_classes: int, bits: int) -> int:
     return math.ceil(n_features * n_classes * bits / 8) + 4 * n_classes
 
 
+@constrain(Rule("values", lambda h, values: values.shape == h.shape, "values must have the shape of h, {h.shape}, "
+                "one value per hash, got {values.shape}"),
+           h=Tensor(1, integer=True, description="a 1-D tensor of integer hashes"), values=Tensor(1), n_features=N_FEATURES)
 def signed_hash_vector(h: torch.Tensor, values: torch.Tensor, n_features: int) -> torch.Tensor:
     """The hashed vector of features with signed 32-bit hash values h (n,) and values (n,).
 
@@ -202,7 +205,6 @@ def signed_hash_vector(h: torch.Tensor, values: torch.Tensor, n_features: int) -
     Returns:
         (n_features,) tensor of values' dtype.
     """
-    _check_n_features(n_features)
     h = h.to(torch.int64)  # |-2^31| = 2^31 fits: the index scikit-learn defines for it
     sign = torch.where(h >= 0, 1, -1).to(values.dtype)
     return torch.zeros(n_features, dtype=values.dtype, device=values.device).index_add_(0, h.abs() % n_features, sign * values)

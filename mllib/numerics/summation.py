@@ -9,14 +9,14 @@ a term, that term rounds away; stochastic rounding keeps every term in expectati
 """
 import torch
 
-from .formats import Format, get_format, round_to
+from ..constraints import Generator, Rule, Tensor, constrain
+from .formats import FMT, GEN, GEN_IF_STOCHASTIC, Format, get_format, round_to
+
+TERMS = dict(x=Tensor(description="a tensor of terms (..., n)"), fmt=FMT)
+LAST_AXIS = Rule("x", lambda x: x.dim() >= 1, "x must be a tensor of terms (..., n), got a 0-d tensor")
 
 
-def _check(x: torch.Tensor) -> None:
-    if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.dim() < 1 or x.shape[-1] < 1:
-        raise ValueError(f"x must be a float tensor (..., n) with n >= 1, got {getattr(x, 'shape', x)!r}")
-
-
+@constrain(LAST_AXIS, GEN_IF_STOCHASTIC, **TERMS, gen=GEN)
 def naive_sum(
     x: torch.Tensor, fmt: str | Format, *, stochastic: bool = False, gen: torch.Generator | None = None
 ) -> torch.Tensor:
@@ -32,15 +32,16 @@ def naive_sum(
     Returns:
         (...) float64 tensor of sums.
     """
-    _check(x)
     f = get_format(fmt)
-    terms = round_to(x.to(torch.float64), f)
+    rounded = round_to.__wrapped__  # checked once, not at every term
+    terms = rounded(x.to(torch.float64), f)
     s = torch.zeros(x.shape[:-1], dtype=torch.float64, device=x.device)  # (...)
     for i in range(x.shape[-1]):
-        s = round_to(s + terms[..., i], f, stochastic=stochastic, gen=gen)
+        s = rounded(s + terms[..., i], f, stochastic=stochastic, gen=gen)
     return s
 
 
+@constrain(LAST_AXIS, **TERMS)
 def pairwise_sum(x: torch.Tensor, fmt: str | Format) -> torch.Tensor:
     """Sum the last axis as a balanced binary tree, rounding every partial sum to ``fmt``.
 
@@ -50,16 +51,17 @@ def pairwise_sum(x: torch.Tensor, fmt: str | Format) -> torch.Tensor:
     Returns:
         (...) float64 tensor of sums.
     """
-    _check(x)
     f = get_format(fmt)
-    s = round_to(x.to(torch.float64), f)  # (..., n)
+    rounded = round_to.__wrapped__
+    s = rounded(x.to(torch.float64), f)  # (..., n)
     while s.shape[-1] > 1:
         pairs = s[..., : s.shape[-1] // 2 * 2]
-        merged = round_to(pairs[..., 0::2] + pairs[..., 1::2], f)
+        merged = rounded(pairs[..., 0::2] + pairs[..., 1::2], f)
         s = torch.cat([merged, s[..., pairs.shape[-1]:]], dim=-1)
     return s[..., 0]
 
 
+@constrain(LAST_AXIS, **TERMS)
 def kahan_sum(x: torch.Tensor, fmt: str | Format) -> torch.Tensor:
     """Kahan's compensated summation along the last axis, every operation rounded to ``fmt``.
 
@@ -72,19 +74,20 @@ def kahan_sum(x: torch.Tensor, fmt: str | Format) -> torch.Tensor:
     Returns:
         (...) float64 tensor of sums.
     """
-    _check(x)
     f = get_format(fmt)
-    terms = round_to(x.to(torch.float64), f)
+    rounded = round_to.__wrapped__
+    terms = rounded(x.to(torch.float64), f)
     s = torch.zeros(x.shape[:-1], dtype=torch.float64, device=x.device)
     c = torch.zeros_like(s)
     for i in range(x.shape[-1]):
-        y = round_to(terms[..., i] - c, f)
-        t = round_to(s + y, f)
-        c = round_to(round_to(t - s, f) - y, f)
+        y = rounded(terms[..., i] - c, f)
+        t = rounded(s + y, f)
+        c = rounded(rounded(t - s, f) - y, f)
         s = t
     return s
 
 
+@constrain(LAST_AXIS, **TERMS, gen=Generator())
 def summation_errors(
     x: torch.Tensor, fmt: str | Format, *, gen: torch.Generator
 ) -> dict[str, torch.Tensor]:

@@ -22,12 +22,26 @@ import torch
 import torch.nn.functional as F
 
 from .. import engine
+from ..constraints import Generator, Instance, Integer, OneOf, Real, Reals, Rule, constrain
 from ..data import Dataset
 from ..engine import History, Rounds
 from ..runtime import generator
-from .formats import FloatFormat, amax_scale, get_format, round_to, scaled_round, torch_cast
+from .formats import (
+    FORMATS, NAMES, FloatFormat, amax_scale, get_format, names_of_formats, round_to, scaled_round, torch_cast,
+)
+
+NAME = OneOf(*FORMATS)
+DATA = Instance(Dataset)
+HIDDEN, STEPS = Integer(min=1), Integer(min=1)
+SGD = dict(lr=Real(gt=0), batch_size=Integer(min=1))
+WEIGHTS = Instance(dict, description="the MLP's weights {name: tensor} (history.model)")
+MLP_WEIGHTS = Rule("params", lambda params: {"W1", "b1", "W2", "b2"} <= set(params),
+                   lambda params: f"params must hold the MLP's weights W1, b1, W2, b2, got the keys {list(params)}")
+GENS = Instance(list, tuple, description="a list of torch.Generators, one per run")
+SEEDS = Instance(range, list, tuple, description="a sequence of seeds, e.g. range(5)")
 
 
+@constrain(compute=NAME, grads=NAME, master=NAME, loss_scale=Real(gt=0))
 @dataclass(frozen=True)
 class Precision:
     """Where training rounds, and to what.
@@ -47,12 +61,6 @@ class Precision:
     stochastic: bool = False
     loss_scale: float = 1.0
     scaled: bool = False
-
-    def __post_init__(self):
-        for name in ("compute", "grads", "master"):
-            get_format(getattr(self, name))
-        if not (math.isfinite(self.loss_scale) and self.loss_scale > 0):
-            raise ValueError(f"loss_scale must be finite and positive, got {self.loss_scale}")
 
 
 def init_mlp(n_in: int, n_hidden: int, n_out: int, *, gen: torch.Generator, device=None) -> dict[str, torch.Tensor]:
@@ -85,26 +93,26 @@ def _rounder(fmt: str, scaled: bool, per_row: bool = False):
     if scaled and per_row:
         return lambda t: _fast(t / (s := _row_scale(t, fmt)), fmt) * s
     if scaled:
-        return lambda t: _fast(t / (s := amax_scale(t, fmt)).float(), fmt) * s.float()
+        return lambda t: _fast(t / (s := amax_scale.__wrapped__(t, fmt)).float(), fmt) * s.float()
     return lambda t: _fast(t, fmt)
 
 
 def _row_scale(t: torch.Tensor, fmt: str) -> torch.Tensor:
     """``amax_scale(t[i], fmt)`` for every i at once, shaped to broadcast against t: (S, 1, ...), float32."""
     amax = t.detach().abs().to(torch.float64).nan_to_num(0.0, posinf=0.0).flatten(1).amax(1)  # (S,)
-    s = torch.where(amax > 0, amax / get_format(fmt).max, torch.ones_like(amax))
+    s = torch.where(amax > 0, amax / get_format.__wrapped__(fmt).max, torch.ones_like(amax))
     return s.float().view(-1, *[1] * (t.dim() - 1))
 
 
 def _fast(t: torch.Tensor, fmt: str, *, stochastic: bool = False, gen: torch.Generator | None = None) -> torch.Tensor:
     """``round_to`` through torch's own cast where torch has the dtype (``torch_cast``: bit for
     bit the same, tests/test_numerics.py checks it, and 10x faster); ``round_to`` otherwise."""
-    f = get_format(fmt)
+    f = get_format.__wrapped__(fmt)  # every step: fmt checked by Precision
     if fmt == "fp32" and t.dtype == torch.float32 and not stochastic:
         return t
     if not stochastic and isinstance(f, FloatFormat) and f.torch_dtype is not None:
-        return torch_cast(t, f)
-    return round_to(t, f, stochastic=stochastic, gen=gen)
+        return torch_cast.__wrapped__(t, f)
+    return round_to.__wrapped__(t, f, stochastic=stochastic, gen=gen)
 
 
 class LimitedPrecisionSGD(Rounds):
@@ -136,14 +144,13 @@ class LimitedPrecisionSGD(Rounds):
         ValueError: for no generator, unless hidden, batch_size >= 1 and lr > 0.
     """
 
+    @constrain(Rule("gens", lambda gens: len(gens) > 0 and all(isinstance(g, torch.Generator) for g in gens),
+                    "gens must hold one torch.Generator per run, at least one, got {gens}"),
+               data=DATA, precision=Instance(Precision), gens=GENS, hidden=HIDDEN, **SGD, init=WEIGHTS | None,
+               masks=WEIGHTS | None)
     def __init__(self, data: Dataset, precision: Precision, gens: list[torch.Generator], *, hidden: int, lr: float,
                  batch_size: int, init: dict[str, torch.Tensor] | None = None,
                  masks: dict[str, torch.Tensor] | None = None):  # fmt: skip
-        if not gens:
-            raise ValueError("seeds must name at least one seed, got none")
-        if batch_size < 1 or hidden < 1 or not lr > 0:
-            raise ValueError(f"batch_size and hidden must be >= 1 and lr > 0, got batch_size={batch_size}, "
-                             f"hidden={hidden}, lr={lr}")  # fmt: skip
         self.data, self.precision, self.gens = data, precision, gens
         self.lr, self.batch_size = lr, batch_size
         self.x_all = data.x_train.flatten(1)  # (N, n_in)
@@ -211,11 +218,14 @@ class LimitedPrecisionSGD(Rounds):
 METRICS = {"loss": lambda sgd: sgd.loss, "underflow": lambda sgd: sgd.underflow, "skipped": lambda sgd: sgd.skipped}
 
 
+@constrain(Rule("params", lambda params: len(params) > 0, "params must map names to stacked weights, got {params}"),
+           params=WEIGHTS)
 def unstack(params: dict[str, torch.Tensor]) -> list[dict[str, torch.Tensor]]:
     """The weights of S runs, {name: (S, ...)}, as one dict {name: tensor} per run."""
     return [{k: w[i] for k, w in params.items()} for i in range(len(next(iter(params.values()))))]
 
 
+@constrain(data=DATA, precision=Instance(Precision), hidden=HIDDEN, steps=STEPS, **SGD, gen=Generator())
 def train_limited(
     data: Dataset, precision: Precision, *, hidden: int, steps: int, lr: float, batch_size: int, gen: torch.Generator
 ) -> History:
@@ -239,6 +249,8 @@ def train_limited(
     return _train(data, precision, [gen], hidden=hidden, steps=steps, lr=lr, batch_size=batch_size)
 
 
+@constrain(Rule("seeds", lambda seeds: len(seeds) > 0, "seeds must name at least one seed, got {seeds}"),
+           data=DATA, precision=Instance(Precision), seeds=SEEDS, hidden=HIDDEN, steps=STEPS, **SGD)
 def train_limited_seeds(
     data: Dataset, precision: Precision, *, seeds, hidden: int, steps: int, lr: float, batch_size: int
 ) -> History:
@@ -268,8 +280,6 @@ def train_limited_seeds(
 def _train(data: Dataset, p: Precision, gens: list[torch.Generator], *, hidden: int, steps: int, lr: float,
            batch_size: int) -> History:  # fmt: skip
     """The S = len(gens) runs of ``train_limited`` on the round engine."""
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
     sgd = LimitedPrecisionSGD(data, p, gens, hidden=hidden, lr=lr, batch_size=batch_size)
     return engine.run(sgd, steps, metrics=METRICS)
 
@@ -289,6 +299,10 @@ def magnitude_prune(w: torch.Tensor, sparsity: float) -> torch.Tensor:
     return torch.where(w.abs() > threshold, w, torch.zeros_like(w))
 
 
+@constrain(MLP_WEIGHTS, Rule("gens", lambda params, gens: len(gens) == len(params["W1"]),
+                             lambda params, gens: f"gens must hold one generator per run ({len(params['W1'])}), "
+                                                  f"got {len(gens)}"),
+           params=WEIGHTS, data=DATA, sparsity=Real(ge=0, lt=1), steps=STEPS, **SGD, gens=GENS)
 def prune_and_retrain(
     params: dict[str, torch.Tensor], data: Dataset, sparsity: float, *, steps: int, lr: float, batch_size: int,
     gens: list[torch.Generator],
@@ -314,11 +328,7 @@ def prune_and_retrain(
     """
     pruned = {k: torch.stack([magnitude_prune(w, sparsity) for w in W]) if k.startswith("W") else W.clone()
               for k, W in params.items()}  # fmt: skip
-    if len(gens) != len(pruned["W1"]):
-        raise ValueError(f"gens must hold one generator per run ({len(pruned['W1'])}), got {len(gens)}")
     masks = {k: w != 0 for k, w in pruned.items() if k.startswith("W")}
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
     sgd = LimitedPrecisionSGD(data, Precision(), gens, hidden=pruned["W1"].shape[1], lr=lr, batch_size=batch_size,
                               init=pruned, masks=masks)  # fmt: skip
     return engine.run(sgd, steps, metrics=METRICS)
@@ -345,6 +355,7 @@ def compress(params: dict[str, torch.Tensor], sparsity: float, fmt: str = "fp32"
     return out
 
 
+@constrain(MLP_WEIGHTS, names_of_formats("fmts"), params=WEIGHTS, data=DATA, sparsities=Reals(ge=0, lt=1), fmts=NAMES)
 def compression_sweep(params: dict[str, torch.Tensor], data: Dataset, sparsities, fmts=("fp32", "int8")) -> list[dict]:
     """Accuracy against bytes for every (sparsity, format): rows with sparsity, fmt, bytes, accuracy."""
     rows = []

@@ -13,14 +13,19 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from ..clients import LocalSGD, evaluate
+from ..clients import CLIENTS, MODEL, LocalSGD, evaluate
+from ..constraints import Function, Generator, Indices, Integer, Reals, Rule, constrain
 from ..engine import Federated, History, run
 from ..models import FlatModel
 from ..partition import Clients
+from .training import FEDAVG, ONE_MODEL, _one_model
 
 Availability = Callable[[int], torch.Tensor]  # r -> (n,) probability that each client is online in round r
 
 
+@constrain(Rule("zones", lambda zones, peaks: bool((zones >= 0).all() and (zones < len(peaks)).all()),
+                lambda zones, peaks: f"zones must give each client a zone in [0, {len(peaks)}), got {zones.tolist()}"),
+           zones=Indices(), peaks=Reals(gt=0, le=1), period=Integer(min=1))  # fmt: skip
 def diurnal_availability(zones: Sequence[int], peaks: Sequence[float], period: int) -> Availability:
     """A day of ``period`` rounds: each time zone is online most at its own hour, as much as its peak.
 
@@ -41,18 +46,12 @@ def diurnal_availability(zones: Sequence[int], peaks: Sequence[float], period: i
     Raises:
         ValueError: for a zone outside [0, Z), a peak outside (0, 1] or a period < 1.
     """
-    zone = torch.as_tensor(list(zones), dtype=torch.long)
-    peak = torch.as_tensor(list(peaks), dtype=torch.float64)
-    if not all(0 < p <= 1 for p in peak.tolist()):
-        raise ValueError(f"peaks must be probabilities in (0, 1], got {peaks}")
-    if zone.dim() != 1 or len(zone) == 0 or zone.min() < 0 or zone.max() >= len(peak):
-        raise ValueError(f"zones must give each client a zone in [0, {len(peak)}), got {zones}")
-    if isinstance(period, bool) or not isinstance(period, int) or period < 1:
-        raise ValueError(f"period must be an integer >= 1 (rounds per day), got {period!r}")
+    zone, peak = zones.cpu(), torch.tensor(peaks, dtype=torch.float64)
     phase = zone.double() / len(peak)  # (n,) the zone's hour, as a fraction of the day
     return lambda r: peak[zone] * (1 + torch.cos(2 * math.pi * (r / period - phase))) / 2
 
 
+@constrain(availability=Function(), gen=Generator())
 def available(availability: Availability, gen: torch.Generator) -> Callable[[int], torch.Tensor]:
     """The selection part of clients that come and go: in round r each client is online
     independently with probability q_i(r), and the round takes every online client.
@@ -78,13 +77,14 @@ def available(availability: Availability, gen: torch.Generator) -> Callable[[int
     return select
 
 
+@constrain(availability=Function(), rounds=Integer(min=1))
 def participation_rates(availability: Availability, rounds: int) -> torch.Tensor:
     """Each client's mean availability over rounds 1 .. ``rounds``: q_bar_i, (n,) float64."""
-    if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
-        raise ValueError(f"rounds must be an integer >= 1, got {rounds!r}")
     return torch.stack([availability(r) for r in range(1, rounds + 1)]).mean(0)
 
 
+@constrain(_one_model("x0"), model=MODEL, clients=CLIENTS, availability=Function(), **FEDAVG,
+           gen=Generator(), x0=ONE_MODEL)  # fmt: skip
 def fedavg_with_availability(
     model: FlatModel,
     clients: Clients,

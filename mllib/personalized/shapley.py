@@ -20,13 +20,15 @@ from dataclasses import replace
 
 import torch
 
-from ..clients import run_rounds, accuracy_on
+from ..clients import CLIENTS, MODEL, accuracy_on, run_rounds
+from ..constraints import Function, Generator, Instance, Integer, Probability, Rule, Tensor, constrain
 from ..models import FlatModel
 from ..partition import Clients
 from ..runtime import generator
-from .training import restrict
+from .training import FEDAVG, restrict
 
 Game = Callable[[frozenset], float]
+GAME, PLAYERS = Function(), Integer(min=1)
 
 
 class CachedGame:
@@ -36,6 +38,7 @@ class CachedGame:
     ``evaluations``, the number of distinct coalitions computed.
     """
 
+    @constrain(value=GAME)
     def __init__(self, value: Game):
         self.value = value
         # State
@@ -55,6 +58,9 @@ class CachedGame:
         return {"cache": dict(self.cache)}
 
 
+@constrain(Rule("client", lambda clients, client: client < clients.n,
+                "client must be in [0, {clients.n}), got {client}"),
+           clients=CLIENTS, client=Integer(min=0), fraction=Probability(), gen=Generator())  # fmt: skip
 def corrupt_labels(clients: Clients, client: int, fraction: float, gen: torch.Generator) -> Clients:
     """A copy of ``clients`` where client ``client`` has a ``fraction`` of its labels replaced
     by uniformly random ones (a noisy data owner). The test distributions are unchanged.
@@ -62,10 +68,6 @@ def corrupt_labels(clients: Clients, client: int, fraction: float, gen: torch.Ge
     Raises:
         ValueError: for a client index out of range or a fraction outside [0, 1].
     """
-    if not 0 <= client < clients.n or not 0 <= fraction <= 1:
-        raise ValueError(
-            f"need 0 <= client < {clients.n} and 0 <= fraction <= 1, got client={client}, fraction={fraction}"
-        )
     start, size = int(clients.offsets[client]), int(clients.sizes[client])
     flip = torch.rand(size, generator=gen) < fraction
     noise = torch.randint(0, clients.n_classes, (size,), generator=gen)
@@ -74,12 +76,7 @@ def corrupt_labels(clients: Clients, client: int, fraction: float, gen: torch.Ge
     return replace(clients, y=y)
 
 
-def _check_players(n: int, limit: int | None = None) -> None:
-    if n < 1 or (limit is not None and n > limit):
-        upper = f"in [1, {limit}] here" if limit else ">= 1"
-        raise ValueError(f"n_players must be {upper}, got {n}")
-
-
+@constrain(game=GAME, n_players=Integer(min=1, max=16))
 def exact_shapley(game: Game, n_players: int) -> torch.Tensor:
     """Shapley values by enumerating all 2^n coalitions (Shapley 1953).
 
@@ -94,7 +91,6 @@ def exact_shapley(game: Game, n_players: int) -> torch.Tensor:
     Raises:
         ValueError: for n outside [1, 16].
     """
-    _check_players(n_players, 16)
     phi = torch.zeros(n_players, dtype=torch.float64)
     for i in range(n_players):
         others = [j for j in range(n_players) if j != i]
@@ -105,6 +101,7 @@ def exact_shapley(game: Game, n_players: int) -> torch.Tensor:
     return phi
 
 
+@constrain(game=GAME, n_players=PLAYERS, permutations=Integer(min=1), gen=Generator())
 def monte_carlo_shapley(game: Game, n_players: int, *, permutations: int, gen: torch.Generator) -> torch.Tensor:
     """Permutation-sampling Shapley estimates (Castro, Gomez, Tejada 2009; Ghorbani and Zou 2019).
 
@@ -115,9 +112,6 @@ def monte_carlo_shapley(game: Game, n_players: int, *, permutations: int, gen: t
         (permutations, n) float64: row k is the running mean after k + 1 permutations;
         the last row is the estimate. Unbiased for every k.
     """
-    _check_players(n_players)
-    if permutations < 1:
-        raise ValueError(f"permutations must be >= 1, got {permutations}")
     marginals = torch.zeros(permutations, n_players, dtype=torch.float64)
     for k in range(permutations):
         coalition: frozenset = frozenset()
@@ -130,13 +124,18 @@ def monte_carlo_shapley(game: Game, n_players: int, *, permutations: int, gen: t
     return marginals.cumsum(0) / torch.arange(1, permutations + 1, dtype=torch.float64)[:, None]
 
 
+@constrain(game=GAME, n_players=PLAYERS)
 def leave_one_out(game: Game, n_players: int) -> torch.Tensor:
     """Each client's leave-one-out value v(N) - v(N - {i}): (n,) float64."""
-    _check_players(n_players)
     everyone = frozenset(range(n_players))
     return torch.tensor([game(everyone) - game(everyone - {i}) for i in range(n_players)], dtype=torch.float64)
 
 
+@constrain(Rule("y_val", lambda x_val, y_val: len(y_val) == len(x_val),
+                "y_val must hold one label per row of x_val, {x_val.shape[0]}, got {y_val.shape}"),
+           model=MODEL, clients=CLIENTS, x_val=Tensor(), y_val=Tensor(1, integer=True),
+           **FEDAVG, seed=Integer(min=0),
+           free_riders=Instance(Sequence, description="a list of client indices"))  # fmt: skip
 def federation_game(
     model: FlatModel,
     clients: Clients,

@@ -8,12 +8,38 @@ from dataclasses import replace
 
 import torch
 
-from ..clients import LocalSGD, evaluate
+from ..clients import CLIENTS, LOCAL_SGD, MODEL, LocalSGD, evaluate
+from ..constraints import (
+    ClientMatrix, Generator, Generators, Indices, Instance, Integer, Probability, Real, Reals, Rule, Tensor, constrain,
+)  # fmt: skip
 from ..engine import Federated, History, everyone, run, uniform
 from ..models import FlatModel
 from ..partition import Clients
 
+ONE_MODEL = Tensor(1, description="one model of shape (d,)")
+FEDAVG = dict(rounds=Integer(min=1), local_steps=Integer(min=0), lr=Real(ge=0), batch_size=Integer(min=1))
+DITTO = dict(lr=Real(gt=0), lam=Real(ge=0))
+STAGES = Instance(list, tuple, description="a list of stages, each a list of client indices")
+NON_EMPTY_STAGES = Rule("stages", lambda stages: len(stages) > 0 and all(len(stage) for stage in stages),
+                        lambda stages: f"stages must list at least one non-empty set of active clients, got {stages}")
+ROW_OF_V = Rule("w", lambda V, w: w.shape[-1] == V.shape[1],
+                "w must have shape ({V.shape[1]},) like a row of V, got {w.shape}")
 
+
+def _one_model(x: str) -> Rule:
+    """A Rule: the argument ``x`` (None allowed) is one model (d,) of the argument ``model``."""
+    return Rule(x, lambda **a: a[x] is None or a[x].shape == (a["model"].dim,),
+                lambda **a: f"{x} must be one model of shape ({a['model'].dim},), got {tuple(a[x].shape)}")
+
+
+@constrain(Rule("among", lambda clients, among: len(among) > 0 and all(0 <= int(i) < clients.n for i in among),
+                lambda clients, among: f"among must list client indices in [0, {clients.n}), got "
+                f"{[int(i) for i in among]}"),
+           Rule("max_samples", lambda among, max_samples: not isinstance(max_samples, torch.Tensor)
+                or (max_samples.shape == (len(among),) and bool((max_samples >= 1).all())),
+                "max_samples must be >= 1, one count or one per client of among, got {max_samples}"),
+           clients=CLIENTS, among=Indices() | Instance(range),
+           max_samples=Integer(min=1) | Indices() | None)  # fmt: skip
 def restrict(clients: Clients, among: Sequence[int], max_samples: Sequence[int] | int | None = None) -> Clients:
     """The federation of the clients ``among`` only (in that order, repeats allowed).
 
@@ -31,14 +57,10 @@ def restrict(clients: Clients, among: Sequence[int], max_samples: Sequence[int] 
         ValueError: for an empty ``among``, an index out of range, or a count < 1.
     """
     among = [int(i) for i in among]
-    if not among or min(among) < 0 or max(among) >= clients.n:
-        raise ValueError(f"among must list client indices in [0, {clients.n}), got {among}")
     if max_samples is None:
         counts = [int(clients.sizes[i]) for i in among]
     else:
-        wanted = [max_samples] * len(among) if isinstance(max_samples, int) else [int(m) for m in max_samples]
-        if len(wanted) != len(among) or min(wanted) < 1:
-            raise ValueError(f"max_samples must be >= 1, one count or one per client of among, got {max_samples}")
+        wanted = [max_samples] * len(among) if isinstance(max_samples, int) else max_samples.tolist()
         counts = [min(m, int(clients.sizes[i])) for m, i in zip(wanted, among)]
     offsets = clients.offsets.tolist()
     rows = torch.cat([torch.arange(offsets[i], offsets[i] + c) for i, c in zip(among, counts)])
@@ -57,6 +79,10 @@ def restrict(clients: Clients, among: Sequence[int], max_samples: Sequence[int] 
     return kept
 
 
+@constrain(_one_model("w"), Rule("yb", lambda xb, yb: xb.shape[:3] == yb.shape,
+                                 "yb must have shape (T, n, B), the first dimensions of xb {xb.shape}, got {yb.shape}"),
+           model=MODEL, w=ONE_MODEL, xb=Tensor(range(4, 8), empty=True, description="batches of shape (T, n, B, ...)"),
+           yb=Tensor(3, integer=True, empty=True), lr=Real())  # fmt: skip
 def fine_tune_on(model: FlatModel, w: torch.Tensor, xb: torch.Tensor, yb: torch.Tensor, lr: float) -> torch.Tensor:
     """Fine-tune the global model on every client at once, on given minibatches.
 
@@ -68,7 +94,7 @@ def fine_tune_on(model: FlatModel, w: torch.Tensor, xb: torch.Tensor, yb: torch.
         model: the architecture.
         w: (d,) the global model.
         xb: (T, n, B, ...) the T minibatches of every client; yb: (T, n, B) their labels.
-        lr: step size.
+        lr: step size (any finite number: a negative one ascends).
 
     Returns:
         (n, d) the personal models; with T = 0, n copies of w.
@@ -76,16 +102,13 @@ def fine_tune_on(model: FlatModel, w: torch.Tensor, xb: torch.Tensor, yb: torch.
     Raises:
         ValueError: for a w that is not a row of this model or batches of mismatched shapes.
     """
-    if w.shape != (model.dim,):
-        raise ValueError(f"w must be one model of shape ({model.dim},), got {tuple(w.shape)}")
-    if xb.shape[:3] != yb.shape:
-        raise ValueError(f"xb (T, n, B, ...) and yb (T, n, B) disagree: {tuple(xb.shape)} vs {tuple(yb.shape)}")
     V = w.expand(xb.shape[1], -1).clone()  # (n, d)
     for x, y in zip(xb, yb):
         V = torch.add(V, model.grad(V, x, y), alpha=-lr)
     return V
 
 
+@constrain(_one_model("w"), model=MODEL, w=ONE_MODEL, clients=CLIENTS, **LOCAL_SGD)
 def fine_tune(
     model: FlatModel, w: torch.Tensor, clients: Clients, *, steps: int, lr: float, batch_size: int, gen: torch.Generator
 ) -> torch.Tensor:
@@ -94,8 +117,6 @@ def fine_tune(
     The minibatches are those ``local_sgd`` would draw from ``gen``, so the result equals
     ``local_sgd(model, w.expand(n, -1), clients, ...)``; zero steps return the global model.
     """
-    if steps < 0:
-        raise ValueError(f"steps must be >= 0, got {steps}")
     batches = [clients.batches(batch_size, gen) for _ in range(steps)]
     if not batches:
         return w.expand(clients.n, -1).clone()
@@ -103,6 +124,8 @@ def fine_tune(
     return fine_tune_on(model, w, xb, yb, lr)
 
 
+@constrain(Rule("G", lambda V, G: G.shape == V.shape, "G must have the shape of V, {V.shape}, got {G.shape}"), ROW_OF_V,
+           V=ClientMatrix(), w=Tensor((1, 2)), G=ClientMatrix(), **DITTO)  # fmt: skip
 def ditto_update(V: torch.Tensor, w: torch.Tensor, G: torch.Tensor, lr: float, lam: float) -> torch.Tensor:
     """One proximal step of Ditto's personal models toward the global model.
 
@@ -128,10 +151,6 @@ def ditto_update(V: torch.Tensor, w: torch.Tensor, G: torch.Tensor, lr: float, l
     Raises:
         ValueError: for lr <= 0, lam < 0 or mismatched shapes.
     """
-    if not lr > 0 or not lam >= 0:
-        raise ValueError(f"need lr > 0 and lam >= 0, got lr={lr}, lam={lam}")
-    if V.dim() != 2 or G.shape != V.shape or w.shape[-1] != V.shape[1]:
-        raise ValueError(f"V and G must be (n, d) and w (d,): got {tuple(V.shape)}, {tuple(G.shape)}, {tuple(w.shape)}")
     return (torch.add(V, G, alpha=-lr) + (lr * lam) * w) / (1 + lr * lam)
 
 
@@ -154,6 +173,9 @@ class Ditto:
     State: ``personal`` (n, d), the clients' personal models.
     """
 
+    @constrain(_one_model("x0"), model=MODEL, clients=CLIENTS, x0=ONE_MODEL, steps=Integer(min=0),
+               personal_steps=Integer(min=0), **DITTO, batch_size=Integer(min=1), gen=Generators(),
+               personal_gen=Generator())  # fmt: skip
     def __init__(self, model: FlatModel, clients: Clients, x0: torch.Tensor, *, steps: int, personal_steps: int,
                  lr: float, lam: float, batch_size: int, gen: torch.Generator,
                  personal_gen: torch.Generator):  # fmt: skip
@@ -168,7 +190,7 @@ class Ditto:
         V = self.personal[S]  # 2. (|S|, d)
         for _ in range(self.personal_steps):
             xb, yb = self.clients.batches(self.batch_size, self.personal_gen, S)
-            V = ditto_update(V, w, self.model.grad(V, xb, yb), self.lr, self.lam)
+            V = ditto_update.__wrapped__(V, w, self.model.grad(V, xb, yb), self.lr, self.lam)  # lr, lam checked above
         self.personal = self.personal.index_copy(0, S, V)
         return U
 
@@ -176,6 +198,8 @@ class Ditto:
         return {"personal": self.personal}
 
 
+@constrain(_one_model("x0"), model=MODEL, clients=CLIENTS, **(FEDAVG | DITTO), gen=Generator(),
+           personal_steps=Integer(min=0), x0=ONE_MODEL | None, eval_every=Integer(min=1))  # fmt: skip
 def ditto(
     model: FlatModel,
     clients: Clients,
@@ -217,11 +241,6 @@ def ditto(
     Raises:
         ValueError: for rounds < 1, eval_every < 1 or a negative number of steps.
     """
-    if rounds < 1 or local_steps < 0 or personal_steps < 0 or eval_every < 1:
-        raise ValueError(
-            f"need rounds >= 1, eval_every >= 1, steps >= 0; got rounds={rounds}, eval_every={eval_every}, "
-            f"local_steps={local_steps}, personal_steps={personal_steps}"
-        )
     personal_gen = torch.Generator().manual_seed(int(torch.randint(0, 2**62, (1,), generator=gen)))
     device = clients.x.device
     w = model.init(gen, device) if x0 is None else x0.to(device)  # (d,)
@@ -233,6 +252,10 @@ def ditto(
     return run(federation, rounds, metrics=metrics, eval_every=eval_every)
 
 
+@constrain(Rule("alpha", lambda V, alpha: isinstance(alpha, float)
+                or (alpha.shape == (len(V),) and bool(((alpha >= 0) & (alpha <= 1)).all())),
+                lambda V, alpha: f"alpha must be in [0, 1], a number or one per client ({len(V)},), got {alpha}"),
+           ROW_OF_V, V=ClientMatrix(), w=Tensor((1, 2)), alpha=Probability() | Tensor(1, finite=True))  # fmt: skip
 def interpolate(V: torch.Tensor, w: torch.Tensor, alpha: float | torch.Tensor) -> torch.Tensor:
     """Model interpolation alpha * v_i + (1 - alpha) * w for every client: (n, d).
 
@@ -247,12 +270,11 @@ def interpolate(V: torch.Tensor, w: torch.Tensor, alpha: float | torch.Tensor) -
         ValueError: for an alpha outside [0, 1] or of the wrong shape.
     """
     alpha = torch.as_tensor(alpha, dtype=V.dtype, device=V.device)
-    if alpha.dim() > 1 or (alpha.dim() == 1 and alpha.shape != (len(V),)) or (alpha < 0).any() or (alpha > 1).any():
-        raise ValueError(f"alpha must be in [0, 1], a number or one per client ({len(V)},), got {alpha}")
     a = alpha.reshape(-1, 1) if alpha.dim() == 1 else alpha
     return a * V + (1 - a) * w
 
 
+@constrain(ROW_OF_V, model=MODEL, V=ClientMatrix(), w=Tensor(1), clients=CLIENTS, alphas=Reals(ge=0, le=1))
 def interpolation_sweep(
     model: FlatModel, V: torch.Tensor, w: torch.Tensor, clients: Clients, alphas: Sequence[float]
 ) -> torch.Tensor:
@@ -264,9 +286,10 @@ def interpolation_sweep(
     Returns:
         (len(alphas), n) accuracy of each client on its own test distribution.
     """
-    return torch.stack([evaluate(model, interpolate(V, w, a), clients) for a in alphas])
+    return torch.stack([evaluate(model, interpolate.__wrapped__(V, w, a), clients) for a in alphas])
 
 
+@constrain(NON_EMPTY_STAGES, stages=STAGES, rounds=Integer(min=1), gen=Generator())
 def stage_selection(stages: Sequence[Sequence[int]], rounds: int, gen: torch.Generator) -> Callable:
     """The selection part of training in stages: round r's clients are all of stage
     (r - 1) // rounds, in the order listed (full participation within the stage).
@@ -288,6 +311,11 @@ def stage_selection(stages: Sequence[Sequence[int]], rounds: int, gen: torch.Gen
     return lambda r: active[(r - 1) // rounds][draws[(r - 1) // rounds](r)]
 
 
+@constrain(NON_EMPTY_STAGES,
+           Rule("stages", lambda clients, stages: all(0 <= int(i) < clients.n for s in stages for i in s),
+                lambda clients, stages: f"stages must hold client indices in [0, {clients.n}), got {stages}"),
+           _one_model("x0"), model=MODEL, clients=CLIENTS, stages=STAGES, **FEDAVG, gen=Generator(),
+           x0=ONE_MODEL | None)  # fmt: skip
 def train_in_stages(
     model: FlatModel,
     clients: Clients,
@@ -323,10 +351,6 @@ def train_in_stages(
     Raises:
         ValueError: for no stages, an empty stage or a client index out of range.
     """
-    if not stages or not all(len(stage) for stage in stages):
-        raise ValueError(f"stages must list at least one non-empty set of active clients, got {stages}")
-    if not all(0 <= int(i) < clients.n for stage in stages for i in stage):
-        raise ValueError(f"stages must hold client indices in [0, {clients.n}), got {stages}")
     device = clients.x.device
     x = model.init(gen, device) if x0 is None else x0.to(device)
     federation = Federated(
@@ -337,6 +361,7 @@ def train_in_stages(
                eval_every=rounds)  # fmt: skip
 
 
+@constrain(history=Instance(History), group=Indices())
 def forgetting(history: History, group: Sequence[int]) -> float:
     """Catastrophic forgetting of the clients ``group`` in a run of ``train_in_stages``: the mean
     over them of (best accuracy over the stages - final accuracy).
@@ -348,5 +373,5 @@ def forgetting(history: History, group: Sequence[int]) -> float:
     Returns:
         The mean drop, >= 0 (0: no client of the group ever scored better than at the end).
     """
-    acc = torch.stack(history["client_accuracy"])[:, list(group)]  # (stages, |group|)
+    acc = torch.stack(history["client_accuracy"])[:, group.tolist()]  # (stages, |group|)
     return float((acc.max(0).values - acc[-1]).mean())

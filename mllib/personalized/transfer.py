@@ -5,13 +5,20 @@ from dataclasses import dataclass, replace
 import matplotlib.pyplot as plt
 import torch
 
-from ..clients import evaluate, local_sgd
+from ..clients import CLIENTS, LOCAL_SGD, MODEL, evaluate, local_sgd
+from ..constraints import Generator, Indices, Integer, Real, Rule, Tensor, constrain
 from ..models import FlatModel
 from ..partition import Clients
 from ..runtime import randn
-from .training import restrict
+from .training import ONE_MODEL, _one_model, restrict
+
+COUNTS = Tensor(1, integer=True, description="a list of integers")
 
 
+@constrain(Rule("label_map", lambda clients, label_map: sorted(label_map.tolist()) == list(range(clients.n_classes)),
+                lambda clients, label_map: f"label_map must be a permutation of 0..{clients.n_classes - 1}, got "
+                f"{label_map.tolist()}"),
+           clients=CLIENTS, label_map=Indices())  # fmt: skip
 def relabel(clients: Clients, label_map: Sequence[int]) -> Clients:
     """Every client calls class k by the name label_map[k], in training and test data alike.
 
@@ -20,10 +27,7 @@ def relabel(clients: Clients, label_map: Sequence[int]) -> Clients:
     Raises:
         ValueError: if ``label_map`` is not a permutation of range(n_classes).
     """
-    new = torch.as_tensor(list(label_map), dtype=torch.int64)
-    if sorted(new.tolist()) != list(range(clients.n_classes)):
-        raise ValueError(f"label_map must be a permutation of 0..{clients.n_classes - 1}, got {list(label_map)}")
-    new = new.to(clients.y.device)
+    new = label_map.to(clients.y.device)
     old = clients.label_maps
     if old is None:
         old = torch.arange(clients.n_classes, device=new.device).expand(clients.n, -1)
@@ -39,6 +43,12 @@ class TransferCurve:
     alone: torch.Tensor  # (k,)
 
 
+@constrain(Rule("sample_counts", lambda target, sample_counts: bool((sample_counts >= 1).all())
+                and int(sample_counts.max()) <= int(target.sizes[0]),
+                lambda target, sample_counts: f"sample_counts must be in [1, {int(target.sizes[0])}], the samples of "
+                f"client 0 of target, got {sample_counts.tolist()}"),
+           _one_model("pretrained"), _one_model("x0"), model=MODEL, pretrained=ONE_MODEL, target=CLIENTS,
+           sample_counts=COUNTS, **(LOCAL_SGD | dict(gen=Generator())), x0=ONE_MODEL | None)  # fmt: skip
 def transfer_curve(
     model: FlatModel,
     pretrained: torch.Tensor,
@@ -59,9 +69,7 @@ def transfer_curve(
     al. 2014; Yu et al. 2020) and from the fresh initialization ``x0``. All 2k runs are one
     client matrix. Accuracy is on the client's own test distribution.
     """
-    counts = [int(m) for m in sample_counts]
-    if not counts or min(counts) < 1 or max(counts) > int(target.sizes[0]):
-        raise ValueError(f"sample_counts must be in [1, {int(target.sizes[0])}], got {list(sample_counts)}")
+    counts = sample_counts.tolist()
     k = len(counts)
     x0 = model.init(gen, target.x.device) if x0 is None else x0
     target = restrict(target, [0])
@@ -84,6 +92,9 @@ class LinearCollaboration:
     personalized: torch.Tensor  # (k,) pooled, then the smallest change that fits the own samples
 
 
+@constrain(Rule("dims", lambda dims: bool((dims >= 1).all()), lambda dims: f"dims must be >= 1, got {dims.tolist()}"),
+           dims=COUNTS, n_clients=Integer(min=1), n_samples=Integer(min=1), bias=Real(ge=0), noise=Real(ge=0),
+           gen=Generator())  # fmt: skip
 def linear_collaboration(
     dims: Sequence[int], *, n_clients: int, n_samples: int, bias: float, noise: float, gen: torch.Generator
 ) -> LinearCollaboration:
@@ -97,11 +108,7 @@ def linear_collaboration(
     the pooled model, which gradient descent from w_pool reaches (the implicit bias of
     fine-tuning an over-parameterized linear model).
     """
-    if n_clients < 1 or n_samples < 1 or bias < 0 or noise < 0 or not dims or min(dims) < 1:
-        raise ValueError(
-            f"need n_clients, n_samples, dims >= 1 and bias, noise >= 0; got n_clients={n_clients}, "
-            f"n_samples={n_samples}, dims={list(dims)}, bias={bias}, noise={noise}"
-        )
+    dims = dims.tolist()
     local, pooled, personal = [], [], []
     for d in dims:
         w = (randn(d, gen=gen) + bias * randn(n_clients, d, gen=gen)) / d**0.5  # (n, d)
@@ -113,7 +120,7 @@ def linear_collaboration(
         w_pers = w_pool + torch.einsum("ndm,nm->nd", pinv, y - x @ w_pool)
         for out, est in ((local, w_local), (pooled, w_pool), (personal, w_pers)):
             out.append(float((est - w).pow(2).sum(1).mean()))
-    return LinearCollaboration(list(map(int, dims)), torch.tensor(local), torch.tensor(pooled), torch.tensor(personal))
+    return LinearCollaboration(dims, torch.tensor(local), torch.tensor(pooled), torch.tensor(personal))
 
 
 def plot_linear_collaboration(result: LinearCollaboration, n_samples: int) -> plt.Figure:

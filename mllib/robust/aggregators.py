@@ -31,10 +31,10 @@ from collections.abc import Callable
 
 import torch
 
-from ..constraints import Function, Instance, Integer, Real, Tensor, constrain
+from ..constraints import Function, Instance, Integer, OneOf, Real, Tensor, constrain
 from ..models import FlatModel
 from . import rules
-from .rules import check_rows
+from .rules import F, check_rows
 
 
 class Aggregator(abc.ABC):
@@ -51,7 +51,7 @@ class Aggregator(abc.ABC):
     need = "half"
     stacks = True
 
-    @constrain(f=Integer(min=0))
+    @constrain(f=F)
     def __init__(self, f: int = 0):
         self.f = f
 
@@ -93,14 +93,14 @@ class Mean(Aggregator):
     Byzantine row moves it anywhere (breakdown point 0); f is only checked, f < n/2."""
 
     def aggregate(self, X: torch.Tensor) -> torch.Tensor:
-        return rules.mean(X, self.f)
+        return rules.mean.__wrapped__(X, self.f)
 
 
 class CoordinateMedian(Aggregator):
     """The coordinate-wise median (Yin et al. 2018, Option I; ``rules.coordinate_median``), f < n/2."""
 
     def aggregate(self, X: torch.Tensor) -> torch.Tensor:
-        return rules.coordinate_median(X, self.f)
+        return rules.coordinate_median.__wrapped__(X, self.f)
 
 
 class TrimmedMean(Aggregator):
@@ -108,7 +108,7 @@ class TrimmedMean(Aggregator):
     Option II; ``rules.trimmed_mean``), f < n/2."""
 
     def aggregate(self, X: torch.Tensor) -> torch.Tensor:
-        return rules.trimmed_mean(X, self.f)
+        return rules.trimmed_mean.__wrapped__(X, self.f)
 
 
 class Krum(Aggregator):
@@ -118,7 +118,7 @@ class Krum(Aggregator):
     need = "krum"
 
     def aggregate(self, X: torch.Tensor) -> torch.Tensor:
-        return rules.krum(X, self.f)
+        return rules.krum.__wrapped__(X, self.f)
 
 
 class MultiKrum(Aggregator):
@@ -138,7 +138,7 @@ class MultiKrum(Aggregator):
         self.m = m
 
     def aggregate(self, X: torch.Tensor) -> torch.Tensor:
-        return rules.multi_krum(X, self.f, self.m)
+        return rules.multi_krum.__wrapped__(X, self.f, self.m)
 
 
 class GeometricMedian(Aggregator):
@@ -156,7 +156,7 @@ class GeometricMedian(Aggregator):
         self.nu, self.iterations = nu, iterations
 
     def aggregate(self, X: torch.Tensor) -> torch.Tensor:
-        return rules.geometric_median(X, self.f, nu=self.nu, iterations=self.iterations)
+        return rules.geometric_median.__wrapped__(X, self.f, nu=self.nu, iterations=self.iterations)
 
 
 class CenteredClipping(Aggregator):
@@ -195,7 +195,7 @@ class CenteredClipping(Aggregator):
         far = rules._row_norms(X - v.unsqueeze(-2)) > self.tau  # (..., n): the rows clip_tau shortens
         self.clipped = far.long() if self.clipped is None else self.clipped + far
         self.calls += 1
-        self.center = rules.centered_clipping(X, v, tau=self.tau, iterations=self.iterations)
+        self.center = rules.centered_clipping.__wrapped__(X, v, tau=self.tau, iterations=self.iterations)
         return self.center.clone()
 
     def clipped_share(self) -> torch.Tensor:
@@ -307,7 +307,7 @@ class QFFL(Aggregator):
         if self.losses is None or self.losses.shape != G.shape[:1]:
             got = None if self.losses is None else tuple(self.losses.shape)
             raise ValueError(f"QFFL: needs one loss per row of G ({len(G)}), got {got}; call observe(x, batch) first")
-        return rules.q_ffl(G, self.losses, q=self.q, lr=self.lr)
+        return rules.q_ffl.__wrapped__(G, self.losses, q=self.q, lr=self.lr)
 
     def state_dict(self) -> dict:
         return {"f": self.f, "q": self.q, "lr": self.lr, "losses": self.losses}
@@ -326,6 +326,7 @@ class Custom(Aggregator):
         return self.rule(X)
 
 
+@constrain(rule=Function())
 def as_aggregator(rule: Aggregator | Callable[[torch.Tensor], torch.Tensor]) -> Aggregator:
     """``rule`` itself if it is an ``Aggregator``, else ``Custom(rule)``."""
     return rule if isinstance(rule, Aggregator) else Custom(rule)
@@ -337,6 +338,7 @@ AGGREGATORS = {
 }  # fmt: skip
 
 
+@constrain(name=OneOf(*AGGREGATORS), f=F)
 def make(name: str, f: int, **options) -> Aggregator:
     """A fresh aggregator by name, for f Byzantine rows: ``AGGREGATORS[name](f=f, **options)``.
 
@@ -347,6 +349,4 @@ def make(name: str, f: int, **options) -> Aggregator:
     Raises:
         ValueError: for an unknown name or a bad option (TypeError for an unknown option).
     """
-    if name not in AGGREGATORS:
-        raise ValueError(f"unknown aggregator name={name!r}; choose one of {list(AGGREGATORS)}")
     return AGGREGATORS[name](f=f, **options)

@@ -1,10 +1,13 @@
 """Byzantine attacks: transforms of the client matrix (n, d) -> (n, d) that overwrite the
 last f rows (the Byzantine workers) using what the first n - f honest rows send.
 
-Each attack is applied at every step (a time-coupled adversary). ``label_flip`` is a data
-attack instead: the Byzantine workers compute honest gradients on flipped labels.
+Each attack is applied at every step (a time-coupled adversary): ``make_attack`` checks its
+options once and returns the attack's body (``__wrapped__``), which checks U and f
+(``rules.check_rows``). ``label_flip`` is a data attack instead: the Byzantine workers compute
+honest gradients on flipped labels.
 """
 import math
+import numbers
 from collections.abc import Callable
 from dataclasses import replace
 from functools import partial
@@ -12,11 +15,14 @@ from statistics import NormalDist
 
 import torch
 
+from ..clients import CLIENTS
+from ..constraints import ClientMatrix, Generator, Indices, Instance, Integer, OneOf, Real, constrain
 from ..partition import Clients
 from ..runtime import generator, randn
-from .rules import check_rows
+from .rules import F, check_rows
 
 Transform = Callable[[torch.Tensor], torch.Tensor]
+ROWS = dict(U=ClientMatrix(), f=F)  # the messages (n, d), the last f rows Byzantine
 
 
 def _split(U: torch.Tensor, f: int, name: str, *, local: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
@@ -30,11 +36,13 @@ def _split(U: torch.Tensor, f: int, name: str, *, local: bool = False) -> tuple[
     return U.clone(), U[: len(U) - f]
 
 
+@constrain(**ROWS)
 def no_attack(U: torch.Tensor, f: int) -> torch.Tensor:
     """The identity: Byzantine rows send their honest messages (a copy of U)."""
     return _split(U, f, "no_attack")[0]
 
 
+@constrain(**ROWS, scale=Real())
 def sign_flip(U: torch.Tensor, f: int, scale: float = 1.0) -> torch.Tensor:
     """Sign flip: each Byzantine worker sends -scale times its own honest message.
 
@@ -52,19 +60,19 @@ def sign_flip(U: torch.Tensor, f: int, scale: float = 1.0) -> torch.Tensor:
     return out
 
 
+@constrain(**ROWS, sigma=Real(ge=0), gen=Generator())
 def gaussian(U: torch.Tensor, f: int, *, sigma: float, gen: torch.Generator) -> torch.Tensor:
     """Gaussian noise: Byzantine rows are N(0, sigma^2 I), drawn on the CPU from ``gen``.
 
     Raises:
         ValueError: for sigma < 0 or f out of range.
     """
-    if sigma < 0:
-        raise ValueError(f"gaussian: sigma must be >= 0, got {sigma}")
     out, _ = _split(U, f, "gaussian", local=True)
     out[len(U) - f :] = sigma * randn(f, U.shape[1], gen=gen, device=U.device).to(U.dtype)
     return out
 
 
+@constrain(**ROWS, value=Instance(numbers.Real, description="a number (huge, inf and NaN allowed)"))
 def constant(U: torch.Tensor, f: int, value: float) -> torch.Tensor:
     """Byzantine rows filled with ``value``: huge (1e30), ``float('inf')`` or ``float('nan')``."""
     out, _ = _split(U, f, "constant", local=True)
@@ -72,6 +80,7 @@ def constant(U: torch.Tensor, f: int, value: float) -> torch.Tensor:
     return out
 
 
+@constrain(**ROWS, epsilon=Real(gt=0))
 def inner_product(U: torch.Tensor, f: int, epsilon: float = 0.1) -> torch.Tensor:
     """Inner-product manipulation (Xie, Koyejo, Gupta 2019, "Fall of empires", Section 3).
 
@@ -87,13 +96,12 @@ def inner_product(U: torch.Tensor, f: int, epsilon: float = 0.1) -> torch.Tensor
     Returns:
         (n, d) a new matrix.
     """
-    if epsilon <= 0:
-        raise ValueError(f"inner_product: epsilon must be > 0, got {epsilon}")
     out, honest = _split(U, f, "inner_product")
     out[len(U) - f :] = -epsilon * honest.mean(0)
     return out
 
 
+@constrain(n=Integer(min=2), f=Integer(min=1))
 def alie_z(n: int, f: int) -> float:
     """The z of "a little is enough" (Baruch, Baruch, Goldberg 2019, Algorithm 3):
     s = floor(n/2 + 1) - f workers must be won over, z = Phi^-1((n - s) / n).
@@ -109,6 +117,7 @@ def alie_z(n: int, f: int) -> float:
     return NormalDist().inv_cdf((n - s) / n)
 
 
+@constrain(**ROWS, z=Real() | None)
 def alie(U: torch.Tensor, f: int, z: float | None = None) -> torch.Tensor:
     """"A little is enough" (Baruch, Baruch, Goldberg 2019, Algorithm 3).
 
@@ -131,7 +140,7 @@ def alie(U: torch.Tensor, f: int, z: float | None = None) -> torch.Tensor:
     out, honest = _split(U, f, "alie")
     if len(honest) < 2:
         raise ValueError(f"alie: needs at least 2 honest rows for a standard deviation, got {len(honest)}")
-    z = alie_z(len(U), f) if z is None else z
+    z = alie_z.__wrapped__(len(U), f) if z is None else z
     mu, sigma = honest.mean(0), honest.std(0)  # (d,), (d,)
     out[len(U) - f :] = mu - z * sigma
     return out
@@ -150,6 +159,7 @@ def samples_of(clients: Clients, chosen: torch.Tensor, name: str, arg: str) -> t
     return chosen, torch.isin(clients.owners, chosen.to(clients.owners.device)).to(clients.x.device)
 
 
+@constrain(clients=CLIENTS, byzantine=Indices(empty=True))
 def label_flip(clients: Clients, byzantine: torch.Tensor) -> Clients:
     """A data attack: the clients ``byzantine`` (indices) train on labels y -> C - 1 - y.
 
@@ -167,19 +177,19 @@ def label_flip(clients: Clients, byzantine: torch.Tensor) -> Clients:
 ATTACKS = ("none", "sign flip", "label flip", "noise", "NaN", "huge", "IPM", "ALIE")
 
 
+@constrain(name=OneOf(*ATTACKS), f=F, gen=Generator() | None, sigma=Real(ge=0), epsilon=Real(gt=0))
 def make_attack(name: str, f: int, *, gen: torch.Generator | None = None, sigma: float = 10.0,
                 epsilon: float = 0.1) -> Transform:  # fmt: skip
     """A transform (n, d) -> (n, d) by name, for f Byzantine rows (see ``ATTACKS``).
 
     "label flip" is the identity here: flip the Byzantine clients' data with ``label_flip``
     as well (``attack_grid`` does both). "noise" draws from ``gen`` (default ``generator(0)``).
+    The attack runs every step: it is the attack's body (``__wrapped__``), its options checked here once.
     """
     table = {
-        "none": no_attack, "sign flip": sign_flip, "label flip": no_attack,
-        "noise": partial(gaussian, sigma=sigma, gen=gen if gen is not None else generator(0)),
-        "NaN": partial(constant, value=float("nan")), "huge": partial(constant, value=1e30),
-        "IPM": partial(inner_product, epsilon=epsilon), "ALIE": alie,
+        "none": no_attack.__wrapped__, "sign flip": sign_flip.__wrapped__, "label flip": no_attack.__wrapped__,
+        "noise": partial(gaussian.__wrapped__, sigma=sigma, gen=gen if gen is not None else generator(0)),
+        "NaN": partial(constant.__wrapped__, value=float("nan")), "huge": partial(constant.__wrapped__, value=1e30),
+        "IPM": partial(inner_product.__wrapped__, epsilon=epsilon), "ALIE": alie.__wrapped__,
     }  # fmt: skip
-    if name not in table:
-        raise ValueError(f"unknown attack name={name!r}; choose one of {ATTACKS}")
     return partial(table[name], f=f) if f else (lambda U: U)

@@ -5,14 +5,19 @@ one ``Aggregator`` protocol.
 Every rule here also takes a stack of R client matrices (R, n, d) and returns (R, d) (the
 lecture trains R runs at once), except q-FFL's. ``check_rows`` is the one check of a client
 matrix and of f, the number of Byzantine rows, against the paper's condition; the attacks
-use it too.
+use it too. Each rule also declares its arguments' constraints (``mllib.constraints``),
+checked at a call of the rule; an ``Aggregator`` calls the rule's body (``__wrapped__``).
 """
 import numbers
 
 import numpy as np
 import torch
 
+from ..constraints import ClientMatrix, Integer, Real, Rule, Tensor, constrain
+
 NEEDS = ("half", "krum", "honest", "any")  # the conditions on f that ``check_f`` knows
+ROWS = ClientMatrix(stack=True)  # X (n, d), or a stack of R of them (R, n, d)
+F = Integer(min=0)  # the number of Byzantine rows; its condition against n is ``check_rows``'s
 
 
 def check_f(f: int, n: int, name: str, need: str = "half") -> None:
@@ -84,6 +89,7 @@ def _zero_bad_rows(X: torch.Tensor, finite: torch.Tensor) -> torch.Tensor:
     return torch.where(finite.unsqueeze(-1), X, torch.zeros((), dtype=X.dtype, device=X.device))
 
 
+@constrain(X=ROWS, f=F)
 def mean(X: torch.Tensor, f: int = 0) -> torch.Tensor:
     """The plain average of the rows: the non-robust baseline, (1/n) sum_i X_i.
 
@@ -104,6 +110,7 @@ def mean(X: torch.Tensor, f: int = 0) -> torch.Tensor:
     return X.mean(-2)
 
 
+@constrain(X=ROWS, f=F)
 def coordinate_median(X: torch.Tensor, f: int = 0) -> torch.Tensor:
     """Coordinate-wise median (Yin et al. 2018, "Byzantine-robust distributed learning", Option I).
 
@@ -128,6 +135,7 @@ def coordinate_median(X: torch.Tensor, f: int = 0) -> torch.Tensor:
     return 0.5 * (s[..., n // 2 - 1, :] + s[..., n // 2, :])
 
 
+@constrain(X=ROWS, f=F)
 def trimmed_mean(X: torch.Tensor, f: int) -> torch.Tensor:
     """Coordinate-wise trimmed mean (Yin et al. 2018, Option II, with beta = f/n).
 
@@ -148,6 +156,7 @@ def trimmed_mean(X: torch.Tensor, f: int) -> torch.Tensor:
     return _sorted_columns(X)[..., f : n - f, :].mean(-2)  # (n - 2f, d) -> (d,)
 
 
+@constrain(X=ROWS)
 def pairwise_sq_distances(X: torch.Tensor) -> torch.Tensor:
     """(..., n, n) squared Euclidean distances ||X_i - X_j||^2 from the Gram matrix (one
     pass over X); non-finite distances (rows with NaN, inf or overflowing values) become +inf."""
@@ -161,6 +170,7 @@ def pairwise_sq_distances(X: torch.Tensor) -> torch.Tensor:
     return D.masked_fill(eye, 0).masked_fill(bad & ~eye, float("inf"))
 
 
+@constrain(X=ROWS, f=F)
 def krum_scores(X: torch.Tensor, f: int) -> torch.Tensor:
     """Krum's score of each row: the sum of its squared distances to its n - f - 2 nearest
     other rows (Blanchard et al. 2017, Section 4). Returns (n,); lower is more central.
@@ -169,12 +179,13 @@ def krum_scores(X: torch.Tensor, f: int) -> torch.Tensor:
         ValueError: unless n > 2f + 2.
     """
     n = check_rows(X, f, "krum", need="krum")
-    D = pairwise_sq_distances(X)  # (..., n, n)
+    D = pairwise_sq_distances.__wrapped__(X)  # (..., n, n)
     D = D.masked_fill(torch.eye(n, dtype=torch.bool, device=X.device), float("inf"))  # not its own neighbour
     nearest = D.topk(n - f - 2, dim=-1, largest=False).values  # (..., n, n - f - 2)
     return nearest.sum(-1)  # (..., n); inf for a row with a non-finite entry
 
 
+@constrain(X=ROWS, f=F)
 def krum(X: torch.Tensor, f: int) -> torch.Tensor:
     """Krum (Blanchard et al. 2017, "Machine learning with adversaries", Section 4).
 
@@ -193,10 +204,11 @@ def krum(X: torch.Tensor, f: int) -> torch.Tensor:
     Raises:
         ValueError: for a matrix that is not (n, d) or n <= 2f + 2.
     """
-    best = krum_scores(X, f).argmin(-1)  # (...)
+    best = krum_scores.__wrapped__(X, f).argmin(-1)  # (...)
     return X.gather(-2, best[..., None, None].expand(*best.shape, 1, X.shape[-1])).squeeze(-2)
 
 
+@constrain(X=ROWS, f=F, m=Integer(min=1) | None)
 def multi_krum(X: torch.Tensor, f: int, m: int | None = None) -> torch.Tensor:
     """Multi-Krum (Blanchard et al. 2017, Section 4): the mean of the m rows of lowest
     Krum score (m = n - f by default; m = 1 is Krum).
@@ -212,7 +224,7 @@ def multi_krum(X: torch.Tensor, f: int, m: int | None = None) -> torch.Tensor:
     Raises:
         ValueError: for n <= 2f + 2 or m outside [1, n - f].
     """
-    scores = krum_scores(X, f)  # (..., n)
+    scores = krum_scores.__wrapped__(X, f)  # (..., n)
     n = X.shape[-2]
     m = n - f if m is None else m
     if not 1 <= m <= n - f:
@@ -221,6 +233,11 @@ def multi_krum(X: torch.Tensor, f: int, m: int | None = None) -> torch.Tensor:
     return X.gather(-2, chosen[..., None].expand(*chosen.shape, X.shape[-1])).mean(-2)
 
 
+@constrain(Rule("weights", lambda X, weights: weights is None or weights.shape == X.shape[-2:-1],
+                lambda X, weights: f"weights must have shape ({X.shape[-2]},), one per row of X, got {tuple(weights.shape)}"),
+           Rule("weights", lambda weights: weights is None or bool((weights >= 0).all()),
+                "weights must be >= 0, got a negative entry"),
+           X=ROWS, f=F, nu=Real(gt=0), iterations=Integer(min=1), weights=Tensor(1, finite=True) | None)  # fmt: skip
 def geometric_median(
     X: torch.Tensor, f: int = 0, *, nu: float = 1e-6, iterations: int = 8, weights: torch.Tensor | None = None
 ) -> torch.Tensor:
@@ -247,15 +264,11 @@ def geometric_median(
         ValueError: for f >= n/2, nu <= 0, iterations < 1 or weights of the wrong shape.
     """
     n = check_rows(X, f, "geometric_median")
-    if not nu > 0 or iterations < 1:
-        raise ValueError(f"geometric_median: need nu > 0 and iterations >= 1, got nu={nu}, iterations={iterations}")
     alpha = torch.ones(n, dtype=X.dtype, device=X.device) if weights is None else weights.to(X.dtype)
-    if alpha.shape != (n,) or (alpha < 0).any():
-        raise ValueError(f"geometric_median: weights must be non-negative of shape ({n},), got {tuple(alpha.shape)}")
     finite = _finite_rows(X)  # (..., n)
     alpha = torch.where(finite, alpha, torch.zeros_like(alpha))
     Z = _zero_bad_rows(X, finite)  # (..., n, d)
-    v = coordinate_median(X)  # (..., d)
+    v = coordinate_median.__wrapped__(X)  # (..., d)
     for _ in range(iterations):
         dist = torch.linalg.vector_norm(Z - v.unsqueeze(-2), dim=-1).clamp_min(nu)  # (..., n); inf for huge rows
         beta = alpha / dist  # (..., n)
@@ -274,6 +287,10 @@ def _row_norms(Z: torch.Tensor) -> torch.Tensor:
     return norm
 
 
+@constrain(Rule("center", lambda X, center: center.shape == (*X.shape[:-2], X.shape[-1]),
+                lambda X, center: f"center must have shape {(*X.shape[:-2], X.shape[-1])}, a row of X, "
+                f"got {tuple(center.shape)}"),
+           X=ROWS, center=Tensor((1, 2)), tau=Real(gt=0), iterations=Integer(min=1))  # fmt: skip
 def centered_clipping(X: torch.Tensor, center: torch.Tensor, *, tau: float, iterations: int = 1) -> torch.Tensor:
     """Centered clipping (Karimireddy, He, Jaggi 2021, "Learning from history for Byzantine
     robust optimization", Algorithm 2), from the previous aggregate ``center``.
@@ -303,6 +320,10 @@ def centered_clipping(X: torch.Tensor, center: torch.Tensor, *, tau: float, iter
     return v
 
 
+@constrain(Rule("losses", lambda G, losses: losses.shape == G.shape[:1],
+                lambda G, losses: f"losses must have shape ({len(G)},), one per row of G, got {tuple(losses.shape)}"),
+           Rule("losses", lambda losses: bool((losses > 0).all()), "losses must be > 0 (q-FFL raises them to powers)"),
+           G=ClientMatrix(), losses=Tensor(1, finite=True), q=Real(ge=0), lr=Real(gt=0))  # fmt: skip
 def q_ffl(G: torch.Tensor, losses: torch.Tensor, *, q: float, lr: float) -> torch.Tensor:
     """q-FFL's server step (Li, Sanjabi, Beirami, Smith 2020, "Fair resource allocation in
     federated learning", Algorithm 1, q-FedSGD), which favours the clients of high loss.

@@ -17,18 +17,27 @@ from functools import partial
 
 import torch
 
-from ..clients import evaluate, accuracy_on
-from ..constraints import Function, Generator, Instance, Integer, Real, Tensor, constrain
+from ..clients import CLIENTS, MODEL, evaluate, accuracy_on
+from ..constraints import Function, Generator, Indices, Instance, Integer, Integers, Real, Reals, Rule, Tensor, constrain
 from ..engine import Federated, History, descend, everyone, run
 from ..models import FlatModel
 from ..partition import Clients
 from ..runtime import generator
 from ..spread import Spread, over_seeds
 from . import aggregators as agg
-from .attacks import Transform, make_attack, samples_of
-from .rules import check_f
+from .attacks import ATTACKS, Transform, make_attack, samples_of
+from .rules import F, check_f
+
+BETA = Real(ge=0, lt=1)  # worker momentum
+SGD = dict(steps=Integer(min=1), lr=Real(gt=0), batch_size=Integer(min=1))
+FACTORIES = Instance(dict, description="a dict name -> factory of a fresh aggregator")
+SEEDS = Integers(min=0)
+MASK = Tensor(3, floating=False, boolean=True, description="a bool tensor of 3 dimensions")
 
 
+@constrain(Rule("G", lambda M, G: M.shape == G.shape,
+                lambda M, G: f"G must have the shape of M, {tuple(M.shape)}, got {tuple(G.shape)}"),
+           M=Tensor(), G=Tensor(), beta=BETA)  # fmt: skip
 def worker_momentum(M: torch.Tensor, G: torch.Tensor, beta: float) -> torch.Tensor:
     """Worker momentum (Karimireddy, He, Jaggi 2021, Algorithm 1, line 4), for all workers.
 
@@ -45,10 +54,6 @@ def worker_momentum(M: torch.Tensor, G: torch.Tensor, beta: float) -> torch.Tens
     Raises:
         ValueError: for beta outside [0, 1) or shapes that differ.
     """
-    if not 0 <= beta < 1:
-        raise ValueError(f"worker_momentum: beta must be in [0, 1), got {beta}")
-    if M.shape != G.shape:
-        raise ValueError(f"worker_momentum: M and G must have the same shape, got {tuple(M.shape)} and {tuple(G.shape)}")
     return beta * M + (1 - beta) * G
 
 
@@ -69,13 +74,12 @@ class WorkerMomentum:
         ValueError: for a beta outside [0, 1).
     """
 
+    @constrain(beta=BETA | Reals(ge=0, lt=1), update=Function())
     def __init__(self, beta: float | Sequence[float],
                  update: Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor] = worker_momentum):  # fmt: skip
-        self.per_run = not isinstance(beta, (int, float))
-        self.beta, self.update = list(beta) if self.per_run else beta, update
-        for b in self.beta if self.per_run else [beta]:
-            if not 0 <= b < 1:
-                raise ValueError(f"WorkerMomentum: beta must be in [0, 1), got {b}")
+        self.per_run = isinstance(beta, tuple)  # the checked beta: a float, or a tuple of floats
+        self.beta = list(beta) if self.per_run else beta
+        self.update = worker_momentum.__wrapped__ if update is worker_momentum else update  # every round: beta checked once
         # State
         self.M: torch.Tensor | None = None
 
@@ -105,6 +109,7 @@ class WorkerGradients:
             aggregator's ``observe`` (Zeno scores at x, q-FFL reads the workers' losses).
     """
 
+    @constrain(model=MODEL, clients=CLIENTS, batch_size=Integer(min=1), gen=Generator(), observe=Function() | None)
     def __init__(self, model: FlatModel, clients: Clients, *, batch_size: int, gen: torch.Generator,
                  observe: Callable | None = None):  # fmt: skip
         self.model, self.clients, self.batch_size, self.gen, self.observe = model, clients, batch_size, gen, observe
@@ -116,8 +121,7 @@ class WorkerGradients:
         return self.model.grad(x.expand(len(S), -1), xb, yb)  # (n, d)
 
 
-@constrain(model=Instance(FlatModel), clients=Instance(Clients), steps=Integer(min=1), lr=Real(gt=0),
-           batch_size=Integer(min=1), aggregate=Function(), attack=Function(), momentum=Real(ge=0, lt=1),
+@constrain(model=MODEL, clients=CLIENTS, **SGD, aggregate=Function(), attack=Function(), momentum=BETA,
            momentum_update=Function(), gen=Generator(), x0=Tensor(1) | None, eval_every=Integer(min=1) | None,
            test=Instance(tuple, list, description="a pair (x_test, y_test)") | None)  # fmt: skip
 def byzantine_sgd(
@@ -236,6 +240,9 @@ class StackedGradients:
             are computed: the aggregator's ``observe`` (Zeno scores each run at its model).
     """
 
+    @constrain(model=MODEL, clients=CLIENTS, batch_size=Integer(min=1),
+               gens=Instance(list, tuple, description="a list of torch.Generators, one per block of runs"),
+               per_seed=Integer(min=1), flip=MASK, byzantine=MASK, observe=Function() | None)  # fmt: skip
     def __init__(self, model: FlatModel, clients: Clients, *, batch_size: int, gens: Sequence[torch.Generator],
                  per_seed: int, flip: torch.Tensor, byzantine: torch.Tensor, observe: Callable | None = None):  # fmt: skip
         self.model, self.clients, self.batch_size, self.gens, self.per_seed = model, clients, batch_size, gens, per_seed
@@ -257,6 +264,7 @@ class StackedGradients:
 class PerRun:
     """A message transform of R runs at once: run r's attack on its matrix, (R, n, d) -> (R, n, d)."""
 
+    @constrain(transforms=Instance(list, tuple, description="a list of transforms, one per run"))
     def __init__(self, transforms: Sequence[Transform]):
         self.transforms = list(transforms)
 
@@ -264,6 +272,13 @@ class PerRun:
         return torch.stack([transform(M[r]) for r, transform in enumerate(self.transforms)])
 
 
+@constrain(Rule("attacks", lambda attacks: set(attacks) <= set(ATTACKS),
+                lambda attacks: f"attacks must be names from {ATTACKS}, got {list(attacks)}"),
+           Rule("average_last", lambda average_last, steps: average_last <= steps,
+                "average_last must be in [1, steps={steps}], got {average_last}"),
+           model=MODEL, clients=CLIENTS, f=F, attacks=Instance(list, tuple, description="a list of attack names"),
+           aggregators=FACTORIES, momenta=Reals(ge=0, lt=1), **SGD, seeds=SEEDS, sigma=Real(ge=0), epsilon=Real(gt=0),
+           average_last=Integer(min=1))  # fmt: skip
 def attack_grid(
     model: FlatModel,
     clients: Clients,
@@ -308,11 +323,7 @@ def attack_grid(
         ValueError: for f outside [0, n/2), average_last outside [1, steps], or no seed.
     """
     check_f(f, clients.n, "attack_grid")
-    if not 1 <= average_last <= steps:
-        raise ValueError(f"attack_grid: average_last must be in [1, steps={steps}], got {average_last}")
     seeds = list(seeds)
-    if not seeds:
-        raise ValueError("attack_grid: seeds must name at least one seed, got none")
     device = clients.x.device
     runs = [(beta, attack) for beta in momenta for attack in attacks]  # the runs of one seed
     n_seeds, per_seed, n = len(seeds), len(runs), clients.n
@@ -346,6 +357,7 @@ def attack_grid(
     return Grid(seeds, list(momenta), list(attacks), list(aggregators), acc.T.reshape(shape), f, states)
 
 
+@constrain(clients=CLIENTS, minority=Indices(empty=True), quarter_turns=Integer())
 def with_minority(clients: Clients, minority: torch.Tensor, quarter_turns: int = 2) -> Clients:
     """Clients ``minority`` (indices) see their images, train and test, turned by
     ``quarter_turns`` quarter turns: honest clients from another distribution.
@@ -360,6 +372,7 @@ def with_minority(clients: Clients, minority: torch.Tensor, quarter_turns: int =
     return replace(clients, x=x, rotations=rotations)
 
 
+@constrain(model=MODEL, x=Tensor(1), clients=CLIENTS, minority=Indices())
 def group_accuracy(model: FlatModel, x: torch.Tensor, clients: Clients, minority: torch.Tensor) -> tuple[float, float]:
     """Mean test accuracy of the majority and of the minority clients at model x (d,)."""
     acc = evaluate(model, x, clients).cpu()  # (n,)
@@ -368,6 +381,7 @@ def group_accuracy(model: FlatModel, x: torch.Tensor, clients: Clients, minority
     return float(acc[~mine].mean()), float(acc[mine].mean())
 
 
+@constrain(model=MODEL, clients=CLIENTS, minority=Indices(), aggregators=FACTORIES, **SGD, seeds=SEEDS)
 def group_accuracies(
     model: FlatModel,
     clients: Clients,
@@ -404,7 +418,7 @@ def group_accuracies(
     def one(factory: Callable[[], agg.Aggregator], seed: int) -> dict[str, float]:
         x = byzantine_sgd(model, clients, steps=steps, lr=lr, batch_size=batch_size, aggregate=factory(),
                           gen=generator(seed)).model  # fmt: skip
-        majority, minority_accuracy = group_accuracy(model, x, clients, minority)
+        majority, minority_accuracy = group_accuracy.__wrapped__(model, x, clients, minority)
         return {"majority": majority, "minority": minority_accuracy}
 
     return {name: over_seeds(partial(one, factory), seeds) for name, factory in aggregators.items()}
