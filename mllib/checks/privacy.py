@@ -1,8 +1,11 @@
-"""Self-checks for lab 07_privacy: DP-SGD's clipped noisy sum, DP-SGD built from its update, pairwise masks, a membership attack."""
+"""Self-checks for lab 07_privacy: DP-SGD's clipped noisy sum, DP-SGD built from its update with its epsilon,
+pairwise masks, a membership attack."""
+import math
+
 import torch
 
 from ..models import FlatModel, mlp
-from ..privacy import dp, secure_aggregation
+from ..privacy import accountant, dp, secure_aggregation
 from ..privacy.attacks import membership_auc
 from ..runtime import rand, randn
 from . import Mistake, self_check
@@ -43,34 +46,43 @@ def clip_and_noise(gen):
     return cases
 
 
-# ---- Exercise 2: DP-SGD, built from its update rule
+# ---- Exercise 2: DP-SGD, built from its update rule, with its privacy
 
 
-def reference_dp_sgd(model, row, x, y, takes, noises, lr, clip, sigma, q):
-    for take, noise in zip(takes, noises, strict=True):
+def _epsilon(q, sigma, steps, delta):
+    """The accountant's epsilon of the run as a 0-d float64 tensor (inf without noise)."""
+    eps = math.inf if sigma == 0 else accountant.epsilon(q=q, sigma=sigma, steps=steps, delta=delta)
+    return torch.tensor(eps, dtype=torch.float64)
+
+
+def reference_dp_sgd(model, row, x, y, uniforms, noises, lr, clip, sigma, q, delta):
+    for u, noise in zip(uniforms, noises, strict=True):
+        take = u < q  # Poisson sampling
         G = dp.per_sample_gradients(model, row, x[take], y[take])  # (batch, d)
         row = row - lr * dp.noisy_clipped_sum(G, clip, sigma, noise) / (q * len(y))
-    return row
+    return row, _epsilon(q, sigma, len(noises), delta)
 
 
 def _dp_sgd_variant(kind):
     """DP-SGD with one mistake of ``kind``; otherwise the update of ``reference_dp_sgd``."""
 
-    def wrong(model, row, x, y, takes, noises, lr, clip, sigma, q):
-        for take, noise in zip(takes, noises, strict=True):
-            if kind == "every example":
-                take = torch.ones_like(take)
+    def wrong(model, row, x, y, uniforms, noises, lr, clip, sigma, q, delta):
+        for u, noise in zip(uniforms, noises, strict=True):
+            take = {"every example": torch.ones_like(u, dtype=torch.bool), "1 - q": u > q}.get(kind, u < q)
             G = dp.per_sample_gradients(model, row, x[take], y[take])
             if kind == "clips the sum":
                 total = _clipped(G.sum(0, keepdim=True), clip)[0]
             elif kind == "no clipping":
                 total = G.sum(0)
+            elif kind == "all rows to C":
+                total = (clip * G / G.norm(dim=1, keepdim=True).clamp_min(1e-12)).sum(0)
             else:
                 total = _clipped(G, clip).sum(0)
             total = total + (sigma * noise if kind == "noise without C" else sigma * clip * noise)
             batch = {"realized batch": max(int(take.sum()), 1), "data set size": len(y)}.get(kind, q * len(y))
             row = row - lr * total / batch
-        return row
+        steps = 1 if kind == "one step" else len(noises)
+        return row, _epsilon(1.0 if kind == "no amplification" else q, sigma, steps, delta)
 
     return wrong
 
@@ -83,32 +95,42 @@ def _tiny_classifier_data(n, gen):
 @self_check(
     reference_dp_sgd,
     mistakes=[
-        Mistake(_dp_sgd_variant("every example"), "you use every example at each step, not the sampled ones",
-                "step t uses only the examples with takes[t] True: x[takes[t]], y[takes[t]]"),
+        Mistake(_dp_sgd_variant("every example"), "you use every example at each step, not a Poisson sample",
+                "example i is in step t's batch when uniforms[t, i] < q: x[take], y[take]"),
+        Mistake(_dp_sgd_variant("1 - q"), "your batch holds each example with probability 1 - q, not q",
+                "uniforms[t, i] is uniform in [0, 1): keep example i when uniforms[t, i] < q"),
         Mistake(_dp_sgd_variant("clips the sum"), "you clip the summed gradient, not each example's gradient",
                 "per-sample gradients (B, d) first, clip each row to norm C, then sum"),
         Mistake(_dp_sgd_variant("no clipping"), "the per-example gradients are not clipped",
                 "scale each row g_i by min(1, C / ||g_i||) before summing"),
+        Mistake(_dp_sgd_variant("all rows to C"), "you scale every gradient to norm C, also the shorter ones",
+                "g_i / max(1, ||g_i|| / C) leaves a gradient of norm <= C as it is"),
         Mistake(_dp_sgd_variant("noise without C"), "your noise is missing the factor C",
                 "the clipped sum's sensitivity is C: add sigma * C * noises[t]"),
         Mistake(_dp_sgd_variant("realized batch"), "you divide by the realized batch size, not q * N",
                 "the realized size depends on who is in the data: divide by the expected size q * len(y)"),
         Mistake(_dp_sgd_variant("data set size"), "you divide by the data set size N, not q * N",
                 "the expected batch size is q * N"),
+        Mistake(_dp_sgd_variant("one step"), "your epsilon counts one step, not all T steps",
+                "every step releases a noisy sum: the accountant composes steps=len(noises) of them"),
+        Mistake(_dp_sgd_variant("no amplification"), "your epsilon ignores the sampling (q = 1)",
+                "each example is used with probability q only: pass q to the accountant"),
     ],
-    forbid=[dp.dp_sgd, dp.dp_sgd_gradient, dp.clipped_sum, dp.ghost_clipped_sum, dp.noisy_clipped_sum, dp.clip_rows],
+    forbid=[dp.dp_sgd, dp.dp_sgd_gradient, dp.clipped_sum, dp.ghost_clipped_sum, dp.noisy_clipped_sum, dp.clip_rows,
+            dp.clip_factors],
 )  # fmt: skip
 def dp_sgd(gen):
-    """A tiny float64 MLP (4 -> 5 -> 3) on N examples; takes (T, N) Poisson draws with
-    probability q; noises (T, d) standard normal; clip around the per-example norms."""
+    """A tiny float64 MLP (4 -> 5 -> 3) on N examples; uniforms (T, N) in [0, 1) for Poisson
+    sampling with probability q; noises (T, d) standard normal; clip around the per-example
+    norms; sigma 0 (no privacy) and positive; q = 1 (every example) and below."""
     cases = []
-    for n, steps, lr, clip, sigma, q in [(12, 3, 0.5, 0.5, 1.0, 0.5), (8, 2, 1.0, 1.0, 0.0, 0.7),
-                                         (20, 4, 0.2, 0.3, 2.0, 0.3), (6, 1, 0.5, 10.0, 0.5, 1.0)]:  # fmt: skip
+    for n, steps, lr, clip, sigma, q, delta in [(12, 3, 0.5, 0.5, 1.0, 0.5, 1e-5), (8, 2, 1.0, 1.0, 0.0, 0.7, 1e-5),
+                                                (20, 4, 0.2, 0.3, 2.0, 0.3, 1e-3), (6, 1, 0.5, 10.0, 0.5, 1.0, 1e-6)]:  # fmt: skip
         model = FlatModel(mlp(4, 3, hidden=(5,)).double())
         x, y = _tiny_classifier_data(n, gen)
-        takes = rand(steps, n, gen=gen) < q
-        cases.append(dict(model=model, row=model.init(gen).double(), x=x, y=y, takes=takes,
-                          noises=randn(steps, model.dim, gen=gen).double(), lr=lr, clip=clip, sigma=sigma, q=q))  # fmt: skip
+        cases.append(dict(model=model, row=model.init(gen).double(), x=x, y=y, uniforms=rand(steps, n, gen=gen).double(),
+                          noises=randn(steps, model.dim, gen=gen).double(), lr=lr, clip=clip, sigma=sigma, q=q,
+                          delta=delta))  # fmt: skip
     return cases
 
 
