@@ -180,7 +180,7 @@ def make_aggregate(config: Config, gen: torch.Generator):
 
     def aggregate(U: torch.Tensor) -> torch.Tensor:
         noise = randn(U.shape[1], gen=gen, device=U.device)  # (d,)
-        return robust_agg(privacy.clip_rows(U, c.dp_clip)) + c.dp_sigma * c.dp_clip / len(U) * noise
+        return robust_agg(privacy.clip_rows.__wrapped__(U, c.dp_clip)) + c.dp_sigma * c.dp_clip / len(U) * noise
 
     return aggregate
 

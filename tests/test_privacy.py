@@ -1,5 +1,9 @@
 """Lecture 07 privacy: DP-SGD, the accountant, attacks, lab checks (secure aggregation: test_secure_aggregation.py)."""
+import itertools
 import math
+import signal
+import sys
+from contextlib import contextmanager
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -13,6 +17,7 @@ import mllib
 from mllib import privacy
 from mllib.checks import CheckFailed
 from mllib.checks import privacy as check
+from mllib.privacy import accountant
 from mllib.privacy import secure_aggregation as sa
 from selfchecks import assert_passes, assert_rejects
 
@@ -127,10 +132,10 @@ def test_analytic_gaussian_meets_delta_exactly():
 @pytest.mark.parametrize(
     "call, match",
     [
-        (lambda: privacy.gaussian_sigma(sensitivity=1, epsilon=0, delta=1e-5), "epsilon must be > 0"),
-        (lambda: privacy.gaussian_sigma(sensitivity=1, epsilon=1, delta=1.0), "delta must be in"),
+        (lambda: privacy.gaussian_sigma(sensitivity=1, epsilon=0, delta=1e-5), r"^epsilon must be a finite number in \[1e-06, 700\]"),
+        (lambda: privacy.gaussian_sigma(sensitivity=1, epsilon=1, delta=1.0), r"^delta must be a finite number in \(0, 1\)"),
         (lambda: privacy.laplace_mechanism(torch.zeros(1), sensitivity=1, epsilon=-1, gen=mllib.generator(0)), "epsilon"),
-        (lambda: privacy.clip_rows(torch.zeros(2, 2), 0.0), "clip must be > 0"),
+        (lambda: privacy.clip_rows(torch.zeros(2, 2), 0.0), r"^clip must be a number \(inf allowed\) > 0"),
         (lambda: privacy.epsilon(q=0.1, sigma=1, steps=1, delta=0.0), "delta must be a finite number in"),
         (lambda: privacy.calibrate_sigma(target_epsilon=0, delta=1e-5, q=0.1, steps=10), "target_epsilon"),
         (lambda: privacy.calibrate_sigma(target_epsilon=1, delta=2, q=0.1, steps=10), "delta must be a finite number in"),
@@ -165,6 +170,58 @@ def test_calibration_is_tight(target, q, steps):
     sigma = privacy.calibrate_sigma(target_epsilon=target, delta=1e-5, q=q, steps=steps)
     assert privacy.epsilon(q=q, sigma=sigma, steps=steps, delta=1e-5) <= target
     assert privacy.epsilon(q=q, sigma=0.99 * sigma, steps=steps, delta=1e-5) > target
+
+
+@contextmanager
+def time_limit(seconds: float):
+    def stop(signum, frame):
+        raise TimeoutError(f"no answer within {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, stop)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+EDGE_SIGMAS = [5e-324, 1e-300, 1e-160, 1e-3, 0.2, 1e5, 1e154, 1e300, sys.float_info.max]
+EDGE_ORDERS = (1 + 1e-12, 1.5, 2.0, 8.5, 32.0, 1000.5, accountant.MAX_ORDER - 0.5, accountant.MAX_ORDER)
+
+
+@pytest.mark.parametrize("q", [5e-324, 1e-12, 0.01, 0.5 - 1e-12, 0.5, 0.5 + 1e-12, 1 - 1e-12, 1.0])
+def test_compute_rdp_answers_within_seconds_at_every_edge(q):
+    """Tiny sigma once hung (sigma**2 = 0 made the series NaN), huge sigma overflowed or, with q near
+    1/2, took millions of terms, a tiny q came out below 0; each call now takes well under a second
+    (the limit leaves room for a loaded machine), between 0 and the full-batch Gaussian's steps alpha / (2 sigma^2)."""
+    for sigma, orders in itertools.product(EDGE_SIGMAS, [privacy.ORDERS, EDGE_ORDERS]):
+        with time_limit(5):
+            rdp = privacy.compute_rdp(q=q, sigma=sigma, steps=accountant.MAX_STEPS, orders=orders)
+        with np.errstate(over="ignore"):
+            gaussian = accountant.MAX_STEPS * np.asarray(orders) / 2 / sigma / sigma
+        assert np.all(rdp >= 0) and np.all(rdp <= gaussian * (1 + 1e-12)), (q, sigma)
+
+
+@pytest.mark.parametrize("sensitivity, epsilon, delta",
+                         list(itertools.product([1e-15, 1.0, 1e15], [1e-6, 700.0], [5e-324, 1 - 1e-16])))
+def test_the_mechanisms_answer_at_the_corners_of_their_accepted_ranges(sensitivity, epsilon, delta):
+    sigma = privacy.gaussian_sigma(sensitivity=sensitivity, epsilon=epsilon, delta=delta)
+    assert math.isfinite(sigma) and sigma > 0
+    assert privacy.dp_advantage_bound(epsilon * 1e300, delta) == 1.0  # e^epsilon overflowed here once
+
+
+def test_the_accountant_answers_at_the_edges_of_its_arguments():
+    with time_limit(10):
+        sigma = privacy.calibrate_sigma(target_epsilon=1.0, delta=1e-5, q=1e-300, steps=100, tolerance=1e-12)
+    assert privacy.epsilon(q=1e-300, sigma=sigma, steps=100, delta=1e-5) <= 1.0  # rdp once came out < 0 here
+    assert privacy.compute_rdp(q=0.5, sigma=1e-300, steps=0).tolist() == [0.0] * len(privacy.ORDERS)
+    with pytest.raises(ValueError, match=r"^orders must be .* in \(1, 10000\]"):
+        privacy.compute_rdp(q=0.5, sigma=1.0, steps=1, orders=[1e8])
+    with pytest.raises(ValueError, match="^steps must be an integer in"):
+        privacy.compute_rdp(q=0.5, sigma=1.0, steps=10**400)
+    with pytest.raises(ValueError, match="^rdp must hold one value per order"):
+        privacy.rdp_to_epsilon(rdp=[0.1, 0.2], delta=1e-5, orders=[2.0])
 
 
 # --- attacks ----------------------------------------------------------------------------------
@@ -228,12 +285,15 @@ def loss_threshold_auc(member_losses, nonmember_losses):
     return ((diff > 0).double() + 0.5 * (diff == 0).double()).mean()
 
 
-def dp_sgd(model, row, x, y, takes, noises, lr, clip, sigma, q):
-    for take, noise in zip(takes, noises):
+def dp_sgd(model, row, x, y, uniforms, noises, lr, clip, sigma, q, delta):
+    accountant = privacy.RDPAccountant()  # another route to epsilon: one accountant step per step
+    for u, noise in zip(uniforms, noises):
         G = privacy.per_sample_gradients(model, row, x, y)  # (N, d): every example, then masked
-        factors = (clip / G.norm(dim=1).clamp_min(1e-30)).clamp(max=1.0) * take
+        factors = (clip / G.norm(dim=1).clamp_min(1e-30)).clamp(max=1.0) * (u < q)
         row = row - lr * ((G * factors[:, None]).sum(0) + sigma * clip * noise) / (q * len(y))
-    return row
+        if sigma > 0:
+            accountant.step(q=q, sigma=sigma)
+    return row, accountant.epsilon(delta) if sigma > 0 else float("inf")
 
 
 SOLUTIONS = {"clip_and_noise": clip_and_noise, "dp_sgd": dp_sgd, "pairwise_mask": pairwise_mask,
@@ -241,16 +301,18 @@ SOLUTIONS = {"clip_and_noise": clip_and_noise, "dp_sgd": dp_sgd, "pairwise_mask"
 # The known mistakes of each check are tested in test_checks.py; these are other wrong answers.
 WRONG = {
     "clip_and_noise": {"clips to C / 2": lambda G, c, s, z: clip_and_noise(G, c / 2, s, z)},
-    "dp_sgd": {"one step": lambda m, w, x, y, t, z, lr, c, s, q: dp_sgd(m, w, x, y, t[:1], z[:1], lr, c, s, q)},
+    "dp_sgd": {"stops after one step": lambda m, w, x, y, u, z, lr, c, s, q, d: dp_sgd(m, w, x, y, u[:1], z[:1], lr, c, s, q, d),
+               "no epsilon": lambda *args: dp_sgd(*args)[0]},
     "pairwise_mask": {"zeros": lambda i, seeds, d: torch.zeros(d, dtype=torch.int64)},
     "loss_threshold_auc": {"one half": lambda m, n: torch.tensor(0.5, dtype=torch.float64)},
 }
 
 
 def test_the_dp_sgd_check_refuses_the_library_dp_sgd():
-    def calls_library(model, row, x, y, takes, noises, lr, clip, sigma, q):
-        return privacy.dp_sgd(model, row[None], x[None], y[None], steps=len(takes), lr=lr, q=q, clip=clip,
-                              sigma=sigma, gen=torch.Generator().manual_seed(0))[0]  # fmt: skip
+    def calls_library(model, row, x, y, uniforms, noises, lr, clip, sigma, q, delta):
+        trained = privacy.dp_sgd(model, row[None], x[None], y[None], steps=len(uniforms), lr=lr, q=q, clip=clip,
+                                 sigma=sigma, gen=torch.Generator().manual_seed(0))[0]  # fmt: skip
+        return trained, privacy.epsilon(q=q, sigma=sigma, steps=len(uniforms), delta=delta)
 
     with pytest.raises(CheckFailed, match="^dp_sgd: your function calls the library's dp_sgd"):
         check.dp_sgd(calls_library)

@@ -84,9 +84,9 @@ def test_inversion_experiment_reconstructs_without_defence_and_not_behind_noise(
 
 
 @pytest.mark.parametrize("kwargs, match", [
-    (dict(clip=0.0, noises=(), batch=8), "clip must be > 0"),
+    (dict(clip=0.0, noises=(), batch=8), "^clip must be a finite number > 0"),
     (dict(clip=1.0, noises=(-0.1,), batch=8), "noises must be"),
-    (dict(clip=1.0, noises=(), batch=1), "batch must be in"),
+    (dict(clip=1.0, noises=(), batch=1), "^batch must be an integer >= 2"),
 ])  # fmt: skip
 def test_inversion_experiment_rejects_bad_input(digits, kwargs, match):
     model = mllib.FlatModel(nn.Sequential(nn.Flatten(), nn.Linear(64, 10)))

@@ -274,7 +274,7 @@ def test_the_servers_view_prints_one_line_per_message():
                          "of s^SK for clients []")
 
 
-@pytest.mark.parametrize("n, t, match", [(5, 6, "threshold"), (5, 2, "threshold"), (1, 1, "n >= 2")])
+@pytest.mark.parametrize("n, t, match", [(5, 6, "threshold"), (5, 2, "threshold"), (1, 1, "^n must be an integer >= 2")])
 def test_bad_thresholds_raise(n, t, match):
     with pytest.raises(ValueError, match=match):
         sa.SecureAggregation(n, t, 3, bound=1.0)
@@ -347,5 +347,5 @@ def test_secaggplus_cost_is_four_round_trips_per_node_and_a_ciphertext_per_neigh
     assert complete["ciphertexts"] == course["ciphertexts"]
     assert complete["messages"] == course["messages"] + 5  # the course's first step has no request
     for n, k in [(1, 1), (5, 1), (5, 6), (5, 2.0)]:
-        with pytest.raises(ValueError, match="n_clients must be|num_shares must be"):
+        with pytest.raises((TypeError, ValueError), match="^(n_clients|num_shares) must be"):
             sa.secaggplus_cost(n, k)

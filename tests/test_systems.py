@@ -109,7 +109,7 @@ def test_coordinate_descent_never_increases_the_objective():
 
 def test_bad_glm_input_raises():
     A, b = problem()
-    with pytest.raises(ValueError, match="lam must be > 0, got 0"):
+    with pytest.raises(ValueError, match="^lam must be a finite number > 0, got 0"):
         sy.coordinate_gaps(A, b, torch.zeros(12), 0.0)
     with pytest.raises(ValueError, match="kind must be one of"):
         sy.primal(A, b, torch.zeros(12), 1.0, "svm")
@@ -134,7 +134,7 @@ def test_unknown_rule_and_negative_cost_raise():
     A, b = problem()
     with pytest.raises(ValueError, match="rule must be one of"):
         sy.train_two_units(A, b, 1.0, budget=2, rule="largest", rounds=1, gen=mllib.generator(0))
-    with pytest.raises(ValueError, match="swap must be a time >= 0, got -1"):
+    with pytest.raises(ValueError, match="^swap must be a finite number >= 0, got -1"):
         sy.CostModel(swap=-1)
 
 
@@ -250,7 +250,7 @@ def test_adaptive_sampler_keeps_every_probability_positive_and_does_not_alias_it
     p = sampler.probabilities()
     assert (p >= 0.2 / 4 - 1e-12).all() and abs(p.sum().item() - 1) < 1e-12
     assert initial.tolist() == [1.0, 2.0, 3.0, 4.0] and sampler.state_dict()["memory"][0] == 0
-    with pytest.raises(ValueError, match="mix must be in"):
+    with pytest.raises(ValueError, match=r"^mix must be a finite number in \(0, 1\]"):
         sy.AdaptiveSampler(initial, mix=0.0)
 
 
@@ -262,7 +262,7 @@ def test_sgd_with_importance_sampling_records_lower_variance(regression):
     assert all(r.suboptimality[-1][0] < r.suboptimality[0][0] for r in runs.values())
     with pytest.raises(ValueError, match="scheme must be one of"):
         sy.sgd(A, b, scheme="greedy", steps=1, batch=1, lr=0.1, gen=mllib.generator(0))
-    with pytest.raises(ValueError, match="runs must be >= 1"):
+    with pytest.raises(ValueError, match="^runs must be an integer >= 1"):
         sy.sgd(A, b, scheme="uniform", steps=1, batch=1, lr=0.1, runs=0, gen=mllib.generator(0))
 
 
@@ -284,7 +284,7 @@ def test_sgd_records_every_every_steps_and_the_last(regression):
     A, b = regression
     trace = sy.sgd(A, b, scheme="adaptive", steps=45, batch=2, lr=0.01, every=20, runs=2, gen=mllib.generator(0))
     assert trace.rounds == [0, 20, 40, 45] and trace.algorithm.scheme == "adaptive" and trace.model.shape == (2, 5)
-    with pytest.raises(ValueError, match="rounds must be an integer >= 1, got 0"):
+    with pytest.raises(ValueError, match="^steps must be an integer >= 1, got 0"):
         sy.sgd(A, b, scheme="uniform", steps=0, batch=1, lr=0.1, gen=mllib.generator(0))
 
 

@@ -36,13 +36,14 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from ..data import Dataset, load
+from ..constraints import Instance, Integer, OneOf, Real, constrain
+from ..data import DATASETS, Dataset, load
 from ..engine import Decentralized, run
 from ..models import FlatModel, mlp
-from ..partition import split
+from ..partition import SCHEMES, split
 from ..runtime import generator, setup
 from .gossip import DPSGD, Gossip, GossipAveraging, Gradients, dpsgd, gossip_alone
-from .topology import TOPOLOGIES, mixing_matrix
+from .topology import TOPOLOGIES, WEIGHTS, mixing_matrix
 
 ALGORITHMS = ("dpsgd", "gossip")
 
@@ -51,6 +52,10 @@ class DistributedError(RuntimeError):
     """A multi-process run that failed: a rank died, never joined, or timed out."""
 
 
+@constrain(algorithm=OneOf(*ALGORITHMS), topology=OneOf(*TOPOLOGIES), weights=OneOf(*WEIGHTS), steps=Integer(min=1),
+           lr=Real(ge=0), batch_size=Integer(min=1), seed=Integer(min=0), dataset=OneOf(*DATASETS),
+           partition=OneOf(*SCHEMES), alpha=Real(gt=0), dim=Integer(min=1), eval_every=Integer(min=1),
+           timeout=Real(gt=0), fail_rank=Integer(min=-1), fail_step=Integer(min=-1))  # fmt: skip
 @dataclass(frozen=True)
 class RunConfig:
     """What every rank must agree on (the same on every machine)."""
@@ -70,15 +75,6 @@ class RunConfig:
     timeout: float = 30.0  # seconds for joining and for every exchange
     fail_rank: int = -1  # fault injection for tests: this rank ...
     fail_step: int = -1  # ... exits at this step (-1: never joins instead)
-
-    def __post_init__(self):
-        if self.algorithm not in ALGORITHMS:
-            raise ValueError(f"algorithm must be one of {ALGORITHMS}, got {self.algorithm!r}")
-        if self.topology not in TOPOLOGIES:
-            raise ValueError(f"topology must be one of {TOPOLOGIES}, got {self.topology!r}")
-        if self.steps < 1 or self.eval_every < 1 or not self.timeout > 0:
-            raise ValueError(f"steps and eval_every must be >= 1 and timeout > 0, got steps={self.steps}, "
-                             f"eval_every={self.eval_every}, timeout={self.timeout}")  # fmt: skip
 
 
 def dataset(cfg: RunConfig) -> Dataset | None:
@@ -253,6 +249,8 @@ def _spawned(rank: int, world: int, port: int, cfg: RunConfig, out: str, data: D
     worker(rank, world, cfg, out, data, verbose)
 
 
+@constrain(cfg=Instance(RunConfig), nproc=Integer(min=2), out=Instance(str) | None,
+           start_method=OneOf("fork", "spawn", "forkserver") | None)  # fmt: skip
 def launch(
     cfg: RunConfig, nproc: int, out: str | None = None, *, start_method: str | None = None, verbose: bool = True
 ) -> dict:
@@ -276,8 +274,6 @@ def launch(
         DistributedError: when a rank raises, dies or never joins; within ``cfg.timeout``
             seconds of the failure (plus start-up).
     """
-    if nproc < 2:
-        raise ValueError(f"nproc must be >= 2 for a decentralized run, got {nproc}")
     build_mixing(cfg, nproc)  # a topology that does not fit nproc fails here, before any process starts
     if start_method is None:
         start_method = "fork" if sys.platform.startswith("linux") else "spawn"
@@ -355,6 +351,7 @@ def parse(argv: list[str]) -> tuple[RunConfig, int, str | None]:
     return RunConfig(**args), nproc, out
 
 
+@constrain(argv=Instance(list, tuple, description="a list of command-line arguments") | None)
 def main(argv: list[str] | None = None) -> None:
     """Entry point: a rank of torchrun (RANK set) or the launcher of ``--nproc`` ranks."""
     cfg, nproc, out = parse(sys.argv[1:] if argv is None else argv)

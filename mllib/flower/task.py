@@ -180,7 +180,7 @@ def message_transforms(settings: Settings, attack: str, gen: torch.Generator) ->
     lecture 05's attack on the last row (drawing from ``gen``). Each (k, d) -> (k, d)."""
     transforms = []
     if settings.algorithm == "dp-fedavg":
-        transforms.append(lambda U: privacy.clip_rows(U, settings.clip))  # the whole update has norm <= C
+        transforms.append(lambda U: privacy.clip_rows.__wrapped__(U, settings.clip))  # norm <= C; Settings checked clip
     if attack != "none":
         transforms.append(attacker(attack, gen))
     return transforms

@@ -9,17 +9,23 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import optimize, special
 
-from ..constraints import Integer, Probability, Real, Reals, constrain
+from ..constraints import Integer, Probability, Real, Reals, Rule, constrain
 
 # Orders alpha at which the RDP curve is evaluated: fine steps near 1, integers up to 63
 # (the grid Opacus and TF Privacy use, so that both minimize over the same orders).
 ORDERS = tuple([1 + x / 10 for x in range(1, 100)] + list(range(12, 64)))
 
 
-# sigma is finite: the series of _log_a never ends for an infinite or NaN sigma
-STEP = dict(q=Probability(), sigma=Real(gt=0), steps=Integer(min=0))
+# Bounds that keep every call short: sigma is finite (the series of _log_a never ends for an
+# infinite or NaN sigma); the series at order alpha has about alpha terms, so orders stop at
+# MAX_ORDER (the optimal order of a useful guarantee is far below); a float multiplies the
+# curve by steps, so steps stops at MAX_STEPS (more than any run takes).
+MAX_ORDER, MAX_STEPS = 1e4, 10**18
+STEP = dict(q=Probability(), sigma=Real(gt=0), steps=Integer(min=0, max=MAX_STEPS))
 DELTA = Real(gt=0, lt=1)
-ORDERS_ = Reals(gt=1)
+ORDERS_ = Reals(gt=1, le=MAX_ORDER)
+RESOLUTION = 1e-12  # below this, log A_alpha is lost in the series' rounding
+MAX_TERMS = 2**22  # the series' tails decay at least like k^-(alpha+1); this bounds the loop for alpha near 1
 
 
 def _log_a(q: float, sigma: float, alpha: float) -> float:
@@ -30,32 +36,42 @@ def _log_a(q: float, sigma: float, alpha: float) -> float:
     Fractional alpha: the same paper's two convergent series, split at
     z0 = sigma^2 log(1/q - 1) + 1/2 where mu_0 and mu cross; here with Gaussian tails
     written as Phi: 1/2 erfc((k - z0)/(sqrt2 sigma)) = Phi((z0 - k)/sigma).
+
+    Subsampling only helps, and A >= q^alpha E[(mu_1/mu_0)^alpha], so
+        max(0, alpha log q + g) <= log A <= g,  g = alpha (alpha - 1) / (2 sigma^2)
+    (g: the full-batch Gaussian). The result is kept in these bounds (the series' rounding can
+    leave them by 1e-13); where they meet (tiny sigma) or g is below the series' resolution
+    (huge sigma, where the series would take millions of terms to answer 0), g is the answer.
     """
+    g = alpha * (alpha - 1) / 2 / sigma / sigma  # in this order: sigma**2 overflows for sigma > 1e154
+    low = max(0.0, alpha * math.log(q) + g)
+    if low == g or g < RESOLUTION:
+        return g
     if float(alpha).is_integer():
         k = np.arange(int(alpha) + 1)
         terms = (
             special.gammaln(alpha + 1) - special.gammaln(k + 1) - special.gammaln(alpha - k + 1)
             + k * math.log(q) + (alpha - k) * math.log1p(-q) + (k * k - k) / (2 * sigma**2)
         )  # fmt: skip
-        return float(special.logsumexp(terms))
-    z0 = sigma**2 * math.log(1 / q - 1) + 0.5
+        return float(np.clip(special.logsumexp(terms), low, g))
     log_q, log_1q = math.log(q), math.log1p(-q)
-    parts0, parts1, signs, start = [], [], [], 0
-    while True:  # blocks of 64 terms until both series' terms fall below e^-30
-        k = np.arange(start, start + 64, dtype=float)
+    z0 = sigma**2 * (log_1q - log_q) + 0.5  # log(1/q - 1) without 1/q, which overflows for q < 1e-308
+    parts0, parts1, signs, start, size = [], [], [], 0, 64
+    while True:  # blocks of 64, 128, ... terms until both series' terms fall below e^-30
+        k = np.arange(start, start + size, dtype=float)
         j = alpha - k
-        coef = special.binom(alpha, k)
-        log_c = np.log(np.abs(coef))
+        # log |C(alpha, k)| and its sign from Gamma functions (special.binom overflows for alpha > 1e3)
+        log_c = special.gammaln(alpha + 1) - special.gammaln(k + 1) - special.gammaln(j + 1)
         s0 = log_c + k * log_q + j * log_1q + (k * k - k) / (2 * sigma**2) + special.log_ndtr((z0 - k) / sigma)
         s1 = log_c + j * log_q + k * log_1q + (j * j - j) / (2 * sigma**2) + special.log_ndtr((j - z0) / sigma)
-        parts0.append(s0), parts1.append(s1), signs.append(np.sign(coef))
-        start += 64
-        if max(s0[-1], s1[-1]) < -30:
+        parts0.append(s0), parts1.append(s1), signs.append(special.gammasgn(j + 1))
+        start, size = start + size, min(2 * size, 2**16)
+        if max(s0[-1], s1[-1]) < -30 or start >= MAX_TERMS:
             break
     b = np.concatenate(signs)
     a0 = special.logsumexp(np.concatenate(parts0), b=b)
     a1 = special.logsumexp(np.concatenate(parts1), b=b)
-    return float(np.logaddexp(a0, a1))
+    return float(np.clip(np.logaddexp(a0, a1), low, g))
 
 
 @constrain(**STEP, orders=ORDERS_)
@@ -70,22 +86,26 @@ def compute_rdp(*, q: float, sigma: float, steps: int, orders: Sequence[float] =
         q: sampling rate in [0, 1].
         sigma: noise multiplier (> 0): noise std over sensitivity.
         steps: number of compositions.
-        orders: orders alpha > 1.
+        orders: orders alpha in (1, MAX_ORDER].
 
     Returns:
-        (len(orders),) RDP epsilons.
+        (len(orders),) RDP epsilons (inf where they pass 1e308: no privacy left).
 
     Raises:
-        ValueError: for q outside [0, 1], sigma <= 0, steps < 0 or an order <= 1.
+        ValueError: for q outside [0, 1], sigma <= 0 or not finite, steps outside [0, MAX_STEPS] or an
+            order outside (1, MAX_ORDER].
     """
-    if q == 0:
+    if q == 0 or steps == 0:
         return np.zeros(len(orders))
-    if q == 1:
-        return steps * np.asarray(orders, dtype=float) / (2 * sigma**2)
-    return steps * np.array([_log_a(q, sigma, a) / (a - 1) for a in orders])
+    with np.errstate(over="ignore"):  # a curve beyond 1e308 is inf: no privacy left
+        if q == 1:
+            return steps * np.asarray(orders, dtype=float) / 2 / sigma / sigma
+        return steps * np.array([_log_a(q, sigma, a) / (a - 1) for a in orders])
 
 
-@constrain(rdp=Reals(ge=0, infinite=True), delta=DELTA, orders=ORDERS_)
+@constrain(Rule("rdp", lambda rdp, orders: len(rdp) == len(orders),
+               "rdp must hold one value per order, got {rdp} for {orders}"),
+           rdp=Reals(ge=0, infinite=True), delta=DELTA, orders=ORDERS_)  # fmt: skip
 def rdp_to_epsilon(*, rdp: np.ndarray, delta: float, orders: Sequence[float] = ORDERS) -> tuple[float, float]:
     """The smallest (epsilon, delta)-DP guarantee implied by an RDP curve, and its order.
 
@@ -97,7 +117,7 @@ def rdp_to_epsilon(*, rdp: np.ndarray, delta: float, orders: Sequence[float] = O
         (epsilon, best alpha); epsilon is clipped at 0.
 
     Raises:
-        ValueError: if delta is not in (0, 1).
+        ValueError: if delta is not in (0, 1), or rdp and orders differ in length.
     """
     a = np.asarray(orders, dtype=float)
     eps = np.asarray(rdp) + np.log1p(-1 / a) - (math.log(delta) + np.log(a)) / (a - 1)
@@ -109,11 +129,12 @@ def rdp_to_epsilon(*, rdp: np.ndarray, delta: float, orders: Sequence[float] = O
 @constrain(**STEP, delta=DELTA, orders=ORDERS_)
 def epsilon(*, q: float, sigma: float, steps: int, delta: float, orders: Sequence[float] = ORDERS) -> float:
     """(epsilon, delta)-DP of ``steps`` steps of DP-SGD (``compute_rdp`` then ``rdp_to_epsilon``)."""
-    return rdp_to_epsilon(rdp=compute_rdp(q=q, sigma=sigma, steps=steps, orders=orders), delta=delta, orders=orders)[0]
+    rdp = compute_rdp.__wrapped__(q=q, sigma=sigma, steps=steps, orders=orders)
+    return rdp_to_epsilon.__wrapped__(rdp=rdp, delta=delta, orders=orders)[0]
 
 
-@constrain(target_epsilon=Real(gt=0), delta=DELTA, q=Real(gt=0, le=1), steps=Integer(min=1),
-           tolerance=Real(gt=0, lt=0.5))  # fmt: skip
+@constrain(target_epsilon=Real(gt=0), delta=DELTA, q=Real(gt=0, le=1), steps=Integer(min=1, max=MAX_STEPS),
+           tolerance=Real(ge=1e-12, lt=0.5))  # fmt: skip
 def calibrate_sigma(
     *, target_epsilon: float, delta: float, q: float, steps: int, tolerance: float = 1e-3
 ) -> float:
@@ -124,11 +145,11 @@ def calibrate_sigma(
 
     Raises:
         ValueError: for target_epsilon <= 0, delta outside (0, 1), q outside (0, 1] or tolerance
-            outside (0, 0.5).
+            outside [1e-12, 0.5) (a finer one is lost in the rounding of sigma and epsilon).
     """
 
     def eps(s: float) -> float:
-        return epsilon(q=q, sigma=s, steps=steps, delta=delta)
+        return epsilon.__wrapped__(q=q, sigma=s, steps=steps, delta=delta, orders=ORDERS)
 
     low, high = 0.05, 1.0
     while eps(high) > target_epsilon:  # bracket the root: eps(low) > target >= eps(high)
@@ -143,9 +164,9 @@ def calibrate_sigma(
     root = optimize.brentq(lambda ls: eps(math.exp(ls)) - target_epsilon, math.log(low), math.log(high),
                            xtol=tolerance / 4)  # fmt: skip
     sigma = math.exp(root + tolerance / 4)
-    while eps(sigma) > target_epsilon:
+    while sigma < high and eps(sigma) > target_epsilon:  # eps(high) <= target_epsilon ends it
         sigma *= 1 + tolerance / 4
-    return sigma
+    return min(sigma, high)
 
 
 class RDPAccountant:
@@ -177,8 +198,8 @@ class RDPAccountant:
         """The epsilon spent so far at this delta (0 before any step)."""
         if not self.history:
             return 0.0
-        rdp = sum(compute_rdp(q=q, sigma=s, steps=t, orders=self.orders) for s, q, t in self.history)
-        return rdp_to_epsilon(rdp=rdp, delta=delta, orders=self.orders)[0]
+        rdp = sum(compute_rdp.__wrapped__(q=q, sigma=s, steps=t, orders=self.orders) for s, q, t in self.history)
+        return rdp_to_epsilon.__wrapped__(rdp=rdp, delta=delta, orders=self.orders)[0]
 
     def state_dict(self) -> dict:
         return {"history": [list(h) for h in self.history]}

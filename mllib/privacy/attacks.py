@@ -6,20 +6,27 @@
   label until their gradient matches the shared one.
 """
 import math
+import numbers
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch.func import functional_call, grad
 
-from ..constraints import Tensor, constrain
+from ..clients import MODEL
+from ..constraints import Generator, Instance, Integer, Integers, Real, Reals, Rule, Tensor, constrain
 from ..models import FlatModel
 from ..runtime import randn
-from .accountant import calibrate_sigma
-from .dp import clip_rows, dp_sgd
+from .accountant import DELTA, calibrate_sigma
+from .dp import ANY_CLIP, CLIP, SAMPLES, TRAINING, clip_rows, dp_sgd
+
+LOSSES = Tensor(finite=True, description="a non-empty tensor of losses")
+MEMBERSHIP = dict(member_losses=LOSSES, nonmember_losses=LOSSES)
+# a batch with hard labels (B,) or soft ones (B, C), as DLG's dummy label
+SOFT = {**SAMPLES, "y": Tensor((1, 2), floating=False)}
 
 
-@constrain(member_losses=Tensor(finite=True), nonmember_losses=Tensor(finite=True))
+@constrain(**MEMBERSHIP)
 def membership_auc(member_losses: torch.Tensor, nonmember_losses: torch.Tensor) -> float:
     """AUC of the loss-threshold attack: P(loss of a non-member > loss of a member), ties count 1/2.
 
@@ -33,6 +40,7 @@ def membership_auc(member_losses: torch.Tensor, nonmember_losses: torch.Tensor) 
     return float(((b > a).double() + 0.5 * (b == a).double()).mean())
 
 
+@constrain(**MEMBERSHIP)
 def membership_advantage(member_losses: torch.Tensor, nonmember_losses: torch.Tensor) -> float:
     """Membership advantage TPR - FPR of Yeom et al.'s threshold attack (2018, Adversary 1, Definition 4).
 
@@ -44,31 +52,27 @@ def membership_advantage(member_losses: torch.Tensor, nonmember_losses: torch.Te
     Raises:
         ValueError: if either set is empty.
     """
-    if member_losses.numel() == 0 or nonmember_losses.numel() == 0:
-        raise ValueError("member_losses and nonmember_losses must both be non-empty")
     tau = member_losses.double().mean()
     return float((member_losses.double() < tau).double().mean() - (nonmember_losses.double() < tau).double().mean())
 
 
+@constrain(epsilon=Real(gt=0, infinite=True), delta=Real(ge=0, lt=1))
 def dp_advantage_bound(epsilon: float, delta: float) -> float:
     """The largest TPR - FPR of any membership attack on an (epsilon, delta)-DP mechanism.
 
     DP bounds every test: FPR + e^eps FNR >= 1 - delta and FNR + e^eps FPR >= 1 - delta
     (Kairouz, Oh, Viswanath 2015, Theorem 2.1); their intersection gives
-    TPR - FPR <= (e^eps - 1 + 2 delta) / (e^eps + 1). Infinite epsilon: 1.
+    TPR - FPR <= (e^eps - 1 + 2 delta) / (e^eps + 1), computed with e^-eps (finite for every eps).
+    Infinite epsilon: 1.
 
     Raises:
         ValueError: for epsilon <= 0 (or NaN) or delta outside [0, 1).
     """
-    if not epsilon > 0:
-        raise ValueError(f"epsilon must be > 0, got {epsilon}")
-    if not 0 <= delta < 1:
-        raise ValueError(f"delta must be in [0, 1), got {delta}")
-    if math.isinf(epsilon):
-        return 1.0
-    return (math.expm1(epsilon) + 2 * delta) / (math.exp(epsilon) + 1)
+    t = math.exp(-epsilon)
+    return (-math.expm1(-epsilon) + 2 * delta * t) / (1 + t)
 
 
+@constrain(**SAMPLES)
 def sample_losses(model: FlatModel, row: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Each sample's cross-entropy loss under one model (d,): (M,)."""
     logits = model.forward(row.unsqueeze(0), x.unsqueeze(0))[0]
@@ -85,6 +89,8 @@ class MembershipResult:
     advantage: torch.Tensor
 
 
+@constrain(**TRAINING, epsilons=Reals(gt=0), seeds=Integer(min=1), members=Integer(min=1, max=100),
+           nonmembers=Integer(min=1), steps=Integer(min=1), lr=Real(ge=0), q=Real(gt=0, le=1), clip=CLIP, delta=DELTA)
 def membership_experiment(
     data, model: FlatModel, *, epsilons: list[float], seeds: int, members: int = 100, nonmembers: int = 300,
     steps: int = 200, lr: float = 0.5, q: float = 0.5, clip: float = 1.0, delta: float = 1e-5,
@@ -99,12 +105,6 @@ def membership_experiment(
     Raises:
         ValueError: if members is not in [1, 100] (a small, overfitted training set), or an epsilon <= 0.
     """
-    if not 1 <= members <= 100:
-        raise ValueError(f"members must be in [1, 100] (a small, overfitted training set), got {members}")
-    if not epsilons or any(e <= 0 for e in epsilons):
-        raise ValueError(f"epsilons must be a non-empty list of values > 0, got {epsilons}")
-    if seeds < 1:
-        raise ValueError(f"seeds must be >= 1, got {seeds}")
     sigmas = [0.0] + [calibrate_sigma(target_epsilon=e, delta=delta, q=q, steps=steps) for e in epsilons]
     clips = [float("inf")] + [clip] * len(epsilons)
     configs, device = len(sigmas), data.x_train.device
@@ -129,6 +129,7 @@ def membership_experiment(
 
 
 # --- gradient inversion -------------------------------------------------------------------------
+@constrain(**SOFT)
 def sample_gradient(model: FlatModel, row: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """The gradient (d,) of the mean loss of a batch x (B, ...) with labels y (B,) or soft labels (B, C).
 
@@ -146,6 +147,10 @@ def sample_gradient(model: FlatModel, row: torch.Tensor, x: torch.Tensor, y: tor
     return torch.cat([g[name].flatten() for name in model.names])
 
 
+@constrain(Rule("target", lambda row, target: target.shape == row.shape,
+                "target must have the shape of row, {row.shape}: one gradient of the model, got {target.shape}"),
+           model=MODEL, row=Tensor(1), target=Tensor(1), shape=Integers(min=1), n_classes=Integer(min=1), gen=Generator(),
+           iterations=Integer(min=1), clip=ANY_CLIP | None)  # fmt: skip
 def dlg(
     model: FlatModel, row: torch.Tensor, target: torch.Tensor, shape: tuple[int, ...], *, n_classes: int,
     gen: torch.Generator, iterations: int = 100, clip: float | None = None,
@@ -170,9 +175,9 @@ def dlg(
 
     def closure():
         optimizer.zero_grad()
-        g = sample_gradient(model, row, x_dummy, torch.softmax(z_dummy, -1))
+        g = sample_gradient.__wrapped__(model, row, x_dummy, torch.softmax(z_dummy, -1))
         if clip is not None:
-            g = clip_rows(g.unsqueeze(0), clip)[0]
+            g = clip_rows.__wrapped__(g.unsqueeze(0), clip)[0]
         distance = (g - target).pow(2).sum()
         distance.backward()
         return distance
@@ -181,6 +186,8 @@ def dlg(
     return x_dummy.detach(), torch.softmax(z_dummy.detach(), -1)[0]
 
 
+@constrain(Rule("x_hat", lambda x_hat, x: x_hat.shape == x.shape,
+                "x_hat must have the shape of x, {x.shape}, got {x_hat.shape}"), x_hat=Tensor(), x=Tensor())
 def reconstruction_error(x_hat: torch.Tensor, x: torch.Tensor) -> float:
     """Mean squared error between a reconstruction and the original, pixel values clipped to [0, 1]."""
     return float((x_hat.clamp(0, 1) - x).pow(2).mean())
@@ -196,6 +203,12 @@ class InversionResult:
     mean_input_error: float  # the error of the training set's mean input: a guess without the gradient
 
 
+@constrain(Rule("batch", lambda data, batch: batch <= len(data.y_train),
+                "batch must be in [2, {data.y_train.shape[0]}] (the victim and others), got {batch}"),
+           Rule("noises", lambda noises: all(isinstance(s, numbers.Real) and 0 <= s < math.inf for s in noises),
+                "noises must be finite noise multipliers >= 0, got {noises}"),
+           **TRAINING, clip=Real(gt=0), noises=Instance(tuple, list, description="a sequence of noise multipliers"),
+           batch=Integer(min=2), gen=Generator(), iterations=Integer(min=1))  # fmt: skip
 def inversion_experiment(
     data, model: FlatModel, *, clip: float, noises: tuple[float, ...], batch: int, gen: torch.Generator,
     iterations: int = 200,
@@ -223,12 +236,6 @@ def inversion_experiment(
     Raises:
         ValueError: if clip <= 0, a noise < 0, or batch is not in [2, N].
     """
-    if not clip > 0:
-        raise ValueError(f"clip must be > 0, got {clip}; pass the clipping norm C, e.g. 1.0")
-    if any(not s >= 0 for s in noises):
-        raise ValueError(f"noises must be noise multipliers >= 0, got {noises}")
-    if not 2 <= batch <= len(data.y_train):
-        raise ValueError(f"batch must be in [2, {len(data.y_train)}] (the victim and others), got {batch}")
     device = data.x_train.device
     row = model.init(gen, device)
     picked = torch.randperm(len(data.y_train), generator=gen)[:batch].to(device)  # picked[0]: the victim

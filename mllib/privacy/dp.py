@@ -14,19 +14,34 @@ import torch.nn.functional as F
 from scipy import optimize, stats
 from torch.func import functional_call, grad, vmap
 
-from ..clients import run_rounds
-from ..constraints import ClientMatrix, Generator, Instance, Integer, Real, Tensor, constrain
+from ..clients import MODEL, run_rounds
+from ..constraints import ClientMatrix, Generator, Instance, Integer, OneOf, Real, Reals, Rule, Tensor, constrain
+from ..data import Dataset
 from ..models import FlatModel, loss_gradient
 from ..partition import split
 from ..runtime import rand, randn
 
 
 def _check_positive(name: str, value: float, hint: str) -> None:
+    """``gaussian_sigma``'s checks in its body, which lecture 07 shows (``BUDGET`` checks them first)."""
     if not value > 0:
         raise ValueError(f"{name} must be > 0, got {value}; {hint}")
 
 
+# A privacy budget (epsilon, delta) of a query of sensitivity D: gaussian_sigma computes e^epsilon
+# and searches sigma in [e^-20 D, e^20 D], so these bounds keep both within floats. A clipping norm
+# C: finite where noise sigma C is added, inf (no clipping) where only clipping is; a noise
+# multiplier sigma; dp_sgd's per-row C or sigma as a (n,) tensor.
+BUDGET = dict(sensitivity=Real(ge=1e-15, le=1e15), epsilon=Real(ge=1e-6, le=700), delta=Real(gt=0, lt=1))
+CLIP, ANY_CLIP, SIGMA = Real(gt=0), Real(gt=0, infinite=True), Real(ge=0)
+METHODS = ("ghost", "vmap")
+# one model row (d,) and a batch: inputs (B, ...), integer labels (B,)
+SAMPLES = dict(model=MODEL, row=Tensor(1), x=Tensor(), y=Tensor(1, floating=False))
+TRAINING = dict(data=Instance(Dataset), model=MODEL)
+
+
 # --- mechanisms ------------------------------------------------------------------------------
+@constrain(value=Tensor(), sensitivity=Real(gt=0), epsilon=Real(gt=0), gen=Generator())
 def laplace_mechanism(value: torch.Tensor, *, sensitivity: float, epsilon: float, gen: torch.Generator) -> torch.Tensor:
     """value + Laplace(0, sensitivity / epsilon) noise per coordinate: epsilon-DP for L1 sensitivity
     ``sensitivity`` (Dwork, McSherry, Nissim, Smith 2006).
@@ -34,12 +49,11 @@ def laplace_mechanism(value: torch.Tensor, *, sensitivity: float, epsilon: float
     Raises:
         ValueError: if sensitivity or epsilon is <= 0.
     """
-    _check_positive("epsilon", epsilon, "pass the privacy budget, e.g. 1.0")
-    _check_positive("sensitivity", sensitivity, "pass the L1 sensitivity of the query")
     u = rand(*value.shape, gen=gen, device=value.device) - 0.5  # uniform in [-1/2, 1/2)
     return value - sensitivity / epsilon * torch.sign(u) * torch.log1p(-2 * u.abs())
 
 
+@constrain(**BUDGET)
 def gaussian_sigma(*, sensitivity: float, epsilon: float, delta: float) -> float:
     """The smallest noise std of an (epsilon, delta)-DP Gaussian mechanism (analytic Gaussian).
 
@@ -63,6 +77,7 @@ def gaussian_sigma(*, sensitivity: float, epsilon: float, delta: float) -> float
     return math.exp(optimize.brentq(excess, math.log(sensitivity) - 20, math.log(sensitivity) + 20, xtol=1e-12))
 
 
+@constrain(value=Tensor(), **BUDGET, gen=Generator())
 def gaussian_mechanism(
     value: torch.Tensor, *, sensitivity: float, epsilon: float, delta: float, gen: torch.Generator
 ) -> torch.Tensor:
@@ -86,6 +101,7 @@ def gaussian_mechanism(
 
 
 # --- clipping --------------------------------------------------------------------------------
+@constrain(G=Tensor(2), clip=ANY_CLIP)
 def clip_rows(G: torch.Tensor, clip: float) -> torch.Tensor:
     """Each row g_i scaled to g_i / max(1, ||g_i|| / C) (Abadi et al. 2016, Algorithm 1, step "clip").
 
@@ -99,18 +115,17 @@ def clip_rows(G: torch.Tensor, clip: float) -> torch.Tensor:
     Raises:
         ValueError: if clip <= 0 or G is not 2-D.
     """
-    _check_positive("clip", clip, "pass the clipping norm C, e.g. 1.0")
-    if G.dim() != 2:
-        raise ValueError(f"G must have shape (rows, d), got {tuple(G.shape)}")
     return G * clip_factors(G.norm(dim=1), clip).unsqueeze(1)
 
 
 def clip_factors(norms: torch.Tensor, clip: float) -> torch.Tensor:
-    """min(1, C / ||g_i||) for each norm (B,); 1 for a zero gradient."""
-    return (clip / norms.clamp_min(1e-30)).clamp(max=1.0)
+    """min(1, C / ||g_i||) for each norm (B,): exactly 1 where ||g_i|| <= C (torch computes C / x
+    as C * (1 / x), which can round C / C below 1), a zero gradient included."""
+    return torch.where(norms > clip, clip / norms, 1.0)
 
 
 # --- per-sample gradients ---------------------------------------------------------------------
+@constrain(**SAMPLES)
 def per_sample_gradients(model: FlatModel, row: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """The gradient of each sample's loss at ``row``: (B, d), via vmap(grad(functional_call)).
 
@@ -135,6 +150,8 @@ def _as_rows(value, n: int, like: torch.Tensor, name: str) -> torch.Tensor:
     return t
 
 
+@constrain(model=MODEL, X=ClientMatrix(), x=Tensor(), y=Tensor(2, floating=False), clip=ANY_CLIP | Tensor(1),
+           weights=Tensor(2) | None)  # fmt: skip
 @torch.no_grad()
 def ghost_clipped_sum(
     model: FlatModel, X: torch.Tensor, x: torch.Tensor, y: torch.Tensor, clip, weights: torch.Tensor | None = None
@@ -184,6 +201,7 @@ def ghost_clipped_sum(
     return G, norms
 
 
+@constrain(**SAMPLES, clip=ANY_CLIP, method=OneOf(*METHODS))
 def clipped_sum(
     model: FlatModel, row: torch.Tensor, x: torch.Tensor, y: torch.Tensor, clip: float, method: str = "ghost"
 ) -> torch.Tensor:
@@ -191,14 +209,12 @@ def clipped_sum(
 
     ``method``: "ghost" (``ghost_clipped_sum``, MLPs) or "vmap" (``per_sample_gradients``, any module).
     """
-    _check_positive("clip", clip, "pass the clipping norm C, e.g. 1.0")
     if method == "ghost":
-        return ghost_clipped_sum(model, row.unsqueeze(0), x.unsqueeze(0), y.unsqueeze(0), clip)[0][0]
-    if method == "vmap":
-        return clip_rows(per_sample_gradients(model, row, x, y), clip).sum(0)
-    raise ValueError(f"method must be 'ghost' or 'vmap', got {method!r}")
+        return ghost_clipped_sum.__wrapped__(model, row.unsqueeze(0), x.unsqueeze(0), y.unsqueeze(0), clip)[0][0]
+    return clip_rows.__wrapped__(per_sample_gradients.__wrapped__(model, row, x, y), clip).sum(0)
 
 
+@constrain(**SAMPLES, clip=CLIP, sigma=SIGMA, expected_batch=Real(gt=0), gen=Generator(), method=OneOf(*METHODS))
 def dp_sgd_gradient(
     model: FlatModel, row: torch.Tensor, x: torch.Tensor, y: torch.Tensor, *,
     clip: float, sigma: float, expected_batch: float, gen: torch.Generator, method: str = "ghost",
@@ -211,17 +227,14 @@ def dp_sgd_gradient(
     Raises:
         ValueError: if clip <= 0, sigma < 0 or expected_batch <= 0.
     """
-    if sigma < 0:
-        raise ValueError(f"sigma must be >= 0, got {sigma}")
-    _check_positive("expected_batch", expected_batch, "pass q * N")
-    total = clipped_sum(model, row, x, y, clip, method)
+    total = clipped_sum.__wrapped__(model, row, x, y, clip, method)
     noise = randn(model.dim, gen=gen, device=row.device)
     return (total + sigma * clip * noise) / expected_batch
 
 
-@constrain(model=Instance(FlatModel), X=ClientMatrix(), x=Tensor(), y=Tensor(2, floating=False), steps=Integer(min=0),
-           lr=Real(ge=0), q=Real(gt=0, le=1), clip=Real(gt=0, infinite=True) | Tensor(1),
-           sigma=Real(ge=0) | Tensor(1, finite=True), gen=Generator())  # fmt: skip
+@constrain(model=MODEL, X=ClientMatrix(), x=Tensor(), y=Tensor(2, floating=False), steps=Integer(min=0),
+           lr=Real(ge=0), q=Real(gt=0, le=1), clip=ANY_CLIP | Tensor(1), sigma=SIGMA | Tensor(1, finite=True),
+           gen=Generator())  # fmt: skip
 def dp_sgd(
     model: FlatModel, X: torch.Tensor, x: torch.Tensor, y: torch.Tensor, *, steps: int, lr: float, q: float,
     clip, sigma, gen: torch.Generator,
@@ -253,12 +266,13 @@ def dp_sgd(
     std = torch.where(sigma > 0, sigma * clip, torch.zeros_like(sigma)).unsqueeze(1)  # (n, 1)
     for _ in range(steps):
         take = (rand(n, size, gen=gen, device=X.device) < q).to(X.dtype)  # 1.
-        total, _ = ghost_clipped_sum(model, X, x, y, clip, take)  # 2.
+        total, _ = ghost_clipped_sum.__wrapped__(model, X, x, y, clip, take)  # 2.
         noise = std * randn(n, model.dim, gen=gen, device=X.device)  # 3.
         X = X - lr * (total + noise) / (q * size)  # 4., 5.
     return X
 
 
+@constrain(clip=CLIP, sigma=SIGMA, gen=Generator())
 def dp_fedavg_aggregate(*, clip: float, sigma: float, gen: torch.Generator) -> Callable[[torch.Tensor], torch.Tensor]:
     """A server step for ``run_rounds(aggregate=...)``: client-level DP (McMahan et al. 2018, DP-FedAvg).
 
@@ -268,17 +282,16 @@ def dp_fedavg_aggregate(*, clip: float, sigma: float, gen: torch.Generator) -> C
     Raises:
         ValueError: if clip <= 0 or sigma < 0.
     """
-    _check_positive("clip", clip, "pass the clipping norm C of client updates")
-    if sigma < 0:
-        raise ValueError(f"sigma must be >= 0, got {sigma}")
 
     def aggregate(U: torch.Tensor) -> torch.Tensor:
-        total = clip_rows(U, clip).sum(0)  # (d,)
+        total = clip_rows.__wrapped__(U, clip).sum(0)  # (d,): the engine checked U's shape
         return (total + sigma * clip * randn(U.shape[1], gen=gen, device=U.device)) / len(U)
 
     return aggregate
 
 
+@constrain(**TRAINING, sigmas=Reals(ge=0), clip=CLIP, n_clients=Integer(min=1), rounds=Integer(min=1),
+           local_steps=Integer(min=0), lr=Real(ge=0), batch_size=Integer(min=1), gen=Generator())  # fmt: skip
 def dp_fedavg_accuracy(
     data, model: FlatModel, *, sigmas: list[float], clip: float, n_clients: int, rounds: int, local_steps: int,
     lr: float, batch_size: int, gen: torch.Generator,
@@ -304,9 +317,6 @@ def dp_fedavg_accuracy(
     Raises:
         ValueError: for no sigmas, a sigma < 0 or clip <= 0.
     """
-    _check_positive("clip", clip, "pass the clipping norm C of client updates")
-    if not sigmas or any(not s >= 0 for s in sigmas):
-        raise ValueError(f"sigmas must be a non-empty list of noise multipliers >= 0, got {sigmas}")
     accuracy = {}
     for sigma in sigmas:
         run_gen = torch.Generator().set_state(gen.get_state())
@@ -318,6 +328,9 @@ def dp_fedavg_accuracy(
     return accuracy
 
 
+@constrain(Rule("noise", lambda G, noise: noise.shape == (G.shape[1],),
+                "noise must have shape ({G.shape[1]},), one draw per column of G, got {noise.shape}"),
+           G=Tensor(2), clip=CLIP, sigma=SIGMA, noise=Tensor(1))  # fmt: skip
 def noisy_clipped_sum(G: torch.Tensor, clip: float, sigma: float, noise: torch.Tensor) -> torch.Tensor:
     """sum_i clip_C(g_i) + sigma C noise: DP-SGD's privatized sum (Abadi et al. 2016, Algorithm 1).
 
@@ -328,11 +341,11 @@ def noisy_clipped_sum(G: torch.Tensor, clip: float, sigma: float, noise: torch.T
     Returns:
         (d,) the noisy sum; divide by the (expected) batch size for the gradient.
     """
-    if sigma < 0:
-        raise ValueError(f"sigma must be >= 0, got {sigma}")
-    return clip_rows(G, clip).sum(0) + sigma * clip * noise
+    return clip_rows.__wrapped__(G, clip).sum(0) + sigma * clip * noise
 
 
+@constrain(**TRAINING, epsilons=Reals(gt=0), steps=Integer(min=1), lr=Real(ge=0), q=Real(gt=0, le=1), clip=CLIP,
+           delta=Real(gt=0, lt=1), gen=Generator(), seeds=Integer(min=1))  # fmt: skip
 def privacy_utility(
     data, model: FlatModel, *, epsilons: list[float], steps: int, lr: float, q: float, clip: float,
     delta: float, gen: torch.Generator, seeds: int = 1,
@@ -359,10 +372,6 @@ def privacy_utility(
     """
     from .accountant import calibrate_sigma
 
-    if not epsilons or any(not e > 0 for e in epsilons):
-        raise ValueError(f"epsilons must be a non-empty list of values > 0, got {epsilons}")
-    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
-        raise ValueError(f"seeds must be an integer >= 1, got {seeds!r}")
     sigmas = [0.0] + [calibrate_sigma(target_epsilon=e, delta=delta, q=q, steps=steps) for e in epsilons]
     configs, device = len(sigmas), data.x_train.device
     n = seeds * configs  # row r: seed r // configs, configuration r % configs

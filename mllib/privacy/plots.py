@@ -2,9 +2,11 @@
 import matplotlib.pyplot as plt
 import torch
 
-from .dp import clip_factors
+from ..constraints import Real, Tensor, constrain
+from .dp import CLIP, SIGMA, clip_factors
 
 
+@constrain(norms=Tensor(1), clip=CLIP, sigma=SIGMA, batch=Real(gt=0))
 def clip_noise_summary(norms: torch.Tensor, clip: float, sigma: float, batch: int) -> dict[str, float]:
     """How clipping and noise change one DP-SGD gradient.
 

@@ -20,26 +20,27 @@ import math
 
 import torch
 
+from ..constraints import Generator, Instance, Integer, OneOf, Real, Rule, Tensor, constrain
+
 KINDS = ("ridge", "lasso")
+# A problem: data A (n_samples, d) and targets b (n_samples,) (least squares), lam > 0 and the kind of g_i.
+SAMPLES = dict(A=Tensor(2, description="a tensor of shape (n_samples, d)"), b=Tensor(1))
+DATA = dict(**SAMPLES, lam=Real(gt=0))
+PROBLEM = dict(**DATA, kind=OneOf(*KINDS))
+TARGETS = Rule("b", lambda A, b: b.shape == (A.shape[0],),
+               "b must have shape ({A.shape[0]},) to match A's rows, got {b.shape}")
+SPREAD = Real(ge=0, le=10)  # scales exp(spread z), z ~ N(0, 1): beyond 10 their squares leave float64
+COEFFICIENTS = Rule("alpha", lambda A, alpha: alpha.shape == (A.shape[1],),
+                    "alpha must have shape ({A.shape[1]},), one entry per column of A, got {alpha.shape}")
 
 
-def check_problem(A: torch.Tensor, b: torch.Tensor, lam: float, kind: str) -> None:
-    """Raise ValueError for shapes that do not match, lam <= 0 or an unknown kind."""
-    if A.ndim != 2:
-        raise ValueError(f"A must have shape (n_samples, d), got shape {tuple(A.shape)}")
-    if b.shape != (A.shape[0],):
-        raise ValueError(f"b must have shape ({A.shape[0]},) to match A's rows, got {tuple(b.shape)}")
-    if not lam > 0:
-        raise ValueError(f"lam must be > 0, got {lam}")
-    if kind not in KINDS:
-        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
-
-
+@constrain(TARGETS, **DATA)
 def lasso_bound(A: torch.Tensor, b: torch.Tensor, lam: float) -> float:
     """The Lipschitzing bound B = P(0) / lam: every alpha with P(alpha) <= P(0) has ||alpha||_1 <= B."""
     return 0.5 * float(b.double().pow(2).sum()) / lam
 
 
+@constrain(TARGETS, COEFFICIENTS, **PROBLEM, alpha=Tensor(1))
 def primal(A: torch.Tensor, b: torch.Tensor, alpha: torch.Tensor, lam: float, kind: str = "ridge") -> float:
     """The objective P(alpha) = 1/2 ||A alpha - b||^2 + sum_i g_i(alpha_i).
 
@@ -47,12 +48,12 @@ def primal(A: torch.Tensor, b: torch.Tensor, alpha: torch.Tensor, lam: float, ki
         A: (n_samples, d) data, one coordinate per column. b: (n_samples,) targets.
         alpha: (d,) coefficients. lam: regularization > 0. kind: "ridge" or "lasso".
     """
-    check_problem(A, b, lam, kind)
     residual = A.double() @ alpha.double() - b.double()  # (n_samples,)
     reg = 0.5 * lam * alpha.double().pow(2).sum() if kind == "ridge" else lam * alpha.double().abs().sum()
     return float(0.5 * residual.pow(2).sum() + reg)
 
 
+@constrain(TARGETS, COEFFICIENTS, **PROBLEM, alpha=Tensor(1), bound=Real(ge=0) | None)
 def coordinate_gaps(
     A: torch.Tensor, b: torch.Tensor, alpha: torch.Tensor, lam: float, kind: str = "ridge", bound: float | None = None
 ) -> torch.Tensor:
@@ -77,19 +78,17 @@ def coordinate_gaps(
     Raises:
         ValueError: for mismatched shapes, lam <= 0, an unknown kind, or a bound below |alpha_i|.
     """
-    check_problem(A, b, lam, kind)
-    if alpha.shape != (A.shape[1],):
-        raise ValueError(f"alpha must have shape ({A.shape[1]},), one entry per column of A, got {tuple(alpha.shape)}")
     A, b, alpha = A.double(), b.double(), alpha.double()
     u = A.T @ (A @ alpha - b)  # (d,)
     if kind == "ridge":
         return (lam * alpha + u).pow(2) / (2 * lam)
-    bound = lasso_bound(A, b, lam) if bound is None else bound
+    bound = lasso_bound.__wrapped__(A, b, lam) if bound is None else bound
     if bound < float(alpha.abs().max()):
         raise ValueError(f"bound must be >= max |alpha_i| = {float(alpha.abs().max()):.4g}, got {bound}")
     return (lam * alpha.abs() + bound * (u.abs() - lam).clamp(min=0) + alpha * u).clamp(min=0)
 
 
+@constrain(TARGETS, **PROBLEM, epochs=Integer(min=0))
 def solve(A: torch.Tensor, b: torch.Tensor, lam: float, kind: str = "ridge", *, epochs: int = 500) -> torch.Tensor:
     """The optimum alpha*: the closed form for ridge, cyclic coordinate descent for the Lasso.
 
@@ -100,7 +99,6 @@ def solve(A: torch.Tensor, b: torch.Tensor, lam: float, kind: str = "ridge", *, 
     Returns:
         (d,) float64 tensor.
     """
-    check_problem(A, b, lam, kind)
     A, b = A.double(), b.double()
     if kind == "ridge":
         return torch.linalg.solve(A.T @ A + lam * torch.eye(A.shape[1], dtype=A.dtype), A.T @ b)
@@ -108,10 +106,17 @@ def solve(A: torch.Tensor, b: torch.Tensor, lam: float, kind: str = "ridge", *, 
     w = -b.clone()
     norms = A.pow(2).sum(0)
     for _ in range(epochs):
-        coordinate_descent(A, alpha, w, range(A.shape[1]), lam, kind, norms)
+        coordinate_descent.__wrapped__(A, alpha, w, range(A.shape[1]), lam, kind, norms)
     return alpha
 
 
+@constrain(Rule("w", lambda A, w: w.shape == (A.shape[0],),
+                "w must have shape ({A.shape[0]},), one per row of A, got {w.shape}"),
+           Rule("norms", lambda A, norms: norms.shape == (A.shape[1],),
+                "norms must have shape ({A.shape[1]},), one per column of A, got {norms.shape}"),
+           COEFFICIENTS, A=DATA["A"], alpha=Tensor(1, floating=False), w=Tensor(1, floating=False),
+           coords=Instance(range, list, tuple, torch.Tensor, description="coordinate indices (a range, list or tensor)"),
+           lam=DATA["lam"], kind=OneOf(*KINDS), norms=Tensor(1))  # fmt: skip
 def coordinate_descent(
     A: torch.Tensor, alpha: torch.Tensor, w: torch.Tensor, coords, lam: float, kind: str, norms: torch.Tensor
 ) -> None:
@@ -138,6 +143,10 @@ def coordinate_descent(
             w.add_(a, alpha=new - old)
 
 
+@constrain(Rule("informative", lambda d, informative: informative <= d,
+                "informative must be between 1 and d={d}, got {informative}"),
+           n_samples=Integer(min=1), d=Integer(min=1), informative=Integer(min=1), spread=SPREAD, noise=Real(ge=0),
+           gen=Generator())  # fmt: skip
 def sparse_problem(
     n_samples: int, d: int, *, informative: int, spread: float = 1.0, noise: float = 0.1, gen: torch.Generator
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -150,8 +159,6 @@ def sparse_problem(
     Returns:
         A (n_samples, d) and b (n_samples,), float64 on the CPU.
     """
-    if not 1 <= informative <= d:
-        raise ValueError(f"informative must be between 1 and d={d}, got {informative}")
     A = torch.randn(n_samples, d, generator=gen, dtype=torch.float64)
     A = A * torch.exp(spread * torch.randn(d, generator=gen, dtype=torch.float64))  # (n_samples, d)
     A = A / A.pow(2).sum(0).mean().sqrt()

@@ -30,12 +30,15 @@ from dataclasses import dataclass
 import torch
 
 from .. import engine
+from ..constraints import Generator, Instance, Integer, OneOf, Real, Rule, constrain
 from ..engine import History, Rounds
 from . import glm
 
 RULES = ("gap", "random", "fixed")
+TIME = Real(ge=0)
 
 
+@constrain(fast_update=TIME, slow_update=TIME, swap=TIME)
 @dataclass(frozen=True)
 class CostModel:
     """Times of one operation on each unit, in units of one fast-unit coordinate update.
@@ -51,16 +54,16 @@ class CostModel:
     slow_update: float = 10.0
     swap: float = 2.0
 
-    def __post_init__(self):
-        for name in ("fast_update", "slow_update", "swap"):
-            if not getattr(self, name) >= 0:
-                raise ValueError(f"{name} must be a time >= 0, got {getattr(self, name)}")
 
-
-def check_budget(budget: int, d: int) -> None:
-    """Raise ValueError unless 1 <= budget <= d."""
-    if not 1 <= budget <= d:
-        raise ValueError(f"budget must be between 1 and the number of coordinates d={d}, got {budget}")
+# A run of coordinate descent: the problem, the generator of its draws; the fast unit's budget of
+# columns, at most the d columns of A; a run's record and the cost model that times it.
+RUN = dict(**glm.PROBLEM, gen=Generator())
+BUDGET = Rule("budget", lambda A, budget: 1 <= budget <= A.shape[1],
+              "budget must be between 1 and the number of coordinates d={A.shape[1]}, got {budget}")
+TWO_UNITS = dict(budget=Integer(), rule=OneOf(*RULES), updates=Integer(min=0) | None,
+                 refresh=Integer(min=0) | None)  # fmt: skip
+TIMED = dict(history=Instance(History), cost=Instance(CostModel))
+REACH = dict(cost=Instance(CostModel), optimum=Real(), target=Real())
 
 
 # The metrics of a run, recorded by ``engine.run`` before the first round (the set-up) and after
@@ -71,11 +74,13 @@ METRICS = {"fast_ops": lambda units: units.fast_ops, "slow_ops": lambda units: u
            "gap": lambda units: units.gap()}  # fmt: skip
 
 
+@constrain(history=Instance(History), metric=OneOf(*METRICS))
 def series(history: History, metric: str) -> torch.Tensor:
     """One metric of a two-unit run as a float64 tensor (rounds + 1,), entry 0 the set-up."""
     return torch.tensor(history[metric], dtype=torch.float64)
 
 
+@constrain(**TIMED)
 def simulated_time(history: History, cost: CostModel) -> torch.Tensor:
     """Cumulative simulated time after each round: (rounds + 1,), entry 0 the first load.
 
@@ -114,8 +119,7 @@ class _Coordinates(Rounds):
     ``fast_ops``, ``slow_ops``, ``swaps``: what the last round did (before the first: the set-up).
     """
 
-    def __init__(self, A: torch.Tensor, b: torch.Tensor, lam: float, kind: str):
-        glm.check_problem(A, b, lam, kind)
+    def __init__(self, A: torch.Tensor, b: torch.Tensor, lam: float, kind: str):  # checked by the subclass
         self.A, self.b = A.detach().double().cpu(), b.detach().double().cpu()
         self.lam, self.kind, self.d = lam, kind, A.shape[1]
         self.norms = self.A.pow(2).sum(0)  # (d,)
@@ -129,7 +133,7 @@ class _Coordinates(Rounds):
 
     def objective(self) -> float:
         """P(alpha) now."""
-        return glm.primal(self.A, self.b, self.alpha, self.lam, self.kind)
+        return glm.primal.__wrapped__(self.A, self.b, self.alpha, self.lam, self.kind)
 
 
 class TwoUnits(_Coordinates):
@@ -149,14 +153,12 @@ class TwoUnits(_Coordinates):
     the gaps the slow unit knows, ``pointer`` its round-robin position, ``working`` (budget,) S_t.
     """
 
+    @constrain(glm.TARGETS, BUDGET, **RUN, **TWO_UNITS)
     def __init__(self, A: torch.Tensor, b: torch.Tensor, lam: float, *, budget: int, rule: str = "gap",
                  updates: int | None = None, refresh: int | None = None, kind: str = "ridge",
                  gen: torch.Generator):  # fmt: skip
         super().__init__(A, b, lam, kind)
         d = self.d
-        check_budget(budget, d)
-        if rule not in RULES:
-            raise ValueError(f"rule must be one of {RULES}, got {rule!r}")
         updates = budget if updates is None else updates
         refresh = d - budget if refresh is None else min(refresh, d - budget)
         self.budget, self.rule, self.updates, self.refresh, self.gen = budget, rule, updates, refresh, gen
@@ -182,8 +184,8 @@ class TwoUnits(_Coordinates):
             self.pointer = (int(chosen[-1]) + 1) % d
         # 1. the fast unit's coordinate descent on its working set, then its own gaps
         draws = self.working[torch.randint(budget, (self.updates,), generator=self.gen)].tolist()
-        glm.coordinate_descent(A, self.alpha, self.w, draws, self.lam, self.kind, self.norms)
-        self.gaps = glm.coordinate_gaps(A, b, self.alpha, self.lam, self.kind, self.bound)  # (d,)
+        glm.coordinate_descent.__wrapped__(A, self.alpha, self.w, draws, self.lam, self.kind, self.norms)
+        self.gaps = glm.coordinate_gaps.__wrapped__(A, b, self.alpha, self.lam, self.kind, self.bound)  # (d,)
         self.memory[self.working] = self.gaps[self.working]
         # 3. the next working set, and the columns copied in
         new = select(self.rule, self.memory, self.working, budget, self.gen)
@@ -201,6 +203,7 @@ class SlowAlone(_Coordinates):
     """The slow unit alone: each round ``updates`` coordinate steps on uniformly drawn coordinates
     of all of A (slow-unit operations; no fast unit, no swaps). Args: as ``train_slow_alone``."""
 
+    @constrain(glm.TARGETS, **RUN, updates=Integer(min=0))
     def __init__(self, A: torch.Tensor, b: torch.Tensor, lam: float, *, updates: int, kind: str,
                  gen: torch.Generator):  # fmt: skip
         super().__init__(A, b, lam, kind)
@@ -209,14 +212,15 @@ class SlowAlone(_Coordinates):
 
     def round(self, r: int) -> None:
         draws = torch.randint(self.d, (self.updates,), generator=self.gen).tolist()
-        glm.coordinate_descent(self.A, self.alpha, self.w, draws, self.lam, self.kind, self.norms)
+        glm.coordinate_descent.__wrapped__(self.A, self.alpha, self.w, draws, self.lam, self.kind, self.norms)
         self.slow_ops = self.updates
 
     def gap(self) -> float:
         """The total duality gap now."""
-        return float(glm.coordinate_gaps(self.A, self.b, self.alpha, self.lam, self.kind).sum())
+        return float(glm.coordinate_gaps.__wrapped__(self.A, self.b, self.alpha, self.lam, self.kind).sum())
 
 
+@constrain(glm.TARGETS, BUDGET, **RUN, **TWO_UNITS, rounds=Integer(min=1))
 def train_two_units(
     A: torch.Tensor, b: torch.Tensor, lam: float, *, budget: int, rule: str = "gap", rounds: int,
     updates: int | None = None, refresh: int | None = None, kind: str = "ridge", gen: torch.Generator,
@@ -248,6 +252,7 @@ def train_two_units(
     return engine.run(units, rounds, metrics=METRICS, record_start=True)
 
 
+@constrain(glm.TARGETS, **RUN, rounds=Integer(min=1), updates=Integer(min=0))
 def train_slow_alone(A: torch.Tensor, b: torch.Tensor, lam: float, *, rounds: int, updates: int,
                      kind: str = "ridge", gen: torch.Generator) -> History:  # fmt: skip
     """The baseline without an accelerator: ``rounds`` rounds of ``SlowAlone``, coordinate descent
@@ -264,6 +269,7 @@ def train_slow_alone(A: torch.Tensor, b: torch.Tensor, lam: float, *, rounds: in
     return engine.run(slow, rounds, metrics=METRICS, record_start=True)
 
 
+@constrain(history=Instance(History), **REACH)
 def time_to_reach(history: History, cost: CostModel, optimum: float, target: float) -> float:
     """Simulated time when the suboptimality P - P* first drops to ``target`` (inf if never).
 
@@ -275,12 +281,14 @@ def time_to_reach(history: History, cost: CostModel, optimum: float, target: flo
     return float(times[reached[0, 0]]) if len(reached) else float("inf")
 
 
+@constrain(runs=Instance(dict, description="a dict {budget: {rule: History}}"), **REACH)
 def reach_table(runs: dict[int, dict[str, History]], cost: CostModel, optimum: float, target: float) -> dict:
     """``time_to_reach`` for every run of a sweep: {budget: {rule: simulated time or inf}}."""
     return {budget: {rule: time_to_reach(history, cost, optimum, target) for rule, history in by_rule.items()}
             for budget, by_rule in runs.items()}  # fmt: skip
 
 
+@constrain(**TIMED, time=Real(ge=0))
 def objective_at(history: History, cost: CostModel, time: float) -> float:
     """P(alpha) at simulated ``time``: the last round finished by then (P(0) before the first).
 

@@ -22,17 +22,25 @@ words are drawn from the unigram distribution raised to the 3/4 power instead of
 import torch
 
 from .. import engine
+from ..clients import MODEL
+from ..constraints import Generator, Indices, Instance, Integer, OneOf, Probability, Real, Rule, Tensor, constrain
+from ..data import Dataset
 from ..engine import History, Rounds
+from .glm import SAMPLES, SPREAD, TARGETS
 
 SCHEMES = ("uniform", "lipschitz", "adaptive")
+# finite entries (NaN passes every comparison of check_probabilities); its body checks the rest
+PROBABILITIES = Tensor(finite=True, description="a distribution")
+MIX = Real(gt=0, le=1)  # the share of uniform that keeps every p_i > 0
+STEPPING = dict(batch=Integer(min=1), lr=Real(ge=0), mix=MIX, gen=Generator())
+RECORDS = dict(history=Instance(History), metric=Instance(str))
 
 
+@constrain(p=PROBABILITIES, n=Integer(min=1) | None)
 def check_probabilities(p: torch.Tensor, n: int | None = None) -> None:
     """Raise ValueError unless p is a 1-d distribution (non-negative, sums to one), of length n."""
     if p.ndim != 1 or (n is not None and len(p) != n):
         raise ValueError(f"p must have shape ({n if n is not None else 'n'},), got {tuple(p.shape)}")
-    if not bool(torch.isfinite(p).all()):  # NaN passes every comparison below
-        raise ValueError("p must be a distribution with finite entries, got NaN or inf in it")
     if (p < 0).any():
         raise ValueError(f"p must be non-negative, got a minimum of {float(p.min()):.4g}")
     total = float(p.double().sum())
@@ -40,6 +48,7 @@ def check_probabilities(p: torch.Tensor, n: int | None = None) -> None:
         raise ValueError(f"p must sum to one, got a sum of {total:.6g}; divide by p.sum()")
 
 
+@constrain(scores=Tensor((1, 2)), mix=Probability())
 def proportional(scores: torch.Tensor, *, mix: float = 0.0) -> torch.Tensor:
     """p_i = (1 - mix) s_i / sum_j s_j + mix / n: sampling proportional to non-negative scores.
 
@@ -49,14 +58,13 @@ def proportional(scores: torch.Tensor, *, mix: float = 0.0) -> torch.Tensor:
     Raises:
         ValueError: for negative scores, scores that are all zero (in some row), or mix outside [0, 1].
     """
-    if not 0 <= mix <= 1:
-        raise ValueError(f"mix must be in [0, 1], got {mix}")
     total = scores.sum(-1, keepdim=True)
     if (scores < 0).any() or not bool((total > 0).all()):
         raise ValueError("scores must be non-negative with a positive sum")
     return (1 - mix) * scores / total + mix / scores.shape[-1]
 
 
+@constrain(grads=Tensor(2), idx=Indices(), p=PROBABILITIES)
 def importance_gradient(grads: torch.Tensor, idx: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
     """The importance-sampled gradient estimate of a mini-batch: mean_b grads_b / (n p_{idx_b}).
 
@@ -78,13 +86,14 @@ def importance_gradient(grads: torch.Tensor, idx: torch.Tensor, p: torch.Tensor)
     return (weights[:, None] * grads).mean(0)
 
 
+@constrain(G=Tensor(2), p=PROBABILITIES)
 def gradient_variance(G: torch.Tensor, p: torch.Tensor) -> float:
     """Exact variance of the one-sample estimate: 1/n^2 sum_i ||G_i||^2 / p_i - ||mean G||^2.
 
     Args:
         G: (n, d) all per-example gradients at one point. p: (n,) the distribution.
     """
-    check_probabilities(p, len(G))
+    check_probabilities.__wrapped__(p, len(G))
     return float(_variances(G.double(), p.double()))
 
 
@@ -95,11 +104,15 @@ def _variances(G: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
     return spent / G.shape[-2] ** 2 - G.mean(-2).pow(2).sum(-1)
 
 
+@constrain(TARGETS, Rule("x", lambda A, x: x.shape == (A.shape[1],),
+                        "x must have shape ({A.shape[1]},), one per column of A, got {x.shape}"),
+           **SAMPLES, x=Tensor(1))  # fmt: skip
 def least_squares_grads(A: torch.Tensor, b: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """Per-example gradients of f_i(x) = 1/2 (<a_i, x> - b_i)^2: (n, d) rows (<a_i, x> - b_i) a_i."""
     return (A @ x - b)[:, None] * A
 
 
+@constrain(n=Integer(min=1), d=Integer(min=1), spread=SPREAD, noise=Real(ge=0), gen=Generator())
 def heterogeneous_regression(n: int, d: int, *, spread: float = 1.0, noise: float = 0.5,
                              gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
     """Least squares with rows of very different norms: a_i = exp(spread z_i) N(0, I / d).
@@ -124,15 +137,14 @@ class AdaptiveSampler:
         memory: (n,) or (runs, n) the remembered gradient norms.
     """
 
+    @constrain(initial=Tensor((1, 2)), mix=MIX)
     def __init__(self, initial: torch.Tensor, *, mix: float = 0.2):
-        if not 0 < mix <= 1:
-            raise ValueError(f"mix must be in (0, 1] so that every p_i > 0, got {mix}")
         self.mix = mix
         # State
         self.memory = initial.double().clone()
 
     def probabilities(self) -> torch.Tensor:
-        return proportional(self.memory, mix=self.mix)
+        return proportional.__wrapped__(self.memory, mix=self.mix)
 
     def update(self, idx: torch.Tensor, norms: torch.Tensor) -> None:
         """Remember ``norms`` for the examples ``idx``: both (B,), or (runs, B) for a (runs, n) memory."""
@@ -163,12 +175,9 @@ class ImportanceSGD(Rounds):
         ValueError: for an unknown scheme, batch < 1 or runs < 1.
     """
 
+    @constrain(TARGETS, **SAMPLES, scheme=OneOf(*SCHEMES), **STEPPING, runs=Integer(min=1))
     def __init__(self, A: torch.Tensor, b: torch.Tensor, *, scheme: str, batch: int, lr: float, mix: float = 0.2,
                  runs: int = 1, gen: torch.Generator):  # fmt: skip
-        if scheme not in SCHEMES:
-            raise ValueError(f"scheme must be one of {SCHEMES}, got {scheme!r}")
-        if batch < 1 or runs < 1:
-            raise ValueError(f"batch and runs must be >= 1, got batch={batch}, runs={runs}")
         self.A, self.b = A.double(), b.double()
         self.scheme, self.batch, self.lr, self.gen = scheme, batch, lr, gen
         n, d = self.A.shape
@@ -213,6 +222,8 @@ class ImportanceSGD(Rounds):
         return _variances((self.x @ self.A.T - self.b)[..., None] * self.A, self.probabilities())  # (runs, n, d) grads
 
 
+@constrain(TARGETS, **SAMPLES, scheme=OneOf(*SCHEMES), steps=Integer(min=1), **STEPPING,
+           every=Integer(min=1), runs=Integer(min=1))  # fmt: skip
 def sgd(A: torch.Tensor, b: torch.Tensor, *, scheme: str, steps: int, batch: int, lr: float,
         every: int = 10, mix: float = 0.2, runs: int = 1, gen: torch.Generator) -> History:  # fmt: skip
     """Mini-batch SGD on least squares with a sampling scheme, ``runs`` runs at once: ``steps`` rounds
@@ -242,6 +253,7 @@ def sgd(A: torch.Tensor, b: torch.Tensor, *, scheme: str, steps: int, batch: int
                       eval_every=every, record_start=True)  # fmt: skip
 
 
+@constrain(**RECORDS)
 def records(history: History, metric: str) -> torch.Tensor:
     """One metric of an ``sgd`` run, every run's records side by side: (runs, T).
 
@@ -251,6 +263,7 @@ def records(history: History, metric: str) -> torch.Tensor:
     return torch.stack(history[metric], 1)
 
 
+@constrain(**RECORDS, start=Integer(min=0))
 def log10_mean(history: History, metric: str, *, start: int = 0) -> float:
     """The mean of log10 ``metric`` over the runs of an ``sgd`` run and its records at steps >= ``start``.
 
@@ -271,6 +284,9 @@ def log10_mean(history: History, metric: str, *, start: int = 0) -> float:
     if not kept.any():
         raise ValueError(f"start must be at most the last recorded step {history.rounds[-1]}, got {start}")
     return float(records(history, metric)[:, kept].log10().mean())
+
+
+NETWORK = dict(model=MODEL, data=Instance(Dataset), scheme=OneOf("uniform", "norm"), **STEPPING, refresh=Integer(min=1))
 
 
 class NetworkImportanceSGD(Rounds):
@@ -295,12 +311,9 @@ class NetworkImportanceSGD(Rounds):
         ValueError: for an unknown scheme, batch or refresh < 1, or mix outside (0, 1].
     """
 
+    @constrain(**NETWORK)
     def __init__(self, model, data, *, scheme: str, batch: int, lr: float, refresh: int, mix: float = 0.2,
                  gen: torch.Generator):  # fmt: skip
-        if scheme not in ("uniform", "norm"):
-            raise ValueError(f"scheme must be 'uniform' or 'norm', got {scheme!r}")
-        if batch < 1 or refresh < 1 or not 0 < mix <= 1:
-            raise ValueError(f"batch and refresh must be >= 1 and mix in (0, 1], got {batch}, {refresh}, {mix}")
         self.net, self.scheme, self.batch, self.lr, self.refresh, self.mix = model, scheme, batch, lr, refresh, mix
         dtype = model.init(gen).dtype
         self.x_all, self.y_all, self.gen = data.x_train.to(dtype), data.y_train, gen
@@ -319,15 +332,15 @@ class NetworkImportanceSGD(Rounds):
         G = self.per_example_gradients(self.x_all, self.y_all)  # (n, d)
         n = len(G)
         uniform = torch.full((n,), 1.0 / n, dtype=G.dtype, device=G.device)
-        self.p = uniform if self.scheme == "uniform" else proportional(G.norm(dim=1), mix=self.mix)
-        self.variance = gradient_variance(G, self.p)
+        self.p = uniform if self.scheme == "uniform" else proportional.__wrapped__(G.norm(dim=1), mix=self.mix)
+        self.variance = gradient_variance.__wrapped__(G, self.p)
 
     def round(self, r: int) -> None:
         if (r - 1) % self.refresh == 0:
             self.refresh_probabilities()
         idx = torch.multinomial(self.p.cpu(), self.batch, replacement=True, generator=self.gen).to(self.x.device)
         G = self.per_example_gradients(self.x_all[idx], self.y_all[idx])  # (B, d)
-        self.x = self.x - self.lr * importance_gradient(G, idx, self.p)
+        self.x = self.x - self.lr * importance_gradient.__wrapped__(G, idx, self.p)
 
     @property
     def model(self) -> torch.Tensor:
@@ -338,6 +351,7 @@ class NetworkImportanceSGD(Rounds):
         return float(self.net.loss(self.x[None], self.x_all[None], self.y_all[None])[0])
 
 
+@constrain(**NETWORK, steps=Integer(min=1))
 def network_sgd(model, data, *, scheme: str, steps: int, batch: int, lr: float, refresh: int, mix: float = 0.2,
                 gen: torch.Generator) -> History:  # fmt: skip
     """``steps`` rounds of ``NetworkImportanceSGD`` on the round engine, recording the training

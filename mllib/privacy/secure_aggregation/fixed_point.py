@@ -4,9 +4,14 @@ from dataclasses import dataclass
 
 import torch
 
+from ...constraints import Integer, OneOf, Real, Rule, constrain
+
 NORMS = ("max", "l2")
 MAX_MODULUS_BITS = 54  # sums up to 2^53 in magnitude: exact in float64 when decoded
 MAX_FRACTION_BITS = 62
+# The encoding's arguments (``SecureAggregation`` takes them too)
+ENCODING = dict(bound=Real(gt=0), norm=OneOf(*NORMS), modulus_bits=Integer(min=2, max=MAX_MODULUS_BITS) | None,
+                fraction_bits=Integer(min=0, max=MAX_FRACTION_BITS) | None)  # fmt: skip
 
 
 def _num(x: float) -> str:
@@ -14,6 +19,9 @@ def _num(x: float) -> str:
     return f"{x:g}" if float(f"{x:g}") == x else repr(float(x))
 
 
+@constrain(Rule("bound", lambda bound: bound <= 2**53,
+                "bound must be at most 2^53: no modulus up to 2^54 holds a larger input, got {bound}"),
+           **ENCODING, n_clients=Integer(min=1))  # fmt: skip
 @dataclass(frozen=True)
 class FixedPoint:
     """Fixed point modulo 2^k whose sum of ``n_clients`` inputs within ``bound`` never wraps.
@@ -29,7 +37,7 @@ class FixedPoint:
     An input beyond the bound raises in ``encode``, before any mask is added.
 
     Attributes:
-        bound: B > 0, the declared bound of every input (a value bound or a clipping norm).
+        bound: B in (0, 2^53], the declared bound of every input (a value bound or a clipping norm).
         n_clients: n >= 1, the most inputs that are ever summed.
         modulus_bits: k in [2, 54]; derived when None.
         fraction_bits: f in [0, 62]; derived when None.
@@ -48,19 +56,6 @@ class FixedPoint:
     norm: str = "max"
 
     def __post_init__(self):
-        if isinstance(self.bound, bool) or not isinstance(self.bound, int | float) or not math.isfinite(self.bound):
-            raise ValueError(f"bound must be a finite number > 0, got {self.bound!r}")
-        if self.bound <= 0:
-            raise ValueError(f"bound must be a finite number > 0, got {self.bound!r}")
-        if isinstance(self.n_clients, bool) or not isinstance(self.n_clients, int) or self.n_clients < 1:
-            raise ValueError(f"n_clients must be an integer >= 1, got {self.n_clients!r}")
-        if self.norm not in NORMS:
-            raise ValueError(f"norm must be one of {NORMS}, got {self.norm!r}")
-        for name, low, high in (("modulus_bits", 2, MAX_MODULUS_BITS), ("fraction_bits", 0, MAX_FRACTION_BITS)):
-            value = getattr(self, name)
-            wrong_type = isinstance(value, bool) or not isinstance(value, int)
-            if value is not None and (wrong_type or not low <= value <= high):
-                raise ValueError(f"{name} must be an integer in [{low}, {high}] or None, got {value!r}")
         k, f = self.modulus_bits, self.fraction_bits
         if f is None:
             k = 32 if k is None else k

@@ -6,38 +6,43 @@ import numpy as np
 import torch
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
+from ...constraints import Generator, Instance, Integer, Rule, constrain
+from . import primitives
 from .fixed_point import FixedPoint
 from .messages import (
     AdvertiseKeys, EncryptedShares, ForwardedShares, MaskedInput, PublicKeys, UnmaskRequest, UnmaskResponse,
 )  # fmt: skip
-from .primitives import (
-    agree, open_sealed, pair_info, pairwise_mask, prg, private_key, public_bytes, random_bytes, reconstruct, seal,
-    share,
-)  # fmt: skip
+
+# The parties call the primitives many times a round, on values they made themselves: without their checks.
+agree, open_sealed, pair_info, pairwise_mask, prg, private_key, public_bytes, random_bytes, reconstruct, seal, share = (
+    getattr(primitives, name).__wrapped__ for name in ("agree", "open_sealed", "pair_info", "pairwise_mask", "prg",
+                                                       "private_key", "public_bytes", "random_bytes", "reconstruct",
+                                                       "seal", "share"))  # fmt: skip
 
 
 class RefusedRequest(ValueError):
     """An honest client refuses a message that breaks the protocol (and sends nothing)."""
 
 
+# What both parties hold: n >= 2 clients, n/2 < t <= n, an encoding sized for n inputs, rows of d >= 1.
+PARTIES = dict(n_clients=Integer(min=2), threshold=Integer(min=1), encoding=Instance(FixedPoint), d=Integer(min=1))
+PARTY_RULES = (
+    Rule("threshold", lambda n_clients, threshold: n_clients // 2 < threshold <= n_clients,
+         lambda n_clients, threshold: f"threshold must be in ({n_clients // 2}, {n_clients}] for n={n_clients} clients "
+         f"(t > n/2: no two disjoint groups of t clients), got {threshold}"),
+    Rule("encoding", lambda n_clients, encoding: encoding.n_clients >= n_clients,
+         "encoding must be sized for n_clients >= {n_clients} inputs, got n_clients={encoding.n_clients}: "
+         "the sum could wrap"),
+)  # fmt: skip
+
+
+@constrain(*PARTY_RULES, **PARTIES)
 def check_parties(n_clients: int, threshold: int, encoding: FixedPoint, d: int) -> None:
-    """The constraints both parties hold: n >= 2, n/2 < t <= n, an encoding sized for n inputs, d >= 1.
+    """The constraints both parties hold (``PARTIES`` and ``PARTY_RULES``, checked before this empty body).
 
     Raises:
         ValueError: naming the argument, what it must be and what it got.
     """
-    if isinstance(n_clients, bool) or not isinstance(n_clients, int) or n_clients < 2:
-        raise ValueError(f"secure aggregation needs n >= 2 clients, got {n_clients!r}")
-    if isinstance(threshold, bool) or not isinstance(threshold, int) or not n_clients // 2 < threshold <= n_clients:
-        raise ValueError(f"threshold must be in ({n_clients // 2}, {n_clients}] for n={n_clients} clients "
-                         f"(t > n/2: no two disjoint groups of t clients), got {threshold!r}")  # fmt: skip
-    if not isinstance(encoding, FixedPoint):
-        raise TypeError(f"encoding must be a FixedPoint, got {type(encoding).__name__}")
-    if encoding.n_clients < n_clients:
-        raise ValueError(f"encoding must be sized for n_clients >= {n_clients} inputs, got "
-                         f"n_clients={encoding.n_clients}: the sum could wrap")  # fmt: skip
-    if isinstance(d, bool) or not isinstance(d, int) or d < 1:
-        raise ValueError(f"d must be an integer >= 1, got {d!r}")
 
 
 @dataclass
@@ -81,11 +86,11 @@ class SecAggClient:
         ValueError: on constraints ``check_parties`` states, or an index outside [0, n).
     """
 
+    @constrain(*PARTY_RULES, Rule("index", lambda index, n_clients: index < n_clients,
+                                  "index must be an integer in [0, {n_clients}), got {index}"),
+               **PARTIES, index=Integer(min=0), gen=Generator() | None)  # fmt: skip
     def __init__(self, index: int, n_clients: int, threshold: int, encoding: FixedPoint, d: int, *,
                  gen: torch.Generator | None = None):  # fmt: skip
-        check_parties(n_clients, threshold, encoding, d)
-        if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < n_clients:
-            raise ValueError(f"index must be an integer in [0, {n_clients}), got {index!r}")
         self.index, self.n, self.threshold, self.encoding, self.d = index, n_clients, threshold, encoding, d
         # State
         self._rng = None if gen is None else np.random.default_rng(int(torch.randint(0, 2**62, (1,), generator=gen)))
@@ -247,8 +252,8 @@ class SecAggServer:
         ValueError: on constraints ``check_parties`` states.
     """
 
+    @constrain(*PARTY_RULES, **PARTIES)
     def __init__(self, n_clients: int, threshold: int, encoding: FixedPoint, d: int):
-        check_parties(n_clients, threshold, encoding, d)
         self.n, self.threshold, self.encoding, self.d = n_clients, threshold, encoding, d
         # State: its view, and this round's bookkeeping (derived from the view alone)
         self.received: list = []

@@ -12,14 +12,35 @@ from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from ...constraints import Instance, Integer, Rule, constrain, shown
+
 MODULUS = 2**32  # the default modulus of ``prg`` and ``pairwise_mask`` (the lab's)
 MASK_INFO = b"mllib secure aggregation mask"
 # Shamir's field: the Mersenne prime 2^521 - 1, larger than every 32-byte secret.
 PRIME = 2**521 - 1
 SHARE_BYTES = 66  # a field element
 
+RNG = Instance(torch.Generator, np.random.Generator, description="a torch or NumPy generator") | None
+BYTES = Instance(bytes)
+INDEX = Integer(min=0, max=2**32 - 1)  # a client's index travels in 4 bytes
+MODULUS_BITS = Integer(min=1, max=62)
+ROUTE = dict(round=Integer(min=0), sender=INDEX, recipient=INDEX)  # a sealed message's round and parties
+
+
+def _bytes(name: str, length: int) -> Rule:
+    """``name``, where it is bytes, holds exactly ``length`` of them (a key or a seed)."""
+    return Rule(name, lambda **a: not isinstance(a[name], bytes) or len(a[name]) == length,
+                lambda **a: f"{name} must be {length} bytes, got {len(a[name])}")
+
+
+def _in_field(name: str) -> Rule:
+    """``name`` is an element of Shamir's field, below 2^521 - 1."""
+    return Rule(name, lambda **a: a[name] < PRIME,
+                lambda **a: f"{name} must be a share below the field's prime 2^521 - 1, got {shown(a[name])}")
+
 
 # --- randomness and keys ---------------------------------------------------------------------
+@constrain(n=Integer(min=0), gen=RNG)
 def random_bytes(n: int, gen: torch.Generator | np.random.Generator | None = None) -> bytes:
     """n bytes from os.urandom, or (for reproducible lectures only) from a torch or NumPy generator."""
     if gen is None:
@@ -29,11 +50,13 @@ def random_bytes(n: int, gen: torch.Generator | np.random.Generator | None = Non
     return torch.randint(0, 256, (n,), generator=gen, dtype=torch.uint8).numpy().tobytes()
 
 
+@constrain(gen=RNG)
 def private_key(gen: torch.Generator | np.random.Generator | None = None) -> X25519PrivateKey:
     """An X25519 private key: from os.urandom, or (for reproducible lectures only) 32 bytes drawn from ``gen``."""
-    return X25519PrivateKey.from_private_bytes(random_bytes(32, gen))
+    return X25519PrivateKey.from_private_bytes(random_bytes.__wrapped__(32, gen))
 
 
+@constrain(key=Instance(X25519PrivateKey, X25519PublicKey))
 def public_bytes(key: X25519PrivateKey | X25519PublicKey) -> bytes:
     """The 32 raw bytes of a public key (of a private key's public key)."""
     if isinstance(key, X25519PrivateKey):
@@ -41,6 +64,7 @@ def public_bytes(key: X25519PrivateKey | X25519PublicKey) -> bytes:
     return key.public_bytes(Encoding.Raw, PublicFormat.Raw)
 
 
+@constrain(_bytes("other", 32), own=Instance(X25519PrivateKey), other=Instance(X25519PublicKey, bytes), info=BYTES)
 def agree(own: X25519PrivateKey, other: X25519PublicKey | bytes, info: bytes = MASK_INFO) -> bytes:
     """The 32-byte pairwise secret HKDF-SHA256(X25519(own, other), info), the same from both sides.
 
@@ -53,25 +77,25 @@ def agree(own: X25519PrivateKey, other: X25519PublicKey | bytes, info: bytes = M
     return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(shared)
 
 
+@constrain(purpose=Instance(str), round=Integer(min=0), i=INDEX, j=INDEX)
 def pair_info(purpose: str, round: int, i: int, j: int) -> bytes:
     """HKDF's ``info`` for the secret of clients {i, j} in ``round``: symmetric in i and j."""
     return f"mllib secure aggregation {purpose}|round {round}|pair {min(i, j)} {max(i, j)}".encode()
 
 
 # --- the PRG and the masks -------------------------------------------------------------------
+@constrain(_bytes("seed", 32), seed=BYTES, d=Integer(min=0), modulus_bits=MODULUS_BITS)
 def prg(seed: bytes, d: int, modulus_bits: int = 32) -> torch.Tensor:
     """Expand a 32-byte seed into d uniform residues mod 2^k (int64, (d,)): the ChaCha20 keystream,
     4 bytes per residue for k <= 32 (then masked to k bits), 8 bytes beyond."""
-    if len(seed) != 32:
-        raise ValueError(f"seed must be 32 bytes, got {len(seed)}")
-    if not 1 <= modulus_bits <= 62:
-        raise ValueError(f"modulus_bits must be in [1, 62], got {modulus_bits}")
     width = 4 if modulus_bits <= 32 else 8
     stream = Cipher(algorithms.ChaCha20(seed, b"\0" * 16), mode=None).encryptor().update(b"\0" * (width * d))
     words = np.frombuffer(stream, dtype="<u4" if width == 4 else "<u8") & np.uint64(2**modulus_bits - 1)
     return torch.from_numpy(words.astype(np.int64))
 
 
+@constrain(i=INDEX, seeds=Instance(dict, description="a dict {client j: 32-byte seed s_ij}"), d=Integer(min=0),
+           modulus_bits=MODULUS_BITS)  # fmt: skip
 def pairwise_mask(i: int, seeds: dict[int, bytes], d: int, modulus_bits: int = 32) -> torch.Tensor:
     """Client i's pairwise mask: sum_{j > i} PRG(s_ij) - sum_{j < i} PRG(s_ij) mod 2^k, (d,).
 
@@ -81,12 +105,14 @@ def pairwise_mask(i: int, seeds: dict[int, bytes], d: int, modulus_bits: int = 3
     for j, s in seeds.items():
         if j == i:
             raise ValueError(f"client {i} cannot hold a pairwise seed with itself")
-        mask = (mask + prg(s, d, modulus_bits)) if j > i else (mask - prg(s, d, modulus_bits))
+        mask = (mask + prg(s, d, modulus_bits)) if j > i else (mask - prg(s, d, modulus_bits))  # prg checks each seed
         mask = mask % 2**modulus_bits
     return mask
 
 
 # --- authenticated encryption of the shares ----------------------------------------------------
+@constrain(_bytes("key", 32), _in_field("key_share"), _in_field("seed_share"), key=BYTES, **ROUTE,
+           key_share=Integer(min=0), seed_share=Integer(min=0))  # fmt: skip
 def seal(key: bytes, round: int, sender: int, recipient: int, key_share: int, seed_share: int) -> bytes:
     """ChaCha20-Poly1305 of the two shares a sender gives a recipient; the round and both indices
     are bound in as associated data (a ciphertext moved to another round or pair fails to open)."""
@@ -95,6 +121,7 @@ def seal(key: bytes, round: int, sender: int, recipient: int, key_share: int, se
     return ChaCha20Poly1305(key).encrypt(sender.to_bytes(12, "big"), plaintext, _header(round, sender, recipient))
 
 
+@constrain(_bytes("key", 32), key=BYTES, **ROUTE, ciphertext=BYTES)
 def open_sealed(key: bytes, round: int, sender: int, recipient: int, ciphertext: bytes) -> tuple[int, int]:
     """The (key share, seed share) inside ``seal``'s ciphertext.
 
@@ -117,6 +144,11 @@ def _header(round: int, sender: int, recipient: int) -> bytes:
 
 
 # --- Shamir secret sharing over GF(2^521 - 1) -------------------------------------------------
+@constrain(Rule("threshold", lambda n, threshold: threshold <= n,
+                "threshold must be in [1, n_clients={n}], got {threshold}"),
+           Rule("secret", lambda secret: len(secret) <= SHARE_BYTES - 2,
+                lambda secret: f"secret must be at most 64 bytes (an element of the field), got {len(secret)}"),
+           secret=BYTES, n=Integer(min=1), threshold=Integer(min=1), rng=RNG)  # fmt: skip
 def share(secret: bytes, n: int, threshold: int, rng: np.random.Generator | None = None) -> list[tuple[int, int]]:
     """Shamir (1979): shares (x, p(x)) for x = 1..n of a random polynomial of degree threshold - 1 with p(0) = secret.
 
@@ -125,14 +157,14 @@ def share(secret: bytes, n: int, threshold: int, rng: np.random.Generator | None
     Raises:
         ValueError: unless 1 <= threshold <= n.
     """
-    if not 1 <= threshold <= n:
-        raise ValueError(f"threshold must be in [1, n_clients={n}], got {threshold}")
     s = int.from_bytes(secret, "big")
-    coefs = [int.from_bytes(random_bytes(SHARE_BYTES, rng), "big") % PRIME for _ in range(threshold - 1)]
+    coefs = [int.from_bytes(random_bytes.__wrapped__(SHARE_BYTES, rng), "big") % PRIME for _ in range(threshold - 1)]
     poly = [s, *coefs]
     return [(x, sum(c * pow(x, k, PRIME) for k, c in enumerate(poly)) % PRIME) for x in range(1, n + 1)]
 
 
+@constrain(shares=Instance(list, tuple, description="a list of shares (x, p(x))"), threshold=Integer(min=1),
+           length=Integer(min=1, max=SHARE_BYTES - 2))  # fmt: skip
 def reconstruct(shares: list[tuple[int, int]], threshold: int, length: int = 32) -> bytes:
     """Lagrange interpolation at 0 from ``threshold`` (or more) shares.
 

@@ -4,7 +4,8 @@ from collections.abc import Iterable, Mapping
 import torch
 
 from ... import engine
-from .fixed_point import FixedPoint
+from ...constraints import ClientMatrix, Generator, Instance, Integer, Rule, constrain
+from .fixed_point import ENCODING, FixedPoint
 from .parties import SecAggClient, SecAggServer
 
 STEPS = ("advertise keys", "share keys", "masked input", "unmask")
@@ -34,6 +35,7 @@ class SecureAggregation:
         ValueError: on the constraints of ``FixedPoint`` and ``check_parties``.
     """
 
+    @constrain(n=Integer(min=2), threshold=Integer(min=1), d=Integer(min=1), **ENCODING, gen=Generator() | None)
     def __init__(self, n: int, threshold: int, d: int, *, bound: float, norm: str = "max",
                  modulus_bits: int | None = None, fraction_bits: int | None = None,
                  gen: torch.Generator | None = None):  # fmt: skip
@@ -125,6 +127,9 @@ class SecAggRounds(engine.Rounds):
     State: ``total`` (d,) the last round's sum; the protocol's own (round number, parties).
     """
 
+    @constrain(Rule("X", lambda protocol, X: X.shape == (protocol.n, protocol.d),
+                    "X must have shape (n, d) = ({protocol.n}, {protocol.d}), one row per client, got {X.shape}"),
+               protocol=Instance(SecureAggregation), X=ClientMatrix())  # fmt: skip
     def __init__(self, protocol: SecureAggregation, X: torch.Tensor):
         self.protocol, self.X = protocol, X
         # State
@@ -143,6 +148,8 @@ class SecAggRounds(engine.Rounds):
         return 8 * sum(m.nbytes for m in self.protocol.server.received)
 
 
+@constrain(n_clients=Integer(min=2), d=Integer(min=1), threshold=Integer(min=1) | None, rounds=Integer(min=1),
+           gen=Generator() | None)  # fmt: skip
 def protocol_cost(n_clients: int, d: int, *, threshold: int | None = None, rounds: int = 2,
                   gen: torch.Generator | None = None) -> dict:  # fmt: skip
     """Messages, bytes and seconds per round of the course's protocol, in this process (no network).
@@ -165,8 +172,6 @@ def protocol_cost(n_clients: int, d: int, *, threshold: int | None = None, round
     Raises:
         ValueError: for rounds that is not an integer >= 1, or the constraints of ``SecureAggregation``.
     """
-    if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
-        raise ValueError(f"rounds must be an integer >= 1, got {rounds!r}")
     threshold = n_clients // 2 + 1 if threshold is None else threshold
     protocol = SecureAggregation(n_clients, threshold, d, bound=1.0, gen=gen)
     X = torch.rand(n_clients, d, generator=gen) * 2 - 1
@@ -178,6 +183,9 @@ def protocol_cost(n_clients: int, d: int, *, threshold: int | None = None, round
             "bytes": sum(m.nbytes for m in messages) // rounds, "seconds": history.seconds[-1] / rounds}  # fmt: skip
 
 
+@constrain(Rule("num_shares", lambda n_clients, num_shares: num_shares <= n_clients,
+                "num_shares must be an integer in [2, n_clients={n_clients}], got {num_shares}"),
+           n_clients=Integer(min=2), num_shares=Integer(min=2))  # fmt: skip
 def secaggplus_cost(n_clients: int, num_shares: int) -> dict:
     """Messages and sealed shares per round of SecAgg+ (Bell et al. 2020) as Flower 1.42 runs it.
 
@@ -200,8 +208,4 @@ def secaggplus_cost(n_clients: int, num_shares: int) -> dict:
     Raises:
         ValueError: for n < 2 or k outside [2, n].
     """
-    if isinstance(n_clients, bool) or not isinstance(n_clients, int) or n_clients < 2:
-        raise ValueError(f"n_clients must be an integer >= 2, got {n_clients!r}")
-    if isinstance(num_shares, bool) or not isinstance(num_shares, int) or not 2 <= num_shares <= n_clients:
-        raise ValueError(f"num_shares must be an integer in [2, n_clients={n_clients}], got {num_shares!r}")
     return {"clients": n_clients, "messages": 8 * n_clients, "ciphertexts": n_clients * (num_shares - 1)}
