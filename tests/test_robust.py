@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 import mllib
 from mllib import engine, robust
 from mllib.checks import robust as check
-from mllib.robust import figures
+from mllib.robust import figures, rules
 from mllib.spread import Spread
 from selfchecks import assert_passes, assert_rejects
 
@@ -673,3 +673,23 @@ def test_the_median_the_lecture_shows_is_the_one_the_grid_runs(monkeypatch, smal
     robust.attack_grid(model, clients, f=2, attacks=["none"], momenta=[0.0], steps=2, lr=0.5, batch_size=4,
                        aggregators={"median": lambda: robust.make("median", 2)})  # fmt: skip
     assert calls == [(1, 9, model.dim)] * 2
+
+
+# ---------------------------------------------------------------- the one-pass kernels
+@pytest.mark.parametrize("shape", [(6, 5), (3, 6, 5)])
+def test_finite_rows_in_one_pass_agree_with_every_entry_checked(shape):
+    """A NaN, an inf, +inf beside -inf (sum NaN), and finite values whose sum overflows."""
+    X = torch.randn(*shape, generator=mllib.generator(0))
+    X[..., 1, 2], X[..., 2, 0], X[..., 3, :2] = float("nan"), float("inf"), torch.tensor([float("inf"), -float("inf")])
+    X[..., 4, :] = 3e38  # finite entries, infinite sum
+    assert torch.equal(rules._finite_rows(X), torch.isfinite(X).all(-1))
+
+
+def test_pairwise_distances_of_finite_rows_ignore_the_bad_rows():
+    X = torch.randn(6, 40, generator=mllib.generator(1))
+    bad = X.clone()
+    bad[1, 3], bad[4, :] = float("nan"), 1e30
+    D, D_bad = rules.pairwise_sq_distances(X), rules.pairwise_sq_distances(bad)
+    good = torch.tensor([0, 2, 3, 5])
+    assert torch.equal(D_bad[good][:, good], D[good][:, good])
+    assert torch.isinf(D_bad[1, good]).all() and torch.isinf(D_bad[good, 4]).all() and D_bad[1, 1] == 0

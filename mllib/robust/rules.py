@@ -70,8 +70,12 @@ def check_rows(X: torch.Tensor, f: int, name: str, *, need: str = "half", stacks
 
 
 def _finite_rows(X: torch.Tensor) -> torch.Tensor:
-    """(..., n) True for the rows without NaN or inf."""
-    return torch.isfinite(X).all(-1)
+    """(..., n) True for the rows without NaN or inf, in one pass: a NaN or inf entry makes its
+    row's sum NaN or inf; only rows whose sum is not finite (or overflows) are looked at again."""
+    finite = torch.isfinite(X.sum(-1))
+    if not finite.all():
+        finite[~finite] = torch.isfinite(X[~finite]).all(-1)
+    return finite
 
 
 def _sorted_columns(X: torch.Tensor) -> torch.Tensor:
@@ -160,10 +164,9 @@ def trimmed_mean(X: torch.Tensor, f: int) -> torch.Tensor:
 def pairwise_sq_distances(X: torch.Tensor) -> torch.Tensor:
     """(..., n, n) squared Euclidean distances ||X_i - X_j||^2 from the Gram matrix (one
     pass over X); non-finite distances (rows with NaN, inf or overflowing values) become +inf."""
-    finite = _finite_rows(X)  # (..., n)
-    Z = _zero_bad_rows(X, finite)
-    gram = Z @ Z.mT  # (..., n, n)
-    sq = gram.diagonal(dim1=-2, dim2=-1)  # (..., n)
+    gram = X @ X.mT  # (..., n, n); entry (i, j) reads rows i and j only, so bad rows spoil only their own
+    sq = gram.diagonal(dim1=-2, dim2=-1)  # (..., n); not finite for a row with NaN, inf or overflowing values
+    finite = torch.isfinite(sq)
     D = (sq.unsqueeze(-1) + sq.unsqueeze(-2) - 2 * gram).clamp_min(0)
     eye = torch.eye(X.shape[-2], dtype=torch.bool, device=X.device)
     bad = ~finite.unsqueeze(-1) | ~finite.unsqueeze(-2) | ~torch.isfinite(D)
@@ -267,7 +270,7 @@ def geometric_median(
     alpha = torch.ones(n, dtype=X.dtype, device=X.device) if weights is None else weights.to(X.dtype)
     finite = _finite_rows(X)  # (..., n)
     alpha = torch.where(finite, alpha, torch.zeros_like(alpha))
-    Z = _zero_bad_rows(X, finite)  # (..., n, d)
+    Z = X if finite.all() else _zero_bad_rows(X, finite)  # (..., n, d)
     v = coordinate_median.__wrapped__(X)  # (..., d)
     for _ in range(iterations):
         dist = torch.linalg.vector_norm(Z - v.unsqueeze(-2), dim=-1).clamp_min(nu)  # (..., n); inf for huge rows
