@@ -15,6 +15,7 @@ it the benchmark says so and skips (``make bench-quick`` runs the library's side
 """
 import functools
 import os
+import pathlib
 import statistics
 import tempfile
 import time
@@ -58,6 +59,8 @@ def flower() -> tuple[list[float], float]:
 
     @client_app.train()
     def train(msg, context):
+        from benchmarks.flower_simulation import federation  # by name: each Ray actor keeps its cached split
+
         partition = int(context.node_config["partition-id"])
         data, clients = federation()
         x, y = clients.client_data(partition)
@@ -94,6 +97,8 @@ def flower() -> tuple[list[float], float]:
         torch.save({"stamps": stamps, "accuracy": accuracy}, log)
 
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    root = str(pathlib.Path(__file__).resolve().parent.parent)  # the Ray workers import benchmarks from here
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))
     run_simulation(server_app=server_app, client_app=client_app, num_supernodes=CLIENTS,
                    backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0},
                                    "init_args": {"num_cpus": cores, "include_dashboard": False}})  # fmt: skip
