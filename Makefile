@@ -51,7 +51,7 @@ lab: $(STAMP)
 # every benchmark at a tiny size (a crashing benchmark fails CI). The site's scripts come from npm
 # first, where npm is installed (the site and browser tests load them; they skip without).
 NPM_ASSETS := $(if $(shell command -v npm),$(NODE_MODULES)/.installed)
-test: $(INSTRUCTOR_STAMP) $(NPM_ASSETS) lint
+test: $(INSTRUCTOR_STAMP) $(NPM_ASSETS) lint lint-notebooks
 	$(BIN)/python -m pytest -n 2 --dist loadscope -rs
 	$(MAKE) --no-print-directory test-portable bench-quick
 
@@ -95,8 +95,7 @@ update: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check mllib tests benchmarks
 
-# The same rules on the lectures and solutions, through nbqa (not yet part of make test: the
-# README lists what it finds).
+# The same rules on the lectures and solutions, through nbqa (pyproject's [tool.nbqa.addopts]).
 lint-notebooks: $(STAMP)
 	$(BIN)/nbqa ruff lectures solutions
 

@@ -15,11 +15,14 @@ a kernel, see ``make present``).
 lectures the slide marks that jupyterlab-deck and reveal.js read) into the lectures and solutions;
 ``make labs`` then carries it to the labs.
 """
+import base64
 import copy
 import html
 import json
+import math
 import os
 import pathlib
+import re
 import shutil
 import sys
 from importlib.metadata import files, version
@@ -75,20 +78,149 @@ def title(notebook: nbformat.NotebookNode) -> str:
     raise ValueError("a course notebook starts with a markdown cell holding its '# title'")
 
 
+# How much of a slide the cells may fill, by ``estimated_height``: at 1280x720 jupyterlab-deck
+# shows 700 px of cells (100vh less the notebook's padding), and the estimate errs by up to about
+# 50 px a cell; filled to 640 px by estimate, the tallest slide of the lectures measured 653 px.
+SLIDE_BUDGET = 640
+
+
 def slide_metadata(notebook: nbformat.NotebookNode) -> nbformat.NotebookNode:
     """Mark cells for slides (jupyterlab-deck, reveal.js): a '#' or '##' heading opens a slide, a
-    '###' heading a subslide, the parameters cell (the first code cell) is skipped, and every
-    other cell carries no slide type, so it continues the slide it follows (jupyterlab-deck 0.2
-    hides a cell marked '-', nbformat's other spelling of "continue")."""
+    '###' heading a subslide, the parameters cell (the first code cell) is skipped. What follows
+    a heading continues its slide while the slide fits a 1280x720 screen (``estimated_height``);
+    the first cell that would not fit opens the next slide, taking along the markdown cells right
+    before it (the text that introduces a figure stays with it). A slide, not a subslide:
+    jupyterlab-deck 0.2 links a subslide that directly follows a one-cell subslide to the slide
+    above them, so "down" skips the one-cell subslide. Other cells carry no slide type
+    (jupyterlab-deck 0.2 hides a cell marked '-', nbformat's other spelling of "continue")."""
     first_code = next(i for i, c in enumerate(notebook.cells) if c.cell_type == "code")
+    state = notebook.metadata.get("widgets", {}).get(WIDGET_STATE, {}).get("state", {})
+    kinds: dict[int, str] = {first_code: "skip"}
+    group: list[int] = []  # the cells of the (sub)slide being filled
+
+    def height(cells: list[int]) -> float:
+        return sum(estimated_height(notebook.cells[i], state) for i in cells)
+
     for index, cell in enumerate(notebook.cells):
+        if index == first_code:
+            continue
         heading = cell.source.lstrip().split(" ", 1)[0] if cell.cell_type == "markdown" else ""
-        kind = "skip" if index == first_code else {"#": "slide", "##": "slide", "###": "subslide"}.get(heading)
-        if kind:
-            cell.metadata["slideshow"] = {"slide_type": kind}
+        kind = {"#": "slide", "##": "slide", "###": "subslide"}.get(heading)
+        if kind or not group:
+            group = [index]
+            if kind:
+                kinds[index] = kind
+            continue
+        if height(group + [index]) <= SLIDE_BUDGET:
+            group.append(index)
+            continue
+        # Too tall: open a slide at the markdown run that introduces this cell, if they fit.
+        start = len(group)
+        while start > 1 and notebook.cells[group[start - 1]].cell_type == "markdown":
+            start -= 1
+        if start == len(group) or height(group[start:] + [index]) > SLIDE_BUDGET:
+            start = len(group)
+        group = group[start:] + [index]
+        kinds[group[0]] = "slide"
+    for index, cell in enumerate(notebook.cells):
+        if kinds.get(index):
+            cell.metadata["slideshow"] = {"slide_type": kinds[index]}
         else:
             cell.metadata.pop("slideshow", None)
     return notebook
+
+
+WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+# Output width while presenting at 1280x720 (a wider figure is scaled down), and characters per
+# line of markdown text and of printed output before they wrap.
+OUTPUT_WIDTH, TEXT_CHARACTERS, OUTPUT_CHARACTERS = 1135, 150, 130
+
+
+def estimated_height(cell: nbformat.NotebookNode, widget_state: dict) -> float:
+    """A cell's height in pixels while presenting at 1280x720 with JupyterLab's default theme:
+    a linear model fitted to the heights Chromium measured on the lectures (tests/test_browser.py),
+    within about 50 px a cell. ``widget_state`` is the notebook's saved widget state."""
+    if cell.cell_type == "markdown":
+        return markdown_height(cell.source)
+    return 7 + 18 * len(cell.source.splitlines()) + outputs_height(cell.get("outputs", []), widget_state)
+
+
+def markdown_height(source: str) -> float:
+    """Headings, table rows, lines of display math, and paragraphs and list items wrapped at
+    TEXT_CHARACTERS (links counted by their text; what a closed <details> holds is hidden)."""
+    height, blocks, in_math, in_details = -9.0, [], False, False
+    for line in (line.strip() for line in source.splitlines()):
+        if in_details or line.startswith("<details"):
+            height += 22 if line.startswith("<details") else 0  # the summary line
+            in_details = not line.startswith("</details")
+        elif in_math or line.startswith("$$"):
+            height += 0 if line == "$$" else 19
+            in_math = in_math != (line.count("$$") % 2 == 1)  # "$$", "$$ x" or "x $$" opens or closes
+        elif line.startswith(("#", "|")):
+            heading = {"#": 65, "##": 57, "###": 48}.get(line.split(" ", 1)[0], 0)
+            height += heading or (0 if set(line) <= set("|-: ") else 34)  # a table's rule has no height
+        elif line:
+            item = re.match(r"([-*]|\d+\.) ", line)
+            if item or not blocks or blocks[-1] is None:
+                height += 6 if item else 22
+                blocks.append([])
+            blocks[-1].append(re.sub(r"[*_`]", "", re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", line)))
+            continue
+        blocks.append(None)  # a blank line, a heading or a table ends a paragraph
+    lines = sum(math.ceil(len(" ".join(block)) / TEXT_CHARACTERS) for block in blocks if block)
+    return height + 20.8 * lines
+
+
+def outputs_height(outputs: list, widget_state: dict) -> float:
+    """Printed lines, figures (scaled to OUTPUT_WIDTH), HTML lines (a displayed source), and a
+    widget's controls and the figures its saved Output widgets hold."""
+    height = 0.0
+    for output in outputs:
+        data = output.get("data", {})
+        height += 9
+        if output.get("output_type") == "stream":
+            height += 16.7 * wrapped_lines(output["text"])
+        elif WIDGET_VIEW in data:
+            height += widget_height(data[WIDGET_VIEW]["model_id"], widget_state)
+        elif "image/png" in data:
+            width, tall = png_size(data["image/png"])
+            height += tall * min(1.0, OUTPUT_WIDTH / width)
+        elif "text/html" in data:
+            height += 16.8 * len(re.sub(r"(?s)<style.*?</style>", "", data["text/html"]).strip().split("\n"))
+        elif "text/plain" in data:
+            height += 16.7 * wrapped_lines(data["text/plain"])
+    return height
+
+
+def widget_height(model_id: str, state: dict) -> float:
+    """18 px a control, what the Output widgets hold, and 356 px for an Image widget (its picture
+    is not saved), over the widget tree below ``model_id``."""
+    height, seen, stack = 0.0, set(), [model_id]
+    while stack:
+        model = stack.pop()
+        if model in seen or model not in state:
+            continue
+        seen.add(model)
+        name, values = state[model]["model_name"], state[model]["state"]
+        stack += re.findall(r"IPY_MODEL_([0-9a-f]+)", json.dumps(values))
+        if name == "OutputModel":
+            height += outputs_height(values.get("outputs", []), state) - 9 * len(values.get("outputs", []))
+        elif name == "ImageModel":
+            height += 356
+        elif not re.search(r"Layout|Style|Box", name):
+            height += 18
+    return height
+
+
+def wrapped_lines(text: str) -> int:
+    return sum(max(1, math.ceil(len(line) / OUTPUT_CHARACTERS)) for line in text.rstrip("\n").split("\n"))
+
+
+def png_size(encoded: str) -> tuple[int, int]:
+    """Width and height of a base64 PNG, from its header."""
+    header = base64.b64decode(encoded[:44])
+    return int.from_bytes(header[16:20], "big"), int.from_bytes(header[20:24], "big")
 
 
 def course_metadata(notebook: nbformat.NotebookNode, language_info: dict, slides: bool) -> nbformat.NotebookNode:

@@ -95,6 +95,43 @@ def test_slide_metadata_opens_a_slide_at_each_heading_and_skips_the_parameters()
     assert slide_metadata(notebook) == notebook  # idempotent
 
 
+def test_slide_metadata_opens_a_slide_where_the_screen_is_full_with_the_text_that_introduces_it():
+    printed = [nbformat.v4.new_output("stream", name="stdout", text="a line\n" * 25)]  # about 450 px
+    notebook = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_markdown_cell("## Section"), nbformat.v4.new_code_cell("N = 3"),
+        nbformat.v4.new_markdown_cell("First."), nbformat.v4.new_code_cell("print(N)", outputs=printed),
+        nbformat.v4.new_markdown_cell("Second."), nbformat.v4.new_code_cell("print(N)", outputs=printed),
+        nbformat.v4.new_code_cell("print(N)", outputs=printed * 3),  # taller than the screen alone
+        nbformat.v4.new_markdown_cell("Short."),  # fits no slide beside it: a slide of its own
+    ])  # fmt: skip
+    marks = [c.metadata.get("slideshow", {}).get("slide_type") for c in slide_metadata(notebook).cells]
+    assert marks == ["slide", "skip", None, None, "slide", None, "slide", "slide"]
+
+
+def test_estimated_height_counts_lines_and_figures_scaled_to_the_screen():
+    import base64
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from mllib.site import OUTPUT_WIDTH, estimated_height
+
+    def figure(width: float) -> nbformat.NotebookNode:
+        buffer = io.BytesIO()
+        plt.figure(figsize=(width, 3), dpi=100).savefig(buffer, format="png")
+        plt.close("all")
+        data = {"image/png": base64.b64encode(buffer.getvalue()).decode(), "text/plain": "<Figure>"}
+        return nbformat.v4.new_code_cell("plot()", outputs=[nbformat.v4.new_output("display_data", data=data)])
+
+    narrow, wide = estimated_height(figure(4), {}), estimated_height(figure(2 * OUTPUT_WIDTH / 100), {})
+    assert narrow == pytest.approx(7 + 18 + 9 + 300) and wide == pytest.approx(7 + 18 + 9 + 150)
+    text = nbformat.v4.new_markdown_cell("## A heading\n" + "word " * 60 + "\n\n| a | b |\n|---|---|\n| 1 | 2 |")
+    assert 150 < estimated_height(text, {}) < 250  # a heading, two lines of text, a table of two rows
+
+
 def test_every_notebook_carries_the_course_metadata():
     """Applied by `python -m mllib.site --metadata` then `make labs` (which copies it to the labs)."""
     reference = read(LECTURES[0]).metadata["language_info"]
