@@ -17,6 +17,7 @@ import functools
 import os
 import pathlib
 import statistics
+import sys
 import tempfile
 import time
 import warnings
@@ -26,6 +27,7 @@ import torch
 import mllib
 from benchmarks import QUICK, record, size
 
+ROOT = str(pathlib.Path(__file__).resolve().parent.parent)
 CLIENTS, ROUNDS, STEPS, BATCH, LR, HIDDEN = size(100, 4), size(10, 2), 10, 32, 0.1, (64,)
 
 
@@ -59,6 +61,8 @@ def flower() -> tuple[list[float], float]:
 
     @client_app.train()
     def train(msg, context):
+        if ROOT not in sys.path:  # a Ray actor imports benchmarks from the repository
+            sys.path.insert(0, ROOT)
         from benchmarks.flower_simulation import federation  # by name: each Ray actor keeps its cached split
 
         partition = int(context.node_config["partition-id"])
@@ -97,8 +101,6 @@ def flower() -> tuple[list[float], float]:
         torch.save({"stamps": stamps, "accuracy": accuracy}, log)
 
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    root = str(pathlib.Path(__file__).resolve().parent.parent)  # the Ray workers import benchmarks from here
-    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))
     run_simulation(server_app=server_app, client_app=client_app, num_supernodes=CLIENTS,
                    backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0},
                                    "init_args": {"num_cpus": cores, "include_dashboard": False}})  # fmt: skip
