@@ -12,8 +12,6 @@ import importlib
 import inspect
 import math
 import re
-import signal
-from contextlib import contextmanager
 
 import numpy as np
 import pytest
@@ -23,6 +21,7 @@ from hypothesis import strategies as st
 
 import mllib
 from mllib.constraints import Either, Function, Instance, Integer, OneOf, Optional, Real, Reals, Tensor
+from timeouts import time_limit
 
 NAN, INF = float("nan"), float("inf")
 TIME_LIMIT_S = 10  # per call: a bad argument must be refused, not run
@@ -222,20 +221,6 @@ def call_with(obj, argument: str, value):
         else:
             kwargs[name] = good
     return obj(*args, **kwargs)
-
-
-@contextmanager
-def time_limit(seconds: float):
-    def stop(signum, frame):
-        raise TimeoutError(f"no answer within {seconds} s")
-
-    previous = signal.signal(signal.SIGALRM, stop)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 # ------------------------------------------------------------------------------ the walk

@@ -1,9 +1,7 @@
 """Lecture 07 privacy: DP-SGD, the accountant, attacks, lab checks (secure aggregation: test_secure_aggregation.py)."""
 import itertools
 import math
-import signal
 import sys
-from contextlib import contextmanager
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -19,6 +17,7 @@ from mllib.checks import CheckFailed
 from mllib.checks import privacy as check
 from mllib.privacy import accountant
 from mllib.privacy import secure_aggregation as sa
+from timeouts import time_limit
 from selfchecks import assert_passes, assert_rejects
 
 
@@ -170,20 +169,6 @@ def test_calibration_is_tight(target, q, steps):
     sigma = privacy.calibrate_sigma(target_epsilon=target, delta=1e-5, q=q, steps=steps)
     assert privacy.epsilon(q=q, sigma=sigma, steps=steps, delta=1e-5) <= target
     assert privacy.epsilon(q=q, sigma=0.99 * sigma, steps=steps, delta=1e-5) > target
-
-
-@contextmanager
-def time_limit(seconds: float):
-    def stop(signum, frame):
-        raise TimeoutError(f"no answer within {seconds} s")
-
-    previous = signal.signal(signal.SIGALRM, stop)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 EDGE_SIGMAS = [5e-324, 1e-300, 1e-160, 1e-3, 0.2, 1e5, 1e154, 1e300, sys.float_info.max]
