@@ -18,7 +18,7 @@ from mllib.numerics import FORMATS, hashing, round_to, sparse
 
 def rounding(gen):
     x = torch.randn(size(1_000_000, 10_000), generator=gen) * 100
-    print(f"rounding {len(x) / 1e6:g}e6 float32 values (ours: float64 arithmetic, pure torch)")
+    print(f"rounding {len(x) / 1e6:g}e6 float32 values (ours: float32 and int32 arithmetic, pure torch)")
     for fmt in ("fp16", "bf16", "fp8_e5m2", "fp8_e4m3"):
         dtype = FORMATS[fmt].torch_dtype
         assert torch.equal(round_to(x, fmt), x.to(dtype).float()), fmt
@@ -28,7 +28,9 @@ def rounding(gen):
                reference=f"x.to(torch.{str(dtype).removeprefix('torch.')}).float()")  # fmt: skip
         if fmt == "bf16":
             stochastic = best_time(lambda: round_to(x, fmt, stochastic=True, gen=mllib.generator(1)), 5)[0]
-            print(f"  {'bf16, stochastic':<9} ours {stochastic * 1e3:7.2f} ms   ours / torch cast {stochastic / cast:5.1f}x")
+            draws = best_time(lambda: torch.rand(x.shape, generator=mllib.generator(1), dtype=torch.float64), 5)[0]
+            print(f"  {'bf16, stochastic':<9} ours {stochastic * 1e3:7.2f} ms   ours / torch cast {stochastic / cast:5.1f}x"
+                  f"   (drawing its float64 uniforms alone: {draws / cast:5.1f}x)")
             record("stochastic rounding to bf16 vs torch's cast", ours_s=stochastic, reference_s=cast, values=len(x),
                    reference="x.to(torch.bfloat16).float() (round to nearest)")  # fmt: skip
     xs = x.numpy()

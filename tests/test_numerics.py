@@ -26,7 +26,7 @@ def same_bits(a: torch.Tensor, b: torch.Tensor) -> bool:
 def hard_inputs(fmt, n=20000, seed=0):
     """Random float32 bit patterns, values at the format's scales, exact ties, overflow, specials."""
     gen = torch.Generator().manual_seed(seed)
-    f = FORMATS[fmt]
+    f = formats.get_format(fmt)
     patterns = torch.randint(-(2**31), 2**31, (n,), generator=gen).to(torch.int32).view(torch.float32)
     scales = [1.0, f.max, f.smallest_normal, f.smallest_subnormal]
     scaled = [torch.randn(n, generator=gen) * s for s in scales]
@@ -112,6 +112,52 @@ def test_round_to_nearest_is_round_to_without_stochastic(fmt):
     assert same_bits(formats.round_to_nearest(x, fmt), formats.round_to(x, fmt))
     integers = torch.tensor([-300, 3, 1000001])  # become float32, never truncated
     assert same_bits(formats.round_to_nearest(integers, fmt), formats.round_to_nearest(integers.float(), fmt))
+
+
+# Formats beside FORMATS: IEEE-style E4M3 (max 240), a wide-mantissa one (M = 21, the magic number's
+# limit), a narrow one, and two that the float32 fast path leaves to float64 (E = 8 "FN", M = 22 with E < 8).
+OTHER_FORMATS = [formats.FloatFormat("e4m3 ieee", 4, 3, 7, True, 256.0), formats.FloatFormat("e2m21", 2, 21, 1, True, 4.0),
+                 formats.FloatFormat("e5m1", 5, 1, 15, False, 65536.0), formats.FloatFormat("e8m7 fn", 8, 7, 127, False, 1.0),
+                 formats.FloatFormat("e4m22", 4, 22, 7, True, 256.0), formats.IntFormat("int4", 4, 8.0)]  # fmt: skip
+
+
+@pytest.mark.parametrize("fmt", list(FORMATS) + OTHER_FORMATS, ids=str)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_fast_nearest_rounding_equals_the_float64_reference(fmt, dtype):
+    f = formats.get_format(fmt)
+    like = "bf16" if isinstance(f, formats.IntFormat) else f  # an integer format has no subnormals to aim at
+    x = torch.cat([hard_inputs(like, seed=1), hard_inputs("fp16", n=2000, seed=2), hard_inputs("fp8_e5m2", n=2000, seed=3)])
+    x = x.to(dtype)
+    assert same_bits(formats.round_to(x, f), formats.round_to_nearest(x, f))  # round_to_nearest: float64, q round(x / q)
+
+
+def stochastic_reference(x, fmt, gen):
+    """The float64 stochastic rounding round_to computes: floor(clamp(x) / q + u) q, then nearest (overflow)."""
+    f = formats.get_format(fmt)
+    z = x.double()
+    q = formats.grid_spacing(z, f)
+    u = torch.rand(z.shape, generator=gen, dtype=torch.float64)
+    return formats.round_to_nearest(torch.floor(z.clamp(-f.max, f.max) / q + u) * q, f).to(formats._as_float64(x)[1])
+
+
+@pytest.mark.parametrize("fmt", list(FORMATS) + OTHER_FORMATS[:3], ids=str)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_stochastic_rounding_equals_the_float64_reference_for_the_same_draws(fmt, dtype):
+    f = formats.get_format(fmt)
+    x = hard_inputs("bf16" if isinstance(f, formats.IntFormat) else f, n=5000).to(dtype)
+    ours, theirs = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    for _ in range(2):  # the same draws, in the same order
+        assert same_bits(formats.round_to(x, f, stochastic=True, gen=ours).float(), stochastic_reference(x, f, theirs).float())
+
+
+@pytest.mark.parametrize("fmt", ["fp16", "bf16", "fp8_e4m3", "int8"])
+def test_fast_rounding_leaves_its_input_alone_and_keeps_shapes(fmt):
+    x = hard_inputs(fmt if fmt != "int8" else "bf16", n=600)[:600].view(20, 30).t()  # not contiguous
+    before = x.clone()
+    y = formats.round_to(x, fmt)
+    assert y.shape == (30, 20) and y.dtype == torch.float32 and same_bits(x, before)
+    assert same_bits(y, formats.round_to_nearest(x, fmt))
+    assert same_bits(formats.round_to(torch.tensor(-1e-45), fmt), torch.tensor(-0.0))  # 0-d; the sign of zero kept
 
 
 @pytest.mark.parametrize("fmt", ["fp16", "bf16", "fp8_e5m2", "fp8_e4m3", "fp8_e3m4", "int8"])

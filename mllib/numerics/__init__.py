@@ -1,14 +1,16 @@
 """Lecture 09: number formats and practical tricks.
 
 ``formats``: bit layouts of FP32, TF32, FP16, BF16, FP8 (E5M2, E4M3, E3M4) and INT8, and
-rounding any tensor into them (nearest even, stochastic, per-tensor scaled); ``bits``:
+rounding any tensor into them (nearest even, stochastic, per-tensor scaled); ``fast_rounding``:
+the same nearest rounding of float32 tensors in float32 and int32 arithmetic (what ``round_to``
+runs for them); ``bits``:
 encoding and decoding patterns, the format table; ``summation``: accumulation error;
 ``training``: simulated limited-precision training (``LimitedPrecisionSGD``, one SGD step a
 round of the round engine) and model compression; ``hashing``: the
 hashing trick, exactly as scikit-learn's ``FeatureHasher``; ``autodiff``: reverse mode on scalars;
 ``sparse``: when sparse matrix products beat dense ones.
 """
-from . import autodiff, bits, formats, hashing, sparse, summation, training
+from . import autodiff, bits, fast_rounding, formats, hashing, sparse, summation, training
 from .autodiff import Value
 from .bits import bit_rows, bit_string, bit_table, decode, decode_ieee, encode, format_table
 from .formats import (

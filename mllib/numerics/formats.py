@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 
 from ..constraints import Generator, Instance, Integer, OneOf, Real, Rule, Tensor, constrain
+from . import fast_rounding
 
 # Bit counts that float64, which every rounding computes in, holds exactly: E <= 11, M <= 52.
 LAYOUT = dict(exponent_bits=Integer(min=1, max=11), mantissa_bits=Integer(min=1, max=52), bias=Integer())
@@ -215,9 +216,9 @@ def round_to_nearest(x: torch.Tensor, fmt: str | Format) -> torch.Tensor:
 
     Reference: IEEE 754-2019, Sec. 4.3.1 (roundTiesToEven).
     """
-    f = get_format(fmt)
+    f = get_format.__wrapped__(fmt)  # .__wrapped__: without the checks this call already made
     z, dtype = _as_float64(x)
-    q = grid_spacing(z, f)  # the gap between fmt's neighbours around z
+    q = grid_spacing.__wrapped__(z, f)  # the gap between fmt's neighbours around z
     y = torch.round(z / q) * q  # torch.round: half to even
     if isinstance(f, IntFormat) or not f.has_inf:
         y = y.clamp(-f.max - (isinstance(f, IntFormat)), f.max)  # INT8: [-128, 127]; E4M3: saturate as torch does
@@ -239,6 +240,10 @@ def round_to(
     u ~ U[0, 1), q = ``grid_spacing``. It saturates at +-max so that it stays unbiased for
     every |x| <= max.
 
+    Nearest rounding of float32, FP16 and BF16 tensors takes ``fast_rounding``'s float32 and
+    int32 arithmetic (same bits, several times faster); float64 and integer tensors, and FP32
+    as a format, take ``round_to_nearest``'s float64 arithmetic.
+
     Args:
         x: a tensor of any shape (bf16 and fp8 inputs are read as float32, integers become float32).
         fmt: a name in ``FORMATS`` or a ``FloatFormat``/``IntFormat``.
@@ -253,14 +258,27 @@ def round_to(
         ValueError: for an unknown format, or stochastic without ``gen``.
     """
     f = get_format.__wrapped__(fmt)  # checked by the call; runs every step of sums, training
-    if not stochastic:
-        return round_to_nearest.__wrapped__(x, f)
+    if stochastic:
+        return _round_stochastic(x, f, gen)
+    if x.dtype in (torch.float32, torch.float16, torch.bfloat16) and not x.requires_grad:  # autograd: float64
+        if isinstance(f, IntFormat) and f.bits <= 24:  # its integers are float32 numbers
+            return fast_rounding.nearest_integer(x.float(), f)
+        if isinstance(f, FloatFormat) and fast_rounding.by_bits(f):
+            return fast_rounding.nearest_by_bits(x.float(), f)
+        if isinstance(f, FloatFormat) and fast_rounding.by_magic_number(f):
+            return fast_rounding.nearest_by_magic_number(x.float(), f)
+    return round_to_nearest.__wrapped__(x, f)
+
+
+def _round_stochastic(x: torch.Tensor, f: Format, gen: torch.Generator) -> torch.Tensor:
+    """floor(clamp(x, +-max) / q + u) q, u ~ U[0, 1) from ``gen``: ``round_to``'s stochastic rounding."""
     z, dtype = _as_float64(x)
     q = grid_spacing.__wrapped__(z, f)  # the gap around the unclamped z
-    z = z.clamp(-f.max, f.max)  # NaN stays NaN
     u = torch.rand(z.shape, generator=gen, dtype=torch.float64).to(z.device)
-    y = torch.floor(z / q + u) * q  # on fmt's grid, or one gap beyond max
-    return round_to_nearest.__wrapped__(y, f).to(dtype)  # exact on the grid; beyond max: inf or saturation, as nearest rounding
+    y = z.clamp(-f.max, f.max).div_(q).add_(u).floor_().mul_(q)  # on fmt's grid, or 2^(emax+1) for IEEE formats
+    if isinstance(f, FloatFormat) and f.has_inf:  # as nearest rounding: overflow is infinite
+        y.masked_fill_(y > f.max, math.inf).masked_fill_(y < -f.max, -math.inf)
+    return y.to(dtype)
 
 
 @constrain(Rule("fmt", _torch_typed, lambda fmt: f"fmt must be a float format torch has a dtype for, "
