@@ -83,12 +83,15 @@ def local_sgd(
     Returns:
         The (k, d) client matrix after the steps; X itself is not modified.
     """
-    for _ in range(steps):
+    for step in range(steps):
         xb, yb = clients.batches(batch_size, gen, among)
         g = model.grad(X, xb, yb)
         if correction is not None:
             g += correction
-        X = torch.add(X, g, alpha=-lr)
+        if step == 0:
+            X = torch.add(X, g, alpha=-lr)  # a new matrix: the caller's X stays as it was
+        else:
+            X.add_(g, alpha=-lr)
     return X
 
 

@@ -77,7 +77,7 @@ def loss_gradient(outputs: torch.Tensor, y: torch.Tensor, *, mean: bool = True) 
         d = (outputs - outputs.amax(-1, keepdim=True)).exp_()
         d /= d.sum(-1, keepdim=True)
         d.scatter_add_(-1, y.unsqueeze(-1), torch.full_like(d[..., :1], -1.0))
-    return d / y.shape[1] if mean else d
+    return d.div_(y.shape[1]) if mean else d  # d is new in either branch: divide in place
 
 
 class FlatModel:
@@ -135,9 +135,13 @@ class FlatModel:
     def unflatten(self, X: torch.Tensor) -> dict[str, torch.Tensor]:
         """Views of a client matrix (n, d) as parameters with a leading client axis."""
         self._check(X)
+        return self._views(X)
+
+    def _views(self, X: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``unflatten`` unchecked, for the training loops' every step."""
+        n = X.shape[0]
         return {
-            name: chunk.view(len(X), *shape)
-            for name, shape, chunk in zip(self.names, self.shapes, X.split(self.sizes, dim=1))
+            name: chunk.view(n, *shape) for name, shape, chunk in zip(self.names, self.shapes, X.split(self.sizes, 1))
         }
 
     def forward(self, X: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -172,12 +176,12 @@ class FlatModel:
 
     @torch.no_grad()
     def _backprop(self, X: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        G = torch.empty_like(X)
-        grads = self.unflatten(G)
-        for name, inputs, output_grad in self.linear_backprop(X, x, lambda out: loss_gradient(out, y)):
-            grads[f"{name}.weight"].copy_(torch.bmm(output_grad.transpose(1, 2), inputs))  # (n, out, in)
-            grads[f"{name}.bias"].copy_(output_grad.sum(1))
-        return G
+        grads = {}
+        for name, inputs, output_grad in self._linear_backprop(X, x, lambda out: loss_gradient(out, y)):
+            grads[f"{name}.weight"] = torch.bmm(output_grad.transpose(1, 2), inputs)  # (n, out, in)
+            grads[f"{name}.bias"] = output_grad.sum(1)  # (n, out)
+        # one cat, not copies into an empty G: deterministic mode fills every empty tensor with NaN first
+        return torch.cat([grads[name].flatten(1) for name in self.names], 1)  # (n, d)
 
     @torch.no_grad()
     def linear_backprop(
@@ -205,7 +209,12 @@ class FlatModel:
                 "hand-written backprop (and ghost clipping) needs an nn.Sequential of Flatten/Linear/"
                 f"ReLU/Tanh/Sigmoid layers, got {type(self.module).__name__}; use the autograd or vmap path"
             )
-        params = self.unflatten(X)
+        self._check(X)
+        return self._linear_backprop(X, x, output_grad)
+
+    def _linear_backprop(self, X, x, output_grad) -> list[tuple[str, torch.Tensor, torch.Tensor]]:
+        """``linear_backprop`` unchecked, for ``grad``'s every step."""
+        params = self._views(X)
         h, trace = x, []
         for layer in self._batched_layers:  # forward, keeping each layer's input and output
             out = self._apply(layer, params, h)

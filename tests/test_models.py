@@ -75,6 +75,20 @@ def test_hand_written_backprop_matches_autograd_for_regression():
     assert torch.allclose(model.grad(X, x, y), expected, atol=1e-6)
 
 
+def test_hand_written_backprop_matches_autograd_on_non_finite_rows():
+    """A row with NaN or inf gets autograd's gradient (NaN where autograd's is), and leaves the other rows alone."""
+    model = mllib.FlatModel(mllib.mlp(64, 10, hidden=(32, 16)))
+    gen = mllib.generator(0)
+    X = torch.stack([model.init(gen) for _ in range(4)])
+    X[1, 5], X[2, -1] = float("nan"), float("inf")
+    x, y = torch.rand(4, 6, 64, generator=gen), torch.randint(0, 10, (4, 6), generator=gen)
+    Xg = X.clone().requires_grad_(True)
+    (expected,) = torch.autograd.grad(model.loss(Xg, x, y).sum(), Xg)
+    got = model.grad(X, x, y)
+    torch.testing.assert_close(got, expected, atol=1e-6, rtol=0, equal_nan=True)
+    assert torch.isfinite(got[[0, 3]]).all()
+
+
 def test_accuracy_weights_samples():
     model = mllib.FlatModel(mllib.logistic_regression(2, 2))
     X = torch.tensor([[1.0, 0.0, 0.0, 1.0, 0.0, 0.0]])  # predicts the larger coordinate
