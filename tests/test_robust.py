@@ -1,7 +1,7 @@
 import matplotlib.pyplot as plt
 import pytest
 import torch
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import mllib
@@ -276,6 +276,56 @@ def test_geometric_median_minimizes_the_sum_of_distances(seed):
     cost = lambda p: torch.linalg.vector_norm(X - p, dim=1).sum()  # noqa: E731
     for _ in range(5):
         assert cost(v) <= cost(v + 0.01 * torch.randn(3, generator=gen, dtype=torch.float64)) + 1e-9
+
+
+def weiszfeld_reference(X, nu=1e-6, iterations=8, weights=None):
+    """The geometric median as rules.geometric_median computed it before #25: plain smoothed
+    Weiszfeld steps, each distance the float32 norm of the difference Z_i - v."""
+    alpha = torch.ones(X.shape[-2]) if weights is None else weights
+    finite = rules._finite_rows(X)
+    alpha = torch.where(finite, alpha, torch.zeros_like(alpha))
+    Z = torch.where(finite.unsqueeze(-1), X, torch.zeros(()))
+    v = robust.coordinate_median(X)
+    for _ in range(iterations):
+        beta = alpha / torch.linalg.vector_norm(Z - v.unsqueeze(-2), dim=-1).clamp_min(nu)
+        v = (beta.unsqueeze(-2) @ Z).squeeze(-2) / beta.sum(-1, keepdim=True)
+    return v
+
+
+# (rows, d) or (runs, rows, d), with rows around an offset (far from 0 against their spread or not)
+@pytest.mark.parametrize("shape", [(9, 7), (5, 2), (3, 11, 50), (25, 4810), (2, 6, 40_000)], ids=str)
+@pytest.mark.parametrize("offset, spread", [(0.0, 1.0), (1.0, 0.01), (100.0, 0.01)], ids=str)
+@settings(max_examples=20, deadline=None)
+@given(seed=st.integers(0, 10_000), bad=st.sampled_from([None, float("nan"), float("inf"), 1e30, -1e19, 1e18]),
+       iterations=st.sampled_from([1, 8, 100]), nu=st.sampled_from([1e-6, 1e-9]), weighted=st.booleans())  # fmt: skip
+def test_geometric_median_equals_plain_weiszfeld(shape, offset, spread, seed, bad, iterations, nu, weighted):
+    """Bit for bit up to one block of columns (the same float32 norm, squared and rooted exactly in
+    float64); beyond, the reference's float32 norm of a long row rounds at up to 1e-6 (5e-6 at
+    d = 10^6) where ours sums block norms in float64, and such changes of the weights move v by
+    that share of its distance to the rows: within 1e-6 of the rows' spread around the reference,
+    plus 1e-6 of v (the weighted sum rounds at a few float32 ulps, 1.2e-7 each, of v)."""
+    gen = mllib.generator(seed)
+    X = offset + spread * torch.randn(*shape, generator=gen)
+    n = shape[-2]
+    if bad is not None:  # up to f < n/2 rows: one with a bad entry, one all bad
+        rows = torch.randperm(n, generator=gen)[: (n - 1) // 2]
+        X[..., rows[:1], :1] = bad
+        X[..., rows[1:2], :] = bad
+    weights = torch.rand(n, generator=gen) if weighted else None
+    ours = robust.geometric_median(X, iterations=iterations, nu=nu, weights=weights)
+    expected = weiszfeld_reference(X, nu, iterations, weights)
+    if shape[-1] <= rules._BLOCK:
+        assert torch.equal(ours, expected)
+        return
+    plain = torch.isfinite(X).all(-1, keepdim=True) & (X.abs() < 1e17).all(-1, keepdim=True)  # the rows that count
+    spread_around = torch.where(plain, X - expected.unsqueeze(-2), torch.zeros(())).abs().max()
+    torch.testing.assert_close(ours, expected, rtol=1e-6, atol=1e-6 * float(spread_around))
+
+
+def test_geometric_median_gives_a_row_whose_distance_overflows_weight_zero():
+    X = torch.randn(7, 1000, generator=mllib.generator(0))
+    X[0] = 1e18  # finite entries, but the squared distance (1e39) overflows float32: as a NaN row
+    assert torch.equal(robust.geometric_median(X), robust.geometric_median(X.index_fill(0, torch.tensor([0]), float("nan"))))
 
 
 def test_centered_clipping_remembers_its_centre():

@@ -236,6 +236,37 @@ def multi_krum(X: torch.Tensor, f: int, m: int | None = None) -> torch.Tensor:
     return X.gather(-2, chosen[..., None].expand(*chosen.shape, X.shape[-1])).mean(-2)
 
 
+_BLOCK = 16_384  # columns per block: a block's temporary stays in cache, where one of (n, d) costs page faults
+
+
+def _weiszfeld_pass(
+    Z: torch.Tensor, v: torch.Tensor, beta: torch.Tensor | None = None, *, distances: bool = True
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """One pass over the rows Z (..., n, d), block by block of columns, each block used while it
+    is in cache: with weights ``beta`` (..., n), the block of the new point
+    v = sum_i beta_i Z_i / sum_i beta_i; then (with ``distances``) the block's share of
+    ||Z_i - v||^2, summed in float64 (no (n, d) temporary, no cancellation).
+
+    Returns:
+        v (..., d) (the one given, without ``beta``), and the distances ||Z_i - v|| (..., n) in Z's
+        dtype, or None: inf where the square overflows the dtype a norm of Z accumulates in (float32
+        for half precision), as ``torch.linalg.vector_norm(Z - v)`` would.
+    """
+    if beta is not None:
+        v, w, total = Z.new_empty(v.shape), beta.unsqueeze(-2), beta.sum(-1, keepdim=True)  # (..., d), (..., 1, n), (..., 1)
+    sq = Z.new_zeros(Z.shape[:-1], dtype=torch.float64)  # (..., n)
+    for j in range(0, Z.shape[-1], _BLOCK):
+        block = Z[..., j : j + _BLOCK]  # (..., n, b)
+        if beta is not None:
+            v[..., j : j + _BLOCK] = (w @ block).squeeze(-2) / total
+        if distances:
+            sq += torch.linalg.vector_norm(block - v[..., None, j : j + _BLOCK], dim=-1).double().square()
+    if not distances:
+        return v, None
+    overflow = sq > torch.finfo(torch.promote_types(Z.dtype, torch.float32)).max
+    return v, sq.masked_fill(overflow, float("inf")).sqrt().to(Z.dtype)
+
+
 @constrain(Rule("weights", lambda X, weights: weights is None or weights.shape == X.shape[-2:-1],
                 lambda X, weights: f"weights must have shape ({X.shape[-2]},), one per row of X, got {tuple(weights.shape)}"),
            Rule("weights", lambda weights: weights is None or bool((weights >= 0).all()),
@@ -251,7 +282,14 @@ def geometric_median(
         beta_i = alpha_i / max(nu, ||v_t - X_i||),  v_{t+1} = sum_i beta_i X_i / sum_i beta_i.
     The paper starts from any point (their code: the mean); a mean with a 1e30 row is
     1e30 away, where every weight is about the same, so we start from the median. A row
-    with a NaN or inf entry is infinitely far from any point and gets weight 0.
+    with a NaN or inf entry is infinitely far from any point and gets weight 0, and so does
+    a row whose distance overflows X's dtype.
+
+    Each step reads X once (``_weiszfeld_pass``): block by block of columns, the block of
+    v_{t+1}, then its share of the squared distances (summed in float64), while the block is
+    in cache. The expanded ||X_i||^2 - 2 X_i.v + ||v||^2 (one matvec) would be cheaper, but
+    its float32 dot products round at about 1e-6 of ||X_i|| ||v|| on rows of 10^4 entries:
+    more than the distance itself where v is near X_i, or both are far from 0.
 
     Args:
         X: (n, d) client matrix.
@@ -271,11 +309,10 @@ def geometric_median(
     finite = _finite_rows(X)  # (..., n)
     alpha = torch.where(finite, alpha, torch.zeros_like(alpha))
     Z = X if finite.all() else _zero_bad_rows(X, finite)  # (..., n, d)
-    v = coordinate_median.__wrapped__(X)  # (..., d)
-    for _ in range(iterations):
-        dist = torch.linalg.vector_norm(Z - v.unsqueeze(-2), dim=-1).clamp_min(nu)  # (..., n); inf for huge rows
-        beta = alpha / dist  # (..., n)
-        v = (beta.unsqueeze(-2) @ Z).squeeze(-2) / beta.sum(-1, keepdim=True)  # (..., d)
+    v, dist = _weiszfeld_pass(Z, coordinate_median.__wrapped__(X))  # (..., d) v_0, (..., n) ||Z_i - v_0||
+    for t in range(iterations):
+        beta = alpha / dist.clamp_min(nu)  # (..., n); 0 for a row whose distance overflows
+        v, dist = _weiszfeld_pass(Z, v, beta, distances=t + 1 < iterations)  # v_{t+1} and its distances
     return v
 
 
