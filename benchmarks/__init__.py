@@ -13,6 +13,7 @@ minute and still check that the compared implementations agree (what CI needs: a
 that crashes or disagrees fails it). The quick numbers say nothing about speed.
 """
 import json
+import math
 import os
 import pathlib
 import platform
@@ -49,6 +50,16 @@ def best_time(run: Callable[[], object], repeats: int = 3, *, warm_up: bool = Fa
         result = run()
         best = min(best, time.perf_counter() - start)
     return best, result
+
+
+def taking_turns(runs: list[Callable[[], object]], repeats: int) -> list[tuple[float, object]]:
+    """``best_time`` of each run, the runs taking turns ``repeats`` times: a change of the
+    machine's load hits every run alike (run one after another, one may get a quiet minute and
+    the next a busy one)."""
+    best = [(math.inf, None)] * len(runs)
+    for _ in range(repeats):
+        best = [min(old, best_time(run, 1), key=lambda timed: timed[0]) for old, run in zip(best, runs)]
+    return best
 
 
 RESULTS = pathlib.Path(__file__).with_name("results.json")

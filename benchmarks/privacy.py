@@ -17,10 +17,10 @@ import torch
 from torch import nn
 
 import mllib
-from benchmarks import best_time, record, size
+from benchmarks import best_time, record, size, taking_turns
 from mllib import privacy
 
-BATCH, CLIP, REPEATS = size(256, 32), 1.0, 5
+BATCH, CLIP, REPEATS = size(256, 32), 1.0, 20
 
 
 def opacus_step(module, x, y, mode: str):
@@ -60,21 +60,23 @@ def main() -> None:
         torch.nn.functional.cross_entropy(module(x), y).backward()
         return torch.cat([p.grad.detach().flatten() for p in module.parameters()])
 
-    plain = best_time(plain_step, REPEATS, warm_up=True)[0]
-    results = {
-        "mllib ghost": best_time(lambda: privacy.clipped_sum(model, row, x, y, CLIP, "ghost") / BATCH, REPEATS, warm_up=True),
-        "mllib vmap": best_time(lambda: privacy.clipped_sum(model, row, x, y, CLIP, "vmap") / BATCH, 2, warm_up=True),
-    }
+    runs = {"plain step": plain_step,
+            "mllib ghost": lambda: privacy.clipped_sum(model, row, x, y, CLIP, "ghost") / BATCH}  # fmt: skip
     try:
         import opacus
 
         for mode in ("hooks", "ghost"):
             fresh = mllib.mlp(784, 10, hidden=(256,))
             model.load(fresh, row)
-            results[f"opacus {mode}"] = best_time(opacus_step(fresh, x, y, mode), REPEATS, warm_up=True)
+            runs[f"opacus {mode}"] = opacus_step(fresh, x, y, mode)
         print(f"opacus {opacus.__version__}, torch {torch.__version__}, {torch.get_num_threads()} threads")
     except ImportError:
         print("opacus is not installed: pip install opacus (only mllib's paths are timed)")
+    for run in runs.values():  # warm-up
+        run()
+    results = dict(zip(runs, taking_turns(list(runs.values()), REPEATS)))
+    plain = results.pop("plain step")[0]
+    results["mllib vmap"] = best_time(lambda: privacy.clipped_sum(model, row, x, y, CLIP, "vmap") / BATCH, 2, warm_up=True)
     reference = results["mllib vmap"][1]
     print(f"DP-SGD step, MLP 784-256-10 (d={model.dim}), batch {BATCH}, C={CLIP}")
     print(f"{'path':>13} {'ms':>8} {'vs mllib ghost':>15} {'max |diff| vs vmap':>19}")

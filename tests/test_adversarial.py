@@ -77,6 +77,72 @@ def test_projection_is_idempotent_and_lands_in_the_ball(eps, norm, seed):
     assert (size <= eps + 1e-5).all()
 
 
+def per_image(value, x):
+    """A radius or step size (a number or one per image) as a tensor that broadcasts against x."""
+    return torch.as_tensor(value, dtype=x.dtype).reshape(-1, *[1] * (x.dim() - 1))
+
+
+def plain_project(delta, eps, norm):
+    if norm == "inf":
+        return torch.maximum(torch.minimum(delta, eps), -eps)
+    return delta * torch.clamp(eps / per_image(delta.flatten(1).norm(dim=1).clamp_min(1e-12), delta), max=1.0)
+
+
+def plain_step(x_adv, g, x, eps, step_size, norm):
+    """PGD's update rule with one new tensor per operation: the reference for pgd's in-place steps."""
+    eps, step_size = per_image(eps, x), per_image(step_size, x)
+    direction = g.sign() if norm == "inf" else g / per_image(g.flatten(1).norm(dim=1).clamp_min(1e-12), g)
+    return (x + plain_project(x_adv + step_size * direction - x, eps, norm)).clamp(0, 1)
+
+
+def plain_pgd(f, x, y, eps, step_size, norm, steps, targeted):
+    x_adv = x
+    for _ in range(steps):
+        x_req = x_adv.clone().requires_grad_(True)
+        (g,) = torch.autograd.grad(torch.nn.functional.cross_entropy(f(x_req), y, reduction="none").sum(), x_req)
+        x_adv = plain_step(x_adv, (-1.0 if targeted else 1.0) * g, x, eps, step_size, norm)  # descend the target's loss
+    return x_adv
+
+
+def pooled(x):
+    """A classifier of each image's pixel sum: its input gradient is an expanded (overlapping) tensor."""
+    return x.sum((1, 2, 3)).unsqueeze(1) * torch.tensor([-1.0, 0.5, 1.0, 2.0], dtype=x.dtype) + 0.1
+
+
+def assert_same(actual, expected):
+    torch.testing.assert_close(actual, expected, rtol=0, atol=0, equal_nan=True)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("norm", adv.NORMS)
+@pytest.mark.parametrize("targeted", [False, True])
+def test_pgd_equals_the_plain_update_rule_bit_for_bit(dtype, norm, targeted):
+    f, x, y, gen = tiny(3, side=4)
+    f.weight, f.bias, x = f.weight.to(dtype), f.bias.to(dtype), x.to(dtype)
+    x[1, 0, 0, 0], x[2, 0, 1, 1], x[3, 0, 2, 2] = float("nan"), float("inf"), -float("inf")  # non-finite gradients
+    x[4] = 0.0  # zero pixels, and at eps 0 a zero step
+    radii = [0.0, 0.2, 1.5, mllib.runtime.rand(6, gen=gen).to(dtype)]  # one radius, or one per image
+    for classifier, eps, step_size, steps in [(f, e, 0.05, 4) for e in radii] + [
+        (f, 0.3, mllib.runtime.rand(6, gen=gen).to(dtype) * 0.1, 3), (pooled, 0.3, 0.1, 2), (f, 0.1, 0.02, 1)
+    ]:  # fmt: skip
+        ours = adv.pgd(classifier, x, y, eps, norm=norm, steps=steps, step_size=step_size, targeted=targeted)
+        assert_same(ours, plain_pgd(classifier, x, y, eps, step_size, norm, steps, targeted))
+
+
+@pytest.mark.parametrize("norm", adv.NORMS)
+def test_pgd_step_and_project_equal_the_plain_rule_and_keep_their_inputs(norm):
+    gen = mllib.generator(0)
+    x_adv, x = mllib.runtime.rand(5, 1, 3, 3, gen=gen), mllib.runtime.rand(5, 1, 3, 3, gen=gen)
+    grad, delta = mllib.runtime.randn(5, 1, 3, 3, gen=gen), 0.3 * mllib.runtime.randn(5, 1, 3, 3, gen=gen)
+    grad[0, 0, 0, 0], grad[1], grad[2, 0, 1, 1] = float("nan"), 0.0, float("inf")
+    inputs = (x_adv, grad, x, delta)
+    before = [t.clone() for t in inputs]
+    assert_same(adv.project(delta, 0.2, norm), plain_project(delta, per_image(0.2, delta), norm))
+    assert_same(adv.pgd_step(x_adv, grad, x, 0.2, 0.1, norm), plain_step(x_adv, grad, x, 0.2, 0.1, norm))
+    for t, saved in zip(inputs, before):
+        assert_same(t, saved)
+
+
 @pytest.mark.parametrize("targeted", [False, True])
 @pytest.mark.parametrize("eps", [0.05, 0.3])
 def test_one_pgd_step_of_size_eps_is_fgsm(f, test_batch, eps, targeted):

@@ -59,6 +59,33 @@ def test_ghost_norms_are_the_per_sample_gradient_norms(mlp_batch):
     torch.testing.assert_close(norms[0], privacy.per_sample_gradients(model, row, x, y).norm(dim=1), atol=1e-5, rtol=1e-5)
 
 
+def plain_ghost_clipped_sum(model, X, x, y, clip, weights):
+    """Ghost clipping's steps, each a new tensor: the reference for ghost_clipped_sum's writes into G."""
+    saved = model.linear_backprop(X, x, lambda logits: mllib.models.loss_gradient(logits, y, mean=False))
+    norms = sum(d.norm(dim=-1).square() * (a.norm(dim=-1).square() + 1) for _, a, d in saved).sqrt()  # (n, B)
+    c = torch.where(norms > clip[:, None], clip[:, None] / norms, 1.0) * weights
+    grads = {}
+    for name, a, d in saved:
+        grads[f"{name}.weight"] = torch.bmm((d * c[..., None]).transpose(1, 2), a)  # (n, out, in)
+        grads[f"{name}.bias"] = (d * c[..., None]).sum(1)
+    return torch.cat([grads[name].flatten(1) for name in model.names], 1), norms
+
+
+def test_ghost_clipped_sum_equals_its_plain_formula_bit_for_bit(mlp_batch):
+    model, row, x, y = mlp_batch
+    gen = mllib.generator(5)
+    X = torch.stack([row, model.init(gen), 3 * model.init(gen), row])  # (4, d); large weights: long gradients
+    xs = torch.stack([x, x.flip(0), mllib.runtime.rand(*x.shape, gen=gen), x])
+    xs[3, 0, 0, 0, 0] = float("nan")  # a NaN gradient: its sample's factor is 1, as for a short gradient
+    ys = torch.stack([y, y, y.flip(0), y])
+    clip = torch.tensor([0.05, 1.0, float("inf"), 0.5])
+    weights = (mllib.runtime.rand(4, len(y), gen=gen) < 0.5).float()  # Poisson sampling: some samples left out
+    with torch.no_grad():
+        expected = plain_ghost_clipped_sum(model, X, xs, ys, clip, weights)
+    for ours, reference in zip(privacy.ghost_clipped_sum(model, X, xs, ys, clip, weights), expected):
+        torch.testing.assert_close(ours, reference, rtol=0, atol=0, equal_nan=True)
+
+
 def test_ghost_path_rejects_modules_it_cannot_handle():
     model = mllib.FlatModel(mllib.cnn(8, 10))
     with pytest.raises(ValueError, match=r"ghost clipping\) needs an nn.Sequential"):

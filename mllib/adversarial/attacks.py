@@ -106,11 +106,20 @@ def project(delta: torch.Tensor, eps, norm: str = "inf") -> torch.Tensor:
     L-infinity: clamp every coordinate to [-eps, eps]. L2: delta * min(1, eps / ||delta||_2),
     the norm taken over all but the first axis.
     """
+    return _project(delta, eps, norm)
+
+
+def _image_norms(t: torch.Tensor) -> torch.Tensor:
+    """Each image's L2 norm, at least 1e-12 (a zero image divides safely): (B, ...) -> (B, 1, 1, 1)."""
+    return t.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *[1] * (t.dim() - 1))
+
+
+def _project(delta: torch.Tensor, eps, norm: str, out: torch.Tensor | None = None) -> torch.Tensor:
+    """``project``, written into ``out`` (None: a new tensor; ``delta`` itself: in place)."""
     eps = _per_sample(eps, delta)
-    if norm == "inf":
-        return torch.maximum(torch.minimum(delta, eps), -eps)
-    norms = delta.flatten(1).norm(dim=1).view(-1, *[1] * (delta.dim() - 1))  # (B, 1, 1, 1)
-    return delta * torch.clamp(eps / norms.clamp_min(1e-12), max=1.0)
+    if norm == "inf":  # two passes: torch.clamp with tensor bounds is not vectorized (5x slower)
+        return torch.maximum(torch.minimum(delta, eps, out=out), -eps, out=out)
+    return torch.mul(delta, torch.clamp(eps / _image_norms(delta), max=1.0), out=out)
 
 
 @constrain(RADIUS, STEP, Rule("x", lambda x_adv, grad, x: x_adv.shape == grad.shape == x.shape,
@@ -132,12 +141,20 @@ def pgd_step(
     Returns:
         (B, ...) the next iterate.
     """
+    return _pgd_step(x_adv, grad, x, eps, step_size, norm)
+
+
+def _pgd_step(x_adv, grad, x, eps, step_size, norm: str, out: torch.Tensor | None = None) -> torch.Tensor:
+    """``pgd_step``, every intermediate written into ``out`` (None: new tensors). ``pgd`` passes
+    the gradient, which it owns: its steps then allocate no image-sized tensor, and on one CPU
+    thread the step's seven passes over the images take about half as long."""
     if norm == "inf":
-        direction = grad.sign()
+        direction = torch.sign(grad, out=out)
     else:
-        direction = grad / grad.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *[1] * (grad.dim() - 1))
-    delta = project.__wrapped__(x_adv + _per_sample(step_size, x) * direction - x, eps, norm)
-    return (x + delta).clamp(0, 1)
+        direction = torch.div(grad, _image_norms(grad), out=out)
+    moved = torch.add(x_adv, torch.mul(direction, _per_sample(step_size, x), out=out), out=out)
+    delta = _project(torch.sub(moved, x, out=out), eps, norm, out=out)
+    return torch.clamp(torch.add(x, delta, out=out), 0, 1, out=out)
 
 
 @constrain(RADIUS, STEP, **IMAGES, eps=EPS, norm=OneOf(*NORMS), steps=Integer(min=1), step_size=EPS | None,
@@ -217,8 +234,11 @@ def pgd(
                 better = score > best_score
                 best = torch.where(better.view(-1, *[1] * (x.dim() - 1)), x_adv, best)
                 best_score = torch.where(better, score, best_score)
-        if t < steps:
-            x_adv = pgd_step.__wrapped__(x_adv, sign * g, x, eps, step_size, norm).detach()
+        if t < steps:  # the step overwrites g, which nothing else holds (contiguous: no expanded gradient)
+            g = g.contiguous()
+            if targeted:
+                g.neg_()
+            x_adv = _pgd_step(x_adv, g, x, eps, step_size, norm, out=g)
     return (best if keep_best else x_adv).detach()  # 3.
 
 

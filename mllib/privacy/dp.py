@@ -192,9 +192,9 @@ def ghost_clipped_sum(
     c = clip_factors(norms, clip.unsqueeze(1))  # step 4, (n, B)
     if weights is not None:
         c = c * weights
-    G = torch.zeros_like(X)
+    G = torch.empty_like(X)  # every entry is a linear layer's weight or bias (the stack has no others)
     grads = model.unflatten(G)
-    for name, inp, d in saved:
+    for name, inp, d in saved:  # copied in: bmm's out= into G's strided views (n > 1) gives other bits
         cd = d * c.unsqueeze(-1)  # (n, B, out)
         grads[f"{name}.weight"].copy_(torch.bmm(cd.transpose(1, 2), inp))  # (n, out, in)
         grads[f"{name}.bias"].copy_(cd.sum(1))
