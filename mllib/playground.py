@@ -398,7 +398,8 @@ def plot(results: History | Sequence[History], labels: Sequence[str] | None = No
     a.set(title="Accuracy per round", xlabel="round", ylabel="mean client test accuracy", ylim=(0, 1))
     b.set(title="Accuracy per bit sent", xlabel="bits sent by the clients (Mbit)", ylabel="mean client test accuracy",
           ylim=(0, 1))  # fmt: skip
-    a.legend(fontsize=8)
+    a.legend()
+    b.legend()
     fig.tight_layout()
     return fig
 

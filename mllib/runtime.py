@@ -1,11 +1,16 @@
 """Reproducibility and device: one call seeds everything, one picks the device.
 
+``setup`` also applies the course's figure style (``course.mplstyle``), the one place every
+notebook goes through.
+
 Every random number in the course is drawn from a CPU ``torch.Generator`` and then
 moved to the device, so that a GPU run sees the very numbers a CPU run sees.
 """
 import os
 import random
+from pathlib import Path
 
+import matplotlib.style
 import numpy as np
 import torch
 
@@ -15,6 +20,8 @@ DEVICE_VARIABLE = "MLLIB_DEVICE"
 # The perturbation pass of `make test` sets another thread count here: notebooks must
 # print the same results (within their declared tolerances) with any number of threads.
 THREADS_VARIABLE = "MLLIB_THREADS"
+# Legible on a projector, colour-blind safe; it leaves the figure sizes alone (shipped as package data).
+STYLE = Path(__file__).with_name("course.mplstyle")
 
 
 @constrain(seed=Integer(min=0), threads=Integer(min=1) | None)
@@ -23,7 +30,7 @@ def setup(seed: int = 0, threads: int | None = None) -> torch.Generator:
 
     Seeds Python, NumPy and torch, fixes torch's thread count (the thread count
     changes the last digits of float results), turns TF32 off and deterministic
-    algorithms on.
+    algorithms on, and applies the course's figure style (``STYLE``).
 
     Args:
         seed: the seed of every generator.
@@ -48,6 +55,7 @@ def setup(seed: int = 0, threads: int | None = None) -> torch.Generator:
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
     torch.use_deterministic_algorithms(True)
+    matplotlib.style.use(STYLE)
     return gen
 
 

@@ -47,7 +47,8 @@ def plot_attack(grid: AttackGrid, eps: float, steps: int) -> plt.Figure:
     axes[2].set_title(f"perturbed: predicted {pred} ({float(probs[pred]):.2f})")
     for ax in axes[:3]:
         ax.set(xticks=[], yticks=[], xlabel="28 pixels")
-    colours = ["tab:green" if k == grid.label else "tab:red" if k == pred else "tab:grey" for k in range(len(probs))]
+    # The true class blue, a wrong prediction orange, the others grey (the course's colour-blind-safe cycle).
+    colours = ["C0" if k == grid.label else "C1" if k == pred else "C2" for k in range(len(probs))]
     axes[3].bar(range(len(probs)), probs.numpy(), color=colours)
     axes[3].set(xlabel="class", ylabel="probability", ylim=(0, 1), xticks=range(len(probs)), title="classifier output")
     fig.suptitle(f"PGD, L-infinity eps = {eps:g}, {steps} steps")

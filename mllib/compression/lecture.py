@@ -97,7 +97,7 @@ def plot_accuracy_vs_bits(runs: Mapping[str, History], ax: plt.Axes | None = Non
                         color=line.get_color(), alpha=0.2, linewidth=0)  # fmt: skip
     ax.set(xscale="log", xlabel="megabits sent per client", ylabel="mean client test accuracy",
            title=title or "accuracy against communication (median, range over seeds)")  # fmt: skip
-    ax.legend(fontsize=7)
+    ax.legend()
     return ax
 
 

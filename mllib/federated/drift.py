@@ -75,5 +75,5 @@ def plot_drift(trajectories: dict[str, torch.Tensor], *, optimum: float, fixed_p
     ax.axhline(optimum, color="k", ls="--", lw=1, label="optimum x*")
     ax.axhline(fixed_point, color="C0", ls=":", lw=1, label="FedAvg fixed point")
     ax.set(xlabel="communication round", ylabel="server model x", title=title or "client drift on 1-D quadratics")
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(loc="lower right")
     return fig

@@ -160,7 +160,7 @@ def plot_collaboration(
     if 2 * best < 1:
         left.axvspan(2 * best, 1, color="r", alpha=0.1, label="worse than alone")
     left.set(xlabel="collaboration weight beta", ylabel="mean squared error", title="MSE of (1-beta) own + beta others")
-    left.legend(fontsize=8)
+    left.legend()
     deltas = torch.linspace(0, 2, 81, dtype=torch.float64)
     naive = n_other / (n_own + n_other)
     right.plot(deltas, torch.full_like(deltas, var_own / n_own), label="alone (beta = 0)")
@@ -171,7 +171,7 @@ def plot_collaboration(
     hurts = float(harmful_bias(var_own, n_own, *others, naive))
     right.axvline(hurts, color="r", ls=":", label="pooling starts to hurt")
     right.set(xlabel="bias between the clients' means", ylabel="mean squared error", title="who wins as the bias grows")
-    right.legend(fontsize=8)
+    right.legend()
     fig.suptitle(
         f"own samples n0 = {n_own}, own noise s0 = {noise:g}, bias = {bias:g} "
         f"(others: n1 = {n_other}, s1 = {var_other**0.5:g})"

@@ -131,5 +131,5 @@ def plot_linear_collaboration(result: LinearCollaboration, n_samples: int) -> pl
     ax.axvline(n_samples, color="k", ls=":", label="parameters = own samples")
     ax.set(xscale="log", yscale="log", xlabel="parameters d", ylabel="excess test risk (squared error)")
     ax.set_title("linear clients: under- vs over-parameterized")
-    ax.legend(fontsize=8)
+    ax.legend()
     return fig

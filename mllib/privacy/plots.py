@@ -30,7 +30,7 @@ def plot_clip_noise(norms: torch.Tensor, clip: float, sigma: float, batch: int, 
     """Histogram of per-sample gradient norms with the clipping norm C, titled with epsilon and the noise."""
     s = clip_noise_summary(norms, clip, sigma, batch)
     fig, ax = plt.subplots(figsize=(6, 3))
-    ax.hist(norms.cpu().numpy(), bins=40, color="tab:blue")
+    ax.hist(norms.cpu().numpy(), bins=40)
     ax.axvline(clip, color="r", ls="--", label=f"C = {clip:g}")
     ax.set(xlabel="per-sample gradient norm", ylabel="samples",
            title=f"sigma={sigma:g}: epsilon={epsilon:.2f}, {s['clipped']:.0%} clipped, noise std {s['noise_std']:.3f}")  # fmt: skip

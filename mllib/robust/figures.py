@@ -25,13 +25,13 @@ def aggregate_points(honest: torch.Tensor, byzantine: torch.Tensor) -> dict[str,
 def plot_points(honest: torch.Tensor, byzantine: torch.Tensor, limits: float = 12.0) -> plt.Figure:
     """Honest and Byzantine points and the three aggregates, for the lecture's slider."""
     fig, ax = plt.subplots(figsize=(6, 4))
-    ax.scatter(*honest.T.numpy(), c="tab:blue", label="honest")
-    ax.scatter(*byzantine.T.numpy(), c="tab:red", marker="x", s=80, label="Byzantine")
-    for (name, point), marker, colour in zip(aggregate_points(honest, byzantine).items(), "osD", ["k", "tab:green", "tab:purple"]):
+    ax.scatter(*honest.T.numpy(), c="C0", label="honest")
+    ax.scatter(*byzantine.T.numpy(), c="C1", marker="x", s=80, label="Byzantine")
+    for (name, point), marker, colour in zip(aggregate_points(honest, byzantine).items(), "osD", ["k", "C3", "C5"]):
         ax.scatter(*point.numpy(), marker=marker, s=140, facecolors="none", edgecolors=colour, linewidths=2, label=name)
     ax.set(xlim=(-limits, limits), ylim=(-4, 4), xlabel="coordinate 1", ylabel="coordinate 2",
            title=f"{len(honest)} honest points, {len(byzantine)} Byzantine")  # fmt: skip
-    ax.legend(loc="lower left", fontsize=8)
+    ax.legend(loc="lower left")
     return fig
 
 
@@ -41,9 +41,9 @@ def plot_grid(grid: Grid) -> plt.Figure:
     fig, axes = plt.subplots(1, len(grid.momenta), figsize=(4.5 * len(grid.momenta) + 1, 4.2), layout="constrained",
                              squeeze=False)  # fmt: skip
     for ax, beta, acc in zip(axes[0], grid.momenta, grid.accuracy.median(0).values.numpy()):
-        image = ax.imshow(acc, vmin=0, vmax=1, cmap="RdYlGn")
+        image = ax.imshow(acc, vmin=0, vmax=1, cmap="viridis")  # colour-blind safe, dark = low
         for (i, j), value in np.ndenumerate(acc):
-            ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=8)
+            ax.text(j, i, f"{value:.2f}", ha="center", va="center", color="w" if value < 0.6 else "k")
         ax.set_xticks(range(len(grid.aggregators)), grid.aggregators, rotation=35, ha="right")
         ax.set_yticks(range(len(grid.attacks)), grid.attacks)
         ax.set(xlabel="aggregator", ylabel="attack", title=f"worker momentum beta = {beta:g}")
@@ -65,5 +65,5 @@ def plot_groups(results: dict[str, dict[str, Spread]]) -> plt.Figure:
         ax.bar(at + shift, medians, width=0.4, yerr=ranges, capsize=3, label=label)
     ax.set_xticks(at, names)
     ax.set(xlabel="aggregator", ylabel="mean test accuracy", ylim=(0, 1.25), title="who the aggregator serves (median and range over seeds)")
-    ax.legend(fontsize=8, loc="upper center", ncol=2)
+    ax.legend(loc="upper center", ncol=2)
     return fig

@@ -31,7 +31,7 @@ def selection_figure(traces: dict[str, History], cost: CostModel, optimum: float
     ax.set(xlabel="simulated time (fast-unit coordinate updates)", ylabel="(P - P*) / (P(0) - P*)",
            title=title or f"budget {budget} coordinates, slow/fast {cost.slow_update / cost.fast_update:g}x, "
                           f"swap {cost.swap:g}")  # fmt: skip
-    ax.legend(fontsize=8)
+    ax.legend()
     return fig
 
 
@@ -51,7 +51,8 @@ def sampling_figure(traces: list[History]) -> plt.Figure:
     over = f" (geometric mean of {runs} runs)" if runs > 1 else ""
     var.set(xlabel="SGD step", ylabel="variance of the one-sample gradient", title=f"gradient estimate variance{over}")
     sub.set(xlabel="SGD step", ylabel="f(x) - f*", title=f"convergence{over}")
-    var.legend(fontsize=8)
+    var.legend()
+    sub.legend()
     return fig
 
 
