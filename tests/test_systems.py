@@ -100,6 +100,77 @@ def test_lasso_gap_is_zero_at_the_scikit_learn_optimum():
     assert (ours == 0).any()  # the Lasso's optimum is sparse
 
 
+def cyclic_lasso(A, b, lam, epochs=400):
+    """The plain reference: cyclic exact coordinate descent over all coordinates (the units' update)."""
+    alpha, w, norms = torch.zeros(A.shape[1], dtype=torch.float64), -b.clone(), A.pow(2).sum(0)
+    for _ in range(epochs):
+        sy.coordinate_descent(A, alpha, w, range(A.shape[1]), lam, "lasso", norms)
+    return alpha
+
+
+def lasso_duality_gap(A, b, alpha, lam):
+    """P(alpha) - D(theta) at theta = w / max(1, ||A^T w||_inf / lam), w = A alpha - b, written out."""
+    w = A @ alpha - b
+    theta = w / max(1.0, (A.T @ w).abs().max().item() / lam)
+    return sy.primal(A, b, alpha, lam, "lasso") - (-0.5 * theta @ theta - theta @ b).item()
+
+
+@pytest.mark.parametrize("seed, n, d, lam", [(0, 30, 12, 0.3), (1, 20, 50, 0.5), (2, 50, 30, 0.05), (3, 10, 40, 2.0),
+                                             (4, 40, 80, 0.5), (5, 8, 8, 1e-3)])  # fmt: skip
+def test_lasso_working_sets_match_coordinate_descent_and_scikit_learn(seed, n, d, lam):
+    A, b = sy.sparse_problem(n, d, informative=min(d, 5), gen=mllib.generator(seed))
+    run = sy.glm.lasso_working_sets(A, b, lam, tol=1e-12)
+    reference = cyclic_lasso(A, b, lam)
+    sk = Lasso(alpha=lam / n, fit_intercept=False, tol=1e-12, max_iter=100_000).fit(A.numpy(), b.numpy())
+    assert torch.allclose(run.alpha, reference, atol=1e-7) and torch.allclose(run.alpha, torch.from_numpy(sk.coef_))
+    assert torch.equal(run.alpha != 0, reference != 0)  # the same support
+    assert run.gaps[-1] == pytest.approx(lasso_duality_gap(A, b, run.alpha, lam), abs=1e-12)
+    assert 0 <= run.gaps[-1] <= 1e-12 * b.pow(2).sum().item() + 1e-13
+    assert len(run.gaps) == len(run.sizes) + 1 and run.sizes == sorted(set(run.sizes)) and max(run.sizes, default=0) <= d
+    assert torch.equal(sy.solve(A, b, lam, "lasso"), run.alpha)
+
+
+def test_lasso_working_sets_grow_from_the_first_set_and_stop_at_the_tolerance():
+    A, b = sy.sparse_problem(100, 300, informative=10, gen=mllib.generator(6))
+    run = sy.glm.lasso_working_sets(A, b, 0.2, first=5)
+    assert run.sizes[0] == 5 and all(new <= 2 * old for old, new in zip(run.sizes, run.sizes[1:]))
+    assert run.sizes[-1] < 300 and all(g > 1e-12 * b.pow(2).sum().item() for g in run.gaps[:-1])
+    loose = sy.glm.lasso_working_sets(A, b, 0.2, tol=1e-4, first=5)
+    assert len(loose.sizes) <= len(run.sizes) and loose.gaps[-1] <= 1e-4 * b.pow(2).sum().item()
+
+
+def test_lasso_working_sets_edge_cases():
+    A, b = problem(7)
+    zero_b = sy.glm.lasso_working_sets(A, torch.zeros_like(b), 0.5)
+    assert zero_b.sizes == [] and zero_b.gaps == [0.0] and not zero_b.alpha.any()
+    large_lam = (A.T @ b).abs().max().item()  # alpha = 0 is optimal from here on
+    assert not sy.glm.lasso_working_sets(A, b, large_lam).alpha.any()
+    dead = A.clone()
+    dead[:, 3] = 0  # a column that can never help
+    assert sy.glm.lasso_working_sets(dead, b, 0.1).alpha[3] == 0
+    single = sy.glm.lasso_working_sets(torch.ones(1, 1), torch.ones(1), 0.1)
+    assert single.alpha.tolist() == pytest.approx([0.9]) and single.alpha.dtype == torch.float64
+    assert torch.allclose(sy.glm.lasso_working_sets(A.float(), b.float(), 0.3).alpha,
+                          sy.glm.lasso_working_sets(A, b, 0.3).alpha, atol=1e-5)  # fmt: skip
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(A=torch.full((30, 12), float("nan"))), "^A must be a tensor of shape .* with finite entries"),
+    (dict(b=torch.full((30,), float("inf"))), "^b must be .* with finite entries"),
+    (dict(b=torch.ones(3)), "^b must have shape"),
+    (dict(lam=0.0), "^lam must be a finite number > 0, got 0"),
+    (dict(tol=0.0), "^tol must be a finite number > 0, got 0"),
+    (dict(first=0), "^first must be an integer >= 1, got 0"),
+])  # fmt: skip
+def test_bad_lasso_working_set_input_raises(change, message):
+    A, b = problem()
+    arguments = dict(A=A, b=b, lam=0.5) | change
+    with pytest.raises(ValueError, match=message):
+        sy.glm.lasso_working_sets(arguments.pop("A"), arguments.pop("b"), arguments.pop("lam"), **arguments)
+    with pytest.raises(ValueError, match="with finite entries"):
+        sy.solve(A, torch.full_like(b, float("nan")), 0.5, "lasso")
+
+
 def test_coordinate_descent_never_increases_the_objective():
     A, b = problem(3)
     for kind in sy.glm.KINDS:
