@@ -251,14 +251,26 @@ def run_with_limit(command: list[str], timeout: int) -> str | None:
     try:
         output, _ = process.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
-        for child in [*psutil.Process(process.pid).children(recursive=True), process]:
-            with contextlib.suppress(psutil.NoSuchProcess):
-                child.kill()
+        kill_tree(psutil.Process(process.pid))
         process.communicate()
         return f"stopped after the time limit of {timeout} s"
     if process.returncode:
         return "could not be graded: " + (output.strip().splitlines() or ["no output"])[-1]
     return None
+
+
+def kill_tree(root: psutil.Process) -> None:
+    """Kill ``root`` and every process it started. Each is stopped first, until a pass finds
+    none running: a process killed while it forks would leave its new child running."""
+    stopped: dict[int, psutil.Process] = {}
+    while running := [p for p in [root, *root.children(recursive=True)] if p.pid not in stopped]:
+        for process in running:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                process.suspend()
+            stopped[process.pid] = process
+    for process in stopped.values():
+        with contextlib.suppress(psutil.NoSuchProcess):
+            process.kill()
 
 
 def scores(root: pathlib.Path, student: str, lab: str) -> tuple[float, float, list[str]]:

@@ -16,6 +16,7 @@ import psutil
 import pytest
 
 from notebooks import ROOT, read
+from timeouts import time_limit
 
 if sys.version_info < (3, 11):
     pytest.skip("nbgrader 0.9.6 (the instructor extra) needs Python >= 3.11", allow_module_level=True)
@@ -232,10 +233,19 @@ def test_cells_of_another_lab_version_lose_their_grading_metadata(solution):
 
 
 def test_the_time_limit_stops_a_submission_and_every_process_it_started(tmp_path):
-    pid_file = tmp_path / "child"
-    code = ("import subprocess, sys, time\n"
-            f"child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)'])\n"
-            f"open({str(pid_file)!r}, 'w').write(str(child.pid))\ntime.sleep(600)")  # fmt: skip
-    assert grading.run_with_limit([sys.executable, "-c", code], timeout=3) == "stopped after the time limit of 3 s"
-    child = int(pid_file.read_text())
-    assert not psutil.pid_exists(child) or psutil.Process(child).status() == psutil.STATUS_ZOMBIE
+    """The submission keeps starting processes until it is killed: none may outlive it."""
+    pid_file = tmp_path / "children"
+    code = ("import subprocess, sys\n"
+            f"with open({str(pid_file)!r}, 'a', buffering=1) as pids:\n"
+            "    while True:\n"
+            "        child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)'])\n"
+            "        print(child.pid, file=pids)")  # fmt: skip
+    try:
+        with time_limit(60):  # a child left running keeps the output pipe open: no answer
+            assert grading.run_with_limit([sys.executable, "-c", code], timeout=5) == "stopped after the time limit of 5 s"
+    finally:
+        children = [psutil.Process(int(pid)) for pid in pid_file.read_text().split() if psutil.pid_exists(int(pid))]
+        left_running = [child.pid for child in children if child.status() != psutil.STATUS_ZOMBIE]
+        for child in children:
+            child.kill()
+    assert pid_file.read_text() and not left_running
