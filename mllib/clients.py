@@ -25,7 +25,7 @@ def weighted_average(X: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     """The weighted mean of the rows of a client matrix: sum_i w_i X_i / sum_i w_i.
 
     With w_i = n_i (client sizes) this is federated averaging's server step (McMahan et
-    al. 2017, Algorithm 1).
+    al. 2017, arXiv:1602.05629, Algorithm 1).
 
     Args:
         X: (n, d) client matrix.
@@ -116,7 +116,7 @@ def accuracy_on(model: FlatModel, row: torch.Tensor, x_test: torch.Tensor, y_tes
 
 class LocalSGD:
     """The local update of FedAvg: K SGD steps of every selected client from the server model,
-    sent as the update U = y_i - x (McMahan et al. 2017, Algorithm 1, ClientUpdate).
+    sent as the update U = y_i - x (McMahan et al. 2017, arXiv:1602.05629, Algorithm 1, ClientUpdate).
 
     A part of ``engine.Federated``: (x (d,), S (|S|,)) -> U (|S|, d).
 
@@ -166,7 +166,7 @@ def run_rounds(
 ) -> History:
     """FedAvg on the round engine, with plug-in steps for later topics.
 
-    One round (FedAvg, McMahan et al. 2017, Algorithm 1, with a server step size), each step
+    One round (FedAvg, McMahan et al. 2017, arXiv:1602.05629, Algorithm 1, with a server step size), each step
     a part of ``engine.Federated``:
         1. sample S, a share ``participation`` of the n clients, without replacement;
         2. local training: every sampled client starts from x and takes ``local_steps`` SGD

@@ -1,4 +1,4 @@
-"""Datasets that ship offline: scikit-learn's digits, an MNIST subset, synthetic tasks.
+"""Datasets that ship offline: scikit-learn's digits, an MNIST subset, and random quadratics.
 
 Images are float32 tensors in [0, 1] of shape (N, 1, H, W); labels are int64 (N,).
 """
@@ -8,7 +8,7 @@ from importlib import resources
 import numpy as np
 import torch
 
-from .constraints import Generator, OneOf, Real, constrain
+from .constraints import Generator, Integer, OneOf, Real, constrain
 from .runtime import randn
 
 DATASETS = ("digits", "mnist")
@@ -71,46 +71,6 @@ def load(name: str = "digits", *, test_fraction: float = 0.2, gen: torch.Generat
     return Dataset(name, x[train], y[train], x[test], y[test], n_classes=10)
 
 
-def linear_regression(
-    n_samples: int, dim: int, *, noise: float = 0.0, test_fraction: float = 0.2, gen: torch.Generator
-) -> tuple[Dataset, torch.Tensor]:
-    """Synthetic linear regression y = <w*, x> + noise * N(0, 1), x ~ N(0, I).
-
-    Returns:
-        The dataset (x of shape (N, dim), float targets) and w* of shape (dim,): with
-        noise=0 it is the exact least-squares optimum.
-    """
-    if n_samples < 2 or dim < 1:
-        raise ValueError(f"need n_samples >= 2 and dim >= 1, got n_samples={n_samples}, dim={dim}")
-    if noise < 0:
-        raise ValueError(f"noise must be >= 0, got {noise}")
-    w_star = randn(dim, gen=gen)
-    x = randn(n_samples, dim, gen=gen)
-    y = x @ w_star + noise * randn(n_samples, gen=gen)
-    n_test = max(1, round(test_fraction * n_samples))
-    data = Dataset("linear_regression", x[n_test:], y[n_test:], x[:n_test], y[:n_test], n_classes=None)
-    return data, w_star
-
-
-def logistic_regression(
-    n_samples: int, dim: int, *, test_fraction: float = 0.2, gen: torch.Generator
-) -> tuple[Dataset, torch.Tensor]:
-    """Synthetic binary classification with P(y = 1 | x) = sigmoid(<w*, x>), x ~ N(0, I).
-
-    Returns:
-        The dataset (labels 0/1, two classes) and the generating w* of shape (dim,),
-        the Bayes-optimal direction.
-    """
-    if n_samples < 2 or dim < 1:
-        raise ValueError(f"need n_samples >= 2 and dim >= 1, got n_samples={n_samples}, dim={dim}")
-    w_star = randn(dim, gen=gen)
-    x = randn(n_samples, dim, gen=gen)
-    y = (torch.rand(n_samples, generator=gen) < torch.sigmoid(x @ w_star)).long()
-    n_test = max(1, round(test_fraction * n_samples))
-    data = Dataset("logistic_regression", x[n_test:], y[n_test:], x[:n_test], y[:n_test], n_classes=2)
-    return data, w_star
-
-
 @dataclass(frozen=True)
 class Quadratics:
     """Client i minimizes f_i(x) = 1/2 x^T A_i x - b_i^T x; the federation minimizes their mean.
@@ -130,13 +90,12 @@ class Quadratics:
         """Each client's gradient at its row of X (n, d) -> (n, d)."""
         return torch.einsum("nij,nj->ni", self.A, X) - self.b
 
-    def client_optima(self) -> torch.Tensor:  # (n, d)
-        return torch.linalg.solve(self.A, self.b)
-
     def optimum(self) -> torch.Tensor:  # (d,)
         return torch.linalg.solve(self.A.mean(0), self.b.mean(0))
 
 
+@constrain(n_clients=Integer(min=1), dim=Integer(min=1), heterogeneity=Real(ge=0), condition=Real(ge=1),
+           gen=Generator())  # fmt: skip
 def quadratics(
     n_clients: int, dim: int, *, heterogeneity: float = 1.0, condition: float = 10.0, gen: torch.Generator
 ) -> Quadratics:
@@ -146,10 +105,6 @@ def quadratics(
     b_i = A_i (x0 + heterogeneity * z_i), z_i ~ N(0, I): heterogeneity 0 gives every
     client the same optimum x0.
     """
-    if n_clients < 1 or dim < 1:
-        raise ValueError(f"need n_clients >= 1 and dim >= 1, got {n_clients}, {dim}")
-    if heterogeneity < 0 or condition < 1:
-        raise ValueError(f"need heterogeneity >= 0 and condition >= 1, got {heterogeneity}, {condition}")
     q, _ = torch.linalg.qr(randn(n_clients, dim, dim, gen=gen))
     eig = torch.linspace(1.0, condition, dim).expand(n_clients, dim)
     A = q @ torch.diag_embed(eig) @ q.transpose(1, 2)

@@ -33,8 +33,11 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from .constraints import ClientMatrix, Function, Generator, Instance, Integer, Real, Rule, Tensor, constrain
+
 Transform = Callable[[torch.Tensor], torch.Tensor]
 Metric = Callable[["Rounds"], Any]
+PARTS = Instance(list, tuple, description="a list of functions (transforms)")
 
 
 class Rounds(ABC):
@@ -101,6 +104,9 @@ class History:
         return float(sum(values[-k:]) / k)
 
 
+@constrain(algorithm=Instance(Rounds, description="a Rounds (an engine.Federated or engine.Decentralized)"),
+           rounds=Integer(min=1), metrics=Instance(Mapping, description="a dict of name -> function") | None,
+           eval_every=Integer(min=1))  # fmt: skip
 def run(algorithm: Rounds, rounds: int, *, metrics: Mapping[str, Metric] | None = None, eval_every: int = 1,
         record_start: bool = False, progress: bool = False) -> History:  # fmt: skip
     """The loop over rounds: ``rounds`` rounds of ``algorithm``, recorded every ``eval_every``.
@@ -118,11 +124,9 @@ def run(algorithm: Rounds, rounds: int, *, metrics: Mapping[str, Metric] | None 
         The ``History``; ``History.algorithm`` is ``algorithm`` after the last round.
 
     Raises:
-        ValueError: for rounds or eval_every that are not integers >= 1.
+        TypeError: for rounds or eval_every that are not integers.
+        ValueError: for rounds or eval_every < 1.
     """
-    for name, value in (("rounds", rounds), ("eval_every", eval_every)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
     metrics = dict(metrics or {})
     history = History(metrics={name: [] for name in metrics}, algorithm=algorithm)
     start = time.perf_counter()
@@ -147,7 +151,7 @@ def _name(part) -> str:
     return getattr(part, "__name__", type(part).__name__)
 
 
-def expect(result, shape: tuple, dtype: torch.dtype, part, role: str) -> torch.Tensor:
+def _expect(result, shape: tuple, dtype: torch.dtype, part, role: str) -> torch.Tensor:
     """``result`` if a part a user plugged in returned a tensor of ``shape`` and ``dtype``; else a
     ValueError naming the part. A shape comparison per round, cheap beside the round itself."""
     if not isinstance(result, torch.Tensor) or result.shape != shape or result.dtype != dtype:
@@ -156,41 +160,61 @@ def expect(result, shape: tuple, dtype: torch.dtype, part, role: str) -> torch.T
     return result
 
 
+def _messages_shape(x: torch.Tensor, S: torch.Tensor, M) -> tuple:
+    """The shape of the local part's messages: (|S|, d); for stacked runs, x (runs, d), either
+    (runs * |S|, d) or (runs, |S|, d), as ``M`` lays them out."""
+    if x.dim() == 1:
+        return (len(S), len(x))
+    runs, d = x.shape
+    return (runs, len(S), d) if getattr(M, "ndim", 2) == 3 else (runs * len(S), d)
+
+
 # ------------------------------------------------------------------------------ selection
+@constrain(n=Integer(min=1))
 def everyone(n: int) -> Callable[[int], torch.Tensor]:
     """Full participation: every round selects all n clients, (n,) indices 0 .. n-1."""
     everybody = torch.arange(n)
     return lambda r: everybody
 
 
+@constrain(Rule("k", lambda n, k: k <= n, "k (clients per round) must be in [1, n_clients={n}], got {k}; sample at "
+                "most all clients"), n=Integer(min=1), k=Integer(min=1), gen=Generator())  # fmt: skip
 def uniform(n: int, k: int, gen: torch.Generator) -> Callable[[int], torch.Tensor]:
     """Each round, k of n clients uniformly without replacement, sorted: (k,) indices.
 
     Raises:
         ValueError: if k is not in [1, n].
     """
-    if not 1 <= k <= n:
-        raise ValueError(f"clients per round must be in [1, n_clients={n}], got {k}; sample at most all clients")
     return lambda r: torch.randperm(n, generator=gen)[:k].sort().values
 
 
 # ------------------------------------------------------------------------------ server step
+@constrain(server_lr=Real())
 def move(server_lr: float = 1.0) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     """The server step for update messages: x <- x + server_lr * v (FedAvg: server_lr = 1)."""
     return lambda x, v: x + server_lr * v
 
 
+@constrain(lr=Real(ge=0))
 def descend(lr: float) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     """The server step for gradient messages: x <- x - lr * v (distributed SGD)."""
     return lambda x, v: x - lr * v
 
 
+@constrain(Rule("weights", lambda M, weights: weights.shape == (M.shape[0],),
+                "weights must have shape ({M.shape[0]},), one per row of M, got {weights.shape}"),
+           Rule("weights", lambda weights: bool((weights >= 0).all() and weights.sum() > 0),
+                "weights must be non-negative and not all zero"),
+           M=ClientMatrix(), weights=Tensor(1, finite=True))  # fmt: skip
 def weighted_mean(M: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """The default aggregate: sum_i p_i M_i / sum_i p_i, (|S|, d) -> (d,) (McMahan et al. 2017)."""
+    """The default aggregate: sum_i p_i M_i / sum_i p_i, (|S|, d) -> (d,) (McMahan et al. 2017, arXiv:1602.05629)."""
     w = weights.to(M.dtype)
     return (w @ M) / w.sum()
 
 
+@constrain(x0=Tensor((1, 2), description="a server model (d,), or one per run (runs, d)"), local=Function(),
+           select=Function(), weights=Tensor(1, floating=False), transforms=PARTS, aggregate=Function() | None,
+           server_step=Function() | None)  # fmt: skip
 class Federated(Rounds):
     """Rounds at a server: select, local, transforms, aggregate, server step (see the module).
 
@@ -204,6 +228,9 @@ class Federated(Rounds):
         aggregate: (M, p_S) -> (d,); by default ``weighted_mean``. A robust aggregator
             ignores p_S (``mllib.robust.Aggregator``).
         server_step: (x, v) -> x; by default ``move(1.0)``.
+
+    Each round checks the shape and dtype of what each part returns (a comparison, no copy): a
+    wrong one is a ValueError naming the part and the shape expected.
 
     State: ``x`` (d,) the server model; ``bits_sent`` from the transforms that count bits.
     """
@@ -219,12 +246,16 @@ class Federated(Rounds):
         self.x = x0
 
     def round(self, r: int) -> None:
-        S = self.select(r).to(self.x.device)  # 1.
-        M = self.local(self.x, S)  # 2. (|S|, d), or (runs * |S|, d) for stacked runs
+        x = self.x
+        S = self.select(r).to(x.device)  # 1.
+        M = self.local(x, S)  # 2.
+        M = _expect(M, _messages_shape(x, S, M), x.dtype, self.local, "the local part")
         for transform in self.transforms:  # 3.
-            M = expect(transform(M), M.shape, self.x.dtype, transform, "the transform")
-        v = expect(self.aggregate(M, self.weights[S]), self.x.shape, self.x.dtype, self.aggregate, "aggregate")  # 4. (d,)
-        self.x = self.server_step(self.x, v)  # 5.
+            M = _expect(transform(M), M.shape, x.dtype, transform, "the transform")
+        # the default aggregate runs unchecked, as the user's parts do: what it returns is checked
+        aggregate = weighted_mean.__wrapped__ if self.aggregate is weighted_mean else self.aggregate
+        v = _expect(aggregate(M, self.weights[S]), x.shape, x.dtype, self.aggregate, "aggregate")  # 4. (d,)
+        self.x = _expect(self.server_step(x, v), x.shape, x.dtype, self.server_step, "server_step")  # 5.
 
     @property
     def model(self) -> torch.Tensor:
@@ -238,6 +269,7 @@ class Federated(Rounds):
         return {"x": self.x, **getattr(self.local, "state_dict", dict)()}
 
 
+@constrain(X0=ClientMatrix(stack=True), local=Function(), combine=Function(), transforms=PARTS)
 class Decentralized(Rounds):
     """Rounds without a server: every node computes a message from its own row, the messages
     are transformed, and the nodes combine with their neighbours.
@@ -259,10 +291,10 @@ class Decentralized(Rounds):
         self.X = X0
 
     def round(self, r: int) -> None:
-        M = expect(self.local(self.X), self.X.shape, self.X.dtype, self.local, "the local part")  # (n, d)
+        M = _expect(self.local(self.X), self.X.shape, self.X.dtype, self.local, "the local part")  # (n, d)
         for transform in self.transforms:
-            M = expect(transform(M), self.X.shape, self.X.dtype, transform, "the transform")
-        self.X = expect(self.combine(self.X, M, r), self.X.shape, self.X.dtype, self.combine, "combine")
+            M = _expect(transform(M), self.X.shape, self.X.dtype, transform, "the transform")
+        self.X = _expect(self.combine(self.X, M, r), self.X.shape, self.X.dtype, self.combine, "combine")
 
     @property
     def model(self) -> torch.Tensor:

@@ -1,7 +1,7 @@
 """Each lecture's "Further reading" and "Questions to think about", from one bibliography.
 
 ``lectures/readings.toml`` lists every paper once (authors and year, title, an arXiv ID, a DOI
-or a URL) and, per lecture, the papers it recommends (``runs = true`` for those whose method or
+or a URL; ``survey = true`` for a survey, one or two per lecture) and, per lecture, the papers it recommends (``runs = true`` for those whose method or
 result the lecture runs) with one sentence on what to read there, and its discussion questions
 with model answers for the instructor. ``python -m mllib.readings`` writes the two Markdown
 cells at the end of each lecture (the answers in a collapsed ``<details>`` block), replacing the
@@ -37,8 +37,8 @@ def reading_cell(bibliography: dict, stem: str) -> str:
     lines = ["## Further reading", ""]
     for entry in entries:
         paper = bibliography["papers"][entry["paper"]]
-        ran = " *(run in this lecture)*" if entry.get("runs") else ""
-        lines.append(f"- {paper['cite']}, [{paper['title']}]({link(paper)}).{ran} {entry['read']}")
+        tag = " *(run in this lecture)*" if entry.get("runs") else " *(survey)*" if paper.get("survey") else ""
+        lines.append(f"- {paper['cite']}, [{paper['title']}]({link(paper)}).{tag} {entry['read']}")
     return "\n".join(lines)
 
 

@@ -11,9 +11,12 @@ the results in a ``Spread`` and prints it at the precision the spread allows::
 """
 import math
 import statistics
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
+
+from .constraints import Function, Instance, Rule, constrain
 
 
+@constrain(values=Instance(Iterable, description="numbers, one per seed (a list, a generator)"))
 class Spread:
     """The results of one experiment over several seeds.
 
@@ -21,6 +24,7 @@ class Spread:
         values: one finite number per seed (at least one).
 
     Raises:
+        TypeError: if ``values`` is not iterable.
         ValueError: if ``values`` is empty or holds NaN or an infinity.
     """
 
@@ -69,7 +73,9 @@ class Spread:
         return f"Spread({list(self.values)})"
 
 
-def over_seeds(run: Callable[[int], float | dict], seeds: Iterable[int]) -> Spread | dict:
+@constrain(Rule("seeds", lambda seeds: len(seeds) > 0, "seeds must name at least one seed, got none"),
+           run=Function(), seeds=Instance(Sequence, description="a sequence of seeds, e.g. range(5)"))  # fmt: skip
+def over_seeds(run: Callable[[int], float | dict], seeds: Sequence[int]) -> Spread | dict:
     """Run ``run(seed)`` for every seed and gather the results.
 
     Args:
@@ -84,8 +90,6 @@ def over_seeds(run: Callable[[int], float | dict], seeds: Iterable[int]) -> Spre
         ValueError: if ``seeds`` is empty, or the runs return dicts with other keys.
     """
     results = [run(seed) for seed in seeds]
-    if not results:
-        raise ValueError("seeds must name at least one seed, got none")
     if not isinstance(results[0], dict):
         return Spread(results)
     keys = list(results[0])

@@ -41,7 +41,7 @@ def test_hyperband_brackets_match_the_paper():
     lambda: automl.finite_difference_gradient(lambda x: x.sum(1), torch.zeros(1, 2), 0.0),
 ])  # fmt: skip
 def test_bad_input_raises_a_clear_error(call):
-    with pytest.raises(ValueError, match=r"eta must be an integer >= 2|must be an integer >= 1|must be a finite number >= 1|mu must be a finite number > 0|h must be a finite number > 0"):
+    with pytest.raises(ValueError, match=r"eta must be an integer >= 2|must be an integer >= 1|must be a finite number >= 1|budget must be a finite number in \[1, 10000\]|mu must be a finite number > 0|h must be a finite number > 0"):
         call()
 
 

@@ -27,16 +27,18 @@ NAN, INF = float("nan"), float("inf")
 TIME_LIMIT_S = 10  # per call: a bad argument must be refused, not run
 GENERIC = [None, "text", NAN, INF, -INF, 2.5, torch.zeros(0), torch.zeros(2, 2, 2, 2, 2, 2), [1.0, "a"]]
 
-MODULES = ["mllib", "mllib.adversarial", "mllib.automl", "mllib.compression", "mllib.decentralized",
-           "mllib.distributed", "mllib.federated", "mllib.numerics", "mllib.personalized", "mllib.playground",
-           "mllib.privacy", "mllib.privacy.secure_aggregation", "mllib.robust", "mllib.systems",
-           "mllib.flower.task"]  # fmt: skip
+MODULES = ["mllib", "mllib.adversarial", "mllib.automl", "mllib.compression", "mllib.compression.lecture",
+           "mllib.decentralized", "mllib.distributed", "mllib.engine", "mllib.federated", "mllib.numerics",
+           "mllib.personalized", "mllib.playground", "mllib.privacy", "mllib.privacy.secure_aggregation",
+           "mllib.robust", "mllib.spread", "mllib.systems", "mllib.flower.task"]  # fmt: skip
 
 NOT_YET = "constraints not declared yet: left for the follow-up of issue #27"
 FIGURE = "draws a figure of results computed and checked elsewhere"
 MESSAGE = "a protocol message the parties build, not a caller"
 EXEMPT = {
     "mllib.History": "the engine's record, built by engine.run",
+    "mllib.engine.History": "the engine's record, built by engine.run",
+    "mllib.compression.lecture.LowRankRow": "a record built by lecture.low_rank_comparison",
     "mllib.Dataset": "a record built by mllib.load",
     "mllib.Clients": "a record built by mllib.split",
     "mllib.device": "takes no arguments",
@@ -52,6 +54,7 @@ EXEMPT = {
         "UnmaskResponse", "Message")},  # fmt: skip
     **dict.fromkeys((
         "mllib.adversarial.plot_attack", "mllib.automl.plot_anytime", "mllib.automl.plot_zero_order",
+        "mllib.compression.lecture.plot_accuracy_vs_bits", "mllib.compression.lecture.plot_sweep",
         "mllib.federated.plot_drift", "mllib.numerics.bit_table", "mllib.personalized.plot_collaboration",
         "mllib.personalized.plot_linear_collaboration", "mllib.playground.panel", "mllib.playground.plot",
         "mllib.privacy.plot_clip_noise", "mllib.privacy.plot_reconstructions", "mllib.privacy.plot_tradeoff",
@@ -133,6 +136,8 @@ def instance_of(classes: tuple):
                X25519PublicKey: lambda: X25519PrivateKey.generate().public_key(),
                FixedPoint: lambda: FixedPoint(1.0, 8), SecureAggregation: lambda: SecureAggregation(3, 2, 2, bound=1.0),
                CostModel: CostModel, RunConfig: RunConfig}  # fmt: skip
+    makers |= {mllib.engine.Decentralized: lambda: mllib.engine.Decentralized(
+        torch.zeros(2, 2), local=lambda X: X, combine=lambda X, M, r: X)}  # fmt: skip
     makers |= {Quadratics: lambda: Quadratics(torch.eye(2).repeat(2, 1, 1), torch.zeros(2, 2)),
                federated.QuadraticProblem: lambda: federated.scalar_quadratics(torch.ones(2), torch.zeros(2)),
                federated.DataProblem: lambda: federated.DataProblem(MODEL, CLIENTS, 2), mllib.History: mllib.History,
@@ -276,8 +281,11 @@ def test_hyperband_and_search_refuse_infinite_budgets():
 
     raises(TypeError, "^max_resource must be an integer >= 1, got inf", lambda: automl.hyperband_schedule(INF))
     curves = torch.rand(4, 9, generator=mllib.generator(0))
-    raises(ValueError, "^budget must be a finite number >= 1, got inf",
-           lambda: automl.search_trace("hyperband", curves, torch.arange(4), INF, torch.Generator()))  # fmt: skip
+    for budget in (INF, 1e15):  # 1e15 epochs would replay for ages
+        raises(ValueError, r"^budget must be a finite number in \[1, 10000\], got",
+               lambda: automl.search_trace("hyperband", curves, torch.arange(4), budget, torch.Generator()))
+        raises(ValueError, r"^budget must be a finite number in \[1, 10000\], got",
+               lambda: automl.random_search(curves, torch.arange(4), budget, torch.Generator()))
 
 
 def test_integer_matrices_are_mixed_as_floats_and_integer_dtypes_refused():
@@ -331,6 +339,8 @@ def test_attacks_refuse_a_nan_radius(attack):
 def test_a_nan_learning_rate_is_refused_everywhere():
     from mllib import robust
     from mllib.decentralized import dpsgd_step
+    from mllib.compression import lecture as compression_lecture
+    from mllib.compression.ddp import run_ddp
     from mllib.flower.task import Settings
     from mllib.privacy import dp_sgd
 
@@ -343,9 +353,13 @@ def test_a_nan_learning_rate_is_refused_everywhere():
                        clip=1.0, sigma=1.0, gen=gen),
         lambda: robust.byzantine_sgd(MODEL, CLIENTS, steps=1, lr=NAN, batch_size=2, aggregate=robust.Mean(), gen=gen),
         lambda: Settings(lr=NAN),
+        lambda: compression_lecture.train_compressed(None, MODEL, CLIENTS, rounds=1, lr=NAN, batch_size=2),
+        lambda: mllib.engine.descend(NAN),
+        lambda: run_ddp(lr=NAN),
     ]  # fmt: skip
     for call in calls:
         raises(ValueError, "^lr must be a finite number", call)
+    raises(ValueError, "^server_lr must be a finite number, got nan", lambda: mllib.engine.move(NAN))
 
 
 def test_obscure_errors_now_name_the_argument():
@@ -357,6 +371,56 @@ def test_obscure_errors_now_name_the_argument():
     raises(ValueError, r"^weights must have shape \(4,\), one per row of Y",
            lambda: server_step(torch.zeros(3), torch.ones(4, 3), torch.ones(3)))  # fmt: skip
     raises(ValueError, "^X must be a client matrix", lambda: mllib.weighted_average(torch.zeros(0, 3), torch.ones(0)))
+
+
+def test_obscure_errors_of_the_engine_privacy_and_split_now_name_the_argument():
+    from mllib import engine
+    from mllib.compression.ddp import run_ddp
+    from mllib.spread import over_seeds
+
+    raises(TypeError, "^k must be an integer >= 1, got 2.5", lambda: engine.uniform(4, 2.5, mllib.generator(0)))
+    raises(ValueError, r"^weights must have shape \(4,\), one per row of M, got \(3,\)",
+           lambda: engine.weighted_mean(torch.ones(4, 2), torch.ones(3)))
+    raises(ValueError, r"^alpha must be a finite number in \(0, 1e\+06\], got 1e\+300",
+           lambda: mllib.split(DATA, 4, "dirichlet", alpha=1e300, gen=mllib.generator(0)))
+    raises(TypeError, "^rounds must be an integer >= 1, got 2.5", lambda: engine.run(_nodes(), 2.5))
+    raises(ValueError, "^world_size must be an integer in", lambda: run_ddp(world_size=10**6))
+    raises(TypeError, "^rank must be an integer >= 1, got 2.5", lambda: run_ddp(rank=2.5))
+    raises(TypeError, "^seeds must be a sequence of seeds", lambda: over_seeds(lambda seed: 0.0, 5))
+    assert engine.weighted_mean([[1, 2], [3, 4]], [1, 1]).tolist() == [2.0, 3.0]
+
+
+def _nodes():
+    return mllib.engine.Decentralized(torch.zeros(4, 3), local=lambda X: X, combine=lambda X, M, r: X)
+
+
+def test_a_number_gets_noise_as_a_0d_tensor_and_tensors_the_same_noise_as_before():
+    from mllib import privacy
+    from mllib.runtime import rand, randn
+
+    laplace = dict(sensitivity=1.0, epsilon=0.5)
+    gauss = dict(sensitivity=1.0, epsilon=0.5, delta=1e-5)
+    assert privacy.laplace_mechanism(0.5, **laplace, gen=mllib.generator(0)).shape == ()
+    assert privacy.gaussian_mechanism(3.0, **gauss, gen=mllib.generator(0)).shape == ()
+    value = torch.rand(3, 4, 5, generator=mllib.generator(1))
+    u = rand(3, 4, 5, gen=mllib.generator(2)) - 0.5
+    assert torch.equal(privacy.laplace_mechanism(value, **laplace, gen=mllib.generator(2)),
+                       value - 2.0 * torch.sign(u) * torch.log1p(-2 * u.abs()))  # fmt: skip
+    sigma = privacy.gaussian_sigma(**gauss)
+    assert torch.equal(privacy.gaussian_mechanism(value, **gauss, gen=mllib.generator(2)),
+                       value + sigma * randn(3, 4, 5, gen=mllib.generator(2)))  # fmt: skip
+
+
+@pytest.mark.parametrize(("local", "server_step", "expected"), [
+    (lambda x, S: torch.zeros(5, 3), None, r"^the local part <lambda> must return a tensor of shape \(4, 3\)"),
+    (lambda x, S: torch.zeros(4, 3, dtype=torch.int64), None, "^the local part <lambda> must return .* dtype torch.float32"),
+    (lambda x, S: torch.zeros(4, 3), lambda x, v: None, r"^server_step <lambda> must return a tensor of shape \(3,\)"),
+    (lambda x, S: torch.zeros(4, 3), lambda x, v: torch.zeros(4, 3), r"^server_step <lambda> must return a tensor of shape \(3,\)"),
+])  # fmt: skip
+def test_what_federated_parts_return_is_checked(local, server_step, expected):
+    federation = mllib.engine.Federated(torch.zeros(3), local=local, select=mllib.engine.everyone(4),
+                                        weights=torch.ones(4), server_step=server_step)  # fmt: skip
+    raises(ValueError, expected, lambda: federation.round(1))
 
 
 def test_lists_and_arrays_are_converted_and_integer_tensors_become_floats():

@@ -6,7 +6,11 @@ import pytest
 import torch
 
 import mllib.checks
+from mllib import adversarial, automl, compression, decentralized, federated, numerics, personalized, privacy, robust
+from mllib import systems
 from mllib.checks import CheckFailed, Mistake, describe, difference, number_in_range, self_check
+from mllib.compression import compressors
+from mllib.compression.compressors import ErrorFeedback, TopK
 from mllib.runtime import generator
 
 
@@ -161,7 +165,128 @@ def test_every_known_mistake_is_rejected_with_its_own_message(name, index):
 
 
 @pytest.mark.parametrize("name", list(CHECKS))
-def test_each_check_knows_three_mistakes_that_say_different_things(name):
-    says = [mistake.says for mistake in CHECKS[name].mistakes]
+def test_each_check_knows_three_mistakes_each_with_its_own_message_and_hint(name):
+    says, hints = [m.says for m in CHECKS[name].mistakes], [m.hint for m in CHECKS[name].mistakes]
     assert len(says) >= 3, "a lab check names at least three mistakes students make (issue #22)"
-    assert len(set(says)) == len(says)
+    assert len(set(says)) == len(says) and len(set(hints)) == len(hints)
+
+
+# ---- a build exercise (issue #22): an answer that calls the library's implementation fails its check.
+# Each answer calls the library's version of what its exercise asks; most (EF-SGD's, the audit's bypass of
+# the compressor classes, among them) would pass if the check let it run.
+
+
+def scaffold_with_the_library_control_variates(x, c, C, A, b, weights, local_steps, lr, server_lr):
+    Y = x.expand(len(b), -1)
+    for _ in range(local_steps):
+        Y = Y - lr * (torch.einsum("nij,nj->ni", A, Y) - b + c - C)
+    C_new, p = federated.scaffold_control_update(C, c, x, Y, local_steps, lr), weights / weights.sum()
+    return x + server_lr * p @ (Y - x), federated.control_variate_step(c, C_new - C, p), C_new
+
+
+def ditto_with_the_library_steps(model, w, V, xb, yb, xp, yp, weights, lr, lam):
+    for inputs, labels in zip(xp, yp):
+        V = personalized.ditto_update(V, w, model.grad(V, inputs, labels), lr, lam)
+    return weights @ personalized.fine_tune_on(model, w, xb, yb, lr) / weights.sum(), V
+
+
+def gossip_with_the_library_weights(X, A, steps):
+    W = decentralized.metropolis_hastings(A).to(X.dtype)
+    return torch.tensor(decentralized.gossip_run(X, W, steps), dtype=torch.float64)
+
+
+def ef_sgd_compressing_with(make):
+    """EF-SGD whose compressor ``make(k, error_feedback)`` builds (the audit's bypass of #22)."""
+
+    def ef_sgd(model, x, xb, yb, k, lr, error_feedback):
+        compressor = make(k, error_feedback)
+        for inputs, labels in zip(xb, yb):
+            x = x - compressor.compress(lr * model.grad(x.expand(xb.shape[1], -1), inputs, labels)).mean(0)
+        return x
+
+    return ef_sgd
+
+
+class OwnTopK(compression.Compressor):
+    """A student's own top-k, to wrap in the library's error feedback."""
+
+    def __init__(self, k):
+        super().__init__()
+        self.k = k
+
+    def compress(self, X):
+        idx = X.abs().topk(self.k, dim=1).indices
+        return torch.zeros_like(X).scatter(1, idx, X.gather(1, idx))
+
+    def bits_per_row(self, d):
+        return 64 * self.k
+
+
+def krum_of_the_library(X, f):
+    return robust.krum(X, f)
+
+
+def pgd_of_the_library(f, x, y, eps, norm, steps, step_size, start):
+    return adversarial.pgd(f, x, y, eps, norm=norm, steps=steps, step_size=step_size)
+
+
+def dp_sgd_of_the_library(model, row, x, y, uniforms, noises, lr, clip, sigma, q, delta):
+    trained = privacy.dp_sgd(model, row[None], x[None], y[None], steps=len(uniforms), lr=lr, q=q, clip=clip,
+                             sigma=sigma, gen=torch.Generator().manual_seed(0))[0]  # fmt: skip
+    return trained, privacy.epsilon(q=q, sigma=sigma, steps=len(uniforms), delta=delta)
+
+
+def working_sets_by_the_library_solver(A, b, lam, alpha, rounds, budget, epochs):
+    alpha = alpha.clone()
+    for _ in range(rounds * epochs):
+        systems.coordinate_descent(A, alpha, A @ alpha - b, range(len(alpha)), lam, "ridge", A.pow(2).sum(0))
+    return alpha
+
+
+def stochastic_rounding_of_the_library(x, exponent_bits, mantissa_bits, bias, u):
+    fmt = numerics.FloatFormat("x", exponent_bits, mantissa_bits, bias, True, 0.0)
+    return numerics.round_to(x, fmt, stochastic=True, gen=torch.Generator())
+
+
+def halving_of_the_library(curves, configs, min_resource, eta):
+    return automl.successive_halving(curves, configs, min_resource, eta)
+
+
+def cheat(answer, name: str, refused: str, via: str = ""):
+    """An answer that calls the library, the check it fails, and the library's name the check refuses."""
+    return pytest.param(answer, name, refused, id=f"{name} {via}".strip())
+
+
+CHEATS = [
+    cheat(scaffold_with_the_library_control_variates, "federated.scaffold_round", "scaffold_control_update"),
+    cheat(ditto_with_the_library_steps, "personalized.ditto_round", "ditto_update"),
+    cheat(gossip_with_the_library_weights, "decentralized.metropolis_gossip", "metropolis_hastings"),
+    cheat(ef_sgd_compressing_with(lambda k, ef: compression.ErrorFeedback(compression.TopK(k=k)) if ef
+                                  else compression.TopK(k=k)), "compression.ef_sgd", "TopK", "mllib.compression"),
+    cheat(ef_sgd_compressing_with(lambda k, ef: compressors.ErrorFeedback(compressors.TopK(k=k)) if ef
+                                  else compressors.TopK(k=k)), "compression.ef_sgd", "TopK", "compressors module"),
+    cheat(ef_sgd_compressing_with(lambda k, ef: ErrorFeedback(TopK(k=k)) if ef else TopK(k=k)),
+          "compression.ef_sgd", "TopK", "a notebook's import"),
+    cheat(ef_sgd_compressing_with(lambda k, ef: compression.ErrorFeedback(OwnTopK(k)) if ef else OwnTopK(k)),
+          "compression.ef_sgd", "ErrorFeedback", "around its own top-k"),
+    cheat(krum_of_the_library, "robust.krum", "krum"),
+    cheat(pgd_of_the_library, "adversarial.pgd", "pgd"),
+    cheat(dp_sgd_of_the_library, "privacy.dp_sgd", "dp_sgd"),
+    cheat(working_sets_by_the_library_solver, "systems.gap_working_sets", "coordinate_descent"),
+    cheat(stochastic_rounding_of_the_library, "numerics.stochastic_round_to_format", "round_to"),
+    cheat(halving_of_the_library, "automl.successive_halving", "successive_halving"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("answer, name, refused", CHEATS)
+def test_a_build_exercise_refuses_an_answer_that_calls_the_library(answer, name, refused):
+    check = CHECKS[name]
+    with pytest.raises(CheckFailed) as failure:
+        check(answer)
+    assert str(failure.value).startswith(f"{check.__name__}: your function calls the library's {refused}\n")
+
+
+def test_every_build_exercise_has_an_answer_that_calls_the_library():
+    """The build exercises are the checks that forbid something; tests/test_labs.py shows that the build
+    exercise of every lab 01-10 is one."""
+    assert {param.values[1] for param in CHEATS} == {name for name, check in CHECKS.items() if check.forbid}

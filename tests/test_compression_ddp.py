@@ -80,7 +80,7 @@ def test_each_seed_trains_its_own_model_with_identical_replicas(two_seeds):
 
 def test_a_failing_process_sends_its_traceback_to_the_caller():
     with pytest.raises(RuntimeError, match=r"DDP process \d failed:\n(.|\n)*Invalid learning rate: -1.0"):
-        run_ddp(hook="none", steps=1, lr=-1.0)
+        run_ddp.__wrapped__(hook="none", steps=1, lr=-1.0)  # past the caller's own check on lr
 
 
 def test_bad_hook_and_rank_raise():

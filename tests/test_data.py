@@ -1,6 +1,8 @@
 import pytest
 import torch
 
+from problems import client_optima, linear_regression, logistic_regression
+
 import mllib
 from mllib import data as datasets
 
@@ -30,20 +32,20 @@ def test_load_rejects_unknown_names_and_fractions():
 
 
 def test_noiseless_linear_regression_has_its_optimum_at_w_star(gen):
-    data, w_star = datasets.linear_regression(200, 5, noise=0.0, gen=gen)
+    data, w_star = linear_regression(200, 5, noise=0.0, gen=gen)
     fit = torch.linalg.lstsq(data.x_train, data.y_train[:, None]).solution.flatten()
     assert torch.allclose(fit, w_star, atol=1e-4)
 
 
 def test_logistic_regression_labels_follow_w_star(gen):
-    data, w_star = datasets.logistic_regression(2000, 3, gen=gen)
+    data, w_star = logistic_regression(2000, 3, gen=gen)
     predicted = (data.x_train @ w_star > 0).long()
     assert (predicted == data.y_train).float().mean() > 0.7  # Bayes-optimal rule beats chance
 
 
 def test_quadratic_optima_are_stationary_points(gen):
     task = datasets.quadratics(4, 6, heterogeneity=2.0, gen=gen)
-    assert torch.allclose(task.grad(task.client_optima()), torch.zeros(4, 6), atol=1e-4)
+    assert torch.allclose(task.grad(client_optima(task)), torch.zeros(4, 6), atol=1e-4)
     x = task.optimum().expand(4, -1)
     assert torch.allclose(task.grad(x).mean(0), torch.zeros(6), atol=1e-4)
     assert torch.allclose(task.loss(x), 0.5 * (x * (task.grad(x) - task.b)).sum(1))
@@ -51,10 +53,20 @@ def test_quadratic_optima_are_stationary_points(gen):
 
 def test_no_heterogeneity_means_one_shared_optimum(gen):
     task = datasets.quadratics(3, 4, heterogeneity=0.0, gen=gen)
-    assert torch.allclose(task.client_optima(), task.optimum().expand(3, -1), atol=1e-4)
+    assert torch.allclose(client_optima(task), task.optimum().expand(3, -1), atol=1e-4)
 
 
-@pytest.mark.parametrize("bad", [dict(heterogeneity=-1.0), dict(condition=0.5)])
-def test_quadratics_reject_bad_arguments(gen, bad):
-    with pytest.raises(ValueError):
+@pytest.mark.parametrize(("bad", "message"), [
+    (dict(heterogeneity=-1.0), "heterogeneity must be a finite number >= 0, got -1"),
+    (dict(heterogeneity=float("nan")), "heterogeneity must be a finite number >= 0, got nan"),
+    (dict(condition=0.5), "condition must be a finite number >= 1, got 0.5"),
+    (dict(condition=float("inf")), "condition must be a finite number >= 1, got inf"),
+])  # fmt: skip
+def test_quadratics_reject_bad_arguments(gen, bad, message):
+    with pytest.raises(ValueError, match=f"^{message}"):
         datasets.quadratics(3, 4, gen=gen, **bad)
+
+
+def test_quadratics_reject_a_fractional_client_count(gen):
+    with pytest.raises(TypeError, match=r"^n_clients must be an integer >= 1, got 2.5"):
+        datasets.quadratics(2.5, 4, gen=gen)

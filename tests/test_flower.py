@@ -251,6 +251,8 @@ def test_secaggplus_halts_a_round_whose_sampled_supernode_stops_before_sending_i
 
 
 def test_secaggplus_settings_hold_what_flower_needs():
+    from flwr.common.config import parse_config_args
+
     from mllib.flower.secaggplus import SecAggPlusSettings
 
     with pytest.raises(ValueError, match="num_shares must be odd"):
@@ -259,7 +261,19 @@ def test_secaggplus_settings_hold_what_flower_needs():
         SecAggPlusSettings(threshold=3)
     with pytest.raises(ValueError, match="must not wrap modulo 2"):
         SecAggPlusSettings(clients=3, quantization_range=2**31)
-    assert SecAggPlusSettings.from_config({"num-shares": 5, "clients": 5}).num_shares == 5
+    with pytest.raises(ValueError, match="stage_timeout must be a finite number >= 0, got nan"):
+        SecAggPlusSettings(stage_timeout=float("nan"))
+    with pytest.raises(TypeError, match="quantization_range must be an integer >= 1, got 2.5"):
+        SecAggPlusSettings(quantization_range=2.5)  # Flower's SecAggPlusWorkflow wants an int
+    with pytest.raises(TypeError, match="num_shares must be an integer >= 3, got None"):
+        SecAggPlusSettings(num_shares=None)
+    with pytest.raises(ValueError, match="lr must be a finite number > 0, got nan"):  # as Settings declares it
+        SecAggPlusSettings(lr=float("nan"))
+    with pytest.raises(ValueError, match=r"unknown settings \['rounds_per_epoch'\]"):
+        SecAggPlusSettings.from_config({"rounds-per-epoch": 2})
+    settings = SecAggPlusSettings.from_config({"num-shares": 5, "clients": 5})
+    assert settings.num_shares == 5
+    assert SecAggPlusSettings.from_config(parse_config_args([settings.to_config()])) == settings  # as `flwr run` reads it
 
 
 def test_flowers_secaggplus_client_sends_both_secrets_of_a_node_named_active_and_dead():

@@ -295,6 +295,42 @@ def test_a_lab_states_its_exercises_difficulty_and_time(solution):
     assert "experiment" in kinds and "written" in kinds
 
 
+PARAMETER_OF = re.compile(r"^(\w+)\s*=.*#\s*exercise (\d+)\b", re.M | re.I)
+
+
+def exercise_sections(solution) -> dict[str, str]:
+    """The cells of each ``## Exercise N`` section, up to the next ``## `` heading, by N."""
+    sections, number = {}, None
+    for cell in read(solution).cells:
+        if cell.cell_type == "markdown" and cell.source.startswith("## "):
+            heading = re.match(r"## Exercise (\d+)", cell.source)
+            number = heading and heading.group(1)
+        if number:
+            sections[number] = sections.get(number, "") + cell.source + "\n"
+    return sections
+
+
+@pytest.mark.parametrize("solution", SOLUTIONS, ids=lambda p: p.name)
+def test_a_parameter_names_the_exercise_that_uses_it(solution):
+    sections = exercise_sections(solution)
+    for cell in code_cells(solution):
+        for name, number in PARAMETER_OF.findall(cell.source):
+            assert re.search(rf"\b{name}\b", sections.get(number, "")), f"{name} is not used in exercise {number}"
+
+
+def build_exercise(solution) -> str:
+    """The source of a lab's build exercise: its longest answer."""
+    return max((cell.source for cell in code_cells(solution)), key=logic_lines)
+
+
 @pytest.mark.parametrize("solution", SOLUTIONS[1:], ids=lambda p: p.name)
 def test_the_longest_exercise_builds_an_algorithm(solution):
-    assert max(logic_lines(cell.source) for cell in code_cells(solution)) >= 10
+    assert logic_lines(build_exercise(solution)) >= 10
+
+
+@pytest.mark.parametrize("solution", SOLUTIONS[1:], ids=lambda p: p.name)
+def test_the_build_exercise_refuses_the_librarys_implementation(solution):
+    """Its check forbids the library's functions; tests/test_checks.py shows an answer calling them fail."""
+    name = re.search(r"^def (\w+)\(", build_exercise(solution), re.M).group(1)
+    checks = [getattr(module, name) for module in check_modules(solution).values() if hasattr(module, name)]
+    assert checks and all(check.forbid for check in checks), f"{solution.name}: check.{name} forbids nothing"

@@ -46,8 +46,9 @@ def test_shards_give_each_client_few_labels(digits):
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        (dict(n_clients=10, scheme="dirichlet", alpha=0.0), "alpha must be a finite number > 0"),
-        (dict(n_clients=10, scheme="dirichlet", alpha=-1.0), "alpha must be a finite number > 0"),
+        (dict(n_clients=10, scheme="dirichlet", alpha=0.0), r"alpha must be a finite number in \(0, 1e\+06\], got 0.0"),
+        (dict(n_clients=10, scheme="dirichlet", alpha=-1.0), r"alpha must be a finite number in \(0, 1e\+06\], got -1.0"),
+        (dict(n_clients=10, scheme="dirichlet", alpha=1e300), r"alpha must be a finite number in \(0, 1e\+06\]"),
         (dict(n_clients=5000, scheme="iid"), "n_clients=5000"),
         (dict(n_clients=10, scheme="pathological"), "scheme must be one of .*, got 'pathological'"),
         (dict(n_clients=200, scheme="iid", min_size=10), "min_size=10"),

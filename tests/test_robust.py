@@ -1,3 +1,5 @@
+from dataclasses import replace
+
 import matplotlib.pyplot as plt
 import pytest
 import torch
@@ -8,6 +10,7 @@ import mllib
 from mllib import engine, robust
 from mllib.checks import robust as check
 from mllib.robust import figures, rules
+from mllib.robust.training import Grid
 from mllib.spread import Spread
 from selfchecks import assert_passes, assert_rejects
 
@@ -712,6 +715,18 @@ def test_the_grid_runs_zeno_and_reports_what_centered_clipping_clipped(small, di
     assert all(0 <= v <= 1 for v in shares["honest"].values)
     with pytest.raises(ValueError, match="counted no clipping"):
         grid.clipped((0.0, "noise", "Zeno"))
+
+
+def test_a_joined_grid_has_both_grids_columns_and_nan_where_one_did_not_run():
+    accuracy = lambda *shape: torch.rand(*shape, generator=torch.Generator().manual_seed(0))  # noqa: E731
+    main = Grid([0, 1], [0.0, 0.9], ["none", "ALIE"], ["mean", "Krum"], accuracy(2, 2, 2, 2), f=3)
+    zeno = Grid([0, 1], [0.9], ["none", "ALIE"], ["Zeno"], accuracy(2, 1, 2, 1), f=3)
+    table = main.join(zeno)
+    assert table.aggregators == ["mean", "Krum", "Zeno"] and table[0.9, "ALIE", "Zeno"].values == zeno[0.9, "ALIE", "Zeno"].values
+    assert table[0.0, "none", "Krum"].values == main[0.0, "none", "Krum"].values
+    assert table.accuracy[:, 0, :, 2].isnan().all() and not table.ran(0.0, "Zeno") and table.ran(0.9, "Zeno")
+    with pytest.raises(ValueError, match="same seeds, attacks and f"):
+        main.join(replace(zeno, f=2))
 
 
 def test_the_median_the_lecture_shows_is_the_one_the_grid_runs(monkeypatch, small):

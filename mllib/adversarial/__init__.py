@@ -4,7 +4,7 @@ Training changes the model to lower the loss on the data; an attack changes the 
 raise the loss of a fixed model, by projected gradient ascent on the input. Every attack
 here takes a ``classifier``: any callable mapping images (B, C, H, W) in [0, 1] to logits
 (B, n_classes), such as an ``nn.Module`` or ``classifier(model, row)`` for a row of the
-client matrix. Adversarial training (the min-max of Madry et al. 2018) runs on one row.
+client matrix. Adversarial training (the min-max of Madry et al. 2018, arXiv:1706.06083) runs on one row.
 """
 from .attacks import (
     NORMS, Attack, Classifier, accuracy, classifier, fgsm, input_gradient, minimal_epsilon, pgd, pgd_step,

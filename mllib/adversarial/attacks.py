@@ -91,7 +91,7 @@ def fgsm(f: Classifier, x: torch.Tensor, y: torch.Tensor, eps: float, *, targete
         ValueError: for eps < 0.
 
     Reference: Goodfellow, Shlens and Szegedy 2015, "Explaining and harnessing adversarial
-    examples", Eq. (1) "fast gradient sign method".
+    examples", arXiv:1412.6572, Eq. (1) "fast gradient sign method".
     """
     _check(eps)
     g, _ = input_gradient(f, x, y)
@@ -202,7 +202,7 @@ def pgd(
             or a random start without a generator.
 
     Reference: Madry, Makelov, Schmidt, Tsipras and Vladu 2018, "Towards deep learning
-    models resistant to adversarial attacks", Section 2.1 (the PGD attack, Eq. (2.1)).
+    models resistant to adversarial attacks", arXiv:1706.06083, Section 2.1 (the PGD attack, Eq. (2.1)).
     """
     if step_size is None:
         step_size = 2.5 * torch.as_tensor(eps) / steps
@@ -255,9 +255,12 @@ def accuracy(f: Classifier, x: torch.Tensor, y: torch.Tensor, batch_size: int = 
 def transfer_rate(f: Classifier, x_adv: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> float:
     """The share of the images f classifies correctly that it misclassifies once perturbed.
 
-    Papernot, McDaniel and Goodfellow 2016 ("Transferability in machine learning", Section 3)
-    measure transferability so: examples x_adv crafted on a source model, evaluated on a target
-    f that the attacker never queried for gradients; images f already gets wrong are left out.
+    Papernot, McDaniel and Goodfellow 2016 ("Transferability in machine learning", arXiv:1605.07277,
+    Section 3) measure transferability so: examples x_adv crafted on a source model, evaluated
+    on a target f that the attacker never queried for gradients; images f already gets wrong
+    are left out. The source may be a substitute trained on f's labels alone, the black-box
+    attack of Papernot, McDaniel, Goodfellow, Jha, Celik and Swami 2017 ("Practical black-box
+    attacks against machine learning", arXiv:1602.02697).
 
     Args:
         f: the target classifier; x_adv, x: (B, C, H, W) perturbed and clean images; y: (B,) labels.

@@ -68,7 +68,7 @@ def universal_patch(
     Raises:
         ValueError: for a size outside (0, H] or steps < 1.
 
-    Reference: Brown, Mane, Roy, Abadi and Gilmer 2017, "Adversarial patch", Eq. (1).
+    Reference: Brown, Mane, Roy, Abadi and Gilmer 2017, "Adversarial patch", arXiv:1712.09665, Eq. (1).
     """
     c, h, _ = x.shape[1:]
     patch = rand(c, size, size, gen=gen, device=x.device).requires_grad_(True)

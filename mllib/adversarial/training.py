@@ -1,4 +1,4 @@
-"""Adversarial training (Madry et al. 2018): SGD on the attacked minibatches of one row."""
+"""Adversarial training (Madry et al. 2018, arXiv:1706.06083): SGD on the attacked minibatches of one row."""
 import torch
 
 from ..clients import MODEL
@@ -35,7 +35,7 @@ def adversarial_epoch(
     Returns:
         (d,) the row after the epoch; ``row`` is not modified.
 
-    Reference: Madry et al. 2018, Eq. (2.1) and Section 4 (training on PGD examples only).
+    Reference: Madry et al. 2018, arXiv:1706.06083, Eq. (2.1) and Section 4 (training on PGD examples only).
     """
     for idx in order.split(batch_size):
         xb, yb = x[idx], y[idx]

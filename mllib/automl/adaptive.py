@@ -71,7 +71,7 @@ class Adam(SGD):
 
 
 class HypergradientSGD(SGD):
-    """SGD with hypergradient descent on its learning rate (Baydin et al. 2018, SGD-HD).
+    """SGD with hypergradient descent on its learning rate (Baydin et al. 2018, arXiv:1703.04782, SGD-HD).
 
     Update, per run: alpha_t = alpha_{t-1} + beta * g_t . g_{t-1} (a gradient step on alpha,
     since d f(x_{t-1}) / d alpha = -g_t . g_{t-1}); then x_t = x_{t-1} - alpha_t g_t.

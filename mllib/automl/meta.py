@@ -1,7 +1,7 @@
 """Learning to learn: first-order MAML and Reptile on few-shot sinusoid regression.
 
 A task is y = A sin(x - phi) with A ~ U[0.1, 5], phi ~ U[0, pi], x ~ U[-5, 5] (Finn et
-al. 2017, Section 5.1). The n tasks of a meta-batch are the rows of a client matrix: every
+al. 2017, arXiv:1703.03400, Section 5.1). The n tasks of a meta-batch are the rows of a client matrix: every
 task adapts its own copy of the initialization theta at once.
 """
 import math
@@ -55,9 +55,9 @@ def meta_step(model: FlatModel, theta: torch.Tensor, x, y, x_query, y_query, *, 
               inner_steps: int, inner_lr: float) -> torch.Tensor:  # fmt: skip
     """One meta-gradient (a direction to descend) for the initialization theta (d,).
 
-    - ``"maml"``, first-order MAML (Finn et al. 2017, Section 5.2 "first-order approximation"):
+    - ``"maml"``, first-order MAML (Finn et al. 2017, arXiv:1703.03400, Section 5.2 "first-order approximation"):
       the mean over tasks of grad L_query(phi_i), phi_i = adapted theta.
-    - ``"reptile"`` (Nichol, Achiam and Schulman 2018, Algorithm 2): theta - mean_i phi_i,
+    - ``"reptile"`` (Nichol, Achiam and Schulman 2018, arXiv:1803.02999, Algorithm 2): theta - mean_i phi_i,
       with phi_i after ``inner_steps`` steps on the task's support and query points together.
     - ``"joint"``: joint pre-training, the mean over tasks of grad L_task(theta).
 
@@ -96,7 +96,7 @@ def meta_step(model: FlatModel, theta: torch.Tensor, x, y, x_query, y_query, *, 
 @constrain(model=MODEL, theta=Tensor(1), x=Tensor(3), y=Tensor(2), **INNER, outer_lr=Real(gt=0))
 def reptile_update(model: FlatModel, theta: torch.Tensor, x, y, inner_steps: int, inner_lr: float,
                    outer_lr: float) -> torch.Tensor:  # fmt: skip
-    """One Reptile meta-step with plain SGD outer steps (Nichol et al. 2018, Algorithm 2, batched).
+    """One Reptile meta-step with plain SGD outer steps (Nichol et al. 2018, arXiv:1803.02999, Algorithm 2, batched).
 
     phi_i = theta after ``inner_steps`` SGD steps (``inner_lr``) on task i's points;
     theta <- theta + outer_lr * (1/n sum_i phi_i - theta).

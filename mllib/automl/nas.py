@@ -1,7 +1,7 @@
 """Architecture search over MLP depth and width, with and without warm start.
 
 Warm start uses function-preserving transformations (Net2Net, Chen, Goodfellow and Shlens
-2016): a child architecture inherits its parent's trained weights and starts by computing
+2016, arXiv:1511.05641): a child architecture inherits its parent's trained weights and starts by computing
 exactly the parent's function. Rows of X (n, d) are independent runs (seeds).
 """
 import torch

@@ -1,6 +1,6 @@
 """Optuna, the production tool, replayed on the same table of learning curves as ``search``.
 
-An Optuna study with a random sampler and ``optuna.pruners.HyperbandPruner`` (Li et al. 2018,
+An Optuna study with a random sampler and ``optuna.pruners.HyperbandPruner`` (Li et al. 2018, arXiv:1603.06560,
 in Optuna's asynchronous form: each bracket is an asynchronous successive-halving pruner that
 stops a trial whose intermediate value is not in the top 1/eta of those seen at its rung) picks
 configurations of the table's pool. Each trial "trains" its configuration by reporting
@@ -14,11 +14,11 @@ scratch as in the paper.
 import optuna
 import torch
 
-from ..constraints import Indices, Instance, Integer, Real, Reals, constrain
-from .search import CURVES, ETA, best_found
+from ..constraints import Indices, Instance, Integer, constrain
+from .search import BUDGET, BUDGETS, CURVES, ETA, best_found
 
 
-@constrain(curves=CURVES, pool=Indices(), budget=Real(ge=1), seed=Integer(min=0), eta=ETA,
+@constrain(curves=CURVES, pool=Indices(), budget=BUDGET, seed=Integer(min=0), eta=ETA,
            pruner=Instance(optuna.pruners.BasePruner) | None)  # fmt: skip
 def optuna_trace(curves: torch.Tensor, pool: torch.Tensor, budget: int, seed: int, eta: int = 3,
                  pruner: optuna.pruners.BasePruner | None = None) -> tuple[list[tuple[int, int]], optuna.Study]:  # fmt: skip
@@ -34,7 +34,7 @@ def optuna_trace(curves: torch.Tensor, pool: torch.Tensor, budget: int, seed: in
     Args:
         curves: (n_configs, R) validation accuracies.
         pool: (m,) indices of the configurations the sampler draws from.
-        budget: total epochs, >= 1.
+        budget: total epochs, in [1, 10^4] (``search.MAX_BUDGET``).
         seed: the random sampler's seed (the study's name, which places trials in Optuna's
             Hyperband brackets, is derived from it too, so a replay is reproducible).
         eta: the halving rate, an integer >= 2.
@@ -45,7 +45,7 @@ def optuna_trace(curves: torch.Tensor, pool: torch.Tensor, budget: int, seed: in
         ``search.search_trace`` returns, and the Optuna study).
 
     Raises:
-        ValueError: if budget < 1 or eta < 2.
+        ValueError: for a budget outside [1, 10^4] or eta < 2.
     """
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # Optuna logs every trial to stderr
     R = curves.shape[1]
@@ -72,7 +72,7 @@ def optuna_trace(curves: torch.Tensor, pool: torch.Tensor, budget: int, seed: in
     return trace, study
 
 
-@constrain(curves=CURVES, pool=Indices(), budgets=Reals(ge=1), seeds=Integer(min=1), eta=ETA)
+@constrain(curves=CURVES, pool=Indices(), budgets=BUDGETS, seeds=Integer(min=1), eta=ETA)
 def optuna_anytime(curves: torch.Tensor, pool: torch.Tensor, budgets: list[int], seeds: int,
                    eta: int = 3) -> torch.Tensor:  # fmt: skip
     """Best-found accuracy vs budget of Optuna (random sampler + HyperbandPruner), seeds 0..seeds-1.

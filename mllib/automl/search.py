@@ -18,13 +18,18 @@ from ..models import FlatModel, mlp
 METHODS = ("random", "halving", "hyperband")
 ETA = Integer(min=2)  # the fraction 1/eta of configurations survives a rung
 CURVES = Tensor(2, description="a table of learning curves (n_configs, epochs)")
+# A budget in epochs. A replay loops once per training it pays for, so a budget of 1e15 would
+# run for ages: 10^4 epochs, over ten times lecture 10's largest (32 R = 864), replays in about
+# a second (Optuna's in seconds), whatever the table.
+MAX_BUDGET = 1e4
+BUDGET, BUDGETS = Real(ge=1, le=MAX_BUDGET), Reals(ge=1, le=MAX_BUDGET)
 
 
 @constrain(max_resource=Integer(min=1), eta=ETA)
 def hyperband_schedule(max_resource: int, eta: int = 3) -> list[list[tuple[int, int]]]:
     """Hyperband's brackets: for each bracket s, the rungs (n_i configurations, r_i resource each).
 
-    Li et al. 2018, Algorithm 1: s_max = floor(log_eta R); for s = s_max, ..., 0:
+    Li et al. 2018, arXiv:1603.06560, Algorithm 1: s_max = floor(log_eta R); for s = s_max, ..., 0:
     n = ceil((s_max + 1) / (s + 1) * eta^s), r = R eta^-s; rung i keeps
     n_i = floor(n eta^-i) configurations and trains each with r_i = r eta^i.
 
@@ -52,7 +57,7 @@ def hyperband_schedule(max_resource: int, eta: int = 3) -> list[list[tuple[int, 
 @constrain(curves=CURVES, configs=Indices(), min_resource=Integer(min=1), eta=ETA, max_resource=Integer(min=1) | None)
 def successive_halving(curves: torch.Tensor, configs: torch.Tensor, min_resource: int, eta: int = 3,
                        max_resource: int | None = None) -> tuple[int, int]:  # fmt: skip
-    """Successive halving (Jamieson and Talwalkar 2016) replayed on a table of learning curves.
+    """Successive halving (Jamieson and Talwalkar 2016, arXiv:1502.07943) replayed on a table of learning curves.
 
     Train all n configurations with r_0 = ``min_resource`` epochs, keep the best
     floor(n_i / eta), multiply the resource by eta, repeat until one is left or the
@@ -89,7 +94,7 @@ def _argmax(score: torch.Tensor) -> int:
     return int(torch.sort(-score, stable=True).indices[0])
 
 
-@constrain(curves=CURVES, pool=Indices(), budget=Real(ge=1), gen=Generator())
+@constrain(curves=CURVES, pool=Indices(), budget=BUDGET, gen=Generator())
 def random_search(curves: torch.Tensor, pool: torch.Tensor, budget: int, gen: torch.Generator) -> list[tuple[int, int]]:
     """Random search (Bergstra and Bengio 2012) replayed on a table of learning curves.
 
@@ -99,13 +104,13 @@ def random_search(curves: torch.Tensor, pool: torch.Tensor, budget: int, gen: to
 
     Args:
         curves: (n_configs, R) validation accuracies; pool: (m,) indices to draw from.
-        budget: total epochs, >= 1; gen: CPU generator for the draws.
+        budget: total epochs, in [1, 10^4]; gen: CPU generator for the draws.
 
     Returns:
         [(epochs spent so far, configuration trained to R)], one entry per draw.
 
     Raises:
-        ValueError: for budget < 1, an empty pool or a table that is not 2-D.
+        ValueError: for a budget outside [1, 10^4], an empty pool or a table that is not 2-D.
     """
     R = curves.shape[1]
     trace, spent = [], 0
@@ -116,14 +121,14 @@ def random_search(curves: torch.Tensor, pool: torch.Tensor, budget: int, gen: to
     return trace
 
 
-@constrain(method=OneOf(*METHODS), curves=CURVES, pool=Indices(), budget=Real(ge=1), gen=Generator(), eta=ETA)
+@constrain(method=OneOf(*METHODS), curves=CURVES, pool=Indices(), budget=BUDGET, gen=Generator(), eta=ETA)
 def search_trace(method: str, curves: torch.Tensor, pool: torch.Tensor, budget: int, gen: torch.Generator,
                  eta: int = 3) -> list[tuple[int, int]]:  # fmt: skip
     """Replay one search method until it has spent ``budget`` epochs.
 
     - ``"random"`` (Bergstra and Bengio 2012): ``random_search``.
     - ``"halving"``: repeat Hyperband's most aggressive bracket (successive halving).
-    - ``"hyperband"`` (Li et al. 2018, Algorithm 1): cycle through all brackets.
+    - ``"hyperband"`` (Li et al. 2018, arXiv:1603.06560, Algorithm 1): cycle through all brackets.
 
     Each bracket draws its configurations uniformly without replacement from ``pool``.
 
@@ -131,7 +136,7 @@ def search_trace(method: str, curves: torch.Tensor, pool: torch.Tensor, budget: 
         method: "random", "halving" or "hyperband".
         curves: (n_configs, R) validation accuracies.
         pool: (m,) indices of the configurations random draws come from.
-        budget: total epochs, >= 1.
+        budget: total epochs, in [1, 10^4].
         gen: CPU generator for the draws.
         eta: the halving rate.
 
@@ -139,7 +144,7 @@ def search_trace(method: str, curves: torch.Tensor, pool: torch.Tensor, budget: 
         [(epochs spent so far, configuration trained to R)] after each completed full training.
 
     Raises:
-        ValueError: for an unknown method, budget < 1 or eta < 2.
+        ValueError: for an unknown method, a budget outside [1, 10^4] or eta < 2.
     """
     if method == "random":
         return random_search(curves, pool, budget, gen)
@@ -182,7 +187,7 @@ def best_found(curves: torch.Tensor, trace: list[tuple[int, int]], budgets: list
     return out
 
 
-@constrain(curves=CURVES, pool=Indices(), budgets=Reals(ge=1), seeds=Integer(min=1),
+@constrain(curves=CURVES, pool=Indices(), budgets=BUDGETS, seeds=Integer(min=1),
            methods=Instance(tuple, list, description="a tuple of method names"), eta=ETA)  # fmt: skip
 def anytime_curves(curves, pool, budgets, seeds, methods=("random", "halving", "hyperband"), eta=3):
     """Best-found accuracy vs budget for each method, replayed with seeds 0..seeds-1.

@@ -7,8 +7,9 @@ reference on every input and leaves the inputs unchanged; otherwise it raises ``
 whose first line says what is wrong in at most 100 characters: for a ``Mistake`` students
 actually make (a sign, a missing scale, the wrong axis), its own message and a hint, recognized
 because the answer agrees with that wrong variant; otherwise what differed and on which input.
-A build exercise lists the library functions it asks the student to write (``forbid``): while
-the check runs they raise, so an answer that calls them fails.
+A build exercise lists the library functions and classes it asks the student to write (``forbid``):
+while the check runs they raise, under every name mllib or the notebook gives them, so an answer that
+calls them fails.
 
 In a notebook a failed check shows its message alone, in red, without the traceback (IPython's
 ``_render_traceback_``); an error raised inside the student's own code keeps its full
@@ -59,7 +60,7 @@ def self_check(reference: Callable, *, mistakes: Sequence[Mistake] = (), forbid:
     Args:
         reference: the correct implementation.
         mistakes: the wrong variants the check recognizes, each with its message and hint.
-        forbid: library functions the answer must not call (a build exercise's algorithm).
+        forbid: library functions and classes the answer must not call (a build exercise's algorithm).
     """
 
     def wrap(make_cases: Callable[[torch.Generator], list[dict]]) -> Callable:

@@ -141,7 +141,7 @@ def powersgd_step(gen):
 
 def reference_ef_sgd(model, x, xb, yb, k, lr, error_feedback):
     """T steps of distributed SGD with top-k compression, with or without error feedback (EF-SGD,
-    Karimireddy et al. 2019, Algorithm 2, on n workers): p_i = lr g_i + e_i, send top_k(p_i),
+    Karimireddy et al. 2019, arXiv:1901.09847, Algorithm 2, on n workers): p_i = lr g_i + e_i, send top_k(p_i),
     e_i <- p_i - top_k(p_i) (or 0 without feedback), x <- x - mean_i top_k(p_i). Returns x (d,)."""
     E = torch.zeros(xb.shape[1], len(x), dtype=x.dtype)
     for inputs, labels in zip(xb, yb):
@@ -185,7 +185,8 @@ def _ef_sgd_ignoring_the_switch(model, x, xb, yb, k, lr, error_feedback):
         Mistake(_ef_sgd_ignoring_the_switch, "error feedback is on even with error_feedback=False",
                 "without feedback the memory stays zero: plain top-k SGD"),
     ],
-    forbid=[compression.top_k, compression.error_feedback_memory],
+    # the functions and the classes that compress (TopK's encode ranks on its own, without top_k)
+    forbid=[compression.top_k, compression.error_feedback_memory, compression.TopK, compression.ErrorFeedback],
 )  # fmt: skip
 def ef_sgd(gen):
     """A small MLP (4 -> 5 -> 3), x (d,), T steps' batches xb (T, n, B, 4), yb (T, n, B), k, lr, with

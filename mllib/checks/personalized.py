@@ -59,7 +59,7 @@ def _ditto_round_variant(model, w, V, xb, yb, xp, yp, weights, lr, lam, *, ancho
 
 
 def reference_ditto_round(model, w, V, xb, yb, xp, yp, weights, lr, lam):
-    """One Ditto round (Li et al. 2021, Algorithm 1) with every client, on given minibatches:
+    """One Ditto round (Li et al. 2021, arXiv:2012.04221, Algorithm 1) with every client, on given minibatches:
     FedAvg's local SGD from w (``fine_tune_on``) averaged by weight, and proximal personal steps
     (``ditto_update``) toward the round's w; returns (w+ (d,), V+ (n, d))."""
     Y = training.fine_tune_on(model, w, xb, yb, lr)

@@ -175,9 +175,9 @@ def loss_threshold_auc_reference(member_losses: torch.Tensor, nonmember_losses: 
         Mistake(lambda m, n: 1 - loss_threshold_auc_reference(m, n), "your AUC is reversed: 1 - AUC",
                 "a member has the smaller loss: count pairs where the non-member's loss is larger"),
         Mistake(lambda m, n: (n[None, :] >= m[:, None]).double().mean(), "you count a tie as a full win",
-                "a tie between a member's and a non-member's loss counts 1/2"),
+                "a tie counts 1/2, not 1: compare with >, then add 1/2 for each pair of equal losses"),
         Mistake(lambda m, n: (n[None, :] > m[:, None]).double().mean(), "you count a tie as a loss",
-                "a tie between a member's and a non-member's loss counts 1/2"),
+                "a tie counts 1/2, not 0: to the pairs where the non-member's loss is larger, add 1/2 per tie"),
     ],
 )  # fmt: skip
 def loss_threshold_auc(gen):

@@ -24,9 +24,9 @@ def _median_of_rows(X):
     robust.coordinate_median,
     mistakes=[
         Mistake(_lower_median, "for even n this is the lower middle value, not the midpoint",
-                "with n even, average the two middle values: (s[n//2 - 1] + s[n//2]) / 2"),
+                "with n even, s[n//2 - 1] is only the lower middle value: average it with s[n//2]"),
         Mistake(_upper_median, "for even n this is the upper middle value, not the midpoint",
-                "with n even, average the two middle values: (s[n//2 - 1] + s[n//2]) / 2"),
+                "with n even, s[n//2] is only the upper middle value: average it with s[n//2 - 1]"),
         Mistake(_median_of_rows, "this is the median of each row, not of each column",
                 "sort along dim 0 (over the workers): X.sort(0).values"),
     ],

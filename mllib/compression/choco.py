@@ -1,4 +1,4 @@
-"""CHOCO-Gossip and CHOCO-SGD (Koloskova, Stich, Jaggi 2019): gossip with compressed messages.
+"""CHOCO-Gossip and CHOCO-SGD (Koloskova, Stich, Jaggi 2019, arXiv:1902.00340): gossip with compressed messages.
 
 n nodes hold the rows of X (n, d) and talk only to their neighbours in a mixing matrix W
 (n, n, doubly stochastic, lecture 03). Each node also keeps public copies X_hat of every
@@ -60,7 +60,7 @@ def naive_step(X: torch.Tensor, W: torch.Tensor, compressor: Compressor, gamma: 
 
 
 class Choco(Gossip):
-    """CHOCO-Gossip as a gossip part (Koloskova et al. 2019, Algorithm 1): ``step(X, r)`` is one
+    """CHOCO-Gossip as a gossip part (Koloskova et al. 2019, arXiv:1902.00340, Algorithm 1): ``step(X, r)`` is one
     ``choco_step`` with W_{r-1}; as a combine part, (X, U, r) -> step(X + U, r): the local
     updates first, then the compressed gossip (CHOCO-SGD, Algorithm 2).
 
@@ -109,7 +109,7 @@ class NaiveCompressedGossip(Gossip):
 def choco_gossip(
     X: torch.Tensor, W: torch.Tensor, compressor: Compressor, *, gamma: float, steps: int
 ) -> tuple[torch.Tensor, list[float]]:
-    """CHOCO-Gossip (Koloskova et al. 2019, Algorithm 1) in matrix form.
+    """CHOCO-Gossip (Koloskova et al. 2019, arXiv:1902.00340, Algorithm 1) in matrix form.
 
     With X_hat = 0 at the start, each step (``choco_step``, run by the engine as ``Choco``):
         1. Q = C(X - X_hat)             (each node compresses its change, (n, d))
@@ -159,7 +159,7 @@ def choco_sgd(
     gamma: float,
     steps: int,
 ) -> torch.Tensor:
-    """CHOCO-SGD (Koloskova et al. 2019, Algorithm 2) in matrix form, on the round engine.
+    """CHOCO-SGD (Koloskova et al. 2019, arXiv:1902.00340, Algorithm 2) in matrix form, on the round engine.
 
     With X_hat = 0 at the start, each step (one round of ``engine.Decentralized``):
         1. U = -lr * grad(X)            (local part: each node's SGD step, (n, d))

@@ -96,7 +96,7 @@ def random_k(X: torch.Tensor, k: int, u: torch.Tensor, *, unbiased: bool = True)
 def error_feedback_memory(U: torch.Tensor, error: torch.Tensor, k: int) -> torch.Tensor:
     """The new error memory of top-k with error feedback: e' = (U + e) - top_k(U + e, k).
 
-    The rows sent are (U + e) - e' (Karimireddy et al. 2019, Algorithm 2, lines 4-6).
+    The rows sent are (U + e) - e' (Karimireddy et al. 2019, arXiv:1901.09847, Algorithm 2, lines 4-6).
     """
     p = U + error  # (n, d)
     return p - top_k(p, k)
@@ -203,7 +203,7 @@ class ScaledSign(MessageCompressor):
     """Scaled sign (1-bit) compression: C(x) = ||x||_1 / d * sign(x).
 
     The scale makes C a contraction, ||C(x) - x||^2 <= (1 - ||x||_1^2 / (d ||x||_2^2)) ||x||^2
-    (Karimireddy et al. 2019, "Error feedback fixes SignSGD", Lemma 8). Biased. Zeros send
+    (Karimireddy et al. 2019, "Error feedback fixes SignSGD", arXiv:1901.09847, Lemma 8). Biased. Zeros send
     sign +1 (one bit cannot say 0).
     """
 
@@ -219,7 +219,7 @@ class ScaledSign(MessageCompressor):
 
 
 class QSGD(MessageCompressor):
-    """QSGD stochastic quantization with s levels (Alistarh et al. 2017, Section 3.1).
+    """QSGD stochastic quantization with s levels (Alistarh et al. 2017, arXiv:1610.02132, Section 3.1).
 
     Q_s(x)_j = ||x||_2 * sign(x_j) * xi_j / s, where xi_j = l + 1 with probability
     s |x_j| / ||x||_2 - l and l otherwise, l = floor(s |x_j| / ||x||_2). Unbiased:
@@ -282,7 +282,7 @@ class TopK(_Sparsifier):
     """Top-k sparsification: keep the k entries of largest magnitude of each row.
 
     C(x)_j = x_j if |x_j| is among the k largest, else 0; a contraction with
-    ||C(x) - x||^2 <= (1 - k/d) ||x||^2 (Stich et al. 2018, Lemma A.1). Biased. Sends k
+    ||C(x) - x||^2 <= (1 - k/d) ||x||^2 (Stich et al. 2018, arXiv:1809.07599, Lemma A.1). Biased. Sends k
     float32 values and k indices of ceil(log2 d) bits.
 
     Args:
@@ -310,7 +310,7 @@ class TopK(_Sparsifier):
 class RandomK(_Sparsifier):
     """Random-k sparsification: keep k entries of each row chosen uniformly at random.
 
-    Unbiased variant: C(x) = d/k * x * mask, so E C(x) = x (Stich et al. 2018, Section 2.1);
+    Unbiased variant: C(x) = d/k * x * mask, so E C(x) = x (Stich et al. 2018, arXiv:1809.07599, Section 2.1);
     biased variant (``unbiased=False``): C(x) = x * mask, a contraction with
     E||C(x) - x||^2 = (1 - k/d) ||x||^2. The server draws the same indices from the shared
     seed, so only the k float32 values are sent.
@@ -373,7 +373,7 @@ class Cast(MessageCompressor):
 
 
 class ErrorFeedback(MessageCompressor):
-    """Error feedback around any compressor (EF-SGD, Karimireddy et al. 2019, Algorithm 2).
+    """Error feedback around any compressor (EF-SGD, Karimireddy et al. 2019, arXiv:1901.09847, Algorithm 2).
 
     Each row i keeps a memory e_i of what compression dropped so far:
         1. p_i = u_i + e_i          (the update plus the error of earlier rounds)

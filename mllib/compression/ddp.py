@@ -13,6 +13,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from ..constraints import Integer, Real, constrain
 from ..data import load
 from ..decentralized.distributed import free_port
 from ..engine import Rounds, run
@@ -127,6 +128,8 @@ class PowerSGDHook:
 
 
 HOOKS = ("mllib", "torch", "sign+ef", "none")
+# each process is a fresh Python that imports torch (seconds, hundreds of MB): a few, on one machine
+MAX_PROCESSES = 16
 
 
 class SGDSteps(Rounds):
@@ -209,6 +212,7 @@ def _train_hooks(
         dist.destroy_process_group()
 
 
+@constrain(world_size=Integer(min=1, max=MAX_PROCESSES), rank=Integer(min=1), steps=Integer(min=1), lr=Real(gt=0))
 def run_ddp(
     *,
     hook: str | tuple[str, ...] = "mllib",
@@ -228,6 +232,7 @@ def run_ddp(
         seed: the initial model (``generator(seed)``), each process's minibatches
             (``generator(1 + process + world_size * seed)``) and PowerSGD's first Q; or a
             tuple of seeds, all trained in the same processes.
+        world_size: processes, in [1, 16].
         rank: PowerSGD's rank. steps, lr: SGD on minibatches of 32 per process.
 
     Returns:
@@ -237,7 +242,8 @@ def run_ddp(
         replaced by a dict from each seed to one.
 
     Raises:
-        ValueError: for an unknown hook, no seed or steps < 1; RuntimeError if a process fails.
+        ValueError: for an unknown hook, no seed, world_size outside [1, 16], rank or steps < 1, or lr
+            not > 0; RuntimeError if a process fails.
     """
     hooks = (hook,) if isinstance(hook, str) else tuple(hook)
     if not hooks or any(h not in HOOKS for h in hooks):
@@ -245,8 +251,6 @@ def run_ddp(
     seeds = (seed,) if isinstance(seed, int) else tuple(seed)
     if not seeds or any(not isinstance(s, int) or s < 0 for s in seeds):
         raise ValueError(f"seed must be an integer >= 0 or a tuple of them, got {seed!r}")
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
     data = load("digits", gen=generator(0))  # loaded once here: the processes need not import scikit-learn
     # spawn, not fork: a forked Jupyter kernel shares its ZeroMQ sockets and output streams
     # with the children (a run hung that way); spawn costs a fresh import of torch per child

@@ -5,16 +5,25 @@ from dataclasses import dataclass
 import matplotlib.pyplot as plt
 import torch
 
-from ..clients import evaluate
+from ..clients import CLIENTS, MODEL, evaluate
+from ..constraints import Generator, Instance, Integer, Integers, Real, Rule, constrain
 from ..engine import Federated, History, everyone, run
 from ..models import FlatModel
 from ..partition import Clients
 from ..runtime import generator
 from ..spread import Spread
 from .compressors import Compressor, Identity
-from .powersgd import PowerSGD, flops_power_iteration, flops_svd, flops_svd_lowrank, power_iteration, truncated_svd
+from .powersgd import SIZE, PowerSGD, flops_power_iteration, flops_svd, flops_svd_lowrank, power_iteration, truncated_svd
+
+SEEDS = Instance(Sequence, description="a sequence of seeds, e.g. (0, 1, 2)")
 
 
+@constrain(Rule("seeds", lambda seeds: len(seeds) > 0, "seeds must name at least one seed, got none"),
+           Rule("compressor", lambda compressor, seeds: not isinstance(compressor, PowerSGD)
+                or compressor.groups == len(seeds), lambda compressor, seeds: "compressor PowerSGD must have one group "
+                f"per seed: pass groups={len(seeds)}, got {compressor.groups}"),
+           compressor=Instance(Compressor) | None, model=MODEL, clients=CLIENTS, rounds=Integer(min=1), lr=Real(gt=0),
+           batch_size=Integer(min=1), seeds=SEEDS, eval_every=Integer(min=1))  # fmt: skip
 def train_compressed(
     compressor: Compressor | None,
     model: FlatModel,
@@ -28,7 +37,7 @@ def train_compressed(
 ) -> History:
     """Distributed SGD (one step per round, every client) with compressed updates, once per seed.
 
-    Per round, for the server model x of each seed (Karimireddy et al. 2019, Algorithm 2,
+    Per round, for the server model x of each seed (Karimireddy et al. 2019, arXiv:1901.09847, Algorithm 2,
     with the compressor's own error feedback if it has one), a configuration of
     ``engine.Federated``:
         1. local: every client i computes u_i = -lr * g_i(x; its minibatch of ``batch_size``);
@@ -54,16 +63,9 @@ def train_compressed(
         every round sends the same bits); ``model`` is (len(seeds), d).
 
     Raises:
-        ValueError: for no seeds, rounds or eval_every < 1, or a PowerSGD whose groups are
-            not one per seed.
+        ValueError: for no seeds, rounds or eval_every < 1, lr not > 0, or a PowerSGD whose
+            groups are not one per seed.
     """
-    seeds = list(seeds)
-    if not seeds:
-        raise ValueError("seeds must name at least one seed, got none")
-    if rounds < 1 or eval_every < 1:
-        raise ValueError(f"rounds and eval_every must be >= 1, got rounds={rounds}, eval_every={eval_every}")
-    if isinstance(compressor, PowerSGD) and compressor.groups != len(seeds):
-        raise ValueError(f"PowerSGD must have one group per seed: pass groups={len(seeds)}, got {compressor.groups}")
     compressor = compressor or Identity()
     device, n = clients.x.device, clients.n
     gens = [generator(s) for s in seeds]
@@ -130,6 +132,7 @@ class LowRankRow:
     flops_lowrank: int
 
 
+@constrain(n=SIZE, m=SIZE, decay=Real(gt=0, le=1), gen=Generator())
 def gradient_like(n: int, m: int, *, decay: float = 0.7, gen: torch.Generator) -> torch.Tensor:
     """A test matrix (n, m) with singular values decay**j: U diag(decay**j) V^T, U, V random orthogonal."""
     k = min(n, m)
@@ -138,6 +141,7 @@ def gradient_like(n: int, m: int, *, decay: float = 0.7, gen: torch.Generator) -
     return (U * decay ** torch.arange(k, dtype=torch.float32)) @ V.T
 
 
+@constrain(sizes=Integers(min=1), rank=SIZE, warm=SIZE, gen=Generator())
 def low_rank_comparison(sizes: Sequence[int], rank: int, *, warm: int = 4, gen: torch.Generator) -> list[LowRankRow]:
     """Errors and FLOPs of the rank-``rank`` approximations of ``gradient_like`` n x n matrices."""
     rows = []

@@ -1,4 +1,4 @@
-"""PowerSGD (Vogels, Karimireddy, Jaggi 2019): rank-r compression by one power iteration.
+"""PowerSGD (Vogels, Karimireddy, Jaggi 2019, arXiv:1905.13727): rank-r compression by one power iteration.
 
 A layer's gradient M (n x m) is sent as two thin matrices P (n x r) and Q (m x r):
 32 r (n + m) bits instead of 32 n m. One power iteration costs about 4 n m r FLOPs, linear
@@ -115,7 +115,7 @@ class PowerSGD(Compressor):
     """PowerSGD on the client matrix: each layer's update compressed to rank r, with error feedback.
 
     Rows of the (k, d) input are k workers; ``shapes`` lays a row out as the model's
-    parameters (``FlatModel.shapes``). Per step (Vogels et al. 2019, Algorithms 1 and 2):
+    parameters (``FlatModel.shapes``). Per step (Vogels et al. 2019, arXiv:1905.13727, Algorithms 1 and 2):
         1. M_i = U_i + e_i for each worker i, each layer reshaped to (out, in * ...);
         2. P_i = M_i Q, Q the shared warm start;   3. P = mean_i P_i  (all-reduce);
         4. P = orthogonalize(P);                   5. Q_i = M_i^T P;

@@ -42,7 +42,7 @@ from ..engine import Decentralized, run
 from ..models import FlatModel, mlp
 from ..partition import SCHEMES, split
 from ..runtime import generator, setup
-from .gossip import DPSGD, Gossip, GossipAveraging, Gradients, dpsgd, gossip_alone
+from .gossip import DPSGD, Gossip, GossipAveraging, Gradients, consensus_distance, dpsgd, gossip_alone
 from .topology import TOPOLOGIES, WEIGHTS, mixing_matrix
 
 ALGORITHMS = ("dpsgd", "gossip")
@@ -230,11 +230,11 @@ def worker(
 
 
 def _consensus(x: torch.Tensor, world: int) -> float:
-    """Xi^2 = mean_i ||x_i||^2 - ||x_bar||^2, from one all-reduce of [x_r, ||x_r||^2]."""
-    s = torch.cat([x.double(), x.double().pow(2).sum().reshape(1)])
-    dist.all_reduce(s)
-    mean = s[:-1] / world
-    return float(s[-1] / world - mean.pow(2).sum())
+    """``consensus_distance`` of every rank's row x_r (d,), gathered by one all-gather. (Not
+    mean_i ||x_i||^2 - ||x_bar||^2 from an all-reduce: that difference cancels as the rows agree.)"""
+    rows = [torch.empty_like(x) for _ in range(world)]
+    dist.all_gather(rows, x)
+    return consensus_distance(torch.stack(rows))
 
 
 def free_port() -> int:

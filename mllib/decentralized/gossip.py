@@ -38,7 +38,8 @@ def gossip(X: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
     """One gossip step: every node replaces its row by a weighted mean of its neighbours'.
 
     Update: X <- W X, i.e. x_i <- sum_j W_ij x_j (Boyd et al. 2006, "Randomized gossip
-    algorithms"; Xiao & Boyd 2004). With W doubly stochastic the mean row is kept.
+    algorithms", doi:10.1109/TIT.2006.874516; Xiao & Boyd 2004). With W doubly stochastic the mean
+    row is kept.
 
     Args:
         X: (n, d) client matrix.
@@ -87,7 +88,7 @@ def dpsgd_step(
     """One step of D-PSGD: average with the neighbours and take a local gradient step.
 
     Update (Lian et al. 2017, "Can decentralized algorithms outperform centralized
-    algorithms?", Algorithm 1, steps 4-6): X_{k+1} = W X_k - lr * G(X_k), where row i of
+    algorithms?", arXiv:1705.09056, Algorithm 1, steps 4-6): X_{k+1} = W X_k - lr * G(X_k), where row i of
     G is node i's stochastic gradient at its own model x_i, computed before mixing.
 
     Args:
@@ -163,7 +164,8 @@ class Gossip:
     """Gossip with the neighbours, a combine part: (X, U, r) -> W_{r-1} (X + U).
 
     Every node applies its local update U_i, then averages with its neighbours (D-PSGD with
-    local steps). ``step(X, r)`` is the gossip alone, X <- W_{r-1} X (Boyd et al. 2006),
+    local steps, on a topology that may change every round: Koloskova et al. 2020, arXiv:2003.10422).
+    ``step(X, r)`` is the gossip alone, X <- W_{r-1} X (Boyd et al. 2006, doi:10.1109/TIT.2006.874516),
     which ``GossipAveraging`` runs without training; subclasses (CHOCO-Gossip) replace it.
 
     Args:
@@ -200,7 +202,7 @@ class Gossip:
 
 class DPSGD(Gossip):
     """D-PSGD's combine part: (X, G, r) -> W_{r-1} X - lr G (``dpsgd_step``; Lian et al. 2017,
-    Algorithm 1). Args: W and mix as ``Gossip``; lr: the step size."""
+    arXiv:1705.09056, Algorithm 1). Args: W and mix as ``Gossip``; lr: the step size."""
 
     @constrain(W=MIXINGS, lr=Real(ge=0), mix=Function())
     def __init__(self, W: Mixing, lr: float, *, mix: Callable = gossip):
@@ -294,7 +296,7 @@ def dpsgd(
     x0: torch.Tensor | None = None,
     eval_every: int = 10,
 ) -> History:
-    """Decentralized parallel SGD on the client matrix (Lian et al. 2017, Algorithm 1).
+    """Decentralized parallel SGD on the client matrix (Lian et al. 2017, arXiv:1705.09056, Algorithm 1).
 
     Every node starts from the same x0; step k (k = 0 .. steps - 1), one round of
     ``engine.Decentralized``:

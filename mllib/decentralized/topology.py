@@ -4,7 +4,8 @@ A topology on n nodes is an (n, n) boolean adjacency matrix ``A`` with ``A[i, j]
 node i receives from node j (i != j); undirected graphs are symmetric. A mixing matrix W
 puts weight ``W[i, j] > 0`` only on edges and the diagonal, and gossip is X <- W X on the
 client matrix. W doubly stochastic keeps the average of the rows; how fast the rows agree
-is set by the spectral gap (Boyd et al. 2006, "Randomized gossip algorithms", Section 2).
+is set by the spectral gap (Boyd et al. 2006, "Randomized gossip algorithms", doi:10.1109/TIT.2006.874516,
+Section 2).
 """
 import math
 
@@ -39,7 +40,7 @@ def graph(
     - ``matching``: a uniformly random perfect matching (one round of a time-varying
       topology; n even, or one node left out when n is odd), needs ``gen``;
     - ``exponential`` (directed): i receives from i - 2^k mod n, k = 0 .. floor(log2(n - 1))
-      (Assran et al. 2019, SGP; Ying et al. 2021, "Exponential graph is provably efficient").
+      (Assran et al. 2019, SGP; Ying et al. 2021, "Exponential graph is provably efficient", arXiv:2110.13363).
 
     Args:
         topology: one of ``TOPOLOGIES``.
@@ -115,7 +116,7 @@ def node_traffic(W: torch.Tensor) -> torch.Tensor:
     Node i receives x_j from every j != i with W_ij != 0 and sends x_i to every j != i with
     W_ji != 0: traffic_i = #{j != i: W_ij != 0} + #{j != i: W_ji != 0}. The centre of a star
     is a federated server: it receives and sends n - 1 models per round, 2 (n - 1) in all;
-    on a ring every node handles 4 whatever n, on a 2-D torus 8 (Lian et al. 2017, Section 1:
+    on a ring every node handles 4 whatever n, on a 2-D torus 8 (Lian et al. 2017, arXiv:1705.09056, Section 1:
     the busiest node is the bottleneck of a centralized topology).
 
     Args:
@@ -272,10 +273,10 @@ def spectral_gap(W: torch.Tensor) -> float:
     """The spectral gap of a mixing matrix: how much one gossip step shrinks disagreement.
 
     Symmetric W with eigenvalues 1 = l_1 >= l_2 >= ... >= l_n: gap = 1 - max(|l_2|, |l_n|)
-    (Boyd et al. 2006; Koloskova et al. 2019, CHOCO-SGD, Assumption 1). Non-symmetric W
-    (directed graphs): gap = 1 - sigma_2(W), its second-largest singular value, which bounds
-    ||W x - mean|| <= sigma_2 ||x - mean|| (Assran et al. 2019; Ying et al. 2021).
-    Computed in float64.
+    (Boyd et al. 2006, doi:10.1109/TIT.2006.874516; Koloskova et al. 2019, arXiv:1902.00340, CHOCO-SGD,
+    Assumption 1). Non-symmetric W (directed graphs): gap = 1 - sigma_2(W), its second-largest
+    singular value, which bounds ||W x - mean|| <= sigma_2 ||x - mean|| (Assran et al. 2019;
+    Ying et al. 2021, arXiv:2110.13363). Computed in float64.
 
     Args:
         W: (n, n) doubly stochastic mixing matrix.

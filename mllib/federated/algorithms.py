@@ -81,7 +81,7 @@ def control_variate_step(c: torch.Tensor, delta: torch.Tensor, weights: torch.Te
            Y=ClientMatrix(), g=ClientMatrix(), m=Tensor(1), lr=Real(gt=0), momentum=MOMENTUM)  # fmt: skip
 def momentum_step(Y, g, m, lr, momentum) -> torch.Tensor:
     """One local step of MIME/MimeLite with SGD+momentum as base optimizer, state frozen:
-    y <- y - lr ((1 - beta) g + beta m) (Karimireddy et al. 2020, "Mime", Algorithm 1 with
+    y <- y - lr ((1 - beta) g + beta m) (Karimireddy et al. 2020, "Mime", arXiv:2008.03606, Algorithm 1 with
     SGD + momentum as base algorithm). MimeLite passes g = g_i(y; batch); MIME the corrected
     g = g_i(y; batch) - g_i(x; batch) + c. This is the (1 - beta) form of momentum; code that
     uses m <- beta m + g instead (e.g. FedJAX) differs by a factor 1 / (1 - beta) in lr.
@@ -119,7 +119,7 @@ def fedavg_update(problem: Problem, x: torch.Tensor, S: torch.Tensor, *, local_s
 
 # ----------------------------------------------------------------------------- algorithms
 class FedAvg:
-    """Federated averaging (McMahan et al. 2017, Algorithm 1) with a server learning rate.
+    """Federated averaging (McMahan et al. 2017, arXiv:1602.05629, Algorithm 1) with a server learning rate.
 
     Round: 1. y_i <- K local SGD steps of size lr from x, for i in S (``update``, the local part:
               ``fedavg_update``);
@@ -196,7 +196,7 @@ class FedSGD(FedAvg):
 
 
 class Scaffold(FedAvg):
-    """SCAFFOLD (Karimireddy et al. 2020, Algorithm 1, option II control variates).
+    """SCAFFOLD (Karimireddy et al. 2020, arXiv:1910.06378, Algorithm 1, option II control variates).
 
     Round, for i in S:  1. y_i <- x;  2. K times y_i <- y_i - lr (g_i(y_i) - c_i + c);
         3. c_i+ <- c_i - c + (x - y_i) / (K lr);
@@ -242,7 +242,7 @@ class Scaffold(FedAvg):
 
 class Mime(FedAvg):
     """MIME and MimeLite with SGD+momentum as the base optimizer (Karimireddy et al. 2020,
-    "Mime: Mimicking centralized stochastic algorithms in federated learning", Algorithm 1).
+    "Mime: Mimicking centralized stochastic algorithms in federated learning", arXiv:2008.03606, Algorithm 1).
 
     Round:  1. c <- sum_{i in S} p_i grad f_i(x) / sum p_i, full-batch gradients at x;
         2. K times, for i in S, with the momentum m frozen and one minibatch b for both gradients:

@@ -42,7 +42,7 @@ import json
 import os
 import pathlib
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
@@ -59,17 +59,32 @@ from flwr.server.workflow.secure_aggregation.secaggplus_workflow import Workflow
 from flwr.serverapp import Grid, ServerApp
 
 import mllib
+from mllib.constraints import Integer, Real, Rule, constrain
 from mllib.personalized import restrict
 
 from .client_app import ONLY, kept
-from .task import Settings, batch_generator, client_share, federation, flower_config, initial_model
+from .task import FlowerSettings, Settings, batch_generator, client_share, federation, initial_model
 
 APP = pathlib.Path(__file__).parent / "secaggplus_app"
 STAGES = ("setup", "share keys", "collect masked vectors", "unmask")
+# The settings of the course's FedAvg run these wrap, declared (and checked) once, in ``Settings``.
+TRAINING = ("rounds", "clients", "local_steps", "lr", "batch_size", "seed", "partition", "alpha", "timeout")
 
 
+@constrain(Rule("num_shares",
+                lambda num_shares, clients: num_shares <= clients and (num_shares % 2 == 1 or num_shares == clients),
+                "num_shares must be odd (or = clients) in (2, clients={clients}], got {num_shares}: "
+                "Flower halts at setup otherwise"),
+           Rule("threshold", lambda threshold, num_shares: threshold < num_shares,
+                "threshold must be in [2, num_shares={num_shares}), got {threshold}"),
+           Rule("quantization_range", lambda quantization_range, clients: quantization_range < 2**32 // clients,
+                "quantization_range must be in [1, 2^32 / clients), got {quantization_range} for clients={clients}: "
+                "the sum of the quantized models must not wrap modulo 2^32"),
+           **{name: Settings.__init__.__constraints__[name] for name in (*TRAINING, "output")},
+           num_shares=Integer(min=3), threshold=Integer(min=2), clipping_range=Real(gt=0),
+           quantization_range=Integer(min=1), stage_timeout=Real(ge=0))  # fmt: skip
 @dataclass(frozen=True)
-class SecAggPlusSettings:
+class SecAggPlusSettings(FlowerSettings):
     """A FedAvg run on the digits under Flower's SecAgg+ (the course's client, Flower's protocol).
 
     Attributes:
@@ -99,35 +114,9 @@ class SecAggPlusSettings:
     timeout: float = 60.0
     output: str = ""
 
-    def __post_init__(self):
-        self.training()  # checks the training settings
-        if not 2 < self.num_shares <= self.clients or (self.num_shares % 2 == 0 and self.num_shares != self.clients):
-            raise ValueError(f"num_shares must be odd (or = clients) in (2, clients={self.clients}], got "
-                             f"{self.num_shares}: Flower halts at setup otherwise")  # fmt: skip
-        if not 2 <= self.threshold < self.num_shares:
-            raise ValueError(f"threshold must be in [2, num_shares={self.num_shares}), got {self.threshold}")
-        if not 0 < self.clipping_range < float("inf") or not 0 < self.quantization_range < 2**32 // self.clients:
-            raise ValueError(f"clipping_range must be finite > 0 and quantization_range in (0, 2^32 / clients): the "
-                             f"sum of {self.clients} quantized models must not wrap modulo 2^32")  # fmt: skip
-        if self.stage_timeout < 0:
-            raise ValueError(f"stage_timeout must be >= 0 (0: wait for every reply), got {self.stage_timeout}")
-
     def training(self) -> Settings:
         """The course's FedAvg settings these wrap (the same clients, splits and generators)."""
-        return Settings(rounds=self.rounds, clients=self.clients, local_steps=self.local_steps, lr=self.lr,
-                        batch_size=self.batch_size, seed=self.seed, partition=self.partition, alpha=self.alpha,
-                        timeout=self.timeout)  # fmt: skip
-
-    @classmethod
-    def from_config(cls, config) -> "SecAggPlusSettings":
-        names = {f.name for f in fields(cls)}
-        values = {key.replace("-", "_"): value for key, value in config.items()}
-        if unknown := set(values) - names:
-            raise ValueError(f"unknown settings {sorted(unknown)}; known: {sorted(names)}")
-        return cls(**values)
-
-    def to_config(self) -> str:
-        return flower_config({key.replace("_", "-"): value for key, value in asdict(self).items()})
+        return Settings(**{name: getattr(self, name) for name in TRAINING})
 
 
 def quantization_tolerance(settings: SecAggPlusSettings, sizes, largest: float) -> float:

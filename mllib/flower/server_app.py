@@ -39,7 +39,7 @@ class SuperNodes:
     One call is one round: a train message to every SuperNode with x (and SCAFFOLD's server
     control variate c), then their updates, in partition order. SCAFFOLD's c lives here, as it
     lives on ``federated.Scaffold`` in the simulation: c <- c + sum_{i in S} p_i (c_i+ - c_i)
-    (``federated.control_variate_step``; Karimireddy et al. 2020, Algorithm 1, line 17).
+    (``federated.control_variate_step``; Karimireddy et al. 2020, arXiv:1910.06378, Algorithm 1, line 17).
 
     Args:
         grid: Flower's ``Grid``, which carries the messages.

@@ -31,6 +31,24 @@ AGGREGATORS = ("mean", "median", "trimmed mean", "krum", "geometric median")
 BATCHES, ATTACK, SERVER_NOISE = 0, 1, 2
 
 
+class FlowerSettings:
+    """A frozen dataclass of settings read from and written to Flower's run config, whose keys
+    use dashes (``local-steps``): ``Settings`` and ``secaggplus.SecAggPlusSettings``."""
+
+    @classmethod
+    def from_config(cls, config: Mapping):
+        """From Flower's run config (``[tool.flwr.app.config]``, ``flwr run -c``); unknown keys raise."""
+        names = {f.name for f in fields(cls)}
+        values = {key.replace("-", "_"): value for key, value in config.items()}
+        if unknown := set(values) - names:
+            raise ValueError(f"unknown settings {sorted(unknown)}; known: {sorted(names)}")
+        return cls(**values)
+
+    def to_config(self) -> str:
+        """The settings as ``flwr run --run-config`` reads them."""
+        return flower_config({key.replace("_", "-"): value for key, value in asdict(self).items()})
+
+
 @constrain(Rule("aggregator", lambda algorithm, aggregator: aggregator == "mean" or algorithm == "fedavg",
                 "a robust aggregator replaces FedAvg's mean; algorithm={algorithm!r} keeps its own"),
            Rule("byzantine", lambda byzantine, clients: byzantine < clients,
@@ -40,7 +58,7 @@ BATCHES, ATTACK, SERVER_NOISE = 0, 1, 2
            algorithm=OneOf(*ALGORITHMS), aggregator=OneOf(*AGGREGATORS), byzantine=Integer(min=0), clip=Real(gt=0),
            noise=Real(gt=0), delta=Real(gt=0, lt=1), timeout=Real(gt=0), output=Instance(str))  # fmt: skip
 @dataclass(frozen=True)
-class Settings:
+class Settings(FlowerSettings):
     """One federated run on the digits (an MLP 64-64-10), FedAvg by default.
 
     Attributes:
@@ -73,19 +91,6 @@ class Settings:
     delta: float = 1e-5
     timeout: float = 60.0
     output: str = ""
-
-    @classmethod
-    def from_config(cls, config: Mapping) -> "Settings":
-        """From Flower's run config, whose keys use dashes (``local-steps``); unknown keys raise."""
-        names = {f.name for f in fields(cls)}
-        values = {key.replace("-", "_"): value for key, value in config.items()}
-        if unknown := set(values) - names:
-            raise ValueError(f"unknown settings {sorted(unknown)}; known: {sorted(names)}")
-        return cls(**values)
-
-    def to_config(self) -> str:
-        """The settings as ``flwr run --run-config`` reads them."""
-        return flower_config({key.replace("_", "-"): value for key, value in asdict(self).items()})
 
 
 SETTINGS = Instance(Settings)

@@ -9,7 +9,7 @@ sign s, exponent field e and mantissa field m as the value
 Everything else (range, smallest normal and subnormal, machine epsilon) follows from
 E, M and b, and the way the format spends its top exponent: IEEE 754 (2019) style formats
 keep it for infinity and NaN; the "FN" ("finite, NaN") E4M3 of Micikevicius et al. (2022,
-"FP8 formats for deep learning") has no infinity and one NaN pattern, so it reaches 448.
+"FP8 formats for deep learning", arXiv:2209.05433) has no infinity and one NaN pattern, so it reaches 448.
 """
 import math
 from dataclasses import dataclass
@@ -236,9 +236,9 @@ def round_to(
     """Round every entry of ``x`` into ``fmt``: to nearest even (``round_to_nearest``), or stochastically.
 
     Stochastic rounding (Gupta et al. 2015, "Deep learning with limited numerical precision",
-    Eq. 5) rounds up with probability (x - down) / q, so E[round(x)] = x: floor(x / q + u) q,
-    u ~ U[0, 1), q = ``grid_spacing``. It saturates at +-max so that it stays unbiased for
-    every |x| <= max.
+    arXiv:1502.02551, Eq. 5) rounds up with probability (x - down) / q, so E[round(x)] = x:
+    floor(x / q + u) q, u ~ U[0, 1), q = ``grid_spacing``. It saturates at +-max so that it
+    stays unbiased for every |x| <= max.
 
     Nearest rounding of float32, FP16 and BF16 tensors takes ``fast_rounding``'s float32 and
     int32 arithmetic (same bits, several times faster); float64 and integer tensors, and FP32
@@ -302,7 +302,7 @@ def torch_cast(x: torch.Tensor, fmt: str | Format) -> torch.Tensor:
 def amax_scale(x: torch.Tensor, fmt: str | Format, *, margin: float = 1.0) -> torch.Tensor:
     """Per-tensor scale s = amax(|x|) / (margin * max(fmt)), so that x / s just fits the format.
 
-    The recipe of Micikevicius et al. (2022, Sec. 3) for FP8 and of symmetric INT8
+    The recipe of Micikevicius et al. (2022, arXiv:2209.05433, Sec. 3) for FP8 and of symmetric INT8
     quantization (Jacob et al. 2018): one float scale per tensor, chosen from its largest
     magnitude. An all-zero (or all-NaN) tensor gets s = 1.
 
@@ -362,7 +362,7 @@ def stochastic_round_grid(x: torch.Tensor, step: float, u: torch.Tensor) -> torc
     """Stochastic rounding to the grid step * Z with given uniforms u in [0, 1) (x's shape).
 
     floor(x / step + u) * step: rounds up with probability (x - down) / step, so that
-    E_u[result] = x (Gupta et al. 2015, Eq. 5).
+    E_u[result] = x (Gupta et al. 2015, arXiv:1502.02551, Eq. 5).
 
     Raises:
         ValueError: for step not finite and positive, or u of another shape.

@@ -1,6 +1,6 @@
 """The hashing trick: features indexed by a hash of their name, with a hashed sign.
 
-Weinberger et al. (2009, "Feature hashing for large scale multitask learning", Eq. 2):
+Weinberger et al. (2009, "Feature hashing for large scale multitask learning", arXiv:0902.2206, Eq. 2):
 phi_j(x) = sum over features f with h(f) = j of xi(f) x_f, where h maps names to
 {0, ..., m-1} and xi to {-1, +1}; the sign makes the hashed inner product unbiased,
 E[<phi(x), phi(x')>] = <x, x'>. Like scikit-learn's ``FeatureHasher`` (whose indices and
@@ -71,7 +71,7 @@ def hash_features(
 ) -> torch.Tensor:
     """Hash raw samples into a dense (n_samples, n_features) float64 matrix.
 
-    phi(x)[h(f)] += xi(f) x_f for every feature f of x (Weinberger et al. 2009, Eq. 2).
+    phi(x)[h(f)] += xi(f) x_f for every feature f of x (Weinberger et al. 2009, arXiv:0902.2206, Eq. 2).
 
     Args:
         samples: for input_type "dict", mappings name -> value (a str value v becomes the
@@ -200,7 +200,7 @@ def model_bytes(n_features: int, n_classes: int, bits: int) -> int:
 def signed_hash_vector(h: torch.Tensor, values: torch.Tensor, n_features: int) -> torch.Tensor:
     """The hashed vector of features with signed 32-bit hash values h (n,) and values (n,).
 
-    phi[|h_i| mod m] += sign(h_i) values_i, sign +1 for h_i >= 0 (Weinberger et al. 2009).
+    phi[|h_i| mod m] += sign(h_i) values_i, sign +1 for h_i >= 0 (Weinberger et al. 2009, arXiv:0902.2206).
 
     Returns:
         (n_features,) tensor of values' dtype.

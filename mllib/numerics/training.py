@@ -10,10 +10,11 @@ pass, so that every tensor can be rounded where hardware would store it:
     update:    W <- round_master(W - lr g / S), nearest-even or stochastic.
 
 This is mixed-precision training as in Micikevicius et al. (2018, "Mixed precision
-training": FP16 compute, FP32 master weights, loss scaling) and Micikevicius et al.
-(2022, "FP8 formats for deep learning": E4M3 forward, E5M2 gradients, per-tensor scales);
-rounding the master weights themselves, with stochastic rounding to keep small updates,
-follows Gupta et al. (2015) and Zamirai et al. (2020, "Revisiting BFloat16 training").
+training", arXiv:1710.03740: FP16 compute, FP32 master weights, loss scaling) and Micikevicius
+et al. (2022, "FP8 formats for deep learning", arXiv:2209.05433: E4M3 forward, E5M2 gradients,
+per-tensor scales); rounding the master weights themselves, with stochastic rounding to keep
+small updates, follows Gupta et al. (2015, arXiv:1502.02551) and Zamirai et al. (2020, "Revisiting
+BFloat16 training").
 """
 import math
 from dataclasses import dataclass
@@ -309,7 +310,7 @@ def prune_and_retrain(
 ) -> History:  # fmt: skip
     """Magnitude-prune S trained networks, then retrain the connections that are left (Han et al. 2015).
 
-    Han, Pool, Tran and Dally 2015 ("Learning both weights and connections", Sec. 3): train,
+    Han, Pool, Tran and Dally 2015 ("Learning both weights and connections", arXiv:1506.02626, Sec. 3): train,
     prune each weight matrix's smallest-magnitude entries, retrain the remaining weights with
     the pruned ones held at zero. Here: ``magnitude_prune`` of W1 and W2 of every run, then
     ``steps`` FP32 SGD steps of ``LimitedPrecisionSGD`` from the pruned weights, with masks.

@@ -3,7 +3,7 @@
 When every client has its own task, one global model is not the goal. This package holds
 the personal-model algorithms on the client matrix (``training``: local training,
 fine-tuning, Ditto, interpolation, training in stages), the bias-variance analysis of
-collaboration for mean estimation (``averaging``, Grimberg et al. 2021), clients' Shapley
+collaboration for mean estimation (``averaging``, Grimberg et al. 2021, arXiv:2110.12946), clients' Shapley
 values (``shapley``), collaborative transfer learning (``transfer``) and clients that come and
 go with the time of day (``availability``).
 """

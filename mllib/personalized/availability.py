@@ -6,7 +6,7 @@ mostly at night in its own time zone (Bonawitz et al. 2019, "Towards federated l
 scale", Section 9): the set of active clients follows the day. A client online with
 probability q_i contributes to FedAvg's average about q_i times as often as an always-on
 client, so FedAvg minimizes sum_i q_i p_i f_i instead of sum_i p_i f_i (Wang & Ji 2022,
-"A unified analysis of federated learning with arbitrary client participation").
+"A unified analysis of federated learning with arbitrary client participation", arXiv:2205.13648).
 """
 import math
 from collections.abc import Callable, Sequence

@@ -9,7 +9,7 @@ weight beta in [0, 1]:
     MSE(beta) = (1 - beta)^2 * s0^2/n0 + beta^2 * (s1^2/n1 + delta^2).
 
 Grimberg, Hartley, Karimireddy, Jaggi 2021 ("Optimal model averaging: towards
-personalized collaborative learning") show that some beta > 0 always helps when s0^2 > 0,
+personalized collaborative learning", arXiv:2110.12946) show that some beta > 0 always helps when s0^2 > 0,
 find the optimal weight, and that the benefit turns negative beyond it: here MSE(beta) <
 MSE(0) exactly when 0 < beta < 2 beta*. The paper mixes the local model with a global
 model that includes the local data; we take the others' estimate independent of the own
@@ -37,7 +37,7 @@ def _check(var_own, n_own, var_other, n_other, bias):
 
 @constrain(beta=ANY, **TWO_SOURCES, bias=ANY)
 def mse_of_weight(beta, var_own, n_own, var_other, n_other, bias) -> torch.Tensor:
-    """The exact mean squared error of est(beta) (Grimberg et al. 2021, Section 3).
+    """The exact mean squared error of est(beta) (Grimberg et al. 2021, arXiv:2110.12946, Section 3).
 
         MSE(beta) = (1 - beta)^2 s0^2/n0 + beta^2 (s1^2/n1 + delta^2).
 
@@ -57,7 +57,7 @@ def mse_of_weight(beta, var_own, n_own, var_other, n_other, bias) -> torch.Tenso
 
 @constrain(**TWO_SOURCES, bias=ANY)
 def optimal_weight(var_own, n_own, var_other, n_other, bias) -> torch.Tensor:
-    """The MSE-optimal collaboration weight beta* (Grimberg et al. 2021).
+    """The MSE-optimal collaboration weight beta* (Grimberg et al. 2021, arXiv:2110.12946).
 
         beta* = (s0^2/n0) / (s0^2/n0 + s1^2/n1 + delta^2),
 

@@ -8,7 +8,7 @@ the clients can arrive:
     phi_i = sum_{S subset N - {i}} |S|! (n - |S| - 1)! / n! * (v(S + {i}) - v(S)).
 
 Data Shapley (Ghorbani and Zou 2019, "Data Shapley: equitable valuation of data for machine
-learning", Algorithm 1, truncation left out) estimates it by Monte Carlo over random
+learning", arXiv:1904.02868, Algorithm 1, truncation left out) estimates it by Monte Carlo over random
 permutations; Wang et al. 2020 ("A principled approach to data valuation for federated
 learning") apply it to clients.
 """
@@ -103,7 +103,7 @@ def exact_shapley(game: Game, n_players: int) -> torch.Tensor:
 
 @constrain(game=GAME, n_players=PLAYERS, permutations=Integer(min=1), gen=Generator())
 def monte_carlo_shapley(game: Game, n_players: int, *, permutations: int, gen: torch.Generator) -> torch.Tensor:
-    """Permutation-sampling Shapley estimates (Castro, Gomez, Tejada 2009; Ghorbani and Zou 2019).
+    """Permutation-sampling Shapley estimates (Castro, Gomez, Tejada 2009; Ghorbani and Zou 2019, arXiv:1904.02868).
 
     For each of ``permutations`` random orders pi: walk through pi, adding one client at a
     time, and credit each client with v(before + i) - v(before).

@@ -130,7 +130,7 @@ def ditto_update(V: torch.Tensor, w: torch.Tensor, G: torch.Tensor, lr: float, l
     """One proximal step of Ditto's personal models toward the global model.
 
     Ditto's personal objective is f_i(v) + lam/2 ||v - w||^2 (Li, Hu, Beirami, Smith 2021,
-    "Ditto: fair and robust federated learning through personalization", Algorithm 1).
+    "Ditto: fair and robust federated learning through personalization", arXiv:2012.04221, Algorithm 1).
     The paper takes the gradient step v <- v - lr (grad f_i(v) + lam (v - w)), which
     diverges once lr * lam > 2; we take the proximal (implicit) step on the quadratic,
 
@@ -155,7 +155,7 @@ def ditto_update(V: torch.Tensor, w: torch.Tensor, G: torch.Tensor, lr: float, l
 
 
 class Ditto:
-    """Ditto's local update (Li et al. 2021, Algorithm 1), a local part of ``engine.Federated``:
+    """Ditto's local update (Li et al. 2021, arXiv:2012.04221, Algorithm 1), a local part of ``engine.Federated``:
     (w (d,), S (|S|,)) -> U (|S|, d).
 
     Each client i of S
@@ -214,7 +214,7 @@ def ditto(
     x0: torch.Tensor | None = None,
     eval_every: int = 1,
 ) -> History:
-    """Ditto (Li et al. 2021, Algorithm 1) on the round engine, every client in every round.
+    """Ditto (Li et al. 2021, arXiv:2012.04221, Algorithm 1) on the round engine, every client in every round.
 
     One round t:
         1. the server sends w^t to every client;

@@ -79,7 +79,7 @@ def compute_rdp(*, q: float, sigma: float, steps: int, orders: Sequence[float] =
     """RDP epsilon(alpha) of ``steps`` compositions of the Poisson-subsampled Gaussian mechanism.
 
     epsilon(alpha) = steps * log(A_alpha) / (alpha - 1) for a mechanism of L2 sensitivity 1
-    with noise N(0, sigma^2) and sampling rate q (Mironov 2017, Prop. 1 for composition;
+    with noise N(0, sigma^2) and sampling rate q (Mironov 2017, arXiv:1702.07476, Prop. 1 for composition;
     Mironov, Talwar, Zhang 2019 for A_alpha). q = 1 gives the plain Gaussian alpha/(2 sigma^2).
 
     Args:

@@ -1,8 +1,8 @@
 """Privacy attacks: what a trained model or one shared gradient reveals about the training data.
 
-- Membership inference by loss threshold (Yeom, Giacomelli, Fredrikson, Jha 2018): members
+- Membership inference by loss threshold (Yeom, Giacomelli, Fredrikson, Jha 2018, arXiv:1709.01604): members
   of an overfitted model's training set have lower loss than non-members.
-- Gradient inversion, DLG (Zhu, Liu, Han 2019, Algorithm 1): optimize a dummy input and
+- Gradient inversion, DLG (Zhu, Liu, Han 2019, arXiv:1906.08935, Algorithm 1): optimize a dummy input and
   label until their gradient matches the shared one.
 """
 import math

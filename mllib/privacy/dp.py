@@ -1,6 +1,6 @@
 """Differential privacy: Laplace and Gaussian mechanisms, DP-SGD, DP-FedAvg.
 
-DP-SGD (Abadi et al. 2016, Algorithm 1) has two paths to the sum of clipped per-sample
+DP-SGD (Abadi et al. 2016, arXiv:1607.00133, Algorithm 1) has two paths to the sum of clipped per-sample
 gradients: ``per_sample_gradients`` (the readable reference: ``torch.func.vmap`` of
 ``grad``, one (B, d) matrix) and ``ghost_clipped_sum`` (never materializes it: for a linear
 layer the per-sample weight gradient is the outer product g_i a_i^T, whose norm is
@@ -44,12 +44,12 @@ TRAINING = dict(data=Instance(Dataset), model=MODEL)
 @constrain(value=Tensor(), sensitivity=Real(gt=0), epsilon=Real(gt=0), gen=Generator())
 def laplace_mechanism(value: torch.Tensor, *, sensitivity: float, epsilon: float, gen: torch.Generator) -> torch.Tensor:
     """value + Laplace(0, sensitivity / epsilon) noise per coordinate: epsilon-DP for L1 sensitivity
-    ``sensitivity`` (Dwork, McSherry, Nissim, Smith 2006).
+    ``sensitivity`` (Dwork, McSherry, Nissim, Smith 2006). ``value`` has any shape; a number gives a 0-d tensor.
 
     Raises:
         ValueError: if sensitivity or epsilon is <= 0.
     """
-    u = rand(*value.shape, gen=gen, device=value.device) - 0.5  # uniform in [-1/2, 1/2)
+    u = rand(value.numel(), gen=gen, device=value.device).view_as(value) - 0.5  # uniform in [-1/2, 1/2)
     return value - sensitivity / epsilon * torch.sign(u) * torch.log1p(-2 * u.abs())
 
 
@@ -81,13 +81,14 @@ def gaussian_sigma(*, sensitivity: float, epsilon: float, delta: float) -> float
 def gaussian_mechanism(
     value: torch.Tensor, *, sensitivity: float, epsilon: float, delta: float, gen: torch.Generator
 ) -> torch.Tensor:
-    """The Gaussian mechanism: M(D) = f(D) + N(0, sigma^2 I), (epsilon, delta)-DP (Dwork & Roth 2014, Sec. 3.5.3).
+    """The Gaussian mechanism: M(D) = f(D) + N(0, sigma^2 I), (epsilon, delta)-DP (Dwork & Roth 2014,
+    doi:10.1561/0400000042, Sec. 3.5.3).
 
     sigma is the smallest that suffices for a query of L2 sensitivity D (``gaussian_sigma``:
     Balle & Wang 2018, Theorem 8).
 
     Args:
-        value: the query's answer f(D), any shape; sensitivity: its L2 sensitivity D > 0.
+        value: the query's answer f(D), any shape (a number gives a 0-d tensor); sensitivity: its L2 sensitivity D > 0.
         epsilon, delta: the privacy budget; gen: CPU generator of the noise.
 
     Returns:
@@ -97,7 +98,7 @@ def gaussian_mechanism(
         ValueError: for epsilon <= 0, sensitivity <= 0 or delta outside (0, 1).
     """
     sigma = gaussian_sigma(sensitivity=sensitivity, epsilon=epsilon, delta=delta)
-    return value + sigma * randn(*value.shape, gen=gen, device=value.device)
+    return value + sigma * randn(value.numel(), gen=gen, device=value.device).view_as(value)
 
 
 # --- clipping --------------------------------------------------------------------------------
@@ -241,7 +242,7 @@ def dp_sgd(
 ) -> torch.Tensor:  # fmt: skip
     """Train n models at once by DP-SGD with Poisson sampling, each on its own data; returns (n, d).
 
-    Each step, for every row at once (Abadi et al. 2016, Algorithm 1):
+    Each step, for every row at once (Abadi et al. 2016, arXiv:1607.00133, Algorithm 1):
         1. sample each example with probability q (Poisson sampling);
         2. clip each sampled example's gradient to norm C (``ghost_clipped_sum``);
         3. add N(0, sigma^2 C^2 I) to the sum; 4. divide by the expected batch size q N;

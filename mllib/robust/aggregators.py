@@ -16,7 +16,7 @@ calls it). ``Mean`` is the non-robust baseline.
 | ``MultiKrum`` | the mean of the m rows of lowest Krum score | n > 2f + 2 | yes | up to f |
 | ``GeometricMedian`` | smoothed Weiszfeld (Pillutla et al. 2019) | f < n/2 | yes | up to f |
 | ``CenteredClipping`` | v + (1/n) sum_i clip(X_i - v) (Karimireddy et al. 2021) | f < n/2 | yes | up to f |
-| ``Zeno`` | mean of the n - f rows of best descent score (Xie et al. 2018) | f < n | yes | up to f |
+| ``Zeno`` | mean of the n - f rows of best descent score (Xie et al. 2019) | f < n | yes | up to f |
 | ``QFFL`` | q-FFL's loss-weighted step (Li et al. 2020), fairness, not robustness | f < n/2 (only checked) | no | not tolerated |
 
 "Up to f": rows holding NaN, +-inf or 1e30, f of them or fewer, leave the output finite and
@@ -104,7 +104,7 @@ class CoordinateMedian(Aggregator):
 
 
 class TrimmedMean(Aggregator):
-    """The coordinate-wise mean without the f largest and f smallest values (Yin et al. 2018,
+    """The coordinate-wise mean without the f largest and f smallest values (Yin et al. 2018, arXiv:1803.01498,
     Option II; ``rules.trimmed_mean``), f < n/2."""
 
     def aggregate(self, X: torch.Tensor) -> torch.Tensor:
@@ -113,7 +113,7 @@ class TrimmedMean(Aggregator):
 
 class Krum(Aggregator):
     """The row of least squared distance to its n - f - 2 nearest rows (Blanchard et al. 2017,
-    Section 4; ``rules.krum``), n > 2f + 2."""
+    arXiv:1703.02757, Section 4; ``rules.krum``), n > 2f + 2."""
 
     need = "krum"
 
@@ -122,7 +122,7 @@ class Krum(Aggregator):
 
 
 class MultiKrum(Aggregator):
-    """The mean of the m rows of lowest Krum score (Blanchard et al. 2017, Section 4;
+    """The mean of the m rows of lowest Krum score (Blanchard et al. 2017, arXiv:1703.02757, Section 4;
     ``rules.multi_krum``), n > 2f + 2.
 
     Args:
@@ -143,7 +143,7 @@ class MultiKrum(Aggregator):
 
 class GeometricMedian(Aggregator):
     """The geometric median by ``iterations`` smoothed Weiszfeld steps (Pillutla, Kakade,
-    Harchaoui 2019, Algorithm 3; ``rules.geometric_median``), f < n/2, every row weighted alike.
+    Harchaoui 2019, arXiv:1912.13445, Algorithm 3; ``rules.geometric_median``), f < n/2, every row weighted alike.
 
     Args:
         f: the number of Byzantine rows.
@@ -160,8 +160,8 @@ class GeometricMedian(Aggregator):
 
 
 class CenteredClipping(Aggregator):
-    """Centered clipping (Karimireddy, He, Jaggi 2021, Algorithm 2; ``rules.centered_clipping``),
-    from its own last output, f < n/2.
+    """Centered clipping (Karimireddy, He, Jaggi 2021, arXiv:2012.10333,
+    Algorithm 2; ``rules.centered_clipping``), from its own last output, f < n/2.
 
     Update: v <- v + (1/n) sum_i clip_tau(X_i - v), ``iterations`` times, from the centre.
 
@@ -214,8 +214,9 @@ class CenteredClipping(Aggregator):
 
 
 class Zeno(Aggregator):
-    """Zeno (Xie, Koyejo, Gupta 2018, "Zeno: distributed SGD with suspicion-based fault
-    tolerance", Definition 1 and Algorithm 1), scoring candidates on the server's validation batch.
+    """Zeno (Xie, Koyejo, Gupta 2019, "Zeno: distributed SGD with suspicion-based fault
+    tolerance", arXiv:1805.10032, Definition 1 and Algorithm 1), scoring candidates on the
+    server's validation batch.
 
     Score of candidate gradient g_i at the current model x:
         s_i = L_r(x) - L_r(x - gamma g_i) - rho ||g_i||^2
@@ -277,7 +278,7 @@ class Zeno(Aggregator):
 
 
 class QFFL(Aggregator):
-    """q-FFL's server step (Li, Sanjabi, Beirami, Smith 2020, Algorithm 1, q-FedSGD;
+    """q-FFL's server step (Li, Sanjabi, Beirami, Smith 2020, arXiv:1905.10497, Algorithm 1, q-FedSGD;
     ``rules.q_ffl``): a fair rule, not a robust one, that favours the workers of high loss.
 
     Args:

@@ -103,7 +103,7 @@ def inner_product(U: torch.Tensor, f: int, epsilon: float = 0.1) -> torch.Tensor
 
 @constrain(n=Integer(min=2), f=Integer(min=1))
 def alie_z(n: int, f: int) -> float:
-    """The z of "a little is enough" (Baruch, Baruch, Goldberg 2019, Algorithm 3):
+    """The z of "a little is enough" (Baruch, Baruch, Goldberg 2019, arXiv:1902.06156, Algorithm 3):
     s = floor(n/2 + 1) - f workers must be won over, z = Phi^-1((n - s) / n).
 
     Raises:
@@ -119,7 +119,7 @@ def alie_z(n: int, f: int) -> float:
 
 @constrain(**ROWS, z=Real() | None)
 def alie(U: torch.Tensor, f: int, z: float | None = None) -> torch.Tensor:
-    """"A little is enough" (Baruch, Baruch, Goldberg 2019, Algorithm 3).
+    """"A little is enough" (Baruch, Baruch, Goldberg 2019, arXiv:1902.06156, Algorithm 3).
 
     Update, per coordinate j: every Byzantine row sends mu_j - z sigma_j, with mu and sigma
     the mean and standard deviation (unbiased, n - f - 1 in the denominator) of the honest

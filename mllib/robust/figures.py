@@ -37,13 +37,14 @@ def plot_points(honest: torch.Tensor, byzantine: torch.Tensor, limits: float = 1
 
 def plot_grid(grid: Grid) -> plt.Figure:
     """One heatmap of test accuracy (attack x aggregator), the median over the grid's seeds,
-    per worker momentum."""
+    per worker momentum; a cell that did not run (NaN, see ``Grid.join``) says so."""
     fig, axes = plt.subplots(1, len(grid.momenta), figsize=(4.5 * len(grid.momenta) + 1, 4.2), layout="constrained",
                              squeeze=False)  # fmt: skip
     for ax, beta, acc in zip(axes[0], grid.momenta, grid.accuracy.median(0).values.numpy()):
         image = ax.imshow(acc, vmin=0, vmax=1, cmap="viridis")  # colour-blind safe, dark = low
         for (i, j), value in np.ndenumerate(acc):
-            ax.text(j, i, f"{value:.2f}", ha="center", va="center", color="w" if value < 0.6 else "k")
+            text, colour = ("not run", "k") if np.isnan(value) else (f"{value:.2f}", "w" if value < 0.6 else "k")
+            ax.text(j, i, text, ha="center", va="center", color=colour)
         ax.set_xticks(range(len(grid.aggregators)), grid.aggregators, rotation=35, ha="right")
         ax.set_yticks(range(len(grid.attacks)), grid.attacks)
         ax.set(xlabel="aggregator", ylabel="attack", title=f"worker momentum beta = {beta:g}")

@@ -116,7 +116,8 @@ def mean(X: torch.Tensor, f: int = 0) -> torch.Tensor:
 
 @constrain(X=ROWS, f=F)
 def coordinate_median(X: torch.Tensor, f: int = 0) -> torch.Tensor:
-    """Coordinate-wise median (Yin et al. 2018, "Byzantine-robust distributed learning", Option I).
+    """Coordinate-wise median (Yin et al. 2018, "Byzantine-robust distributed learning",
+    arXiv:1803.01498, Option I).
 
     Update: out_j = median_i X_ij for every coordinate j; for even n the midpoint of the
     two middle values (the textbook median; ``torch.median`` returns the lower one).
@@ -141,7 +142,7 @@ def coordinate_median(X: torch.Tensor, f: int = 0) -> torch.Tensor:
 
 @constrain(X=ROWS, f=F)
 def trimmed_mean(X: torch.Tensor, f: int) -> torch.Tensor:
-    """Coordinate-wise trimmed mean (Yin et al. 2018, Option II, with beta = f/n).
+    """Coordinate-wise trimmed mean (Yin et al. 2018, arXiv:1803.01498, Option II, with beta = f/n).
 
     Update: in each coordinate drop the f largest and the f smallest values and average
     the n - 2f left.
@@ -190,7 +191,7 @@ def krum_scores(X: torch.Tensor, f: int) -> torch.Tensor:
 
 @constrain(X=ROWS, f=F)
 def krum(X: torch.Tensor, f: int) -> torch.Tensor:
-    """Krum (Blanchard et al. 2017, "Machine learning with adversaries", Section 4).
+    """Krum (Blanchard et al. 2017, "Machine learning with adversaries", arXiv:1703.02757, Section 4).
 
     Update: return the row X_i* with i* = argmin_i sum_{j in N_i} ||X_i - X_j||^2, N_i the
     n - f - 2 rows nearest to X_i. The paper's condition is 2f + 2 < n. Some public
@@ -213,7 +214,7 @@ def krum(X: torch.Tensor, f: int) -> torch.Tensor:
 
 @constrain(X=ROWS, f=F, m=Integer(min=1) | None)
 def multi_krum(X: torch.Tensor, f: int, m: int | None = None) -> torch.Tensor:
-    """Multi-Krum (Blanchard et al. 2017, Section 4): the mean of the m rows of lowest
+    """Multi-Krum (Blanchard et al. 2017, arXiv:1703.02757, Section 4): the mean of the m rows of lowest
     Krum score (m = n - f by default; m = 1 is Krum).
 
     Args:
@@ -276,7 +277,7 @@ def geometric_median(
     X: torch.Tensor, f: int = 0, *, nu: float = 1e-6, iterations: int = 8, weights: torch.Tensor | None = None
 ) -> torch.Tensor:
     """Geometric median by the smoothed Weiszfeld algorithm (RFA; Pillutla, Kakade,
-    Harchaoui 2019, Algorithm 3).
+    Harchaoui 2019, arXiv:1912.13445, Algorithm 3).
 
     Update, from v_0 = the coordinate-wise median:
         beta_i = alpha_i / max(nu, ||v_t - X_i||),  v_{t+1} = sum_i beta_i X_i / sum_i beta_i.
@@ -333,7 +334,7 @@ def _row_norms(Z: torch.Tensor) -> torch.Tensor:
            X=ROWS, center=Tensor((1, 2)), tau=Real(gt=0), iterations=Integer(min=1))  # fmt: skip
 def centered_clipping(X: torch.Tensor, center: torch.Tensor, *, tau: float, iterations: int = 1) -> torch.Tensor:
     """Centered clipping (Karimireddy, He, Jaggi 2021, "Learning from history for Byzantine
-    robust optimization", Algorithm 2), from the previous aggregate ``center``.
+    robust optimization", arXiv:2012.10333, Algorithm 2), from the previous aggregate ``center``.
 
     Update, from v = center, ``iterations`` times (L in the paper):
         v <- v + (1/n) sum_i clip_tau(X_i - v),  clip_tau(z) = z * min(1, tau / ||z||).
@@ -366,7 +367,7 @@ def centered_clipping(X: torch.Tensor, center: torch.Tensor, *, tau: float, iter
            G=ClientMatrix(), losses=Tensor(1, finite=True), q=Real(ge=0), lr=Real(gt=0))  # fmt: skip
 def q_ffl(G: torch.Tensor, losses: torch.Tensor, *, q: float, lr: float) -> torch.Tensor:
     """q-FFL's server step (Li, Sanjabi, Beirami, Smith 2020, "Fair resource allocation in
-    federated learning", Algorithm 1, q-FedSGD), which favours the clients of high loss.
+    federated learning", arXiv:1905.10497, Algorithm 1, q-FedSGD), which favours the clients of high loss.
 
     Update with F_k the loss of worker k at x and g_k its gradient, L = 1/lr:
         Delta_k = F_k^q g_k,  h_k = q F_k^(q-1) ||g_k||^2 + L F_k^q,

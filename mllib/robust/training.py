@@ -1,6 +1,6 @@
 """Distributed SGD with Byzantine workers on the round engine: worker momentum, the lecture's experiments.
 
-One step is one round of ``engine.Federated`` (Karimireddy, He, Jaggi 2021, Algorithm 1 with
+One step is one round of ``engine.Federated`` (Karimireddy, He, Jaggi 2021, arXiv:2012.10333, Algorithm 1 with
 their worker momentum):
     1. local: every worker i draws a minibatch and computes g_i = grad f_i(x), all at once (n, d)
        (``WorkerGradients``);
@@ -11,6 +11,7 @@ their worker momentum):
        (``engine.descend``).
 ``attack_grid`` runs R such trainings as one: the same configuration on stacks (R, n, d).
 """
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from functools import partial
@@ -39,7 +40,7 @@ MASK = Tensor(3, floating=False, boolean=True, description="a bool tensor of 3 d
                 lambda M, G: f"G must have the shape of M, {tuple(M.shape)}, got {tuple(G.shape)}"),
            M=Tensor(), G=Tensor(), beta=BETA)  # fmt: skip
 def worker_momentum(M: torch.Tensor, G: torch.Tensor, beta: float) -> torch.Tensor:
-    """Worker momentum (Karimireddy, He, Jaggi 2021, Algorithm 1, line 4), for all workers.
+    """Worker momentum (Karimireddy, He, Jaggi 2021, arXiv:2012.10333, Algorithm 1, line 4), for all workers.
 
     Update: M <- beta M + (1 - beta) G, row by row.
 
@@ -217,6 +218,21 @@ class Grid:
         honest = runs.shape[-1] - self.f
         shares = {"honest": Spread(runs[:, :honest].mean(1).tolist())}
         return shares | ({"Byzantine": Spread(runs[:, honest:].mean(1).tolist())} if self.f else {})
+
+    def ran(self, beta: float, aggregator: str) -> bool:
+        """Whether ``aggregator`` ran with worker momentum ``beta`` (a joined grid has NaN where it did not)."""
+        return not self.accuracy[:, self.momenta.index(beta), :, self.aggregators.index(aggregator)].isnan().all()
+
+    def join(self, other: "Grid") -> "Grid":
+        """This grid with ``other``'s aggregators as more columns, for one table: the same seeds,
+        attacks and f; a momentum ``other`` did not run is NaN there."""
+        if (other.seeds, other.attacks, other.f) != (self.seeds, self.attacks, self.f) or not set(other.momenta) <= set(self.momenta):
+            raise ValueError("other must have the same seeds, attacks and f, and momenta among this grid's")
+        s, m, a, _ = self.accuracy.shape
+        columns = torch.full((s, m, a, len(other.aggregators)), math.nan, dtype=self.accuracy.dtype)
+        columns[:, [self.momenta.index(b) for b in other.momenta]] = other.accuracy
+        return replace(self, aggregators=[*self.aggregators, *other.aggregators], states=self.states | other.states,
+                       accuracy=torch.cat([self.accuracy, columns], dim=-1))  # fmt: skip
 
     def spreads(self) -> dict[tuple[float, str, str], Spread]:
         """(momentum, attack, aggregator) -> its ``Spread`` over the seeds, for every cell."""

@@ -1,4 +1,4 @@
-"""Generalized linear models in the coordinate form of Dünner, Parnell and Jaggi (2017).
+"""Generalized linear models in the coordinate form of Dünner, Parnell and Jaggi (2017, arXiv:1708.05357).
 
 The problem is  min_alpha  P(alpha) = f(A alpha) + sum_i g_i(alpha_i)  with A of shape
 (n_samples, d): one coordinate alpha_i per column (feature) a_i of A, f(v) = 1/2 ||v - b||^2,
@@ -63,7 +63,7 @@ def primal(A: torch.Tensor, b: torch.Tensor, alpha: torch.Tensor, lam: float, ki
 def coordinate_gaps(
     A: torch.Tensor, b: torch.Tensor, alpha: torch.Tensor, lam: float, kind: str = "ridge", bound: float | None = None
 ) -> torch.Tensor:
-    """The duality gap of each coordinate (Dünner, Parnell, Jaggi 2017, eq. (4)).
+    """The duality gap of each coordinate (Dünner, Parnell, Jaggi 2017, arXiv:1708.05357, eq. (4)).
 
     With w = A alpha - b and u = A^T w:
 

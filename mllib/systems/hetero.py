@@ -3,7 +3,7 @@
 A fast unit (an accelerator with little memory) holds only ``budget`` columns of A; a slow
 unit (the host, with much memory) holds all of them. Dünner, Parnell and Jaggi (2017,
 "Efficient use of limited-memory accelerators for linear learning on heterogeneous
-systems", Algorithm 1, DuHL) let the fast unit run coordinate descent on its working set
+systems", arXiv:1708.05357, Algorithm 1, DuHL) let the fast unit run coordinate descent on its working set
 while the slow unit computes the duality gaps of the other coordinates, and keep on the
 fast unit the coordinates with the largest gaps: those with the most left to gain.
 
@@ -137,7 +137,7 @@ class _Coordinates(Rounds):
 
 
 class TwoUnits(_Coordinates):
-    """DuHL's two units (Dünner, Parnell and Jaggi 2017, Algorithm 1), one round at a time.
+    """DuHL's two units (Dünner, Parnell and Jaggi 2017, arXiv:1708.05357, Algorithm 1), one round at a time.
 
     Round t (see the module): 2. the slow unit refreshes ``refresh`` remembered gaps outside
     S_t, round-robin, from the start-of-round state; 1. the fast unit makes ``updates``

@@ -9,15 +9,17 @@ which is unbiased: E g = sum_i p_i grad f_i / (n p_i) = grad f(x). Its variance 
     E ||g - grad f||^2 = 1/n^2 sum_i ||grad f_i(x)||^2 / p_i - ||grad f(x)||^2,
 
 smallest for p_i proportional to ||grad f_i(x)|| (Zhao and Zhang 2015, "Stochastic
-optimization with importance sampling", Section 3; Needell, Srebro, Ward 2014). Unknown
-gradient norms are replaced by a bound: for least squares f_i = 1/2 (<a_i, x> - b_i)^2 the
-per-example smoothness L_i = ||a_i||^2 ("static" sampling, p_i proportional to L_i), or by the
-norms last seen during training ("adaptive": p_i proportional to the remembered ||grad f_i||,
-mixed with uniform so that no p_i vanishes; a simplified form of the adaptive schemes of
-Stich, Raj and Jaggi 2017, "Safe adaptive importance sampling", without their safe bounds).
+optimization with importance sampling", arXiv:1401.2753, Section 3; Needell, Srebro, Ward 2014,
+arXiv:1310.5715). Unknown gradient norms are replaced by a bound: for least squares
+f_i = 1/2 (<a_i, x> - b_i)^2 the per-example smoothness L_i = ||a_i||^2 ("static" sampling,
+p_i proportional to L_i), or by the norms last seen during training ("adaptive": p_i
+proportional to the remembered ||grad f_i||, mixed with uniform so that no p_i vanishes; a
+simplified form of the adaptive schemes of Stich, Raj and Jaggi 2017, "Safe adaptive importance
+sampling", arXiv:1711.02637, without their safe bounds).
 
-word2vec's negative sampling (Mikolov et al. 2013) is sampling by importance too: negative
-words are drawn from the unigram distribution raised to the 3/4 power instead of uniformly.
+word2vec's negative sampling (Mikolov et al. 2013, arXiv:1310.4546) is sampling by importance too:
+negative words are drawn from the unigram distribution raised to the 3/4 power instead of
+uniformly.
 """
 import torch
 
@@ -294,8 +296,8 @@ class NetworkImportanceSGD(Rounds):
 
     Every ``refresh`` steps the per-example gradients G (n, d) at the current model set p:
     uniform, or ("norm") p_i = (1 - mix) ||G_i|| / sum_j ||G_j|| + mix / n, the variance-optimal
-    distribution of Zhao and Zhang (2015) mixed with uniform so that no p_i vanishes (for deep
-    networks: Katharopoulos and Fleuret 2018, "Not all samples are created equal"). Each step
+    distribution of Zhao and Zhang (2015, arXiv:1401.2753) mixed with uniform so that no p_i vanishes (for deep
+    networks: Katharopoulos and Fleuret 2018, "Not all samples are created equal", arXiv:1803.00942). Each step
     draws i_1..i_B ~ p with replacement and moves x <- x - lr ``importance_gradient``(G_batch, idx, p).
 
     Args:

@@ -12,7 +12,8 @@ STEPS = ("advertise keys", "share keys", "masked input", "unmask")
 
 
 class SecureAggregation:
-    """Secure aggregation (Bonawitz et al. 2017) of n clients' rows, threshold t, round after round.
+    """Secure aggregation (Bonawitz et al. 2017, doi:10.1145/3133956.3133982) of n clients' rows, threshold t,
+    round after round.
 
     The object is the network: it holds one ``SecAggServer`` and n ``SecAggClient`` objects and
     delivers each message to its recipient, nothing else; it holds no key, seed or share. Each
