@@ -7,6 +7,7 @@ import numpy as np
 import torch
 
 from .clients import evaluate, local_sgd
+from .constraints import Generator, Instance, Integer, Real, Reals, constrain
 from .data import Dataset
 from .models import FlatModel
 from .partition import Clients, split
@@ -23,6 +24,8 @@ class AloneVsPooled:
     alone_everywhere: torch.Tensor  # (n,) own model, on the whole test set
 
 
+@constrain(data=Instance(Dataset), model=Instance(FlatModel), n_clients=Integer(min=1), alphas=Reals(gt=0),
+           steps=Integer(min=1), lr=Real(gt=0), batch_size=Integer(min=1), gen=Generator())  # fmt: skip
 def alone_vs_pooled(
     data: Dataset,
     model: FlatModel,
@@ -43,8 +46,6 @@ def alone_vs_pooled(
     Returns:
         One ``AloneVsPooled`` per alpha, in the order given.
     """
-    if not alphas:
-        raise ValueError("alphas must name at least one Dirichlet concentration")
     x0 = model.init(gen, data.x_train.device)
     pool = split(data, 1, "iid", gen=gen)
     pooled_row = local_sgd(model, x0[None], pool, steps=steps, lr=lr, batch_size=batch_size, gen=gen)[0]

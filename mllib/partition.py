@@ -8,7 +8,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from .constraints import Generator, Instance, Integer, OneOf, Real, constrain
+from .constraints import Generator, Indices, Instance, Integer, OneOf, Real, Tensor, constrain
 from .data import Dataset
 
 SCHEMES = ("iid", "dirichlet", "shards")
@@ -180,6 +180,7 @@ def split(
     return replace(clients, test_weights=label_weights(clients.label_counts(), data.y_test))
 
 
+@constrain(label_counts=Tensor(2, floating=False), y_test=Indices())
 def label_weights(label_counts: torch.Tensor, y_test: torch.Tensor) -> torch.Tensor:
     """Reweight the test set to each client's label distribution.
 

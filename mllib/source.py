@@ -19,10 +19,13 @@ from collections.abc import Callable
 
 from IPython.display import Code
 
+from .constraints import Function, constrain
+
 _displayed: set[str] = set()  # functions shown in this session, by qualified name
 _ran: set[str] = set()  # displayed functions called since they were shown
 
 
+@constrain(function=Function())
 def show_source(function: Callable) -> Code:
     """The source of ``function`` (a function, method or class of mllib) as a displayable block.
 

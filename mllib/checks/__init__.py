@@ -16,6 +16,7 @@ In a notebook a failed check shows its message alone, in red, without the traceb
 traceback, with a note naming the check and the input.
 """
 import functools
+import inspect
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -66,7 +67,6 @@ def self_check(reference: Callable, *, mistakes: Sequence[Mistake] = (), forbid:
     def wrap(make_cases: Callable[[torch.Generator], list[dict]]) -> Callable:
         name = make_cases.__name__
 
-        @functools.wraps(make_cases)
         @constrain(answer=Function(), atol=Real(ge=0), rtol=Real(ge=0), seed=Integer(min=0))
         def check(answer: Callable, *, atol: float = 1e-5, rtol: float = 1e-4, seed: int = 0) -> None:
             cases = make_cases(generator(seed))
@@ -77,6 +77,8 @@ def self_check(reference: Callable, *, mistakes: Sequence[Mistake] = (), forbid:
                     raise CheckFailed(explain(name, problem, got, case, number, mistakes, atol=atol, rtol=rtol))
             print(f"✔ {name}: matches the reference on {len(cases)} inputs")
 
+        signature = inspect.signature(check)  # check(answer, *, atol, rtol, seed), not make_cases(gen)
+        functools.update_wrapper(check, make_cases).__signature__ = signature
         check.reference, check.make_cases, check.mistakes, check.forbid = reference, make_cases, mistakes, forbid
         return check
 

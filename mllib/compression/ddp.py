@@ -13,7 +13,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from ..constraints import Integer, Real, constrain
+from ..constraints import Function, Integer, Real, constrain
 from ..data import load
 from ..decentralized.distributed import free_port
 from ..engine import Rounds, run
@@ -28,6 +28,7 @@ def _done(tensor: torch.Tensor) -> torch.futures.Future:
     return fut
 
 
+@constrain(make=Function())
 def compression_hook(make: Callable[[], MessageCompressor]) -> Callable:
     """A DDP communication hook that sends each gradient bucket compressed by ``make()``.
 
@@ -87,8 +88,8 @@ class PowerSGDHook:
         states: one ``PowerSGD`` per bucket (warm starts Q and the error memory).
     """
 
+    @constrain(rank=Integer(min=1), seed=Integer(min=0))
     def __init__(self, rank: int, seed: int = 0):
-        PowerSGD([(2, 2)], rank)  # checks the rank
         self.rank, self.seed = rank, seed
         self.states: dict[tuple[int, int], PowerSGD] = {}
 

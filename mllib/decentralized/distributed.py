@@ -116,6 +116,7 @@ def build_mixing(cfg: RunConfig, n: int):
     return lambda t: W
 
 
+@constrain(cfg=Instance(RunConfig), n=Integer(min=1))
 def simulate(cfg: RunConfig, n: int) -> torch.Tensor:
     """The single-process run on the client matrix that a distributed run must equal: (n, d)."""
     model, clients, mixing, gen, X0 = build(cfg, n)
@@ -288,6 +289,7 @@ def launch(
         return torch.load(path)
 
 
+@constrain(cfg=Instance(RunConfig), nproc=Integer(min=2), wall_timeout=Real(gt=0))
 def launch_subprocess(cfg: RunConfig, nproc: int, *, wall_timeout: float = 300.0) -> dict:
     """``launch`` in a fresh Python process: ``python -m mllib.decentralized.distributed --nproc N ...``.
 

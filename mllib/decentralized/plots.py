@@ -4,9 +4,10 @@ import math
 import matplotlib.pyplot as plt
 import torch
 
+from ..constraints import Integer, OneOf, constrain
 from ..runtime import generator
 from .gossip import gossip_run
-from .topology import graph, mixing_matrix, spectral_gap
+from .topology import TOPOLOGIES, graph, mixing_matrix, spectral_gap
 
 
 def node_positions(topology: str, n: int) -> torch.Tensor:
@@ -24,6 +25,7 @@ def node_positions(topology: str, n: int) -> torch.Tensor:
     return points
 
 
+@constrain(topology=OneOf(*TOPOLOGIES), n=Integer(min=2), steps=Integer(min=0), seed=Integer(min=0))
 def consensus_curve(topology: str, n: int, steps: int, *, seed: int = 0) -> tuple[list[float], float]:
     """Gossip from random rows (n, 4) drawn with ``seed``: the consensus distances Xi_t =
     sqrt(mean_i ||x_i - x_bar||^2) relative to Xi_0, t = 0 .. steps, and the topology's

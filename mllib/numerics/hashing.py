@@ -14,7 +14,7 @@ from collections.abc import Iterable
 
 import torch
 
-from ..constraints import Instance, Integer, OneOf, Rule, Tensor, constrain
+from ..constraints import Generator, Instance, Integer, OneOf, Probability, Rule, Tensor, constrain
 from .formats import round_to
 
 _C1, _C2, _MASK = 0xCC9E2D51, 0x1B873593, 0xFFFFFFFF
@@ -126,6 +126,11 @@ def expected_collision_rate(n_names: int, n_features: int) -> float:
     return 1 - (1 - 1 / n_features) ** (n_names - 1)
 
 
+@constrain(Rule("vocab", lambda vocab, n_classes: vocab >= 2 * n_classes,
+                "vocab must be >= 2 n_classes (each class owns vocab / (2 n_classes) topic words), "
+                "got vocab={vocab} for n_classes={n_classes}"),
+           n_docs=Integer(min=1), n_classes=Integer(min=1), vocab=Integer(min=2), words=Integer(min=1),
+           topic_share=Probability(), gen=Generator())  # fmt: skip
 def synthetic_text(
     n_docs: int, *, n_classes: int = 4, vocab: int = 3000, words: int = 40, topic_share: float = 0.3,
     gen: torch.Generator,
@@ -150,6 +155,7 @@ def synthetic_text(
     return [[f"w{t}" for t in doc] for doc in tokens.tolist()], labels
 
 
+@constrain(docs=Instance(list, tuple, description="a list of documents, each a list of tokens"))
 def bag_of_words(docs: list[list[str]]) -> tuple[torch.Tensor, list[str]]:
     """Counts (n_docs, vocabulary size) float64 over the sorted vocabulary, and the vocabulary."""
     vocabulary = sorted({t for d in docs for t in d})
@@ -189,6 +195,7 @@ def train_linear(
     return ((X_test @ W + b).argmax(1) == y_test).float().mean().item()
 
 
+@constrain(n_features=Integer(min=1), n_classes=Integer(min=1), bits=Integer(min=1))
 def model_bytes(n_features: int, n_classes: int, bits: int) -> int:
     """Bytes of a linear model's weight matrix and biases at ``bits`` bits per weight."""
     return math.ceil(n_features * n_classes * bits / 8) + 4 * n_classes

@@ -9,19 +9,17 @@ import warnings
 
 import torch
 
+from ..constraints import Generator, Integer, Real, Reals, constrain
 
+
+@constrain(n=Integer(min=1), k=Integer(min=1), density=Real(gt=0, le=1), gen=Generator())
 def sparse_operands(n: int, k: int, density: float, *, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """A random (n, n) matrix with a fraction ``density`` of nonzeros, and a dense (n, k) one.
-
-    Raises:
-        ValueError: unless 0 < density <= 1 and n, k >= 1.
-    """
-    if not 0 < density <= 1 or n < 1 or k < 1:
-        raise ValueError(f"need 0 < density <= 1 and n, k >= 1, got density={density}, n={n}, k={k}")
+    """A random (n, n) matrix with a fraction ``density`` of nonzeros, and a dense (n, k) one."""
     A = torch.randn(n, n, generator=gen) * (torch.rand(n, n, generator=gen) < density)
     return A, torch.randn(n, k, generator=gen)
 
 
+@constrain(n=Integer(min=1), k=Integer(min=1), densities=Reals(gt=0, le=1), gen=Generator(), repeats=Integer(min=1))
 def sparse_vs_dense(
     n: int, k: int, densities, *, gen: torch.Generator, repeats: int = 5
 ) -> dict[str, list[float]]:

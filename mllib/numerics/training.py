@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import engine
-from ..constraints import Generator, Instance, Integer, OneOf, Real, Reals, Rule, constrain
+from ..constraints import Generator, Instance, Integer, OneOf, Real, Reals, Rule, Tensor, constrain
 from ..data import Dataset
 from ..engine import History, Rounds
 from ..runtime import generator
@@ -64,6 +64,7 @@ class Precision:
     scaled: bool = False
 
 
+@constrain(n_in=Integer(min=1), n_hidden=Integer(min=1), n_out=Integer(min=1), gen=Generator())
 def init_mlp(n_in: int, n_hidden: int, n_out: int, *, gen: torch.Generator, device=None) -> dict[str, torch.Tensor]:
     """PyTorch's default Linear initialization, U(-1/sqrt(fan_in), 1/sqrt(fan_in)), drawn from ``gen``."""
     def uniform(*shape, fan_in):
@@ -285,14 +286,9 @@ def _train(data: Dataset, p: Precision, gens: list[torch.Generator], *, hidden: 
     return engine.run(sgd, steps, metrics=METRICS)
 
 
+@constrain(w=Tensor(floating=False), sparsity=Real(ge=0, lt=1))
 def magnitude_prune(w: torch.Tensor, sparsity: float) -> torch.Tensor:
-    """Zero the fraction ``sparsity`` of entries of w with the smallest magnitude (Han et al. 2015).
-
-    Raises:
-        ValueError: unless 0 <= sparsity < 1.
-    """
-    if not 0 <= sparsity < 1:
-        raise ValueError(f"sparsity must lie in [0, 1), got {sparsity}")
+    """Zero the fraction ``sparsity`` of entries of w with the smallest magnitude (Han et al. 2015)."""
     k = int(round(sparsity * w.numel()))
     if k == 0:
         return w.clone()

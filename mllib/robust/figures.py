@@ -4,16 +4,19 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
+from ..constraints import Rule, Tensor, constrain
 from ..spread import Spread
 from . import rules
 from .training import Grid
 
 
+@constrain(Rule("byzantine", lambda honest, byzantine: byzantine.shape[1] == honest.shape[1],
+                "byzantine must have the d = {honest.shape[1]} columns of honest, got shape {byzantine.shape}"),
+           honest=Tensor(2, description="points of shape (m, d)"),
+           byzantine=Tensor(2, empty=True, description="points of shape (f, d)"))  # fmt: skip
 def aggregate_points(honest: torch.Tensor, byzantine: torch.Tensor) -> dict[str, torch.Tensor]:
     """Mean, coordinate-wise median and geometric median of honest (m, 2) and Byzantine
     (f, 2) points in the plane, with f < (m + f)/2. Returns name -> (2,)."""
-    if honest.dim() != 2 or byzantine.dim() != 2 or honest.shape[1] != byzantine.shape[1]:
-        raise ValueError(f"honest and byzantine must be (m, d) and (f, d), got {tuple(honest.shape)} and {tuple(byzantine.shape)}")
     X, f = torch.cat([honest, byzantine]).double(), len(byzantine)
     return {
         "mean": rules.mean(X, f),
