@@ -283,6 +283,21 @@ class Function(Constraint):
         return value
 
 
+def converted(value, *, floating: bool = True):
+    """``value`` as the library takes a tensor: a list, tuple, NumPy array or number becomes a tensor
+    (``torch.as_tensor``); with ``floating``, an integer tensor becomes the default float dtype,
+    never truncated. Anything else comes back as it is, for a check to name."""
+    if isinstance(value, (list, tuple, np.ndarray, numbers.Real)) and not isinstance(value, bool):
+        try:
+            value = torch.as_tensor(value)
+        except (TypeError, ValueError, RuntimeError):
+            return value
+    if floating and isinstance(value, torch.Tensor) and not (value.dtype.is_floating_point or value.is_complex()
+                                                             or value.dtype == torch.bool):  # fmt: skip
+        value = value.to(torch.get_default_dtype())
+    return value
+
+
 class Tensor(Constraint):
     """A tensor of a given rank: lists and NumPy arrays are converted with ``torch.as_tensor``.
 
@@ -306,11 +321,7 @@ class Tensor(Constraint):
         self.description = description or f"a tensor{rank}"
 
     def check(self, name, value):
-        if isinstance(value, (list, tuple, np.ndarray, numbers.Real)) and not isinstance(value, bool):
-            try:
-                value = torch.as_tensor(value)
-            except (TypeError, ValueError, RuntimeError):
-                self.fail(name, value, TypeError)
+        value = converted(value, floating=False)
         if not isinstance(value, torch.Tensor) or (value.dtype == torch.bool and not self.boolean) or value.is_complex():
             self.fail(name, value, TypeError)
         if self.floating and not value.dtype.is_floating_point:
@@ -363,6 +374,19 @@ class Rule:
             if callable(self.message):  # a message that computes what was expected
                 raise ValueError(self.message(**given))
             raise ValueError(self.message.format(**{k: _InMessage(v) for k, v in arguments.items()}))
+
+
+def every_entry(argument: str, holds: Callable[[torch.Tensor], torch.Tensor], bounds: str) -> Rule:
+    """The Rule that ``argument``, a number or a tensor, is ``bounds`` in every entry: ``holds``
+    maps it, as a tensor, to a bool tensor (``every_entry("sigma", lambda v: v >= 0, ">= 0")``).
+    For ranges a number constraint cannot state alone: ``Real(ge=0) | Tensor()`` takes -1.0 as a tensor."""
+
+    def message(**arguments) -> str:
+        value = torch.as_tensor(arguments[argument])
+        where = f" in a tensor of shape {tuple(value.shape)}" if value.dim() else ""
+        return f"{argument} must be {bounds}, got {shown(value[~holds(value)].flatten()[0].item())}{where}"
+
+    return Rule(argument, lambda **arguments: bool(holds(torch.as_tensor(arguments[argument])).all()), message)
 
 
 @functools.cache

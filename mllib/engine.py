@@ -240,7 +240,8 @@ class Federated(Rounds):
                  aggregate: Callable | None = None, server_step: Callable | None = None):  # fmt: skip
         self.local, self.select, self.weights = local, select, weights
         self.transforms = list(transforms)
-        self.aggregate = weighted_mean if aggregate is None else aggregate
+        # the default runs unchecked, as the user's parts do: what each part returns is checked in ``round``
+        self.aggregate = weighted_mean.__wrapped__ if aggregate is None else aggregate
         self.server_step = move(1.0) if server_step is None else server_step
         # State
         self.x = x0
@@ -252,9 +253,7 @@ class Federated(Rounds):
         M = _expect(M, _messages_shape(x, S, M), x.dtype, self.local, "the local part")
         for transform in self.transforms:  # 3.
             M = _expect(transform(M), M.shape, x.dtype, transform, "the transform")
-        # the default aggregate runs unchecked, as the user's parts do: what it returns is checked
-        aggregate = weighted_mean.__wrapped__ if self.aggregate is weighted_mean else self.aggregate
-        v = _expect(aggregate(M, self.weights[S]), x.shape, x.dtype, self.aggregate, "aggregate")  # 4. (d,)
+        v = _expect(self.aggregate(M, self.weights[S]), x.shape, x.dtype, self.aggregate, "aggregate")  # 4. (d,)
         self.x = _expect(self.server_step(x, v), x.shape, x.dtype, self.server_step, "server_step")  # 5.
 
     @property

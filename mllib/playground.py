@@ -404,22 +404,11 @@ def plot(results: History | Sequence[History], labels: Sequence[str] | None = No
     return fig
 
 
-def panel(data, config: Config | None = None):
-    """The widget panel: one control per option (only valid values offered), a Run button, the plot.
-
-    Changing the aggregator or the number of clients bounds f; a topology other than "server"
-    fixes the aggregator (the mean) and the DP noise (none), and offers the compressors
-    CHOCO-Gossip can use. Beside the DP slider, the (epsilon, delta) its noise gives
-    (``describe_dp``). Run re-runs ``run`` and redraws ``plot``.
-    Returns the ``ipywidgets.VBox``; its ``results`` list holds every run's ``History``, its
-    ``configs`` list their ``Config``s.
-    """
+def _controls(config: Config) -> dict:
+    """One ipywidgets control per option the panel offers, showing ``config``."""
     import ipywidgets as widgets
-    import matplotlib.pyplot as plt
-    from IPython.display import display
 
-    config = config or Config()
-    w = {
+    return {
         "partition": widgets.Dropdown(options=PARTITIONS, value=config.partition, description="partition"),
         "alpha": widgets.FloatLogSlider(value=config.alpha, base=10, min=-1, max=2, description="alpha"),
         "n_clients": widgets.IntSlider(value=config.n_clients, min=4, max=30, description="clients"),
@@ -434,16 +423,42 @@ def panel(data, config: Config | None = None):
         "dp_sigma": widgets.FloatSlider(value=config.dp_sigma, min=0, max=2, step=0.1, description="DP sigma"),
         "rounds": widgets.IntSlider(value=config.rounds, min=5, max=100, description="rounds"),
     }  # fmt: skip
-    button, out = widgets.Button(description="Run"), widgets.Output()
-    dp_label = widgets.Label()  # the DP noise's (epsilon, delta), beside its slider
-    results: list[History] = []
-    configs: list[Config] = []
 
-    def current() -> Config:
-        return replace(config, **{k: v.value for k, v in w.items()})
 
-    def constrain(_=None):
-        c = current()
+@constrain(data=Instance(Dataset), config=CONFIG | None)
+class Panel:
+    """The widget panel's state: ``widgets`` (option name -> its control), ``results`` (every run the
+    Run button made, a ``History`` each) and ``configs`` (their ``Config``s); ``box`` is the
+    ``ipywidgets.VBox`` shown, and a notebook displays the panel as it.
+
+    The controls only offer valid values (``update_options``, after each change); ``current()`` is
+    the ``Config`` they show (``config``'s other fields kept), and ``run`` is the Run button's callback.
+    """
+
+    def __init__(self, data, config: Config | None = None):
+        import ipywidgets as widgets
+
+        self.data, self.config = data, config or Config()
+        self.widgets = _controls(self.config)
+        self.results: list[History] = []
+        self.configs: list[Config] = []
+        self.dp_label = widgets.Label()  # the DP noise's (epsilon, delta), beside its slider
+        self.button, self.out = widgets.Button(description="Run"), widgets.Output()
+        for name in ("n_clients", "aggregator", "topology", "compressor", "dp_sigma", "rounds"):
+            self.widgets[name].observe(self.update_options, names="value")
+        self.button.on_click(self.run)
+        self.update_options()
+        controls = list(self.widgets.values())
+        right = widgets.VBox([*controls[7:], self.dp_label, self.button])
+        self.box = widgets.VBox([widgets.HBox([widgets.VBox(controls[:7]), right]), self.out])
+
+    def current(self) -> Config:
+        """The ``Config`` the controls show."""
+        return replace(self.config, **{k: v.value for k, v in self.widgets.items()})
+
+    def update_options(self, _change=None):
+        """Offer only what ``allowed`` allows given the other controls; show the DP noise's (epsilon, delta)."""
+        w, c = self.widgets, self.current()
         options = allowed(c)
         w["f"].max = options["f"][-1]
         gossip = c.topology != "server"
@@ -455,32 +470,30 @@ def panel(data, config: Config | None = None):
         w["error_feedback"].disabled = options["error_feedback"] == (False,)  # no compressor, or gossip
         if w["error_feedback"].disabled:
             w["error_feedback"].value = False
-        dp_label.value = "DP: " + describe_dp(current())
+        self.dp_label.value = "DP: " + describe_dp(self.current())
 
-    def on_run(_=None):
-        c = current()
-        results.append(run(c, data))
-        configs.append(c)
-        with out:
-            out.clear_output(wait=True)
+    def run(self, _button=None):
+        """Run the current config (``run``), record it, and redraw the last three runs (``plot``)."""
+        import matplotlib.pyplot as plt
+
+        c = self.current()
+        last = run(c, self.data)
+        self.results.append(last)
+        self.configs.append(c)
+        first = max(len(self.results) - 3, 0)
+        with self.out:
+            self.out.clear_output(wait=True)
             print(describe(c))
-            print(f"final accuracy {results[-1].accuracy[-1]:.2f}, bits sent {results[-1].bits[-1] / 1e6:.2f} Mbit")
-            plot(results[-3:], [f"run {i}" for i in range(len(results) - len(results[-3:]), len(results))])
+            print(f"final accuracy {last.accuracy[-1]:.2f}, bits sent {last.bits[-1] / 1e6:.2f} Mbit")
+            plot(self.results[first:], [f"run {i}" for i in range(first, len(self.results))])
             plt.show()
 
-    for name in ("n_clients", "aggregator", "topology", "compressor", "dp_sigma", "rounds"):
-        w[name].observe(constrain, names="value")
-    button.on_click(on_run)
-    constrain()
-    box = widgets.VBox([widgets.HBox([widgets.VBox(list(w.values())[:7]), widgets.VBox([*list(w.values())[7:], dp_label, button])]), out])
-    box.results, box.configs = results, configs  # every run the Run button made, and its Config
-    box.current = current  # the Config the controls show
-    display(box)
-    return box
+    def _repr_mimebundle_(self, **kwargs):  # a cell that ends with the panel shows its box
+        return self.box._repr_mimebundle_(**kwargs)
 
 
 __all__ = [
-    "AGGREGATORS", "ATTACKS", "COMPRESSORS", "Config", "PARTITIONS", "PIPELINE", "TOPOLOGIES",
+    "AGGREGATORS", "ATTACKS", "COMPRESSORS", "Config", "PARTITIONS", "PIPELINE", "Panel", "TOPOLOGIES",
     "allowed", "describe", "describe_dp", "dp_epsilon", "final_accuracy", "is_valid", "make_aggregate", "make_compressor", "max_f",
-    "paired_difference", "pairwise", "panel", "plot", "run", "run_seeds", "validate",
+    "paired_difference", "pairwise", "plot", "run", "run_seeds", "validate",
 ]

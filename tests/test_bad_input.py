@@ -53,7 +53,6 @@ def optional_missing(name: str) -> str | None:
 SKIPPED = {name: why for name in module_names() if (why := optional_missing(name))}
 MODULES = [name for name in module_names() if name not in SKIPPED]
 
-NOT_YET = "constraints not declared yet: left for the follow-up of issue #27"
 FIGURE = "draws a figure of results computed and checked elsewhere"
 MESSAGE = "a protocol message the parties build, not a caller"
 PER_STEP = "runs per step or round inside a declared public function, which checked its arguments once"
@@ -86,7 +85,7 @@ EXEMPT = {
         "mllib.adversarial.plot_attack", "mllib.automl.plot_anytime", "mllib.automl.plot_zero_order",
         "mllib.compression.lecture.plot_accuracy_vs_bits", "mllib.compression.lecture.plot_sweep",
         "mllib.federated.plot_drift", "mllib.numerics.bit_table", "mllib.personalized.plot_collaboration",
-        "mllib.personalized.plot_linear_collaboration", "mllib.playground.panel", "mllib.playground.plot",
+        "mllib.personalized.plot_linear_collaboration", "mllib.playground.plot",
         "mllib.privacy.plot_clip_noise", "mllib.privacy.plot_reconstructions", "mllib.privacy.plot_tradeoff",
         "mllib.systems.sampling_figure", "mllib.systems.selection_explorer", "mllib.systems.selection_figure",
     ), FIGURE),  # fmt: skip
@@ -137,8 +136,8 @@ EXEMPT = {
     **within("mllib.checks.personalized", "reference_ditto_round", REFERENCE),
     **within("mllib.checks.privacy", "reference_dp_sgd loss_threshold_auc_reference", REFERENCE),
     **within("mllib.checks.systems", "reference_gap_working_sets", REFERENCE),
-    **within("mllib.constraints", "shown Either Optional Real Integer Instance Tensor Indices ClientMatrix Rule",
-             CONSTRAINTS),  # fmt: skip
+    **within("mllib.constraints", "shown Either Optional Real Integer Instance Tensor Indices ClientMatrix Rule "
+                                  "every_entry converted", CONSTRAINTS),  # fmt: skip
     **within("mllib.decentralized.distributed", "dataset build build_mixing node worker", RUNNER),
     "mllib.decentralized.distributed.parse": COMMAND_LINE,
     **within("mllib.flower.client_app", "kept update train", FLOWER),
@@ -163,9 +162,6 @@ EXEMPT = {
                            "offline build_site", TOOL),  # fmt: skip
     **within("mllib.update", "git text changes sources only_ran upstream update", TOOL),
     "mllib.update.main": COMMAND_LINE,
-    **within("mllib.numerics.training", "mlp_accuracy compressed_bytes compress", NOT_YET),
-    **within("mllib.numerics.hashing", "train_linear", NOT_YET),
-    **within("mllib.numerics.formats", "cast_like_torch", NOT_YET),
 }
 
 
@@ -358,9 +354,8 @@ def test_summary(capsys):
     no_arguments = [q for q, o in PUBLIC.items() if not parameters(o) and q not in EXEMPT and q not in declared]
     with capsys.disabled():
         print(f"\nbad-input walk: {len(PUBLIC)} public functions and classes; {len(declared)} declare constraints "
-              f"({len(CASES)} bad calls); {len(exempt)} exempt ({sum(EXEMPT[q] == NOT_YET for q in exempt)} not "
-              f"declared yet); {len(no_arguments)} without arguments; {len(MODULES)} modules walked, skipped: "
-              f"{SKIPPED or 'none'}")  # fmt: skip
+              f"({len(CASES)} bad calls); {len(exempt)} exempt; {len(no_arguments)} without arguments; "
+              f"{len(MODULES)} modules walked, skipped: {SKIPPED or 'none'}")  # fmt: skip
     assert len(declared) + len(exempt) + len(no_arguments) == len(PUBLIC)
 
 
@@ -527,6 +522,68 @@ def test_what_federated_parts_return_is_checked(local, server_step, expected):
 def test_lists_and_arrays_are_converted_and_integer_tensors_become_floats():
     average = mllib.weighted_average([[1, 2], [3, 4]], np.array([1, 1]))
     assert average.dtype == torch.get_default_dtype() and average.tolist() == [2.0, 3.0]
+
+
+# ------------------------------------------------------------------------------ the last hand-written checks
+def test_the_numerics_functions_declared_last_check_how_their_arguments_relate():
+    from mllib.numerics import formats, hashing, training
+
+    params = training.init_mlp(64, 8, 10, gen=mllib.generator(0))
+    x, y = DATA.x_test.flatten(1), DATA.y_test
+    raises(ValueError, r"^y must hold one label per row of x, \d+, got 3", lambda: training.mlp_accuracy(params, x, y[:3]))
+    raises(ValueError, "^params must map names to tensors", lambda: training.compressed_bytes({"W": [1.0]}, 8, sparse=False))
+    raises(ValueError, "^sparsity must be", lambda: training.compress(params, 1.0))
+    X, labels = torch.rand(6, 5, generator=mllib.generator(0)), torch.tensor([0, 1, 2, 3, 4, 0])
+    raises(ValueError, r"^y must hold labels in \[0, n_classes\) = \[0, 4\), got labels in \[0, 4\]",
+           lambda: hashing.train_linear(X, labels, X, labels, n_classes=4))
+    raises(ValueError, "^X_test must have X's 5 features, got 4", lambda: hashing.train_linear(X, labels, X[:, :4], labels,
+                                                                                                n_classes=5))  # fmt: skip
+    raises(ValueError, "^fmt must be a float format torch has a dtype for", lambda: formats.cast_like_torch(X, "tf32"))
+    assert torch.equal(formats.cast_like_torch(X, "bf16"), X.to(torch.bfloat16).float())
+
+
+def test_robust_checks_name_the_argument_and_the_rule_in_the_one_form():
+    from mllib import robust
+
+    raises(ValueError, r"^X must be a client matrix .*of floats, got a tensor of shape \(9,\) for Mean",
+           lambda: robust.Mean(0)(torch.ones(9)))  # fmt: skip
+    raises(ValueError, r"^f must be < n/2 = 2, .*got f=2 of n=4 for CoordinateMedian",
+           lambda: robust.CoordinateMedian(2)(torch.zeros(4, 3)))  # fmt: skip
+    raises(TypeError, "^f must be an integer >= 0, got 1.5", lambda: robust.rules.check_f(1.5, 4, "attack_grid"))
+    lecture_05 = r"^krum needs n > 2f \+ 2 \(Blanchard et al. 2017\): got n=7, f=3; pass f <= 2$"  # printed there
+    raises(ValueError, lecture_05, lambda: robust.krum(torch.zeros(7, 4), 3))
+
+
+def test_ranges_of_numbers_or_tensors_are_checked_in_every_entry():
+    from mllib.personalized import harmful_bias, optimal_weight
+
+    raises(ValueError, "^var_own must be >= 0, got -1.0$", lambda: optimal_weight(-1.0, 10, 1.0, 10, 0.0))
+    raises(ValueError, r"^n_own must be >= 1, got 0.5 in a tensor of shape \(2,\)",
+           lambda: optimal_weight(1.0, torch.tensor([10.0, 0.5]), 1.0, 10, 0.0))
+    raises(ValueError, r"^beta must be in \(0, 1\], got 1.5", lambda: harmful_bias(1.0, 10, 1.0, 10, torch.tensor([0.5, 1.5])))
+
+
+def test_dp_sgd_declares_its_shapes_and_per_row_ranges():
+    from mllib.privacy import dp_sgd
+
+    X, x, y = torch.zeros(2, MODEL.dim), torch.zeros(2, 5, 64), torch.zeros(2, 5, dtype=torch.long)
+    train = dict(steps=1, lr=0.1, q=0.5, gen=mllib.generator(0))
+    raises(ValueError, r"^sigma must be >= 0, got -1.0 in a tensor of shape \(2,\)",
+           lambda: dp_sgd(MODEL, X, x, y, clip=1.0, sigma=torch.tensor([1.0, -1.0]), **train))
+    raises(ValueError, "^clip must be > 0, got 0.0", lambda: dp_sgd(MODEL, X, x, y, clip=torch.tensor([1.0, 0.0]), sigma=1.0,
+                                                                   **train))  # fmt: skip
+    raises(ValueError, rf"^X must have shape \(3, {MODEL.dim}\), one row per data set in y",
+           lambda: dp_sgd(MODEL, X, torch.zeros(3, 5, 64), torch.zeros(3, 5, dtype=torch.long), clip=1.0, sigma=1.0,
+                          **train))  # fmt: skip
+
+
+def test_a_compressor_checks_the_rank_of_its_rows_with_the_shared_message():
+    from mllib.compression import ScaledSign, TopK
+
+    raises(ValueError, r"^X must be a client matrix of shape \(n_clients, d\), got a tensor of shape \(3,\)",
+           lambda: TopK(k=1).encode(torch.zeros(3)))  # fmt: skip
+    raises(TypeError, r"^X must be a client matrix of shape \(n_clients, d\), got \[\[1.0, 2.0\]\]",
+           lambda: ScaledSign()([[1.0, 2.0]]))  # fmt: skip
 
 
 # ------------------------------------------------------------------------------ numeric edges

@@ -209,8 +209,9 @@ def test_powersgd_step_is_the_mean_decoded_by_the_class():
 
 
 def test_powersgd_round_is_what_the_class_runs(monkeypatch):
-    """Lecture 04 shows ``powersgd_round``: the compressor the experiment trains with calls it (its body,
-    ``__wrapped__``: the arguments are checked once per public call, not every round), per layer."""
+    """The compressor lecture 04's experiment trains with calls ``powersgd_round`` (its body,
+    ``__wrapped__``: the arguments are checked once per public call, not every round), per layer,
+    and so the ``power_step`` the lecture shows."""
     calls = []
     body = C.powersgd_round.__wrapped__
     monkeypatch.setattr(C.powersgd_round, "__wrapped__", lambda M, Q: calls.append(M.shape) or body(M, Q))

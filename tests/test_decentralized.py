@@ -362,3 +362,13 @@ def test_check_says_not_implemented():
 
     with pytest.raises(CheckFailed, match="not implemented yet"):
         check.spectral_gap(todo)
+
+
+def test_a_mixing_that_is_not_square_is_refused_at_construction_or_in_its_round():
+    X = torch.zeros(4, 3)
+    with pytest.raises(ValueError, match=r"W must be a square mixing matrix \(n, n\), got shape \(4, 3\)"):
+        mllib.decentralized.Gossip(torch.ones(4, 3) / 4)
+    schedule = mllib.decentralized.Gossip(lambda k: torch.eye(4) if k == 0 else torch.ones(4, 3))
+    schedule.step(X, 1)
+    with pytest.raises(ValueError, match=r"the mixing of round 2 must be a square matrix \(n, n\), got shape \(4, 3\)"):
+        schedule.step(X, 2)

@@ -189,24 +189,34 @@ def test_dp_noise_is_reported_with_its_epsilon():
         pg.validate(pg.Config(dp_delta=0.0))
 
 
-def test_panel_shows_the_dp_epsilon_beside_its_slider():
-    box = pg.panel(None, pg.Config())
-    controls = {w.description: w for col in box.children[0].children for w in col.children}
-    label = next(w for col in box.children[0].children for w in col.children if type(w).__name__ == "Label")
-    assert "no privacy guarantee" in label.value
-    controls["DP sigma"].value = 0.5
-    assert "epsilon = " in label.value and "delta = 1e-05" in label.value
+def test_panel_shows_the_dp_epsilon_beside_its_slider(data):
+    panel = pg.Panel(data, pg.Config())
+    assert "no privacy guarantee" in panel.dp_label.value
+    panel.widgets["dp_sigma"].value = 0.5
+    assert "epsilon = " in panel.dp_label.value and "delta = 1e-05" in panel.dp_label.value
 
 
-def test_panel_constrains_and_runs(data):
-    box = pg.panel(data, pg.Config(rounds=2))
-    controls = {w.description: w for col in box.children[0].children for w in col.children}
-    controls["aggregator"].value = "krum"
-    assert controls["f"].max == 3
-    controls["topology"].value = "ring"
-    assert controls["aggregator"].options == ("mean",) and controls["compressor"].options == pg.GOSSIP_COMPRESSORS
-    controls["Run"].click()
-    assert len(box.results) == 1 and box.configs[0].topology == "ring" and box.results[0].model.shape[0] == 10
+def test_panel_state_follows_its_controls_and_its_run_button(data):
+    """The state is the Panel's attributes: f's bound follows the aggregator and n, each click adds a run."""
+    panel = pg.Panel(data, pg.Config(rounds=5, n_clients=10))  # the rounds slider's least
+    w = panel.widgets
+    w["aggregator"].value = "krum"
+    assert w["f"].max == pg.max_f("krum", 10) == 3
+    w["n_clients"].value = 20
+    assert w["f"].max == pg.max_f("krum", 20) == 8 and panel.current().n_clients == 20
+    panel.button.click()
+    w["topology"].value = "ring"
+    assert w["aggregator"].options == ("mean",) and w["compressor"].options == pg.GOSSIP_COMPRESSORS
+    panel.button.click()
+    assert [c.topology for c in panel.configs] == ["server", "ring"] and len(panel.results) == 2
+    assert panel.configs[0].aggregator == "krum" and panel.results[1].model.shape == (20, panel.results[0].model.shape[0])
+
+
+def test_a_panel_displays_as_its_box(data):
+    panel = pg.Panel(data)
+    assert panel._repr_mimebundle_() == panel.box._repr_mimebundle_()
+    with pytest.raises(TypeError, match="^data must be"):
+        pg.Panel(None)
 
 
 @settings(max_examples=30, deadline=None)
@@ -214,15 +224,12 @@ def test_panel_constrains_and_runs(data):
     ("aggregator", a) for a in pg.AGGREGATORS] + [("topology", t) for t in pg.TOPOLOGIES]
     + [("n_clients", n) for n in (4, 5, 6, 9, 30)] + [("f", f) for f in (0, 1, 2, 5, 14)]
     + [("compressor", c) for c in pg.COMPRESSORS] + [("error_feedback", True), ("dp_sigma", 1.0)]), max_size=12))
-def test_any_widget_clicks_leave_a_valid_config(clicks):
+def test_any_widget_clicks_leave_a_valid_config(data, clicks):
     """Whatever the user sets, in any order, the panel's controls show a valid Config."""
-    box = pg.panel(None)
-    controls = {w.description: w for col in box.children[0].children for w in col.children}
-    names = {"aggregator": "aggregator", "topology": "topology", "n_clients": "clients", "f": "f",
-             "compressor": "compressor", "error_feedback": "error feedback", "dp_sigma": "DP sigma"}  # fmt: skip
+    panel = pg.Panel(data)
     for name, value in clicks:
-        widget = controls[names[name]]
+        widget = panel.widgets[name]
         if widget.disabled or (hasattr(widget, "options") and value not in widget.options):
             continue
         widget.value = value
-        pg.validate(box.current())
+        pg.validate(panel.current())

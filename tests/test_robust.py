@@ -89,7 +89,6 @@ def bad_inputs(name, n=9):
     cases = {
         "a vector": (aggregator, X[0]),
         "four dimensions": (aggregator, X.expand(2, 2, n, D)),
-        "integers": (aggregator, torch.ones(n, D, dtype=torch.int64)),
         "no rows": (aggregator, torch.zeros(0, D)),
         "f too large": (too_many, X),
     }
@@ -105,6 +104,19 @@ def test_every_aggregator_refuses_bad_input(name, case):
     aggregator.observe(torch.zeros(D), (torch.zeros(rows, 4, 2), torch.zeros(rows, 4, dtype=torch.int64)))
     with pytest.raises(ValueError, match=type(aggregator).__name__):
         aggregator(X)
+
+
+@pytest.mark.parametrize("name", list(ALL))
+def test_every_aggregator_takes_integers_and_lists_as_floats(name):
+    """Issue #27: integer input is converted to the default float dtype, never truncated or refused."""
+    def aggregate(X):  # a fresh aggregator: some keep state across calls
+        aggregator = ALL[name](0)
+        aggregator.observe(torch.zeros(D), (torch.zeros(5, 4, 2), torch.zeros(5, 4, dtype=torch.int64)))
+        return aggregator(X)
+
+    X = torch.arange(5 * D).reshape(5, D) % 7
+    expected = aggregate(X.to(torch.get_default_dtype()))
+    assert torch.equal(aggregate(X), expected) and torch.equal(aggregate(X.tolist()), expected)
 
 
 @pytest.mark.parametrize("name", list(ALL))

@@ -18,6 +18,7 @@ from .powersgd import (
     flops_svd_lowrank,
     orthogonalize,
     power_iteration,
+    power_step,
     powersgd_round,
     powersgd_step,
     truncated_svd,
@@ -27,6 +28,7 @@ __all__ = [
     "Cast", "Choco", "Compressor", "ErrorFeedback", "Identity", "MessageCompressor", "NaiveCompressedGossip",
     "PowerSGD", "QSGD", "RandomK", "ScaledSign", "TopK", "choco_gossip", "choco_sgd", "choco_step",
     "error_feedback_memory", "flops_power_iteration", "flops_svd", "flops_svd_lowrank", "index_bits",
-    "naive_compressed_gossip", "naive_step", "orthogonalize", "pack_bits", "power_iteration", "powersgd_round",
+    "naive_compressed_gossip", "naive_step", "orthogonalize", "pack_bits", "power_iteration", "power_step",
+    "powersgd_round",
     "powersgd_step", "random_k", "top_k", "truncated_svd", "unpack_bits",
 ]

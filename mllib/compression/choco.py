@@ -14,7 +14,7 @@ import torch
 
 from ..constraints import ClientMatrix, Function, Instance, Integer, Real, Rule, constrain
 from ..decentralized import Gossip, gossip_alone
-from ..decentralized.gossip import MIXING, MIXINGS, SQUARE, Mixing
+from ..decentralized.gossip import MIXING, MIXINGS, SQUARE, SQUARE_OR_SCHEDULE, Mixing
 from ..engine import Decentralized, run
 from .compressors import Compressor
 
@@ -73,7 +73,7 @@ class Choco(Gossip):
     every directed link carries one compressed message per round.
     """
 
-    @constrain(W=MIXINGS, **PART)
+    @constrain(SQUARE_OR_SCHEDULE, W=MIXINGS, **PART)
     def __init__(self, W: Mixing, compressor: Compressor, gamma: float):
         super().__init__(W, bits_per_row=compressor.bits_per_row)
         self.compressor, self.gamma = compressor, gamma
@@ -83,7 +83,7 @@ class Choco(Gossip):
     def step(self, X: torch.Tensor, r: int) -> torch.Tensor:
         if self.X_hat is None:
             self.X_hat = torch.zeros_like(X)
-        X, self.X_hat = choco_step.__wrapped__(X, self.X_hat, self.mixing(r, X.shape[1]), self.compressor, self.gamma)
+        X, self.X_hat = choco_step.__wrapped__(X, self.X_hat, self.mixing(r, X), self.compressor, self.gamma)
         return X
 
     def state_dict(self) -> dict:
@@ -96,13 +96,13 @@ class NaiveCompressedGossip(Gossip):
     Args: W, compressor, gamma as ``Choco``. State: ``bits_sent``.
     """
 
-    @constrain(W=MIXINGS, **PART)
+    @constrain(SQUARE_OR_SCHEDULE, W=MIXINGS, **PART)
     def __init__(self, W: Mixing, compressor: Compressor, gamma: float):
         super().__init__(W, bits_per_row=compressor.bits_per_row)
         self.compressor, self.gamma = compressor, gamma
 
     def step(self, X: torch.Tensor, r: int) -> torch.Tensor:
-        return naive_step.__wrapped__(X, self.mixing(r, X.shape[1]), self.compressor, self.gamma)
+        return naive_step.__wrapped__(X, self.mixing(r, X), self.compressor, self.gamma)
 
 
 @constrain(SQUARE, **RUN)

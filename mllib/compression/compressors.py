@@ -56,9 +56,14 @@ def index_bits(d: int) -> int:
     return max(1, math.ceil(math.log2(d)))
 
 
+MATRIX = ClientMatrix()  # the rows (n, d) a compressor is called on
+
+
 def _check_matrix(X: torch.Tensor) -> None:
-    if X.dim() != 2:
-        raise ValueError(f"X must be a client matrix of shape (n_clients, d), got shape {tuple(X.shape)}")
+    """``MATRIX``'s rank check alone, with its message: it runs every round (a compressor's call,
+    an encode), where the full check, which converts lists and integers, costs 25 times as much."""
+    if not isinstance(X, torch.Tensor) or X.dim() != 2:
+        MATRIX.fail("X", X, ValueError if isinstance(X, torch.Tensor) else TypeError)
 
 
 def _check_k(k: int, d: int) -> None:
@@ -66,7 +71,7 @@ def _check_k(k: int, d: int) -> None:
         raise ValueError(_k_message(k, d))
 
 
-@constrain(_k_in_rows_of("X"), X=ClientMatrix(), k=K)
+@constrain(_k_in_rows_of("X"), X=MATRIX, k=K)
 def top_k(X: torch.Tensor, k: int) -> torch.Tensor:
     """Keep the k entries of largest magnitude in each row of X (n, d), zero the rest.
 
@@ -78,7 +83,7 @@ def top_k(X: torch.Tensor, k: int) -> torch.Tensor:
 
 
 @constrain(_k_in_rows_of("X"), Rule("u", lambda X, u: u.shape == X.shape, "u must have the shape of X, {X.shape}, got {u.shape}"),
-           X=ClientMatrix(), k=K, u=Tensor(2))
+           X=MATRIX, k=K, u=Tensor(2))
 def random_k(X: torch.Tensor, k: int, u: torch.Tensor, *, unbiased: bool = True) -> torch.Tensor:
     """Keep k random entries of each row of X (n, d): those where the uniform numbers u (n, d)
     are largest (a uniformly random k-subset), scaled by d/k when ``unbiased``.
@@ -92,7 +97,7 @@ def random_k(X: torch.Tensor, k: int, u: torch.Tensor, *, unbiased: bool = True)
 
 
 @constrain(Rule("error", lambda U, error: error.shape == U.shape, "error must have the shape of U, {U.shape}, got {error.shape}"),
-           _k_in_rows_of("U"), U=ClientMatrix(), error=ClientMatrix(), k=K)
+           _k_in_rows_of("U"), U=MATRIX, error=MATRIX, k=K)
 def error_feedback_memory(U: torch.Tensor, error: torch.Tensor, k: int) -> torch.Tensor:
     """The new error memory of top-k with error feedback: e' = (U + e) - top_k(U + e, k).
 
@@ -294,8 +299,8 @@ class TopK(_Sparsifier):
     """
 
     def encode(self, X):
+        _check_matrix(X)  # before X.shape[1]
         k = self.k(X.shape[1])
-        _check_matrix(X)
         idx = X.abs().topk(k, dim=1).indices  # (rows, k), as top_k picks them
         return [X.gather(1, idx), idx.to(torch.int32)]
 

@@ -19,7 +19,7 @@ from ..decentralized.distributed import free_port
 from ..engine import Rounds, run
 from ..runtime import generator
 from .compressors import ErrorFeedback, MessageCompressor, ScaledSign
-from .powersgd import PowerSGD, orthogonalize
+from .powersgd import PowerSGD, power_step
 
 
 def _done(tensor: torch.Tensor) -> torch.futures.Future:
@@ -76,8 +76,8 @@ def compression_hook(make: Callable[[], MessageCompressor]) -> Callable:
 class PowerSGDHook:
     """mllib's PowerSGD as a DDP communication hook: only P, Q and small tensors travel.
 
-    Per bucket, the steps of ``PowerSGD`` with the means over workers done by all-reduce:
-    M = grad + e;  P = allreduce_mean(M Q);  P = orthogonalize(P);  Q_local = M^T P;
+    Per bucket, the steps of ``PowerSGD`` (its ``power_step``) with the means over workers done
+    by all-reduce: M = grad + e;  P = allreduce_mean(M Q);  P = orthogonalize(P);  Q_local = M^T P;
     e = M - P Q_local^T;  Q = allreduce_mean(Q_local);  grad <- P Q^T. Tensors of fewer
     than 2 dimensions (biases) are all-reduced uncompressed.
 
@@ -96,6 +96,12 @@ class PowerSGDHook:
     def hook(self, process_group, bucket):
         """The hook: ``ddp_model.register_comm_hook(None, PowerSGDHook(rank).hook)``."""
         world = dist.get_world_size(process_group)
+
+        def mean(tensor: torch.Tensor) -> torch.Tensor:  # over the processes; the argument is left as it is
+            summed = tensor.clone()
+            dist.all_reduce(summed, group=process_group)
+            return summed / world
+
         flat = bucket.buffer()  # (numel,)
         key = (bucket.index(), flat.numel())
         if key not in self.states:
@@ -109,20 +115,14 @@ class PowerSGDHook:
         for j, (size, nm) in enumerate(zip(ps.sizes, ps.matrix)):
             chunk = M_all[start : start + size]
             if nm is None:
-                out[start : start + size] = chunk
-                dist.all_reduce(out[start : start + size], group=process_group)
-                out[start : start + size] /= world
+                out[start : start + size] = mean(chunk)
                 ps.error[start : start + size] = 0
             else:
                 M = chunk.view(*nm)  # (n, m)
-                P = M @ ps.Q[j][0].to(M)  # (n, r)
-                dist.all_reduce(P, group=process_group)
-                P = orthogonalize.__wrapped__(P / world)
-                Q = M.T @ P  # (m, r)
-                ps.error[start : start + size] = (M - P @ Q.T).flatten()
-                dist.all_reduce(Q, group=process_group)
-                ps.Q[j] = (Q / world)[None]  # (1, m, r): one group
-                out[start : start + size] = (P @ ps.Q[j][0].T).flatten()
+                P, decoded, Q = power_step.__wrapped__(M, ps.Q[j][0].to(M), mean)  # (n, r), (n, m), (m, r)
+                ps.error[start : start + size] = (M - decoded).flatten()
+                ps.Q[j] = Q[None]  # (1, m, r): one group
+                out[start : start + size] = (P @ Q.T).flatten()  # the mean of the processes' P Q_local^T
             start += size
         ps.bits_sent += ps.bits_per_row(flat.numel())
         return _done(out)

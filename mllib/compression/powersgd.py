@@ -5,10 +5,11 @@ A layer's gradient M (n x m) is sent as two thin matrices P (n x r) and Q (m x r
 in the size of M; a full SVD costs O(n m min(n, m)).
 """
 import math
+from collections.abc import Callable
 
 import torch
 
-from ..constraints import Instance, Integer, Rule, Tensor, constrain
+from ..constraints import Function, Instance, Integer, Rule, Tensor, constrain
 from ..runtime import generator
 from .compressors import SEED, Compressor
 
@@ -49,6 +50,30 @@ def power_iteration(M: torch.Tensor, Q: torch.Tensor, iterations: int = 1) -> tu
     return P, Q
 
 
+@constrain(M_TIMES_Q, M=MATRICES, Q=MATRICES, mean=Function())
+def power_step(M: torch.Tensor, Q: torch.Tensor, mean: Callable) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """PowerSGD's power step with its two all-reduces (Vogels et al. 2019, Algorithm 1), the one
+    ``powersgd_step``, ``powersgd_round`` (so ``PowerSGD``) and the DDP hook ``PowerSGDHook`` run.
+
+    P = orthogonalize(mean_i M_i Q);  Q_i = M_i^T P;  worker i decodes P Q_i^T;  Q <- mean_i Q_i,
+    so the mean of the decoded matrices is P (mean_i Q_i)^T.
+
+    Args:
+        M: (..., n, m) the workers' matrices: in one process all of them along a worker axis;
+            in a DDP process its own matrix.
+        Q: (..., m, r) the warm start, broadcasting against M.
+        mean: the mean over the workers, whose result broadcasts against M: in one process a
+            mean over the worker axis; in DDP an all-reduce divided by the number of processes.
+
+    Returns:
+        P (orthonormal columns), each worker's decoded P Q_i^T (the shape of M), and mean_i Q_i,
+        the next warm start.
+    """
+    P = orthogonalize(mean(M @ Q))  # all-reduce of the P_i = M_i Q, then orthogonalized
+    Qi = M.transpose(-1, -2) @ P  # Q_i = M_i^T P
+    return P, P @ Qi.transpose(-1, -2), mean(Qi)  # P, worker i's decoded P Q_i^T, all-reduce of the Q_i
+
+
 @constrain(M_TIMES_Q, M=Tensor(3), Q=Tensor(2))
 def powersgd_step(M: torch.Tensor, Q: torch.Tensor) -> torch.Tensor:
     """One PowerSGD step for k workers' matrices M (k, n, m) from the shared Q (m, r).
@@ -57,9 +82,8 @@ def powersgd_step(M: torch.Tensor, Q: torch.Tensor) -> torch.Tensor:
     the rank-r approximation of the mean of the M_i that every worker decodes
     (Vogels et al. 2019, Algorithm 1).
     """
-    P = orthogonalize((M @ Q).mean(0))  # (n, r)
-    Qi = M.transpose(1, 2) @ P  # (k, m, r)
-    return P @ Qi.mean(0).T  # (n, m)
+    P, _, Q_next = power_step.__wrapped__(M, Q, lambda T: T.mean(0))  # (n, r), (m, r)
+    return P @ Q_next.T  # (n, m)
 
 
 @constrain(M_TIMES_Q, Rule("Q", lambda M, Q: len(Q) == len(M),
@@ -78,9 +102,8 @@ def powersgd_round(M: torch.Tensor, Q: torch.Tensor) -> tuple[torch.Tensor, torc
     Returns:
         The decoded matrices (g, w, n, m) and the next warm starts (g, m, r).
     """
-    P = orthogonalize((M @ Q[:, None]).mean(1))  # (g, n, r): all-reduce of the P_i = M_i Q, then orthogonalized
-    Qi = M.transpose(2, 3) @ P[:, None]  # (g, w, m, r): Q_i = M_i^T P
-    return P[:, None] @ Qi.transpose(2, 3), Qi.mean(1)  # P Q_i^T, and the all-reduce of the Q_i
+    _, decoded, Q_next = power_step.__wrapped__(M, Q[:, None], lambda T: T.mean(1, keepdim=True))  # each group's mean
+    return decoded, Q_next[:, 0]
 
 
 @constrain(M=Tensor(2), rank=Integer(min=1))

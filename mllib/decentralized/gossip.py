@@ -31,6 +31,9 @@ MIXING = Tensor(2, finite=True, description="a mixing matrix (n, n)")
 SQUARE = Rule("W", lambda X, W: W.shape == (X.shape[0], X.shape[0]),
               lambda X, W: f"W must have shape ({len(X)}, {len(X)}) for X with {len(X)} rows, got {tuple(W.shape)}")
 MIXINGS = MIXING | Function()  # a matrix, or k -> W_k
+# a fixed W is square; a schedule's W_k are checked as the rounds draw them (``Gossip.mixing``)
+SQUARE_OR_SCHEDULE = Rule("W", lambda W: callable(W) or W.shape[0] == W.shape[1],
+                          "W must be a square mixing matrix (n, n), got shape {W.shape}")
 
 
 @constrain(SQUARE, X=ClientMatrix(), W=MIXING)
@@ -176,22 +179,30 @@ class Gossip:
     State: ``bits_sent``: every directed link of W carries one message per round.
     """
 
-    @constrain(W=MIXINGS, mix=Function(), bits_per_row=Function() | None)
+    @constrain(SQUARE_OR_SCHEDULE, W=MIXINGS, mix=Function(), bits_per_row=Function() | None)
     def __init__(self, W: Mixing, *, mix: Callable = gossip, bits_per_row: Callable[[int], int] | None = None):
         self.W, self.mix = W, getattr(mix, "__wrapped__", mix)  # W checked here once, not every round
         self.bits_per_row = (lambda d: 32 * d) if bits_per_row is None else bits_per_row
         # State
         self.bits_sent = 0
 
-    def mixing(self, r: int, d: int) -> torch.Tensor:
-        """W_{r-1} (n, n), the mixing of round r; counts the messages of rows of d entries it carries."""
+    def mixing(self, r: int, X: torch.Tensor) -> torch.Tensor:
+        """W_{r-1} (n, n), the mixing of round r for X; counts the messages of X's rows it carries.
+
+        Raises:
+            ValueError: if a schedule's W_{r-1} is not a square matrix (a comparison per round;
+            a fixed W was checked at construction).
+        """
         W = self.W(r - 1) if callable(self.W) else self.W
-        self.bits_sent += links(W) * self.bits_per_row(d)
+        if not (isinstance(W, torch.Tensor) and W.dim() == 2 and W.shape[0] == W.shape[1]):
+            got = f"shape {tuple(W.shape)}" if isinstance(W, torch.Tensor) else repr(W)
+            raise ValueError(f"the mixing of round {r} must be a square matrix (n, n), got {got}")
+        self.bits_sent += links.__wrapped__(W) * self.bits_per_row(X.shape[1])
         return W
 
     def step(self, X: torch.Tensor, r: int) -> torch.Tensor:
         """The gossip of round r alone: X (n, d) -> W_{r-1} X."""
-        return self.mix(X, self.mixing(r, X.shape[1]))
+        return self.mix(X, self.mixing(r, X))
 
     def __call__(self, X: torch.Tensor, U: torch.Tensor, r: int) -> torch.Tensor:
         return self.step(X + U, r)
@@ -204,13 +215,13 @@ class DPSGD(Gossip):
     """D-PSGD's combine part: (X, G, r) -> W_{r-1} X - lr G (``dpsgd_step``; Lian et al. 2017,
     arXiv:1705.09056, Algorithm 1). Args: W and mix as ``Gossip``; lr: the step size."""
 
-    @constrain(W=MIXINGS, lr=Real(ge=0), mix=Function())
+    @constrain(SQUARE_OR_SCHEDULE, W=MIXINGS, lr=Real(ge=0), mix=Function())
     def __init__(self, W: Mixing, lr: float, *, mix: Callable = gossip):
         super().__init__(W, mix=mix)
         self.lr = lr
 
     def __call__(self, X: torch.Tensor, G: torch.Tensor, r: int) -> torch.Tensor:
-        return dpsgd_step.__wrapped__(X, self.mixing(r, X.shape[1]), G, self.lr, mix=self.mix)
+        return dpsgd_step.__wrapped__(X, self.mixing(r, X), G, self.lr, mix=self.mix)
 
 
 class GossipAveraging(Rounds):

@@ -90,8 +90,9 @@ class DataProblem:
         return self.model.grad(x[None], c.x[rows][None], c.y[rows][None])[0]
 
     def local_sgd(self, X, among, *, steps, lr, gen, correction=None) -> torch.Tensor:
-        return local_sgd(self.model, X, self.clients, steps=steps, lr=lr, batch_size=self.batch_size,
-                         gen=gen, among=among, correction=correction)  # fmt: skip
+        # runs every round: the algorithm checked steps and lr once, the engine checks what it returns
+        return local_sgd.__wrapped__(self.model, X, self.clients, steps=steps, lr=lr, batch_size=self.batch_size,
+                                     gen=gen, among=among, correction=correction)  # fmt: skip
 
 
 class QuadraticProblem:

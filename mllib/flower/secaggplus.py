@@ -98,14 +98,8 @@ class SecAggPlusSettings(FlowerSettings):
         output: where the server saves what it recorded (.npz), or "".
     """
 
-    rounds: int = 2
+    rounds: int = 2  # fewer, smaller rounds than ``Settings``': SecAgg+ costs more per round
     clients: int = 3
-    local_steps: int = 20
-    lr: float = 0.5
-    batch_size: int = 32
-    seed: int = 0
-    partition: str = "iid"
-    alpha: float = 0.5
     num_shares: int = 3
     threshold: int = 2
     clipping_range: float = 8.0

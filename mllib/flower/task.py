@@ -31,9 +31,26 @@ AGGREGATORS = ("mean", "median", "trimmed mean", "krum", "geometric median")
 BATCHES, ATTACK, SERVER_NOISE = 0, 1, 2
 
 
+# the constraints of FlowerSettings' fields
+TRAINING_CONSTRAINTS = dict(rounds=Integer(min=1), clients=Integer(min=1), local_steps=Integer(min=1), lr=Real(gt=0),
+                            batch_size=Integer(min=1), seed=Integer(min=0), partition=OneOf("iid", "dirichlet"),
+                            alpha=Real(gt=0))
+
+
+@constrain(**TRAINING_CONSTRAINTS)
+@dataclass(frozen=True)
 class FlowerSettings:
-    """A frozen dataclass of settings read from and written to Flower's run config, whose keys
-    use dashes (``local-steps``): ``Settings`` and ``secaggplus.SecAggPlusSettings``."""
+    """Settings read from and written to Flower's run config, whose keys use dashes
+    (``local-steps``): the training both ``Settings`` and ``secaggplus.SecAggPlusSettings`` run."""
+
+    rounds: int = 3
+    clients: int = 4
+    local_steps: int = 20
+    lr: float = 0.5
+    batch_size: int = 32
+    seed: int = 0
+    partition: str = "iid"
+    alpha: float = 0.5
 
     @classmethod
     def from_config(cls, config: Mapping):
@@ -53,9 +70,7 @@ class FlowerSettings:
                 "a robust aggregator replaces FedAvg's mean; algorithm={algorithm!r} keeps its own"),
            Rule("byzantine", lambda byzantine, clients: byzantine < clients,
                 "byzantine must be in [0, clients), got {byzantine} for clients={clients}"),
-           rounds=Integer(min=1), clients=Integer(min=1), local_steps=Integer(min=1), lr=Real(gt=0),
-           batch_size=Integer(min=1), seed=Integer(min=0), partition=OneOf("iid", "dirichlet"), alpha=Real(gt=0),
-           algorithm=OneOf(*ALGORITHMS), aggregator=OneOf(*AGGREGATORS), byzantine=Integer(min=0), clip=Real(gt=0),
+           **TRAINING_CONSTRAINTS, algorithm=OneOf(*ALGORITHMS), aggregator=OneOf(*AGGREGATORS), byzantine=Integer(min=0), clip=Real(gt=0),
            noise=Real(gt=0), delta=Real(gt=0, lt=1), timeout=Real(gt=0), output=Instance(str))  # fmt: skip
 @dataclass(frozen=True)
 class Settings(FlowerSettings):
@@ -75,14 +90,6 @@ class Settings(FlowerSettings):
         output: where the server saves the final model and accuracies (.npz), or "".
     """
 
-    rounds: int = 3
-    clients: int = 4
-    local_steps: int = 20
-    lr: float = 0.5
-    batch_size: int = 32
-    seed: int = 0
-    partition: str = "iid"
-    alpha: float = 0.5
     algorithm: str = "fedavg"
     aggregator: str = "mean"
     byzantine: int = 0

@@ -281,9 +281,11 @@ def _round_stochastic(x: torch.Tensor, f: Format, gen: torch.Generator) -> torch
     return y.to(dtype)
 
 
-@constrain(Rule("fmt", _torch_typed, lambda fmt: f"fmt must be a float format torch has a dtype for, "
-                f"{[n for n in FORMATS if _torch_typed(n)]}, got {get_format(fmt).name}; use round_to"),
-           x=VALUES, fmt=FMT)
+TORCH_TYPED = Rule("fmt", _torch_typed, lambda fmt: f"fmt must be a float format torch has a dtype for, "
+                   f"{[n for n in FORMATS if _torch_typed(n)]}, got {get_format(fmt).name}; use round_to")
+
+
+@constrain(TORCH_TYPED, x=VALUES, fmt=FMT)
 def torch_cast(x: torch.Tensor, fmt: str | Format) -> torch.Tensor:
     """``x`` cast to ``fmt``'s torch dtype and back to x's dtype: ``round_to`` bit for bit, faster.
 
@@ -344,16 +346,14 @@ def scaled_round(
     ), s
 
 
+@constrain(TORCH_TYPED, x=VALUES, fmt=FMT)
 def cast_like_torch(x: torch.Tensor, fmt: str | Format) -> torch.Tensor:
     """Round through torch's own dtype: ``x.to(dtype).float()`` (for comparison with ``round_to``).
 
     Raises:
-        ValueError: if torch has no dtype for ``fmt`` (TF32, E3M4).
+        ValueError: if torch has no float dtype for ``fmt`` (TF32, E3M4, INT8).
     """
-    f = get_format(fmt)
-    if f.torch_dtype is None or isinstance(f, IntFormat):
-        raise ValueError(f"torch has no float dtype for {f.name!r}; use round_to")
-    return x.to(f.torch_dtype).to(torch.float32)
+    return x.to(get_format.__wrapped__(fmt).torch_dtype).to(torch.float32)
 
 
 @constrain(Rule("u", lambda x, u: u.shape == x.shape, "u must have x's shape {x.shape}, got {u.shape}"),

@@ -14,12 +14,13 @@ from collections.abc import Iterable
 
 import torch
 
-from ..constraints import Generator, Instance, Integer, OneOf, Probability, Rule, Tensor, constrain
-from .formats import round_to
+from ..constraints import Generator, Instance, Integer, OneOf, Probability, Real, Rule, Tensor, constrain
+from .formats import FORMATS, round_to
 
 _C1, _C2, _MASK = 0xCC9E2D51, 0x1B873593, 0xFFFFFFFF
 KEY = Instance(str, bytes, description="a feature name (str or bytes)")
 N_FEATURES = Integer(min=1)  # m, the number of buckets
+FEATURES, LABELS = Tensor(2, description="a matrix of features (n_docs, n_features)"), Tensor(1, integer=True)
 
 
 def _rotl(x: int, r: int) -> int:
@@ -167,6 +168,16 @@ def bag_of_words(docs: list[list[str]]) -> tuple[torch.Tensor, list[str]]:
     return X.index_put_(index, torch.ones(len(rows), dtype=torch.float64), accumulate=True), vocabulary
 
 
+@constrain(Rule("y", lambda X, y: len(y) == len(X), "y must hold one label per row of X, {X.shape[0]}, got {y.shape[0]}"),
+           Rule("y_test", lambda X_test, y_test: len(y_test) == len(X_test),
+                "y_test must hold one label per row of X_test, {X_test.shape[0]}, got {y_test.shape[0]}"),
+           Rule("X_test", lambda X, X_test: X_test.shape[1] == X.shape[1],
+                "X_test must have X's {X.shape[1]} features, got {X_test.shape[1]}"),
+           Rule("y", lambda y, n_classes: 0 <= int(y.min()) and int(y.max()) < n_classes,
+                lambda y, n_classes: f"y must hold labels in [0, n_classes) = [0, {n_classes}), "
+                                     f"got labels in [{int(y.min())}, {int(y.max())}]"),
+           X=FEATURES, y=LABELS, X_test=FEATURES, y_test=LABELS, n_classes=Integer(min=1), steps=Integer(min=1),
+           lr=Real(gt=0), weight_format=OneOf(*FORMATS))  # fmt: skip
 def train_linear(
     X: torch.Tensor, y: torch.Tensor, X_test: torch.Tensor, y_test: torch.Tensor, *, n_classes: int,
     steps: int = 200, lr: float = 0.5, weight_format: str = "fp32",

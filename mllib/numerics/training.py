@@ -39,6 +39,11 @@ WEIGHTS = Instance(dict, description="the MLP's weights {name: tensor} (history.
 MLP_WEIGHTS = Rule("params", lambda params: {"W1", "b1", "W2", "b2"} <= set(params),
                    lambda params: f"params must hold the MLP's weights W1, b1, W2, b2, got the keys {list(params)}")
 GENS = Instance(list, tuple, description="a list of torch.Generators, one per run")
+TENSORS = Instance(dict, description="weights {name: tensor}")
+ALL_TENSORS = Rule("params", lambda params: all(isinstance(w, torch.Tensor) for w in params.values()),
+                   lambda params: f"params must map names to tensors, got {[type(w).__name__ for w in params.values()]}")
+ONE_LABEL_PER_ROW = Rule("y", lambda x, y: len(y) == len(x),
+                         "y must hold one label per row of x, {x.shape[0]}, got {y.shape[0]}")
 SEEDS = Instance(range, list, tuple, description="a sequence of seeds, e.g. range(5)")
 
 
@@ -81,6 +86,8 @@ def mlp_logits(params: dict[str, torch.Tensor], x: torch.Tensor, compute: str = 
     return q(h) @ q(params["W2"]).T + params["b2"]  # (B, C)
 
 
+@constrain(MLP_WEIGHTS, ONE_LABEL_PER_ROW, params=WEIGHTS, x=Tensor(2), y=Tensor(1, floating=False),
+           compute=NAME)  # fmt: skip
 def mlp_accuracy(params: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor, compute: str = "fp32",
                  scaled: bool = False) -> float:  # fmt: skip
     """Fraction of x (B, n_in) classified as y (B,)."""
@@ -331,6 +338,7 @@ def prune_and_retrain(
     return engine.run(sgd, steps, metrics=METRICS)
 
 
+@constrain(ALL_TENSORS, params=TENSORS, value_bits=Integer(min=1))
 def compressed_bytes(params: dict[str, torch.Tensor], value_bits: int, *, sparse: bool) -> int:
     """Storage in bytes: each tensor's kept values at ``value_bits`` bits, plus for a sparse
     model a 1-bit mask per entry, plus 4 bytes of scale per tensor when value_bits < 32."""
@@ -342,6 +350,7 @@ def compressed_bytes(params: dict[str, torch.Tensor], value_bits: int, *, sparse
     return total
 
 
+@constrain(ALL_TENSORS, params=TENSORS, sparsity=Real(ge=0, lt=1), fmt=NAME)
 def compress(params: dict[str, torch.Tensor], sparsity: float, fmt: str = "fp32") -> dict[str, torch.Tensor]:
     """Magnitude-prune the weight matrices to ``sparsity``, then round every tensor per-tensor
     scaled to ``fmt`` (INT8: symmetric quantization with scale amax / 127)."""

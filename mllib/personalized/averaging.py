@@ -19,23 +19,23 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from ..constraints import Generator, Integer, Real, Reals, Tensor, constrain
+from ..constraints import Generator, Integer, Real, Reals, Tensor, constrain, every_entry
 from ..runtime import generator
 
-# scalars, or tensors that broadcast; NaN and inf are rejected, the ranges checked by _check
+# scalars, or tensors that broadcast; NaN and inf are rejected, the ranges checked by RANGES
 VAR, COUNT, ANY = Real(ge=0) | Tensor(finite=True), Real(ge=1) | Tensor(finite=True), Real() | Tensor(finite=True)
 TWO_SOURCES = dict(var_own=VAR, n_own=COUNT, var_other=VAR, n_other=COUNT)
+RANGES = (every_entry("var_own", lambda v: v >= 0, ">= 0"), every_entry("n_own", lambda v: v >= 1, ">= 1"),
+          every_entry("var_other", lambda v: v >= 0, ">= 0"), every_entry("n_other", lambda v: v >= 1, ">= 1"))
+WEIGHT = every_entry("beta", lambda v: (v > 0) & (v <= 1), "in (0, 1]")
 
 
-def _check(var_own, n_own, var_other, n_other, bias):
-    values = [torch.as_tensor(v, dtype=torch.float64) for v in (var_own, n_own, var_other, n_other, bias)]
-    for name, v in zip(("var_own", "n_own", "var_other", "n_other"), values):
-        if (v < 0).any() or (name.startswith("n") and (v < 1).any()):
-            raise ValueError(f"{name} must be {'>= 1' if name.startswith('n') else '>= 0'}, got {v}")
-    return values
+def _float64(*values) -> list[torch.Tensor]:
+    """The arguments as float64 tensors, which broadcast."""
+    return [torch.as_tensor(v, dtype=torch.float64) for v in values]
 
 
-@constrain(beta=ANY, **TWO_SOURCES, bias=ANY)
+@constrain(*RANGES, beta=ANY, **TWO_SOURCES, bias=ANY)
 def mse_of_weight(beta, var_own, n_own, var_other, n_other, bias) -> torch.Tensor:
     """The exact mean squared error of est(beta) (Grimberg et al. 2021, arXiv:2110.12946, Section 3).
 
@@ -50,12 +50,12 @@ def mse_of_weight(beta, var_own, n_own, var_other, n_other, bias) -> torch.Tenso
     Raises:
         ValueError: for a negative variance or a sample count below 1.
     """
-    v0, n0, v1, n1, delta = _check(var_own, n_own, var_other, n_other, bias)
+    v0, n0, v1, n1, delta = _float64(var_own, n_own, var_other, n_other, bias)
     beta = torch.as_tensor(beta, dtype=torch.float64)
     return (1 - beta) ** 2 * v0 / n0 + beta**2 * (v1 / n1 + delta**2)
 
 
-@constrain(**TWO_SOURCES, bias=ANY)
+@constrain(*RANGES, **TWO_SOURCES, bias=ANY)
 def optimal_weight(var_own, n_own, var_other, n_other, bias) -> torch.Tensor:
     """The MSE-optimal collaboration weight beta* (Grimberg et al. 2021, arXiv:2110.12946).
 
@@ -75,23 +75,20 @@ def optimal_weight(var_own, n_own, var_other, n_other, bias) -> torch.Tensor:
     Raises:
         ValueError: for a negative variance or a sample count below 1.
     """
-    v0, n0, v1, n1, delta = _check(var_own, n_own, var_other, n_other, bias)
+    v0, n0, v1, n1, delta = _float64(var_own, n_own, var_other, n_other, bias)
     own, other = v0 / n0, v1 / n1 + delta**2
     total = own + other
     return torch.where(total > 0, own / total.clamp(min=1e-300), torch.zeros_like(total))
 
 
-@constrain(**TWO_SOURCES, beta=ANY)
+@constrain(*RANGES, WEIGHT, **TWO_SOURCES, beta=ANY)
 def harmful_bias(var_own, n_own, var_other, n_other, beta) -> torch.Tensor:
     """The bias |delta| above which collaborating with weight beta > 0 does worse than alone.
 
     MSE(beta) > MSE(0) iff beta > 2 beta*, i.e. delta^2 > (2 - beta) s0^2/(beta n0) - s1^2/n1
     (0 when any bias hurts).
     """
-    v0, n0, v1, n1, _ = _check(var_own, n_own, var_other, n_other, 0.0)
-    beta = torch.as_tensor(beta, dtype=torch.float64)
-    if (beta <= 0).any() or (beta > 1).any():
-        raise ValueError(f"beta must be in (0, 1], got {beta}")
+    v0, n0, v1, n1, beta = _float64(var_own, n_own, var_other, n_other, beta)
     return ((2 - beta) * v0 / (beta * n0) - v1 / n1).clamp(min=0).sqrt()
 
 
@@ -118,7 +115,7 @@ def monte_carlo_mse(
     Raises:
         ValueError: for trials < 2, a negative variance or a sample count below 1.
     """
-    v0, n0, v1, n1, delta = _check(var_own, n_own, var_other, n_other, bias)
+    v0, n0, v1, n1, delta = _float64(var_own, n_own, var_other, n_other, bias)
     own = v0.sqrt() * torch.randn(trials, int(n0), generator=gen, dtype=torch.float64)  # (trials, n0)
     other = delta + v1.sqrt() * torch.randn(trials, int(n1), generator=gen, dtype=torch.float64)
     beta = torch.as_tensor(betas, dtype=torch.float64)[:, None]  # (k, 1)

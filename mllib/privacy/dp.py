@@ -15,7 +15,9 @@ from scipy import optimize, stats
 from torch.func import functional_call, grad, vmap
 
 from ..clients import MODEL, run_rounds
-from ..constraints import ClientMatrix, Generator, Instance, Integer, OneOf, Real, Reals, Rule, Tensor, constrain
+from ..constraints import (
+    ClientMatrix, Generator, Instance, Integer, OneOf, Real, Reals, Rule, Tensor, constrain, every_entry,
+)
 from ..data import Dataset
 from ..models import FlatModel, loss_gradient
 from ..partition import split
@@ -233,7 +235,11 @@ def dp_sgd_gradient(
     return (total + sigma * clip * noise) / expected_batch
 
 
-@constrain(model=MODEL, X=ClientMatrix(), x=Tensor(), y=Tensor(2, floating=False), steps=Integer(min=0),
+@constrain(Rule("X", lambda model, X, y: tuple(X.shape) == (len(y), model.dim),
+                lambda model, X, y: f"X must have shape ({len(y)}, {model.dim}), one row per data set in y, "
+                                    f"got {tuple(X.shape)}"),
+           every_entry("sigma", lambda v: v >= 0, ">= 0"), every_entry("clip", lambda v: v > 0, "> 0"),
+           model=MODEL, X=ClientMatrix(), x=Tensor(), y=Tensor(2, floating=False), steps=Integer(min=0),
            lr=Real(ge=0), q=Real(gt=0, le=1), clip=ANY_CLIP | Tensor(1), sigma=SIGMA | Tensor(1, finite=True),
            gen=Generator())  # fmt: skip
 def dp_sgd(
@@ -258,12 +264,8 @@ def dp_sgd(
         ValueError: for q outside (0, 1], sigma < 0, clip <= 0 or shapes that disagree.
     """
     n, size = y.shape
-    if X.shape != (n, model.dim):
-        raise ValueError(f"X must have shape ({n}, {model.dim}), one row per data set in y, got {tuple(X.shape)}")
     sigma = _as_rows(sigma, n, X, "sigma")
     clip = _as_rows(clip, n, X, "clip")
-    if (sigma < 0).any():
-        raise ValueError(f"sigma must be >= 0, got {sigma.tolist()}")
     std = torch.where(sigma > 0, sigma * clip, torch.zeros_like(sigma)).unsqueeze(1)  # (n, 1)
     for _ in range(steps):
         take = (rand(n, size, gen=gen, device=X.device) < q).to(X.dtype)  # 1.

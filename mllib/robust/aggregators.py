@@ -31,7 +31,7 @@ from collections.abc import Callable
 
 import torch
 
-from ..constraints import Function, Instance, Integer, OneOf, Real, Tensor, constrain
+from ..constraints import Function, Instance, Integer, OneOf, Real, Tensor, constrain, converted
 from ..models import FlatModel
 from . import rules
 from .rules import F, check_rows
@@ -72,8 +72,10 @@ class Aggregator(abc.ABC):
             weights: (n,) the clients' shares (``engine.Federated`` passes p_S): ignored.
 
         Raises:
-            ValueError: for X not of floats or of another rank, or f breaking the rule's condition.
+            ValueError: for X of another rank, or f breaking the rule's condition (a list or an
+            integer tensor is converted to floats first, as every public call does).
         """
+        X = converted(X)
         check_rows(X, self.f, type(self).__name__, need=self.need, stacks=self.stacks)
         return self.aggregate(X)
 

@@ -4,46 +4,52 @@ one ``Aggregator`` protocol.
 
 Every rule here also takes a stack of R client matrices (R, n, d) and returns (R, d) (the
 lecture trains R runs at once), except q-FFL's. ``check_rows`` is the one check of a client
-matrix and of f, the number of Byzantine rows, against the paper's condition; the attacks
-use it too. Each rule also declares its arguments' constraints (``mllib.constraints``),
-checked at a call of the rule; an ``Aggregator`` calls the rule's body (``__wrapped__``).
+matrix and of f, the number of Byzantine rows, against the paper's condition (a declared
+``Rule`` of ``CONDITIONS``); the attacks use it too. Each rule also declares its arguments'
+constraints (``mllib.constraints``), checked at a call of the rule; an ``Aggregator`` calls the
+rule's body (``__wrapped__``).
 """
-import numbers
-
 import numpy as np
 import torch
 
-from ..constraints import ClientMatrix, Integer, Real, Rule, Tensor, constrain
+from ..constraints import ClientMatrix, Integer, Real, Rule, Tensor, constrain, shown
 
-NEEDS = ("half", "krum", "honest", "any")  # the conditions on f that ``check_f`` knows
 ROWS = ClientMatrix(stack=True)  # X (n, d), or a stack of R of them (R, n, d)
-F = Integer(min=0)  # the number of Byzantine rows; its condition against n is ``check_rows``'s
+F = Integer(min=0)  # the number of Byzantine rows; its condition against n is one of CONDITIONS
+# The paper's condition on f for n rows, by what a rule needs (``max_f`` is the largest f each
+# accepts); a message names the rule that checked. Krum's keeps its own words: lecture 05 prints it.
+CONDITIONS = {
+    "half": Rule("f", lambda f, n, name: 2 * f < n,
+                 lambda f, n, name: f"f must be < n/2 = {n / 2:g}, fewer than half the rows Byzantine, "
+                                    f"got f={f} of n={n} for {name}"),
+    "krum": Rule("f", lambda f, n, name: n > 2 * f + 2,
+                 lambda f, n, name: f"{name} needs n > 2f + 2 (Blanchard et al. 2017): got n={n}, f={f}; "
+                                    f"pass f <= {(n - 3) // 2}"),
+    "honest": Rule("f", lambda f, n, name: f < n,
+                   lambda f, n, name: f"f must be in [0, n) = [0, {n}), at least one honest row, got f={f} "
+                                      f"for {name}"),
+    "any": Rule("f", lambda f, n, name: f <= n,
+                lambda f, n, name: f"f must be in [0, n] = [0, {n}], got f={f} for {name}"),
+}  # fmt: skip
+NEEDS = tuple(CONDITIONS)
+# What a rule's caller passes every round, used as given (a public call converts lists and
+# integers first, ROWS): the ranks allowed with and without stacks, and their description
+MATRICES = {True: ((2, 3), f"{ROWS.description}, of floats"),
+            False: ((2,), "a client matrix of shape (n_clients, d), of floats")}
 
 
 def check_f(f: int, n: int, name: str, need: str = "half") -> None:
-    """Check f, the number of Byzantine rows, for n rows against a rule's condition ``need``.
-
-    ``need``: "half" (f < n/2, the breakdown point of the medians), "krum" (n > 2f + 2,
-    Blanchard et al. 2017), "honest" (f < n: at least one honest row to read), "any" (f <= n).
+    """Check f, the number of Byzantine rows, an integer >= 0 (``F``), for n rows against the
+    condition ``need`` of the rule ``name`` (``CONDITIONS``): "half" (f < n/2, the breakdown point
+    of the medians), "krum" (n > 2f + 2, Blanchard et al. 2017), "honest" (f < n: at least one
+    honest row to read), "any" (f <= n).
 
     Raises:
         TypeError: for an f that is not an integer.
         ValueError: for f < 0 or an f that breaks the condition.
     """
-    if isinstance(f, bool) or not isinstance(f, numbers.Integral):
-        raise TypeError(f"{name}: f (the number of Byzantine rows) must be an integer, got {f!r}")
-    if f < 0:
-        raise ValueError(f"{name}: f (the number of Byzantine rows) must be >= 0, got f={f}")
-    if need == "half" and not 2 * f < n:
-        raise ValueError(f"{name} tolerates fewer than half Byzantine rows: got f={f} of n={n}; pass f < n/2 = {n / 2:g}")
-    if need == "krum" and not n > 2 * f + 2:
-        raise ValueError(f"{name} needs n > 2f + 2 (Blanchard et al. 2017): got n={n}, f={f}; pass f <= {(n - 3) // 2}")
-    if need == "honest" and not f < n:
-        raise ValueError(f"{name}: f (Byzantine rows) must be in [0, n) = [0, {n}), at least one honest row, got f={f}")
-    if need == "any" and not f <= n:
-        raise ValueError(f"{name}: f (Byzantine rows) must be in [0, n] = [0, {n}], got f={f}")
-    if need not in NEEDS:
-        raise ValueError(f"need must be one of {NEEDS}, got {need!r}")
+    F.check("f", f)
+    CONDITIONS[need].check({"f": f, "n": n, "name": name})
 
 
 def max_f(n: int, need: str = "half") -> int:
@@ -53,18 +59,15 @@ def max_f(n: int, need: str = "half") -> int:
 
 def check_rows(X: torch.Tensor, f: int, name: str, *, need: str = "half", stacks: bool = True, arg: str = "X") -> int:
     """Check a client matrix X (n, d) of floats (or, with ``stacks``, a stack (R, n, d)) and f
-    against ``need`` (see ``check_f``); return n.
+    against ``need`` (see ``check_f``) for the rule ``name``; return n. It runs every round, on
+    X as given: a list or an integer tensor is refused here, converted at a public call (``ROWS``).
 
     Raises:
         ValueError: for a tensor of another rank, with no row, not of floats, or a bad f.
     """
-    ranks = (2, 3) if stacks else (2,)
-    if not isinstance(X, torch.Tensor) or X.dim() not in ranks or X.shape[-2] < 1:
-        shape = tuple(X.shape) if isinstance(X, torch.Tensor) else type(X).__name__
-        stack = " or a stack (runs, n_clients, d)" if stacks else ""
-        raise ValueError(f"{name}: {arg} must be a client matrix of shape (n_clients, d){stack}, got shape {shape}")
-    if not X.dtype.is_floating_point:
-        raise ValueError(f"{name}: {arg} must hold floats, got dtype {X.dtype}")
+    ranks, matrix = MATRICES[stacks]
+    if not (isinstance(X, torch.Tensor) and X.dtype.is_floating_point and X.dim() in ranks and X.shape[-2] > 0):
+        raise ValueError(f"{arg} must be {matrix}, got {shown(X)} for {name}")
     check_f(f, X.shape[-2], name, need)
     return X.shape[-2]
 
