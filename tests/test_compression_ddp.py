@@ -150,3 +150,11 @@ def test_bad_hook_and_rank_raise():
         run_ddp(seed=())
     with pytest.raises(ValueError, match="rank must be an integer >= 1, got 0"):
         PowerSGDHook(0)
+
+
+def test_the_ddp_processes_leave_the_callers_stderr_alone(capfd, monkeypatch):
+    """A notebook cell shows what reaches the kernel's stderr: the processes' own (here C++ log
+    lines) goes to their files, so a message some runs print cannot change a recorded output."""
+    monkeypatch.setenv("TORCH_CPP_LOG_LEVEL", "INFO")  # every process logs its process group's setup
+    run_ddp(hook="none", world_size=2, steps=2)
+    assert capfd.readouterr().err == ""

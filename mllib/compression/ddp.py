@@ -5,6 +5,8 @@
 ``run_ddp`` trains a small MLP on digits in ``world_size`` processes (gloo, loopback).
 """
 import os
+import pathlib
+import tempfile
 import time
 import traceback
 from collections.abc import Callable
@@ -161,9 +163,20 @@ class SGDSteps(Rounds):
         self.loss = float(loss.detach())
 
 
-def _train(rank: int, *args) -> None:
-    """One process of ``run_ddp``; a failure travels to the parent as its traceback, because
-    the children's stderr goes to the kernel's terminal, not to the notebook cell."""
+def _tails(paths: list[str], lines: int = 20) -> str:
+    """The last lines each process wrote to its stderr file."""
+    return "\n".join(f"[process {r}] " + "".join(pathlib.Path(path).read_text().splitlines(True)[-lines:])
+                     for r, path in enumerate(paths) if os.path.exists(path))  # fmt: skip
+
+
+def _train(rank: int, stderr: str, *args) -> None:
+    """One process of ``run_ddp``; a failure travels to the parent as its traceback. Its stderr
+    goes to the file ``stderr``, not to the kernel's: a notebook cell shows the kernel's, and
+    a message that only some runs print (a C++ thread's "terminate called" as a process exits)
+    would change the cell's output."""
+    log = os.open(stderr, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    os.dup2(log, 2)
+    os.close(log)
     queue = args[-1]
     # The processes train on the CPU over gloo. PyTorch's powerSGD_hook calls
     # torch.cuda.synchronize() whenever CUDA is present, which fails for CPU tensors
@@ -259,25 +272,28 @@ def run_ddp(
     queue = ctx.SimpleQueue()
     port = free_port()
     args = (world_size, port, hooks, seeds, rank, steps, lr, data, queue)
-    procs = [ctx.Process(target=_train, args=(r, *args)) for r in range(world_size)]
-    for p in procs:
-        p.start()
-    results = []
-    try:
-        while len(results) < world_size * len(hooks) * len(seeds):
-            if not queue.empty():
-                results.append(queue.get())
-                if results[-1][1] == "error":
-                    raise RuntimeError(f"DDP process {results[-1][0]} failed:\n{results[-1][2]}")
-            elif any(p.exitcode not in (None, 0) for p in procs):
-                raise RuntimeError(f"a DDP process failed (exit codes {[p.exitcode for p in procs]}); see its traceback above")
-            else:
-                time.sleep(0.02)
-    finally:
+    with tempfile.TemporaryDirectory() as logs:
+        stderr = [os.path.join(logs, f"stderr-{r}") for r in range(world_size)]
+        procs = [ctx.Process(target=_train, args=(r, stderr[r], *args)) for r in range(world_size)]
         for p in procs:
-            p.join(timeout=30)
-            if p.is_alive():
-                p.terminate()
+            p.start()
+        results = []
+        try:
+            while len(results) < world_size * len(hooks) * len(seeds):
+                if not queue.empty():
+                    results.append(queue.get())
+                    if results[-1][1] == "error":
+                        raise RuntimeError(f"DDP process {results[-1][0]} failed:\n{results[-1][2]}")
+                elif any(p.exitcode not in (None, 0) for p in procs):
+                    raise RuntimeError(f"a DDP process failed (exit codes {[p.exitcode for p in procs]}); "
+                                       f"its stderr ends:\n{_tails(stderr)}")  # fmt: skip
+                else:
+                    time.sleep(0.02)
+        finally:
+            for p in procs:
+                p.join(timeout=30)
+                if p.is_alive():
+                    p.terminate()
     by_run = {}
     for key in {r[1] for r in results}:
         mine = sorted((r for r in results if r[1] == key), key=lambda r: r[0])
